@@ -1,0 +1,95 @@
+"""Manifolds behind one interface: Lorentz (HierLoc), Euclidean and sphere (Table 6 ablation).
+
+Usage::
+
+    from hierloc.geometry import get_manifold
+    M = get_manifold("lorentz", K=0.8)
+    z = M.expmap0(v)                     # (B, d) -> (B, d+1)
+    D = M.pairwise_dist(z, entities)     # (B, E)
+
+The pure functions live in :mod:`hierloc.geometry.lorentz` (imported as ``L`` by convention),
+:mod:`~hierloc.geometry.sphere` and :mod:`~hierloc.geometry.euclidean`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from types import ModuleType
+
+import torch
+
+from hierloc.geometry import euclidean, lorentz, sphere
+
+_REGISTRY: dict[str, ModuleType] = {m.NAME: m for m in (lorentz, euclidean, sphere)}
+
+
+@dataclass(frozen=True)
+class Manifold:
+    """A manifold with fixed ``K``; every method documents shapes in its module function.
+
+    Attributes:
+        name: ``"lorentz"``, ``"euclidean"`` or ``"sphere"``.
+        K: Lorentz ``-<x,x>_L``, sphere radius squared; ignored by Euclidean.
+    """
+
+    name: str
+    K: float
+
+    @property
+    def _fn(self) -> ModuleType:
+        return _REGISTRY[self.name]
+
+    def ambient_dim(self, d: int) -> int:
+        """Coordinates of a point for tangent dimension ``d``."""
+        return d if self.name == euclidean.NAME else d + 1
+
+    def r_max(self, dtype: torch.dtype = torch.float32) -> float:
+        return self._fn.r_max(self.K, dtype)
+
+    def origin(self, d: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        return self._fn.origin(d, self.K, dtype=dtype, device=device)
+
+    def expmap0(self, v: torch.Tensor, overflow: str = "raise") -> torch.Tensor:
+        return self._fn.expmap0(v, self.K, overflow=overflow)
+
+    def logmap0(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn.logmap0(x, self.K)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn.project(x, self.K)
+
+    def dist0(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn.dist0(x, self.K)
+
+    def dist(self, x: torch.Tensor, y: torch.Tensor, squared: bool = False) -> torch.Tensor:
+        return self._fn.dist(x, y, self.K, squared=squared)
+
+    def pairwise_dist(
+        self, x: torch.Tensor, y: torch.Tensor, squared: bool = False
+    ) -> torch.Tensor:
+        return self._fn.pairwise_dist(x, y, self.K, squared=squared)
+
+    def search_vectors(self, x: torch.Tensor, role: str) -> torch.Tensor:
+        return self._fn.search_vectors(x, role)
+
+
+def available_manifolds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_manifold(name: str, K: float | None = None) -> Manifold:
+    """The manifold registered as ``name``; ``K`` defaults to the manifold's own default."""
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        close = difflib.get_close_matches(key, list(_REGISTRY), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown manifold {name!r}; choose one of {available_manifolds()}.{hint}")
+    module = _REGISTRY[key]
+    K = module.DEFAULT_K if K is None else float(K)
+    if not K > 0:
+        raise ValueError(f"K must be > 0, got {K}")
+    return Manifold(key, K)
+
+
+__all__ = ["Manifold", "available_manifolds", "get_manifold", "euclidean", "lorentz", "sphere"]

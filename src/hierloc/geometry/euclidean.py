@@ -1,0 +1,77 @@
+"""Euclidean space ``R^d`` behind the manifold interface, for the Table 6 ablation.
+
+Points and tangent vectors are the same ``(..., d)`` tensors; ``expmap0``/``logmap0`` are the
+identity and there is no cap (``r_max = inf``). ``K`` is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from hierloc.geometry._common import cap_norm, full_precision, safe_norm, sqrt0, upcast
+
+NAME = "euclidean"
+DEFAULT_K = 1.0
+
+
+def r_max(K: float = DEFAULT_K, dtype: torch.dtype = torch.float32) -> float:
+    return math.inf
+
+
+def origin(d: int, K: float = DEFAULT_K, dtype=torch.float32, device=None) -> torch.Tensor:
+    return torch.zeros(d, dtype=dtype, device=device)
+
+
+def project(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
+    return upcast(x)
+
+
+def expmap0(v: torch.Tensor, K: float = DEFAULT_K, overflow: str = "raise") -> torch.Tensor:
+    v = upcast(v)
+    cap_norm(v, safe_norm(v), r_max(K), overflow, NAME)  # validates ``overflow``
+    return v
+
+
+def logmap0(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
+    return upcast(x)
+
+
+def dist0(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
+    x = upcast(x)
+    return safe_norm(x, keepdim=False)
+
+
+def dist(
+    x: torch.Tensor, y: torch.Tensor, K: float = DEFAULT_K, squared: bool = False
+) -> torch.Tensor:
+    """``|x − y|``, broadcast ``(..., d) -> (...)``; exact 0 with finite gradient at ``x == y``."""
+    x, y = upcast(x), upcast(y)
+    with full_precision(x):
+        sq = ((x - y) ** 2).sum(-1)
+        return sq if squared else sqrt0(sq)
+
+
+def pairwise_dist(
+    x: torch.Tensor, y: torch.Tensor, K: float = DEFAULT_K, squared: bool = False
+) -> torch.Tensor:
+    """``(B, d), (E, d) -> (B, E)`` via ``|x|² + |y|² − 2 x·y`` (one matmul)."""
+    x, y = upcast(x), upcast(y)
+    with full_precision(x):
+        sq = (x * x).sum(-1, keepdim=True) + (y * y).sum(-1)[None, :] - 2 * (x @ y.T)
+        sq = torch.clamp(sq, min=0)
+        return sq if squared else sqrt0(sq)
+
+
+def search_vectors(x: torch.Tensor, role: str) -> torch.Tensor:
+    """L2 as inner product: database ``[y, −|y|²/2]``, query ``[q, 1]``.
+
+    ``q·y − |y|²/2 = (|q|² − |q−y|²)/2``: for a fixed query, larger means closer.
+    """
+    x = upcast(x)
+    if role == "database":
+        return torch.cat([x, -0.5 * (x * x).sum(-1, keepdim=True)], dim=-1)
+    if role == "query":
+        return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
+    raise ValueError(f"role must be 'query' or 'database', got {role!r}")
