@@ -1,0 +1,32 @@
+# Two entry points, each setting up .venv on first use:
+#   make demo   install, then score the example predictions (the main job until `hierloc demo`)
+#   make test   install, then lint (ruff) and run the test suite (pytest)
+# TORCH_SPEC: the torch to install when the environment has none. The pinned CPU build is
+# what these machines carry locally; a bare `torch` would pull a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hierloc-installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/hierloc score examples/predictions.csv --truth examples/truth.csv
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

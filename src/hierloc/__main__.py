@@ -1,0 +1,3 @@
+from hierloc.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``hierloc bench …``: each reports figures measured side by side in one run."""

@@ -1,0 +1,1 @@
+"""Metadata readers and validation, feature store, dataset builders."""

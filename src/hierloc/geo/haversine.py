@@ -1,0 +1,36 @@
+"""The one great-circle distance of hierloc (OSV5M's formula and Earth radius).
+
+Works on NumPy arrays (float64 recommended) and on torch tensors (for losses), in degrees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EARTH_RADIUS_KM = 6371.0  # OSV5M's constant (metrics/utils.py)
+
+
+def _namespace(x):
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch
+    return np
+
+
+def haversine_km(lat1, lon1, lat2, lon2):
+    """Great-circle distance in km between points given in degrees; broadcasts.
+
+    OSV5M's form ``2R·atan2(sqrt(a), sqrt(1−a))`` with ``a = sin²(Δφ/2) + cos φ1 cos φ2
+    sin²(Δλ/2)`` clipped to [0, 1]. Like every haversine it is ill-conditioned at antipodes
+    (relative error ~1e-8 in float64 there).
+    """
+    xp = _namespace(lat1)
+    if xp is np:
+        lat1, lon1, lat2, lon2 = (np.asarray(a, dtype=np.float64) for a in (lat1, lon1, lat2, lon2))
+    phi1, phi2 = xp.deg2rad(lat1), xp.deg2rad(lat2)
+    dphi = phi2 - phi1
+    dlam = xp.deg2rad(lon2) - xp.deg2rad(lon1)
+    a = xp.sin(dphi / 2) ** 2 + xp.cos(phi1) * xp.cos(phi2) * xp.sin(dlam / 2) ** 2
+    a = xp.clip(a, 0.0, 1.0)
+    return 2 * EARTH_RADIUS_KM * xp.arctan2(xp.sqrt(a), xp.sqrt(1 - a))
