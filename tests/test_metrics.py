@@ -148,3 +148,14 @@ def test_entity_accuracy_hand_counted():
     }
     out = entity_level_accuracy(pred, truth)
     assert out == {"country": (2, 3), "city": (1, 2)}
+
+
+def test_score_frames_validates_like_files():
+    from hierloc.errors import InputError
+
+    pred = pd.DataFrame({"id": ["a", "b"], "latitude": [10.0, 91.0], "longitude": [0.0, 0.0]})
+    truth = pred.assign(latitude=[10.0, 20.0])
+    with pytest.raises(InputError, match=r"<predictions>: row 2, column 'latitude'.*outside"):
+        score_frames(pred, truth)
+    with pytest.raises(InputError, match="<truth>: missing column 'longitude'"):
+        score_frames(truth, truth.drop(columns="longitude"))

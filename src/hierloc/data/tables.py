@@ -164,12 +164,33 @@ def read_points(
         InputError: missing/empty/unreadable file, unknown format, missing column, empty id,
             non-numeric, missing, non-finite or out-of-range coordinates, duplicate ids.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     path = Path(path)
     fmt = _format(path)
     table = _read_arrow(path, fmt, [id_column, *COORD_COLUMNS], list(optional))
+    return validate_points(table, path, fmt, optional, id_column)
+
+
+def points_from_frame(
+    frame: pd.DataFrame, name: str, optional: list[str] | tuple[str, ...] = ()
+) -> PointTable:
+    """Validate an in-memory frame exactly like a file (``name`` stands for the path)."""
+    import pyarrow as pa
+
+    missing = [c for c in ("id", *COORD_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise InputError(f"{name}: missing column {missing[0]!r}; it has {list(frame.columns)}")
+    cols = [c for c in ("id", *COORD_COLUMNS, *optional) if c in frame.columns]
+    table = pa.Table.from_pandas(frame[cols], preserve_index=False)
+    return validate_points(table, Path(name), "frame", optional)
+
+
+def validate_points(
+    table, path: Path, fmt: str, optional: list[str] | tuple[str, ...] = (), id_column: str = "id"
+) -> PointTable:
+    """Validate an Arrow table holding ``id, latitude, longitude`` (see :func:`read_points`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no rows")
     ids_arrow = table[id_column]

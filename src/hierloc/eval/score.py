@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hierloc.data.tables import PointTable, read_points
+from hierloc.data.tables import PointTable, points_from_frame, read_points
 from hierloc.errors import InputError
 from hierloc.eval.metrics import (
     LEVELS,
@@ -165,15 +165,11 @@ def score_tables(
 
 
 def score_frames(pred: pd.DataFrame, truth: pd.DataFrame, **kwargs) -> ScoreResult:
-    """Score in-memory frames with the same columns as the files (for the Python API)."""
-    tables = []
-    for name, df in (("<predictions>", pred), ("<truth>", truth)):
-        frame = df.copy()
-        frame["id"] = frame["id"].astype(str).astype(object)
-        for c in ("latitude", "longitude"):
-            frame[c] = pd.to_numeric(frame[c], errors="raise").astype(np.float64)
-        tables.append(PointTable(path=Path(name), fmt="frame", frame=frame))
-    return score_tables(tables[0], tables[1], **kwargs)
+    """Score in-memory frames with the same columns and checks as the files (Python API)."""
+    extra = list(ENTITY_COLUMNS.values())
+    p = points_from_frame(pred, "<predictions>", optional=extra)
+    t = points_from_frame(truth, "<truth>", optional=[*OSV5M_COLUMNS.values(), *extra])
+    return score_tables(p, t, **kwargs)
 
 
 def score_files(
