@@ -66,14 +66,29 @@ def test_round_trip_and_distance_to_origin(name, dtype, data):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
-@given(data=st.data())
-def test_lorentz_points_lie_on_the_hyperboloid(dtype, data):
-    v = data.draw(tangent(dtype, 15.0))
-    x = L.expmap0(v, K=0.8)
+@given(data=st.data(), K=st.sampled_from([0.1, 0.8, 2.0]))
+def test_points_lie_on_the_manifold(dtype, data, K):
+    v = data.draw(tangent(dtype, 15.0 * K**0.5))
+    x = L.expmap0(v, K=K)
     lhs = float(L.inner(x, x))
-    assert abs(lhs + 0.8) <= 4 * TOL[dtype] * float(x[0]) ** 2
+    assert abs(lhs + K) <= 4 * TOL[dtype] * float(x[0]) ** 2
     # project() keeps a point on the manifold where it was
-    assert torch.allclose(L.project(x), x, rtol=TOL[dtype] * 4, atol=0)
+    assert torch.allclose(L.project(x, K), x, rtol=TOL[dtype] * 4, atol=0)
+
+    S = get_manifold("sphere", K=K)
+    y = S.expmap0(v, overflow="clip")
+    assert float((y * y).sum()) == pytest.approx(K, rel=4 * TOL[dtype])
+    assert torch.allclose(S.project(y), y, rtol=TOL[dtype] * 4, atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("name,dtype", manifold_cases())
+def test_zero_vector_maps_to_origin_and_back(name, dtype):
+    M = get_manifold(name)
+    v = torch.zeros(2, 5, dtype=dtype)
+    x = M.expmap0(v)
+    assert torch.equal(x, M.origin(5, dtype=dtype).expand_as(x))
+    assert torch.equal(M.logmap0(x), v)
+    assert torch.equal(M.dist0(x), torch.zeros(2, dtype=dtype))
 
 
 @pytest.mark.parametrize("name,dtype", manifold_cases())

@@ -197,13 +197,14 @@ def validate_points(
     if ids_arrow.null_count:
         row = int(np.flatnonzero(pc.is_null(ids_arrow).to_numpy(zero_copy_only=False))[0])
         raise InputError(f"{where(path, row, fmt)}, column {id_column!r}: id is missing")
-    ids = pd.Series(pc.cast(ids_arrow, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
-    empty = (ids.str.strip() == "").to_numpy()
-    if empty.any():
-        row = int(np.flatnonzero(empty)[0])
+    ids_str = pc.cast(ids_arrow, pa.string())
+    empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(ids_str)), 0)
+    if pc.any(empty).as_py():
+        row = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
         raise InputError(f"{where(path, row, fmt)}, column {id_column!r}: id is empty")
-    dup = ids.duplicated(keep=False).to_numpy()
-    if dup.any():
+    ids = pd.Series(ids_str.to_numpy(zero_copy_only=False), dtype=object)
+    if pc.count_distinct(ids_str).as_py() != table.num_rows:  # locate only when needed
+        dup = ids.duplicated(keep=False).to_numpy()
         rows = np.flatnonzero(dup)
         first = ids.iloc[rows[0]]
         same = rows[(ids.iloc[rows] == first).to_numpy()][:2]

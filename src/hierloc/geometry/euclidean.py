@@ -40,7 +40,7 @@ def logmap0(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
 
 def dist0(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
     x = upcast(x)
-    return safe_norm(x, keepdim=False)
+    return sqrt0((x * x).sum(-1))
 
 
 def dist(

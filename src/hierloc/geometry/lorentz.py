@@ -119,7 +119,8 @@ def dist0(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
     R = _radius(K)
     x = upcast(x)
     with full_precision(x):
-        return R * torch.asinh(safe_norm(x[..., 1:], keepdim=False) / R)
+        space = x[..., 1:]
+        return R * torch.asinh(sqrt0((space * space).sum(-1)) / R)
 
 
 def _polar(x: torch.Tensor, R: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -93,7 +93,8 @@ def dist0(x: torch.Tensor, K: float = DEFAULT_K) -> torch.Tensor:
     R = _radius(K)
     x = upcast(x)
     with full_precision(x):
-        return R * torch.atan2(safe_norm(x[..., 1:], keepdim=False), x[..., 0])
+        space = x[..., 1:]
+        return R * torch.atan2(sqrt0((space * space).sum(-1)), x[..., 0])
 
 
 def _dist_from_chord_sq(c: torch.Tensor, R: float, squared: bool) -> torch.Tensor:
