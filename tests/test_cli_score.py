@@ -230,3 +230,33 @@ def test_verbose_shows_the_traceback(tmp_path, pair):
     from hierloc.errors import InputError
 
     assert isinstance(res.exception, InputError)
+
+
+def test_output_that_is_a_folder_is_a_clear_error(tmp_path, pair):
+    p, t = pair
+    _assert_one_line_error(run("score", p, "-t", t, "-o", tmp_path), "is a folder")
+
+
+def test_bench_score_runs_small_and_agrees_with_reverse_geocoder(tmp_path):
+    """The bench's code path (not its timing): small run, labels equal reverse_geocoder's."""
+    out = tmp_path / "bench.json"
+    res = run(
+        "bench",
+        "score",
+        "--rows",
+        3000,
+        "--compare-rows",
+        500,
+        "--workdir",
+        tmp_path,
+        "--file-format",
+        "csv",
+        "-o",
+        out,
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["rows"] == 3000 and report["metrics"]["n"] == 3000
+    assert report["labels_identical"] is True
+    assert report["metrics"]["protocol"] == "osv5m"
+    assert "within the" in res.stderr or "OVER the" in res.stderr

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from hierloc import __version__
-from hierloc.errors import HierlocError
+from hierloc.errors import HierlocError, InputError
 
 app = typer.Typer(
     name="hierloc",
@@ -47,6 +47,11 @@ class Protocol(str, Enum):
     osv5m = "osv5m"
     entity = "entity"
     distance = "distance"
+
+
+class FileFormat(str, Enum):
+    parquet = "parquet"
+    csv = "csv"
 
 
 class OutputFormat(str, Enum):
@@ -104,8 +109,13 @@ def handles_errors(fn):
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file + rename: never a half-written output."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give --output a file name, e.g. {path}/out.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"{path}: cannot write here ({e.strerror or e})") from e
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -270,8 +280,8 @@ def score(
 def bench_score(
     rows: Annotated[int, typer.Option(min=1, help="Rows to generate and score.")] = 5_000_000,
     file_format: Annotated[
-        str, typer.Option("--file-format", help="parquet or csv for the generated files.")
-    ] = "parquet",
+        FileFormat, typer.Option("--file-format", help="Format of the generated files.")
+    ] = FileFormat.parquet,
     compare_rows: Annotated[
         int,
         typer.Option(
@@ -295,7 +305,7 @@ def bench_score(
     from hierloc.bench import score as bench
 
     report = bench.run(
-        rows=rows, file_format=file_format, workdir=workdir, compare_rows=compare_rows
+        rows=rows, file_format=file_format.value, workdir=workdir, compare_rows=compare_rows
     )
     text = json.dumps(report.to_dict(), indent=2) + "\n"
     if output is not None:
