@@ -7,6 +7,7 @@ it, renamed onto the target on :meth:`AtomicTableWriter.close`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from hierloc.data.tables import _format
@@ -50,7 +51,9 @@ class AtomicTableWriter:
                     self._sink = str(self.tmp)
                 delim = "\t" if ".tsv" in self.path.name.lower() else ","
                 self._writer = pcsv.CSVWriter(
-                    self._sink, self._schema, write_options=pcsv.WriteOptions(delimiter=delim)
+                    self._sink,
+                    self._schema,
+                    write_options=pcsv.WriteOptions(delimiter=delim, quoting_style="needed"),
                 )
         self._writer.write_table(table.cast(self._schema))
         self.rows += table.num_rows
@@ -78,3 +81,26 @@ class AtomicTableWriter:
             self.close()
         else:
             self.abort()
+
+
+def staging_dir(out: Path, overwrite: bool) -> Path:
+    """A fresh temp folder beside ``out`` (``out`` must not exist unless ``overwrite``)."""
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give a folder path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def commit_dir(tmp: Path, out: Path) -> None:
+    """Swap the finished temp folder in place of ``out``."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

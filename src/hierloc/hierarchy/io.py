@@ -20,7 +20,6 @@ half-written hierarchy and never damages an existing one.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,29 +47,6 @@ def write_entities(hierarchy: Hierarchy, folder: Path) -> None:
 
 def write_manifest(folder: Path, manifest: dict) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-
-def staging_dir(out: Path, overwrite: bool) -> Path:
-    """A fresh temp folder beside ``out`` (``out`` must not exist unless ``overwrite``)."""
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: is a file; give a folder path")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp
-
-
-def commit_dir(tmp: Path, out: Path) -> None:
-    """Swap the finished temp folder in place of ``out``."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
+from hierloc.data.writers import commit_dir, staging_dir
 from hierloc.geo.countries import canonical_iso2
 from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
-from hierloc.hierarchy.io import FORMAT, VERSION, commit_dir, staging_dir, write_entities
+from hierloc.hierarchy.io import FORMAT, VERSION, write_entities
 from hierloc.hierarchy.io import write_manifest as _write_manifest
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,111 @@
+"""``hierloc cells build``: metadata → GeoSURGE's nested S2 partitions (a folder).
+
+Output folder:
+
+* ``cells.parquet`` — one row per cell of every partition: ``partition`` (0 = coarsest),
+  ``tau_max``, ``row`` (row within its partition), ``cell_id`` (uint64 S2 id), ``token``,
+  ``level``, ``count``, ``center_lat/lon`` (geometric centre), ``mean_lat/lon`` (mean of its
+  samples on the sphere — GeoSURGE's cell location), ``parent_row`` (row of the containing
+  cell in the previous partition, -1 for partition 0);
+* ``assignments.parquet`` — per accepted record, in file order: ``id`` and ``p0 … p{P-1}``,
+  the row of its cell in each partition (-1 when its cell was dropped for having fewer than
+  ``tau_min`` samples);
+* ``manifest.json`` (thresholds, counts; no timestamps), ``rejects.csv`` if rows were rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hierloc.data.metadata import MetadataReader, Rejects
+from hierloc.geo import s2
+from hierloc.geo.s2cells import PAPER_TAU_MAX, PAPER_TAU_MIN, build_partitions
+
+FORMAT = "hierloc-cells"
+VERSION = 1
+
+
+def build_cells(
+    metadata: str | Path,
+    out: str | Path,
+    columns: dict[str, str] | None = None,
+    tau_max: tuple[int, ...] = PAPER_TAU_MAX,
+    tau_min: int = PAPER_TAU_MIN,
+    strict: bool = False,
+    overwrite: bool = False,
+    chunk_rows: int = 500_000,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
+    """Read coordinates, build the partitions, write the folder; returns the manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hierloc.data.writers import commit_dir, staging_dir
+
+    out = Path(out)
+    tmp = staging_dir(out, overwrite)
+    try:
+        rejects = Rejects(tmp / "rejects.csv")
+        reader = MetadataReader(
+            metadata, columns=columns, strict=strict, rejects=rejects, chunk_rows=chunk_rows
+        )
+        lats, lons, ids = [], [], []
+        for chunk in reader:
+            lats.append(chunk.lat)
+            lons.append(chunk.lon)
+            ids.append(pa.array(chunk.ids, type=pa.string()))
+            if progress is not None:
+                progress(reader.rows_read)
+        rejects.close()
+        lat, lon = np.concatenate(lats), np.concatenate(lons)
+        partitions, assignment = build_partitions(lat, lon, tau_max=tuple(tau_max), tau_min=tau_min)
+        tables = []
+        for p, part in enumerate(partitions):
+            tables.append(
+                pa.table(
+                    {
+                        "partition": pa.array(np.full(len(part), p, np.int8)),
+                        "tau_max": pa.array(np.full(len(part), part.tau_max, np.int64)),
+                        "row": pa.array(np.arange(len(part), dtype=np.int64)),
+                        "cell_id": pa.array(part.ids, type=pa.uint64()),
+                        "token": pa.array(s2.token(part.ids), type=pa.string()),
+                        "level": pa.array(part.levels.astype(np.int8)),
+                        "count": pa.array(part.counts.astype(np.int64)),
+                        "center_lat": part.center_lat,
+                        "center_lon": part.center_lon,
+                        "mean_lat": part.mean_lat,
+                        "mean_lon": part.mean_lon,
+                        "parent_row": pa.array(part.parent.astype(np.int64)),
+                    }
+                )
+            )
+        pq.write_table(pa.concat_tables(tables), tmp / "cells.parquet")
+        assign = {"id": pa.chunked_array(ids, type=pa.string())}
+        assign |= {f"p{p}": pa.array(assignment[:, p]) for p in range(len(partitions))}
+        pq.write_table(pa.table(assign), tmp / "assignments.parquet")
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "metadata": Path(metadata).name,
+            "tau_max": list(tau_max),
+            "tau_min": tau_min,
+            "cells": [len(p) for p in partitions],
+            "levels": [[int(p.levels.min()), int(p.levels.max())] for p in partitions],
+            "samples_in_a_cell": [
+                int((assignment[:, k] >= 0).sum()) for k in range(len(partitions))
+            ],
+            **reader.summary(),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        if not rejects.total:
+            (tmp / "rejects.csv").unlink(missing_ok=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    commit_dir(tmp, out)
+    return manifest
