@@ -154,7 +154,7 @@ class _SeenIds:
         import pyarrow.compute as pc
 
         h = pd.util.hash_array(ids.to_numpy(dtype=object))
-        dup = ids.duplicated(keep="first").to_numpy()
+        dup = np.array(ids.duplicated(keep="first"), dtype=bool)
         first = np.full(len(ids), -1, dtype=np.int64)
         if dup.any():  # within this chunk: the first occurrence
             firsts = pd.Series(rows, index=ids.to_numpy(dtype=object))

@@ -96,7 +96,7 @@ class _Level:
             order = np.argsort(g, kind="stable")
             g_sorted = g[order]
             starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
-            sums = np.add.reduceat(emb[order].astype(np.float64), starts, axis=0)  # (U, D)
+            sums = np.add.reduceat(emb[rows[order]].astype(np.float64), starts, axis=0)  # (U, D)
             self.emb.ensure(E)
             self.emb_count.ensure(E)
             self.emb.data[g_sorted[starts]] += sums

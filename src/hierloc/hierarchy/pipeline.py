@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
-from hierloc.data.writers import commit_dir, staging_dir
+from hierloc.data.writers import FixedRowGroupWriter, commit_dir, staging_dir
 from hierloc.geo.countries import canonical_iso2
 from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
 from hierloc.hierarchy.io import FORMAT, VERSION, write_entities
@@ -56,7 +56,6 @@ def build_hierarchy(
         The manifest written to ``out/manifest.json``.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from hierloc.data.features import FeatureStore
     from hierloc.data.geocode import fill_labels, is_missing
@@ -83,7 +82,7 @@ def build_hierarchy(
         schema = pa.schema(
             [("id", pa.string())] + [(f"{lv}_id", pa.string()) for lv in LEVEL_NAMES]
         )
-        labels_writer = pq.ParquetWriter(tmp / "labels.parquet", schema)
+        labels_writer = FixedRowGroupWriter(tmp / "labels.parquet", schema)
         geocoded = 0
         without_features = 0
         for chunk in reader:
@@ -153,7 +152,7 @@ def build_hierarchy(
                 embeddings=emb,
                 has_embedding=has_emb,
             )
-            labels_writer.write_table(
+            labels_writer.write(
                 pa.table(
                     {"id": pa.array(chunk.ids[keep], type=pa.string())}
                     | {f"{lv}_id": pa.array(ids[lv], type=pa.string()) for lv in LEVEL_NAMES},
