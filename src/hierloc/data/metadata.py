@@ -141,43 +141,37 @@ class Chunk:
 
 
 class _SeenIds:
-    """Ids seen so far as sorted 64-bit hashes (+ first row), confirmed on the real strings."""
+    """Ids seen so far: one sorted run of 64-bit hashes (+ first rows) per chunk, confirmed on
+    the real strings. About 30 bytes per accepted row, with no re-sorting of earlier chunks."""
 
     def __init__(self) -> None:
-        self.hashes = np.empty(0, dtype=np.uint64)
-        self.first_rows = np.empty(0, dtype=np.int64)
-        self.arrays: list = []  # pyarrow string arrays of accepted ids
+        self.runs: list[tuple[np.ndarray, np.ndarray, object]] = []  # (hashes, rows, ids)
 
     def duplicates(self, ids: pd.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(is_duplicate, first_row)`` for each id against earlier chunks and itself."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        h = pd.util.hash_array(ids.to_numpy(dtype=object))
+        h = pd.util.hash_array(ids.to_numpy(dtype=object), categorize=False)
         dup = np.array(ids.duplicated(keep="first"), dtype=bool)
         first = np.full(len(ids), -1, dtype=np.int64)
         if dup.any():  # within this chunk: the first occurrence
             firsts = pd.Series(rows, index=ids.to_numpy(dtype=object))
             firsts = firsts[~firsts.index.duplicated(keep="first")]
             first[dup] = firsts.loc[ids[dup].to_numpy(dtype=object)].to_numpy()
-        if len(self.hashes):
-            pos = np.searchsorted(self.hashes, h)
-            pos_c = np.minimum(pos, len(self.hashes) - 1)
-            hit = self.hashes[pos_c] == h
+        for run_hashes, run_rows, run_ids in self.runs:
+            pos = np.minimum(np.searchsorted(run_hashes, h), len(run_hashes) - 1)
+            hit = (run_hashes[pos] == h) & ~dup
             if hit.any():  # confirm on the strings (a 64-bit collision is not a duplicate)
-                seen = pa.chunked_array(self.arrays, type=pa.string())
                 cand = pa.array(ids[hit].to_numpy(dtype=object), type=pa.string())
-                real = pc.is_in(cand, value_set=seen.combine_chunks()).to_numpy(
-                    zero_copy_only=False
-                )
+                real = pc.is_in(cand, value_set=run_ids).to_numpy(zero_copy_only=False)
                 idx = np.flatnonzero(hit)[real]
                 dup[idx] = True
-                first[idx] = self.first_rows[pos_c[idx]]
+                first[idx] = run_rows[pos[idx]]
         keep = ~dup
-        order = np.argsort(np.concatenate([self.hashes, h[keep]]), kind="stable")
-        self.hashes = np.concatenate([self.hashes, h[keep]])[order]
-        self.first_rows = np.concatenate([self.first_rows, rows[keep]])[order]
-        self.arrays.append(pa.array(ids[keep].to_numpy(dtype=object), type=pa.string()))
+        order = np.argsort(h[keep], kind="stable")
+        kept_ids = pa.array(ids[keep].to_numpy(dtype=object), type=pa.string())
+        self.runs.append((h[keep][order], rows[keep][order], kept_ids))
         return dup, first
 
 

@@ -88,7 +88,7 @@ class FixedRowGroupWriter:
     buffered and written in row groups of exactly ``row_group_rows`` (the last one smaller),
     so chunked and one-shot runs give byte-identical files."""
 
-    def __init__(self, path: Path, schema, row_group_rows: int = 1 << 20) -> None:
+    def __init__(self, path: Path, schema, row_group_rows: int = 1 << 18) -> None:
         import pyarrow.parquet as pq
 
         self.schema = schema

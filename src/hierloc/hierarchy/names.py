@@ -32,6 +32,8 @@ SEPARATOR = "/"
 APOSTROPHES = "'’‘ʼ`´ʹʻ"
 _APOS = re.compile(f"[{re.escape(APOSTROPHES)}]")
 _DASHES = re.compile(r"-+")
+_ASCII_APOS = re.compile(r"['`]")
+_ASCII_SEP = re.compile(r"[^a-z0-9]+")
 MISSING_NAMES = ("", "nan", "NaN", "None", "null")
 
 
@@ -52,6 +54,9 @@ def sanitize(name: str | None) -> str | None:
     """Canonical token of a place name, or ``None`` if missing (see module doc)."""
     if name is None or not isinstance(name, str) or name.strip() in MISSING_NAMES:
         return None
+    if name.isascii():  # the same rules, fast: no normalisation, accents or marks in ASCII
+        text = _ASCII_SEP.sub("-", _ASCII_APOS.sub("", name.lower())).strip("-")
+        return text or None
     text = unicodedata.normalize("NFKC", name)
     text = _strip_latin_accents(text)
     text = text.casefold()
