@@ -14,13 +14,13 @@ import numpy as np
 PAPER_COUNTS = (233, 4946, 29214, 209894)
 
 
-def generate(path: Path, rows: int, seed: int = 0) -> None:
-    """Metadata with the paper's entity counts (every entity used at least once)."""
+def generate(path: Path, rows: int, seed: int = 0, counts: tuple = PAPER_COUNTS) -> None:
+    """Metadata with ``counts`` entities per level (every entity used at least once)."""
     import pandas as pd
     import pycountry
 
     rng = np.random.default_rng(seed)
-    n_c, n_r, n_s, n_city = PAPER_COUNTS
+    n_c, n_r, n_s, n_city = counts
     if rows < n_city:
         raise ValueError(f"need at least {n_city} rows to use every city")
     codes = np.array(sorted(c.alpha_2 for c in pycountry.countries)[:n_c], dtype=object)
@@ -84,7 +84,12 @@ def _build(metadata: str, out: str, features: str | None) -> dict:
     return {"entities": m["entities"], "records": m["records"]}
 
 
-def run(rows: int = 5_000_000, dim: int = 0, workdir: Path | None = None) -> dict:
+def run(
+    rows: int = 5_000_000,
+    dim: int = 0,
+    workdir: Path | None = None,
+    counts: tuple[int, int, int, int] = PAPER_COUNTS,
+) -> dict:
     import time
 
     from hierloc.bench._measure import run_isolated
@@ -92,9 +97,9 @@ def run(rows: int = 5_000_000, dim: int = 0, workdir: Path | None = None) -> dic
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
-        generate(tmp / "meta.parquet", rows)
-        small_rows = max(PAPER_COUNTS[-1], rows // 5)
-        generate(tmp / "small.parquet", small_rows, seed=1)  # same entities, fewer rows
+        generate(tmp / "meta.parquet", rows, counts=counts)
+        small_rows = max(counts[-1], rows // 5)
+        generate(tmp / "small.parquet", small_rows, seed=1, counts=counts)  # same entities
         store = None
         if dim:
             generate_store(tmp / "store", tmp / "meta.parquet", dim)

@@ -30,6 +30,15 @@ LABEL_FOR_LEVEL = {"region": "region", "subregion": "sub-region", "city": "city"
 FIXED_POINT = float(2**32)
 
 
+EMB_BLOCK = 1 << 15
+
+
+def add_rows_by_group(out: np.ndarray, groups: np.ndarray, values: np.ndarray) -> None:
+    """``out[g] += sum of values rows with group g`` in float64; ``groups`` sorted, ``(n,)``."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    out[groups[starts]] += np.add.reduceat(values.astype(np.float64), starts, axis=0)
+
+
 class _Grow:
     """A NumPy array with amortised appends along axis 0."""
 
@@ -94,13 +103,12 @@ class _Level:
             rows = np.flatnonzero(has_emb)
             g = gidx[rows]
             order = np.argsort(g, kind="stable")
-            g_sorted = g[order]
-            starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
-            sums = np.add.reduceat(emb[rows[order]].astype(np.float64), starts, axis=0)  # (U, D)
             self.emb.ensure(E)
             self.emb_count.ensure(E)
-            self.emb.data[g_sorted[starts]] += sums
             self.emb_count.data[:E] += np.bincount(g, minlength=E)
+            for start in range(0, len(order), EMB_BLOCK):  # bounded float64 temporaries
+                block = order[start : start + EMB_BLOCK]
+                add_rows_by_group(self.emb.data, g[block], emb[rows[block]])
         return gidx
 
 
@@ -129,7 +137,10 @@ class HierarchyBuilder:
 
     def __init__(self, embed_dim: int | None = None) -> None:
         self.embed_dim = embed_dim
-        self.levels = [_Level(embed_dim) for _ in LEVEL_NAMES]
+        # image embeddings are summed per city only; coarser sums are the sums of their
+        # children's (exact), computed once in finalize — a quarter of the work per record
+        self.levels = [_Level(embed_dim if d == len(LEVEL_NAMES) - 1 else None)
+                       for d in range(len(LEVEL_NAMES))]  # fmt: skip
         self._token_cache: dict[str, tuple[str | None, str | None]] = {}
 
     def _tokens(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,8 +200,29 @@ class HierarchyBuilder:
             parent_key, parent_name = key, names
         return out
 
+    def _embedding_sums(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(sums (E, D), image counts (E,))`` per level, in first-appearance order."""
+        city = self.levels[-1]
+        E = len(city.ids)
+        sums = city.emb.view()[:E] if city.emb.n else np.zeros((E, self.embed_dim))
+        counts = city.emb_count.view()[:E] if city.emb_count.n else np.zeros(E, np.int64)
+        out = [(sums, counts)]
+        for depth in range(len(self.levels) - 2, -1, -1):
+            child, parent = self.levels[depth + 1], self.levels[depth]
+            pidx = np.array([parent.index[p] for p in child.parents], dtype=np.int64)
+            order = np.argsort(pidx, kind="stable")
+            psums = np.zeros((len(parent.ids), self.embed_dim))
+            for start in range(0, len(order), EMB_BLOCK):
+                block = order[start : start + EMB_BLOCK]
+                add_rows_by_group(psums, pidx[block], sums[block])
+            counts = np.bincount(pidx, weights=counts, minlength=len(parent.ids)).astype(np.int64)
+            sums = psums
+            out.append((sums, counts))
+        return out[::-1]
+
     def finalize(self, text_encoder: Callable[[list[str]], np.ndarray] | None = None) -> Hierarchy:
         frames, means = [], []
+        emb_sums = self._embedding_sums() if self.embed_dim else None
         for depth, lv in enumerate(self.levels):
             E = len(lv.ids)
             ids = np.asarray(lv.ids, dtype=object)
@@ -213,13 +245,9 @@ class HierarchyBuilder:
                     "count": count,
                 }
             )
-            if self.embed_dim:
-                emb_count = lv.emb_count.view()[:E] if lv.emb_count.n else np.zeros(E, np.int64)
+            if emb_sums is not None:
+                sums, emb_count = emb_sums[depth]
                 frame["image_count"] = emb_count
-                if lv.emb.n:
-                    sums = lv.emb.view()[:E]
-                else:
-                    sums = np.zeros((E, self.embed_dim))
                 mean = sums / np.maximum(emb_count, 1)[:, None]
                 means.append(mean[order].astype(np.float32))
             frames.append(frame.iloc[order])

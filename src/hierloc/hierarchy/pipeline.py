@@ -64,10 +64,12 @@ def build_hierarchy(
     tmp = staging_dir(out, overwrite)
     try:
         rejects = Rejects(tmp / "rejects.csv")
+        store = FeatureStore.open(features) if features is not None else None
+        if store is not None:  # keep a chunk's embeddings near 256 MB
+            chunk_rows = min(chunk_rows, max(4096, (1 << 27) // store.dim))
         reader = MetadataReader(
             metadata, columns=columns, strict=strict, rejects=rejects, chunk_rows=chunk_rows
         )
-        store = FeatureStore.open(features) if features is not None else None
         index = None
         if store is not None:
             from hierloc.data.ids import IdIndex
@@ -138,12 +140,9 @@ def build_hierarchy(
                 without_features += int((~has_emb).sum())
                 emb = np.zeros((int(keep.sum()), store.dim), dtype=np.float16)
                 if has_emb.any():
-                    p = pos[has_emb]
-                    order = np.argsort(p, kind="stable")  # sequential reads of the memmap
-                    got = np.asarray(store.features[p[order]])
-                    tmp_rows = np.empty_like(got)
-                    tmp_rows[order] = got
-                    emb[has_emb] = tmp_rows
+                    sel = np.flatnonzero(has_emb)
+                    order = np.argsort(pos[sel], kind="stable")  # sequential memmap reads
+                    emb[sel[order]] = store.features[pos[sel[order]]]
             ids = builder.add(
                 iso2[keep],
                 {c: (None if existing[c] is None else existing[c][keep]) for c in LABEL_COLUMNS},

@@ -1,0 +1,25 @@
+"""The benchmarks' code paths on small inputs (their timings are reported, never asserted)."""
+
+from __future__ import annotations
+
+from hierloc.bench import cells, geocode, hierarchy
+
+
+def test_bench_geocode_small(tmp_path):
+    r = geocode.run(rows=3000, compare_rows=500, workdir=tmp_path)
+    assert r["summary"]["rows_written"] == 3000 and r["summary"]["rows_rejected"] == 0
+    assert r["seconds"] > 0 and r["speedup_vs_reverse_geocoder"] > 0
+
+
+def test_bench_cells_small():
+    r = cells.run(rows=5000, compare_rows=300)
+    assert r["ids_identical"] is True and len(r["cells_per_partition"]) == 7
+
+
+def test_bench_hierarchy_small_with_embeddings(tmp_path):
+    counts = (5, 20, 60, 300)
+    r = hierarchy.run(rows=2000, dim=8, workdir=tmp_path, counts=counts)
+    assert r["entities"] == dict(
+        zip(("country", "region", "subregion", "city"), counts, strict=True)
+    )
+    assert r["small_entities"] == r["entities"]
