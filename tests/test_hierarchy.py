@@ -293,3 +293,34 @@ def test_ascii_fast_path_equals_the_general_rules():
         fast = names.sanitize(n)
         slow = names.sanitize("\u00a0" + n)  # a non-ASCII space forces the general path
         assert fast == slow, n
+
+
+def test_cli_on_coordinates_only_and_osv5m_format_files(tmp_path):
+    from tests.test_metadata import osv5m_frame
+
+    coords = pd.DataFrame({"IMG": ["a", "b", "c"], "LAT": [40.6782, 35.6762, 1.29],
+                           "LON": [-73.9442, 139.6503, 103.85]})  # fmt: skip
+    coords.to_csv(tmp_path / "mp16.csv", index=False)
+    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "mp16.csv"), "-o",
+                              str(tmp_path / "h1"), "--columns", "id=IMG,lat=LAT,lon=LON",
+                              "-f", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["records_geocoded"] == 3
+    labels = pd.read_parquet(tmp_path / "h1" / "labels.parquet")
+    assert labels["country_id"].tolist() == ["US", "JP", "SG"]
+    assert labels["subregion_id"].tolist()[2] == "SG/_/_"
+
+    osv5m_frame().to_csv(tmp_path / "train.csv", index=False)
+    res = runner.invoke(app, ["geocode", str(tmp_path / "train.csv"), "-o",
+                              str(tmp_path / "train_geo.csv"), "-f", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["filled"] == {"country": 0, "region": 0, "sub-region": 0,
+                                                 "city": 0}  # fmt: skip
+    out = pd.read_csv(tmp_path / "train_geo.csv")
+    assert list(out.columns[:27]) == list(osv5m_frame().columns)  # every column kept, in order
+    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "train.csv"), "-o",
+                              str(tmp_path / "h2"), "-f", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["records_geocoded"] == 0
+    assert summary["entities"] == {"country": 1, "region": 1, "subregion": 1, "city": 1}
