@@ -296,3 +296,67 @@ def cells_build(
         )  # fmt: skip
     keys = ["rows_read", "rows_valid", "rows_rejected", "tau_max", "cells", "samples_in_a_cell"]
     _echo_summary({k: manifest[k] for k in keys} | {"output": str(output)}, fmt)
+
+
+@app.command()
+@handles_errors
+def extract(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image folders (recursive), .zip archives or folders of them (OSV5M's "
+            "images/{train,test}/NN.zip), WebDataset .tar shards, or a CSV/Parquet metadata "
+            "file with id and path columns.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Feature store folder.", show_default=False)
+    ],
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="Image encoder: efficientnet-lite0, efficientnet-lite2, hf:<repo-or-path>, "
+            "timm:<name>, open_clip:<arch>:<pretrained>."
+        ),
+    ] = "efficientnet-lite0",
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    workers: Annotated[
+        int, typer.Option(min=0, help="DataLoader worker processes decoding images.")
+    ] = 2,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps …")] = "cpu",
+    commit_every: Annotated[
+        int, typer.Option(min=1, help="Batches between commits (resume points).")
+    ] = 16,
+    id_column: Annotated[str, typer.Option(help="Id column of a metadata source.")] = "id",
+    path_column: Annotated[
+        str, typer.Option(help="Image path column of a metadata source.")
+    ] = "path",
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Base folder for relative paths in a metadata source (default: its folder).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")
+    ] = False,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
+    ] = OutputFormat.table,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Extract frozen-encoder features into a resumable feature store.
+
+    Writes features.npy (float16), ids.parquet and manifest.json (encoder name, version and preprocessing, dim, rows committed). Resumable: kill it at any moment and rerun the same command; the store ends with every image exactly once and committed rows never change. Bad images (empty, truncated, corrupt, not an image, over 64 megapixels) go to rejects.csv with their reason; grayscale, CMYK and alpha images are converted and EXIF orientation is applied.
+    """  # noqa: E501
+    from hierloc.data.extract import extract as run
+
+    with row_progress("extracting") as update:
+        summary = run(
+            sources, output, encoder=encoder, batch_size=batch_size, workers=workers,
+            device=device, commit_every=commit_every, overwrite=overwrite, id_column=id_column,
+            path_column=path_column, root=root, progress=lambda done, total: update(done),
+        )  # fmt: skip
+    _echo_summary(summary, fmt)

@@ -1,7 +1,15 @@
 """The feature store (DESIGN.md): a folder with ``features.npy`` (float16, N×D, memory-mapped),
 ``ids.parquet`` (row → id) and ``manifest.json`` (encoder, dim, dtype, rows committed, …).
 
-Only the first ``manifest["rows"]`` rows are committed; readers never see more.
+Only the first ``manifest["rows"]`` rows are committed; readers never see more. While an
+extraction runs (or after it was killed) the ids of committed rows live in ``ids/part-*.parquet``
+listed in the manifest; a finished store has a single ``ids.parquet``. ``features.npy`` is
+allocated for every input image, so it can hold unused rows past ``rows`` (rejected images).
+
+Commit protocol (:class:`FeatureStoreWriter`): features are written past the committed rows and
+flushed, the ids part is written to a temp name and renamed, then the manifest is replaced
+atomically (temp, fsync, rename). A crash at any point leaves the previous manifest, which
+names only complete rows and parts; a rerun resumes after ``items_done``.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ class FeatureStore:
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"{path}: feature store folder does not exist")
-        for name in ("features.npy", "ids.parquet", "manifest.json"):
+        for name in ("features.npy", "manifest.json"):
             if not (path / name).exists():
                 raise InputError(
                     f"{path}: not a feature store ({name} is missing); create one with "
@@ -55,7 +63,16 @@ class FeatureStore:
                 f"{path}: manifest rows={rows!r} does not fit features.npy of shape "
                 f"{features.shape}; the store is damaged"
             )
-        ids = pq.read_table(path / "ids.parquet", columns=["id"])["id"].combine_chunks()
+        if (path / "ids.parquet").exists():
+            ids = pq.read_table(path / "ids.parquet", columns=["id"])["id"].combine_chunks()
+        else:
+            import pyarrow as pa
+
+            parts = [
+                pq.read_table(path / p, columns=["id"])["id"] for p in manifest.get("parts", [])
+            ]
+            ids = pa.chunked_array([c for t in parts for c in t.chunks], type=pa.string())
+            ids = ids.combine_chunks()
         if len(ids) < rows:
             raise InputError(f"{path}: ids.parquet has {len(ids)} ids for {rows} rows")
         return cls(path=path, manifest=manifest, features=features[:rows], ids=ids[:rows])
@@ -90,3 +107,147 @@ def write_feature_store(
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return FeatureStore.open(path)
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class FeatureStoreWriter:
+    """Resumable writer (see the module doc for the commit protocol).
+
+    Args:
+        path: the store folder.
+        n_items: number of input images (rows allocated).
+        dim: feature dimension.
+        encoder: the encoder's description (name, version, preprocessing) for the manifest.
+        fingerprint: identifies the inputs + encoder; a store made for other ones is refused.
+        overwrite: start afresh even if the folder holds a store.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        n_items: int,
+        dim: int,
+        encoder: dict,
+        fingerprint: str,
+        overwrite: bool = False,
+    ) -> None:
+        import shutil
+
+        self.path = Path(path)
+        manifest_path = self.path / "manifest.json"
+        if overwrite and self.path.exists():
+            shutil.rmtree(self.path)
+        if manifest_path.exists():
+            m = json.loads(manifest_path.read_text())
+            if m.get("fingerprint") != fingerprint or m.get("dim") != dim:
+                raise InputError(
+                    f"{self.path}: holds a feature store for other inputs or another encoder "
+                    f"({m.get('encoder', {}).get('name')}, {m.get('items_total')} images); "
+                    "choose another --output, or pass --overwrite to start afresh"
+                )
+            self.manifest = m
+            self.features = np.load(self.path / "features.npy", mmap_mode="r+")
+            self._drop_stale_parts()
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise InputError(f"{self.path}: exists and is not a feature store; choose "
+                                 "another --output")  # fmt: skip
+            (self.path / "ids").mkdir(parents=True, exist_ok=True)
+            (self.path / "rejects").mkdir(exist_ok=True)
+            self.features = np.lib.format.open_memmap(
+                self.path / "features.npy", mode="w+", dtype=np.float16, shape=(n_items, dim)
+            )
+            self.manifest = {
+                "format": FORMAT, "version": 1, "encoder": encoder, "dim": dim,
+                "dtype": "float16", "rows": 0, "items_total": n_items, "items_done": 0,
+                "rejected": 0, "parts": [], "reject_parts": [], "complete": False,
+                "fingerprint": fingerprint,
+            }  # fmt: skip
+            _write_json_atomic(manifest_path, self.manifest)
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["rows"])
+
+    @property
+    def items_done(self) -> int:
+        return int(self.manifest["items_done"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.manifest["complete"])
+
+    def _drop_stale_parts(self) -> None:
+        """Remove files a killed run wrote after its last manifest."""
+        listed = set(self.manifest["parts"]) | set(self.manifest["reject_parts"])
+        for sub in ("ids", "rejects"):
+            for f in (self.path / sub).glob("*"):
+                if f"{sub}/{f.name}" not in listed:
+                    f.unlink()
+
+    def commit(self, features: np.ndarray, ids: list[str], items: list[int],
+               rejects: list[tuple[int, str, str]], items_done: int) -> None:  # fmt: skip
+        """Append accepted rows (+ their item indices) and rejects, and advance ``items_done``."""
+        import csv
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        start, m = self.rows, len(ids)
+        seq = len(self.manifest["parts"]) + len(self.manifest["reject_parts"])
+        if m:
+            self.features[start : start + m] = features
+            self.features.flush()
+            name = f"ids/part-{seq:06d}.parquet"
+            tmp = self.path / f"ids/.part-{seq:06d}.tmp"
+            pq.write_table(pa.table({"id": pa.array(ids, pa.string()),
+                                     "item": pa.array(items, pa.int64())}), tmp)  # fmt: skip
+            tmp.rename(self.path / name)
+            self.manifest["parts"].append(name)
+        if rejects:
+            name = f"rejects/part-{seq:06d}.csv"
+            tmp = self.path / f"rejects/.part-{seq:06d}.tmp"
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(rejects)
+            tmp.rename(self.path / name)
+            self.manifest["reject_parts"].append(name)
+        self.manifest["rows"] = start + m
+        self.manifest["rejected"] += len(rejects)
+        self.manifest["items_done"] = items_done
+        _write_json_atomic(self.path / "manifest.json", self.manifest)
+
+    def finish(self) -> dict:
+        """Merge the parts into ``ids.parquet`` and ``rejects.csv``; mark complete."""
+        import csv
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = [pq.read_table(self.path / p) for p in self.manifest["parts"]]
+        ids = (
+            pa.concat_tables(tables)
+            if tables
+            else pa.table({"id": pa.array([], pa.string()), "item": pa.array([], pa.int64())})
+        )
+        tmp = self.path / ".ids.parquet.tmp"
+        pq.write_table(ids, tmp)
+        tmp.rename(self.path / "ids.parquet")
+        with open(self.path / "rejects.csv", "w", newline="") as out:
+            w = csv.writer(out)
+            w.writerow(["item", "id", "reason"])
+            for p in self.manifest["reject_parts"]:
+                with open(self.path / p, newline="") as f:
+                    w.writerows(csv.reader(f))
+        self.manifest["complete"] = True
+        _write_json_atomic(self.path / "manifest.json", self.manifest)
+        return self.manifest
