@@ -360,3 +360,42 @@ def extract(
             path_column=path_column, root=root, progress=lambda done, total: update(done),
         )  # fmt: skip
     _echo_summary(summary, fmt)
+
+
+data_app = typer.Typer(
+    help="Bring data in: your own photos, the offline benchmark.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("from-photos")
+@handles_errors
+def data_from_photos(
+    folder: Annotated[
+        Path, typer.Argument(help="Folder of geotagged photos (recursive).", show_default=False)
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Metadata file to write (.parquet or .csv).", show_default=False
+        ),
+    ],
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where photos without usable GPS are listed (default: OUTPUT.rejects.csv).",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
+    ] = OutputFormat.table,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Make a metadata file from the EXIF GPS of your photos.
+
+    Writes id (path without suffix, as hierloc extract names images), latitude, longitude (decimal degrees from the degrees/minutes/seconds and N/S/E/W references), path and captured_at. Photos without GPS, with malformed or out-of-range GPS, or unreadable, are listed in the rejects file with the reason and counted.
+    """  # noqa: E501
+    from hierloc.data.photos import from_photos
+
+    _echo_summary(from_photos(folder, output, rejects), fmt)

@@ -1,0 +1,107 @@
+"""``hierloc data from-photos``: a metadata file from the EXIF GPS of a user's own photos.
+
+For each image under a folder (recursive): id (the relative path without suffix, as
+``hierloc extract`` names it), ``latitude``/``longitude`` in decimal degrees from the GPS IFD
+(degrees / minutes / seconds rationals, N/S/E/W references), ``path`` (relative) and
+``captured_at`` (EXIF DateTimeOriginal, when present). Photos without GPS, with malformed
+GPS or out-of-range coordinates, or that cannot be read, go to the rejects file with the
+reason and are counted — never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+from hierloc.data.images import IMAGE_SUFFIXES
+from hierloc.errors import InputError
+
+GPS_IFD = 0x8825
+EXIF_IFD = 0x8769
+DATETIME_ORIGINAL = 0x9003
+
+
+def _dms(value) -> float:
+    """EXIF (deg, min, sec) rationals → degrees; a single number is taken as degrees."""
+    if isinstance(value, int | float):
+        return float(value)
+    parts = [float(v) for v in value]
+    if len(parts) != 3 or any(p < 0 for p in parts) or parts[1] >= 60 or parts[2] >= 60:
+        raise ValueError(f"not degrees/minutes/seconds: {tuple(value)}")
+    return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+
+def gps_from_exif(exif) -> tuple[float, float]:
+    """``(lat, lon)`` from a PIL ``Exif``; raises ``ValueError`` with the reason."""
+    gps = exif.get_ifd(GPS_IFD)
+    if not gps or 2 not in gps or 4 not in gps:
+        raise ValueError("no GPS position in EXIF")
+    lat, lon = _dms(gps[2]), _dms(gps[4])
+    lat_ref = str(gps.get(1, "N")).strip().upper()[:1]
+    lon_ref = str(gps.get(3, "E")).strip().upper()[:1]
+    if lat_ref not in ("N", "S") or lon_ref not in ("E", "W"):
+        raise ValueError(f"bad GPS reference {lat_ref!r}/{lon_ref!r}")
+    lat = -lat if lat_ref == "S" else lat
+    lon = -lon if lon_ref == "W" else lon
+    if abs(lat) > 90 or abs(lon) > 180:
+        raise ValueError(f"GPS position out of range: {lat}, {lon}")
+    return lat, lon
+
+
+def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | None = None) -> dict:
+    import pyarrow as pa
+    from PIL import Image, UnidentifiedImageError
+
+    from hierloc.data.metadata import default_rejects_path
+    from hierloc.data.writers import AtomicTableWriter
+
+    folder, output = Path(folder), Path(output)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder of photos")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        raise InputError(f"{folder}: no photos found ({', '.join(IMAGE_SUFFIXES)})")
+    rows = {"id": [], "latitude": [], "longitude": [], "path": [], "captured_at": []}
+    bad: list[tuple[str, str]] = []
+    kinds: Counter = Counter()
+    for p in files:
+        rel = p.relative_to(folder).as_posix()
+        try:
+            with Image.open(p) as img:
+                exif = img.getexif()
+            lat, lon = gps_from_exif(exif)
+        except (UnidentifiedImageError, OSError) as e:
+            bad.append((rel, f"unreadable image: {e}"))
+            kinds["unreadable image"] += 1
+            continue
+        except (ValueError, TypeError, ZeroDivisionError) as e:
+            reason = str(e) or type(e).__name__
+            bad.append((rel, reason))
+            kinds["no GPS" if reason.startswith("no GPS") else "malformed GPS"] += 1
+            continue
+        taken = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) or exif.get(0x0132)
+        rows["id"].append(rel.rsplit(".", 1)[0])
+        rows["latitude"].append(lat)
+        rows["longitude"].append(lon)
+        rows["path"].append(rel)
+        rows["captured_at"].append(str(taken) if taken else None)
+    with AtomicTableWriter(output) as writer:
+        types = {k: pa.float64() if k in ("latitude", "longitude") else pa.string() for k in rows}
+        writer.write(pa.table({k: pa.array(v, types[k]) for k, v in rows.items()}))
+    rejects_path = Path(rejects) if rejects else default_rejects_path(output)
+    if bad:
+        with open(rejects_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "reason"])
+            w.writerows(bad)
+    return {
+        "photos": len(files),
+        "with_gps": len(rows["id"]),
+        "rejected": len(bad),
+        "rejected_by_reason": dict(sorted(kinds.items())),
+        "output": str(output),
+        "rejects_file": str(rejects_path) if bad else None,
+    }

@@ -1,0 +1,54 @@
+"""``hierloc data from-photos``: EXIF GPS (DMS + N/S/E/W) against hand-computed degrees."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from PIL import ExifTags, Image
+from typer.testing import CliRunner
+
+from hierloc.cli import app
+
+runner = CliRunner()
+
+
+def photo(path, gps=None, when=None):
+    exif = Image.Exif()
+    if gps is not None:
+        exif[ExifTags.IFD.GPSInfo] = gps
+    if when:
+        exif[0x0132] = when
+    Image.new("RGB", (16, 12), (10, 20, 30)).save(path, exif=exif)
+
+
+def test_from_photos(tmp_path):
+    d = tmp_path / "photos"
+    (d / "trip").mkdir(parents=True)
+    photo(d / "eiffel.jpg", {1: "N", 2: (48.0, 51.0, 29.6), 3: "E", 4: (2.0, 17.0, 40.2)},
+          "2024:05:01 10:00:00")  # fmt: skip
+    photo(d / "trip" / "rio.jpg", {1: "S", 2: (22.0, 57.0, 7.2), 3: "W", 4: (43.0, 12.0, 36.0)})
+    photo(d / "nogps.jpg")
+    photo(d / "badref.jpg", {1: "X", 2: (10.0, 0.0, 0.0), 3: "E", 4: (10.0, 0.0, 0.0)})
+    photo(d / "badmin.jpg", {1: "N", 2: (10.0, 75.0, 0.0), 3: "E", 4: (10.0, 0.0, 0.0)})
+    photo(d / "range.jpg", {1: "N", 2: (95.0, 0.0, 0.0), 3: "E", 4: (10.0, 0.0, 0.0)})
+    (d / "broken.jpg").write_bytes(b"\xff\xd8garbage")
+    out = tmp_path / "meta.parquet"
+    res = runner.invoke(app, ["data", "from-photos", str(d), "-o", str(out), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["photos"], summary["with_gps"], summary["rejected"]) == (7, 2, 5)
+    assert summary["rejected_by_reason"] == {"malformed GPS": 3, "no GPS": 1,
+                                             "unreadable image": 1}  # fmt: skip
+    df = pd.read_parquet(out).set_index("id")
+    assert df.loc["eiffel", "latitude"] == pytest.approx(48 + 51 / 60 + 29.6 / 3600)
+    assert df.loc["eiffel", "longitude"] == pytest.approx(2 + 17 / 60 + 40.2 / 3600)
+    assert df.loc["trip/rio", "latitude"] == pytest.approx(-(22 + 57 / 60 + 7.2 / 3600))
+    assert df.loc["trip/rio", "longitude"] == pytest.approx(-(43 + 12 / 60 + 36 / 3600))
+    assert df.loc["eiffel", "captured_at"] == "2024:05:01 10:00:00"
+    assert df.loc["trip/rio", "path"] == "trip/rio.jpg"
+    rejects = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path")
+    assert rejects.loc["nogps.jpg", "reason"] == "no GPS position in EXIF"
+    assert "reference" in rejects.loc["badref.jpg", "reason"]
+    assert "out of range" in rejects.loc["range.jpg", "reason"]
