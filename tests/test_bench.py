@@ -23,3 +23,10 @@ def test_bench_hierarchy_small_with_embeddings(tmp_path):
         zip(("country", "region", "subregion", "city"), counts, strict=True)
     )
     assert r["small_entities"] == r["entities"]
+
+
+def test_bench_extract_small():
+    from hierloc.bench import extract
+
+    r = extract.run(images=8, batch_size=4, workers=0)
+    assert r["rows"] == 8 and r["bare_forward_images_per_s"] > 0 and r["ratio"] > 0

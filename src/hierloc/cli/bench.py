@@ -127,3 +127,30 @@ def bench_cells(
 
     report = bench.run(rows=rows, compare_rows=compare_rows)
     _report(report, output, "seconds_all_partitions", "target_seconds")
+
+
+@bench_app.command("extract")
+@handles_errors
+def bench_extract(
+    images: Annotated[int, typer.Option(min=1, help="Synthetic 320x240 JPEGs to extract.")] = 512,
+    encoder: Annotated[str, typer.Option(help="Image encoder.")] = "efficientnet-lite0",
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="DataLoader workers (default: half the cores).")
+    ] = None,
+    device: Annotated[str, typer.Option()] = "cpu",
+    output: OutputOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Extraction throughput vs the encoder's bare forward throughput on the same batch size (target: at least 90 %)."""  # noqa: E501
+    from hierloc.bench import extract as bench
+
+    report = bench.run(images=images, encoder=encoder, batch_size=batch_size, workers=workers,
+                       device=device)  # fmt: skip
+    text = json.dumps(report, indent=2) + "\n"
+    if output is not None:
+        write_atomic(output, text)
+    typer.echo(text, nl=False)
+    verdict = "meets" if report["ratio"] >= report["target_ratio"] else "MISSES"
+    typer.echo(f"extraction at {100 * report['ratio']:.0f} % of bare forward: {verdict} the "
+               "90 % target", err=True)  # fmt: skip

@@ -322,8 +322,14 @@ def extract(
     ] = "efficientnet-lite0",
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
     workers: Annotated[
-        int, typer.Option(min=0, help="DataLoader worker processes decoding images.")
-    ] = 2,
+        int | None,
+        typer.Option(
+            min=0,
+            help="DataLoader processes decoding images (default: half the "
+            "cores, 1–8; 0 decodes in the main process).",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, mps …")] = "cpu",
     commit_every: Annotated[
         int, typer.Option(min=1, help="Batches between commits (resume points).")

@@ -61,6 +61,13 @@ def _collate(batch):
     return pos, torch.stack([b[1] for b in batch]), [b[2] for b in batch]
 
 
+def default_workers() -> int:
+    """Decoding workers: half the cores (the encoder's threads need the rest), 1 to 8."""
+    import os
+
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
 def fingerprint(items: list[Item], encoder: dict) -> str:
     h = hashlib.sha256()
     h.update(repr(sorted(encoder.items())).encode())
@@ -74,7 +81,7 @@ def extract(
     out: str | Path,
     encoder: str = "efficientnet-lite0",
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     device: str = "cpu",
     commit_every: int = 16,
     overwrite: bool = False,
@@ -107,7 +114,7 @@ def extract(
     loader = torch.utils.data.DataLoader(
         ImageDataset(todo, enc.preprocess, max_pixels),
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=default_workers() if workers is None else workers,
         collate_fn=_collate,
         pin_memory=dev.type == "cuda",
         persistent_workers=False,
