@@ -93,3 +93,18 @@ def test_missing_weights_and_packages_are_clear_errors(monkeypatch):
         create_image_encoder("efficientnet-lite1")
     with pytest.raises(HierlocError, match="unknown text encoder 'e5'"):
         create_text_encoder("e5")
+
+
+def test_onnx_fast_path_matches_torch(tmp_path, monkeypatch, lite0):
+    monkeypatch.setenv("HIERLOC_CACHE", str(tmp_path))
+    fast = create_image_encoder("efficientnet-lite0-onnx")
+    assert list((tmp_path / "onnx").glob("*.onnx"))  # exported once, cached
+    x = torch.stack([lite0.preprocess(Image.new("RGB", (64, 48), c))
+                     for c in ((200, 10, 10), (10, 200, 10))])  # fmt: skip
+    with torch.no_grad():
+        ref = lite0(x)
+    got = fast(x)
+    assert got.shape == (2, 1280) and torch.allclose(got, ref, atol=1e-4)
+    assert fast.describe()["version"].startswith(lite0.version)
+    again = create_image_encoder("efficientnet-lite0-onnx")  # from the cache
+    assert torch.allclose(again(x), got)

