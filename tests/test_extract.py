@@ -171,3 +171,24 @@ def test_kill_and_resume_gives_every_image_exactly_once(tmp_path):
     ref = FeatureStore.open(tmp_path / "clean")
     assert np.allclose(np.asarray(store.features, np.float32), np.asarray(ref.features, np.float32),
                        atol=2e-3)  # fmt: skip
+
+
+def test_torchrun_two_processes_equal_a_single_process_run(tmp_path):
+    make_images(tmp_path / "imgs", 13, seed=9)
+    (tmp_path / "imgs" / "img0005.jpg").write_bytes(b"")  # a reject in the middle
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "extract",
+           str(tmp_path / "imgs"), "-o", str(tmp_path / "dist"), "--workers", "0",
+           "--batch-size", "4", "--commit-every", "1"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    single = extract([tmp_path / "imgs"], tmp_path / "single", batch_size=4, workers=0)
+    a, b = FeatureStore.open(tmp_path / "dist"), FeatureStore.open(tmp_path / "single")
+    assert a.manifest["complete"] and a.manifest["fingerprint"] == b.manifest["fingerprint"]
+    assert a.ids.to_pylist() == b.ids.to_pylist() and len(a) == single["rows"] == 12
+    assert np.allclose(np.asarray(a.features, np.float32), np.asarray(b.features, np.float32),
+                       atol=2e-3)  # fmt: skip
+    ra = pd.read_csv(tmp_path / "dist" / "rejects.csv")
+    rb = pd.read_csv(tmp_path / "single" / "rejects.csv")
+    assert ra.to_dict() == rb.to_dict() and ra["id"].tolist() == ["img0005"]
+    assert not (tmp_path / "dist" / ".ranks").exists()

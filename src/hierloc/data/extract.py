@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,8 +64,6 @@ def _collate(batch):
 
 def default_workers() -> int:
     """Decoding workers: half the cores (the encoder's threads need the rest), 1 to 8."""
-    import os
-
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
@@ -93,6 +92,10 @@ def extract(
 ) -> dict:
     """Extract features of every image of ``sources`` into the store ``out``.
 
+    Under ``torchrun`` (``WORLD_SIZE > 1``) each rank extracts every WORLD_SIZE-th image into
+    ``out/.ranks/rank-R`` and rank 0 merges them, in input order, into one store equal to a
+    single-process run.
+
     Returns:
         A summary: images total / done, rows, rejected (by reason), encoder, whether resumed.
     """
@@ -102,11 +105,27 @@ def extract(
                           Path(root) if root else None)  # fmt: skip
     enc = create_image_encoder(encoder)
     desc = enc.describe()
-    writer = FeatureStoreWriter(out, len(items), enc.dim, desc, fingerprint(items, desc),
-                                overwrite=overwrite)  # fmt: skip
+    fp = fingerprint(items, desc)
+    out = Path(out)
+    rank, world = dist_info()
+    if world == 1:
+        writer = FeatureStoreWriter(out, len(items), enc.dim, desc, fp, overwrite=overwrite)
+        return _extract_into(writer, items, enc, batch_size, workers, device, commit_every,
+                             max_pixels, progress)  # fmt: skip
+    return _extract_distributed(out, items, enc, desc, fp, rank, world, overwrite, batch_size,
+                                workers, device, commit_every, max_pixels, progress)  # fmt: skip
+
+
+def dist_info() -> tuple[int, int]:
+    """``(rank, world size)`` from torchrun's environment (``(0, 1)`` outside torchrun)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def _extract_into(writer, items, enc, batch_size, workers, device, commit_every, max_pixels,
+                  progress) -> dict:  # fmt: skip
     resumed_from = writer.items_done
     if writer.complete:
-        log.info("%s is already complete", out)
+        log.info("%s is already complete", writer.path)
         return _summary(writer, items, resumed_from)
     dev = torch.device(device)
     enc = enc.to(dev).eval()
@@ -141,6 +160,83 @@ def extract(
     writer.commit(np.concatenate(feats) if feats else None, ids, item_idx, rejects, done)
     writer.finish()
     return _summary(writer, items, resumed_from)
+
+
+def _extract_distributed(out, items, enc, desc, fp, rank, world, overwrite, batch_size, workers,
+                         device, commit_every, max_pixels, progress) -> dict:  # fmt: skip
+    import json
+    import shutil
+
+    import torch.distributed as dist
+
+    manifest = out / "manifest.json"
+    if manifest.exists() and not overwrite:
+        m = json.loads(manifest.read_text())
+        if m.get("complete") and m.get("fingerprint") == fp:
+            return _summary(
+                FeatureStoreWriter(out, len(items), enc.dim, desc, fp), items, len(items)
+            )
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        mine = items[rank::world]
+        rank_dir = out / ".ranks" / f"rank-{rank}-of-{world}"
+        if overwrite and rank == 0 and out.exists():
+            shutil.rmtree(out)
+        dist.barrier()
+        writer = FeatureStoreWriter(rank_dir, len(mine), enc.dim, desc, fingerprint(mine, desc))
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        _extract_into(writer, mine, enc, batch_size, workers, device, commit_every, max_pixels,
+                      progress if rank == 0 else None)  # fmt: skip
+        dist.barrier()
+        if rank == 0:
+            _merge(out, items, enc.dim, desc, fp, world)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    return _summary(FeatureStoreWriter(out, len(items), enc.dim, desc, fp), items, 0)
+
+
+def _merge(out: Path, items, dim, desc, fp, world: int, block: int = 1 << 16) -> None:
+    """Rank stores → one store in input order (rank r held items r, r+world, …)."""
+    import csv
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from hierloc.data.features import FeatureStore
+
+    tmp = out.with_name(f".{out.name}.merge")
+    writer = FeatureStoreWriter(tmp, len(items), dim, desc, fp, overwrite=True)
+    sources, rejects = [], []
+    for r in range(world):
+        path = out / ".ranks" / f"rank-{r}-of-{world}"
+        store = FeatureStore.open(path)
+        local = pq.read_table(path / "ids.parquet", columns=["item"])["item"].to_numpy()
+        sources.append((store, r + world * local))
+        with open(path / "rejects.csv", newline="") as f:
+            for item, ident, reason in list(csv.reader(f))[1:]:
+                rejects.append((r + world * int(item), ident, reason))
+    rows = np.concatenate([np.stack([np.full(len(g), k), np.arange(len(g)), g], 1)
+                           for k, (_, g) in enumerate(sources)])  # fmt: skip
+    rows = rows[np.argsort(rows[:, 2], kind="stable")]  # (n, 3): rank, row, global item
+    rejects.sort()
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        feats = np.empty((len(part), dim), dtype=np.float16)
+        for k, (store, _) in enumerate(sources):
+            sel = part[:, 0] == k
+            feats[sel] = store.features[part[sel, 1]]
+        ids = [items[int(g)].id for g in part[:, 2]]
+        last = start + block >= len(rows)
+        writer.commit(feats, ids, part[:, 2].tolist(), rejects if last else [],
+                      len(items) if last else int(part[-1, 2]))  # fmt: skip
+    if len(rows) == 0:
+        writer.commit(None, [], [], rejects, len(items))
+    writer.finish()
+    shutil.rmtree(out)
+    tmp.rename(out)
 
 
 def _summary(writer: FeatureStoreWriter, items: list[Item], resumed_from: int) -> dict:
