@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test]"
+	@# GeoCLIP's photo locations for `hierloc data bluemarble`: read from the wheel, never
+	@# imported; --no-deps because geoclip itself would pull a full transformers stack
+	$(BIN)/python -m pip install -q --no-deps "geoclip==1.3.0"
 	@touch $@
 
 demo: $(STAMP)
