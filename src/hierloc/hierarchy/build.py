@@ -15,6 +15,7 @@ Entities are sorted by (level, id) at the end.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ import pandas as pd
 from hierloc.geo.countries import country_name
 from hierloc.geo.gazetteer import unit_xyz, xyz_to_latlon
 from hierloc.hierarchy.names import PLACEHOLDER, SEPARATOR, display_name, sanitize
+
+log = logging.getLogger(__name__)
 
 LEVEL_NAMES = ("country", "region", "subregion", "city")
 LABEL_FOR_LEVEL = {"region": "region", "subregion": "sub-region", "city": "city"}
@@ -265,6 +268,8 @@ class HierarchyBuilder:
         image_mean = np.concatenate(means) if means else None
         text = None
         if text_encoder is not None:
+            log.info("embedding %d entity descriptions with %s", len(entities),
+                     getattr(text_encoder, "name", "the text encoder"))  # fmt: skip
             text = np.asarray(text_encoder(describe(entities)), dtype=np.float32)
             if text.ndim != 2 or len(text) != len(entities):
                 raise ValueError(
