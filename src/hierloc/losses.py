@@ -1,0 +1,154 @@
+"""GWH-InfoNCE (HierLoc §3.6, A.4, A.7) and plain InfoNCE, apart from any model.
+
+Per level, every entity of the level is a candidate; the positive is the image's entity.
+With ``d`` the (squared, by default) hyperbolic distance and ``τ`` the temperature,
+
+    L = −log( exp(−d⁺/τ) / (exp(−d⁺/τ) + Σ_k w_k exp(−d⁻_k/τ)) ),   w_k = 1 + λ·k(g_k/σ),
+
+``g_k`` the great-circle distance (km) from the image's location to negative entity ``k``'s
+mean location, and ``k`` a kernel: Laplace ``exp(−u)`` (default), Gauss ``exp(−u²)``, Inverse
+``(1+u)^−p``. Computed stably as a logsumexp of ``−d/τ + log w`` with ``log w =
+log1p(λ·k(u))`` from ``log k(u)``, and ``log w = 0`` for the positive. Total: ``Σ β_ℓ L_ℓ``.
+
+**Decision** (papers.md; the paper learns λ, σ, τ): minimising this same loss always pushes λ
+towards 0 (or σ towards 0), since larger weights only enlarge the denominator — GWH would
+silently collapse to InfoNCE. So λ (default 1.0) and σ (default 1,000 km) are fixed by default;
+``learnable=True`` reproduces the paper's literal setting (and its collapse, which a test
+demonstrates). τ (init 0.1) is learned as a log-parameter clamped to ``[tau_min, tau_max]``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import torch
+
+KERNELS = ("laplace", "gauss", "inverse")
+
+
+def log_kernel(u: torch.Tensor, kernel: str = "laplace", p: float = 1.0) -> torch.Tensor:
+    """``log k(u)`` for ``u = g/σ >= 0``: Laplace ``−u``, Gauss ``−u²``, Inverse ``−p·log1p(u)``."""
+    if kernel == "laplace":
+        return -u
+    if kernel == "gauss":
+        return -(u * u)
+    if kernel == "inverse":
+        return -p * torch.log1p(u)
+    close = difflib.get_close_matches(kernel, KERNELS, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}.{hint}")
+
+
+def gwh_infonce(
+    dist: torch.Tensor,
+    target: torch.Tensor,
+    geo_km: torch.Tensor | None,
+    tau: torch.Tensor | float,
+    lam: torch.Tensor | float = 1.0,
+    sigma_km: torch.Tensor | float = 1000.0,
+    kernel: str = "laplace",
+    p: float = 1.0,
+) -> torch.Tensor:
+    """Per-sample GWH-InfoNCE of one level.
+
+    Args:
+        dist: ``(B, E)`` distances image → every entity of the level (squared or not, as the
+            caller chooses).
+        target: ``(B,)`` index of the positive entity.
+        geo_km: ``(B, E)`` great-circle km image → entity mean location; ``None`` or ``lam = 0``
+            gives plain InfoNCE.
+        tau, lam, sigma_km: temperature, weight scale, kernel bandwidth (tensors or floats).
+
+    Returns:
+        ``(B,)`` losses.
+    """
+    logits = -dist / tau  # (B, E)
+    if geo_km is not None:
+        log_k = log_kernel(geo_km / sigma_km, kernel, p)
+        log_w = torch.log1p(lam * torch.exp(log_k))  # (B, E), >= 0
+        positive = torch.nn.functional.one_hot(target, dist.shape[1]).bool()
+        logits = logits + log_w.masked_fill(positive, 0.0)
+    pos_logit = (-dist / tau).gather(1, target[:, None]).squeeze(1)
+    return torch.logsumexp(logits, dim=1) - pos_logit
+
+
+def infonce(dist: torch.Tensor, target: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+    """Plain InfoNCE over distances: ``−log softmax(−d/τ)[target]``, ``(B, E) -> (B,)``."""
+    return gwh_infonce(dist, target, None, tau)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss settings (paper defaults: GWH, Laplace, λ = 1, τ = 0.1, squared distances)."""
+
+    loss: str = "gwh"  # "gwh" | "infonce"
+    kernel: str = "laplace"
+    lam: float = 1.0
+    sigma_km: float = 1000.0
+    p: float = 1.0
+    learnable: bool = False  # learn λ and σ too (the paper's literal setting; collapses)
+    tau_init: float = 0.1
+    tau_min: float = 0.01
+    tau_max: float = 1.0
+    squared_distance: bool = True
+    level_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+
+
+class GWHInfoNCE(torch.nn.Module):
+    """The loss with its positive scalars as log-parameters (τ always learned; λ, σ only with
+    ``learnable``). ``forward`` sums ``β_ℓ·mean_b L_ℓ`` over levels."""
+
+    def __init__(self, config: LossConfig = LossConfig()) -> None:  # noqa: B008 (frozen)
+        super().__init__()
+        if config.loss not in ("gwh", "infonce"):
+            raise ValueError(f"loss must be 'gwh' or 'infonce', got {config.loss!r}")
+        log_kernel(torch.zeros(1), config.kernel, config.p)  # validates the kernel name
+        self.config = config
+        self.log_tau = torch.nn.Parameter(torch.tensor(math.log(config.tau_init)))
+        log_lam = torch.tensor(math.log(max(config.lam, 1e-12)))
+        log_sigma = torch.tensor(math.log(config.sigma_km))
+        if config.learnable:
+            self.log_lam = torch.nn.Parameter(log_lam)
+            self.log_sigma = torch.nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_lam", log_lam)
+            self.register_buffer("log_sigma", log_sigma)
+
+    @property
+    def tau(self) -> torch.Tensor:
+        c = self.config
+        return self.log_tau.clamp(math.log(c.tau_min), math.log(c.tau_max)).exp()
+
+    @property
+    def lam(self) -> torch.Tensor:
+        return self.log_lam.exp() if self.config.lam > 0 else self.log_lam.new_zeros(())
+
+    @property
+    def sigma_km(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def level_loss(
+        self, dist: torch.Tensor, target: torch.Tensor, geo_km: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``(B,)`` losses of one level from unsquared distances ``(B, E)``."""
+        c = self.config
+        d = dist * dist if c.squared_distance else dist
+        if c.loss == "infonce":
+            return infonce(d, target, self.tau)
+        return gwh_infonce(d, target, geo_km, self.tau, self.lam, self.sigma_km, c.kernel, c.p)
+
+    def forward(
+        self,
+        dists: list[torch.Tensor],
+        targets: list[torch.Tensor],
+        geo_km: list[torch.Tensor | None],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(total, per-level mean losses)``; lists are per level, coarse → fine."""
+        weights = self.config.level_weights
+        per_level = [
+            self.level_loss(d, t, g).mean() for d, t, g in zip(dists, targets, geo_km, strict=True)
+        ]
+        total = sum(w * lv for w, lv in zip(weights, per_level, strict=False))
+        return total, per_level
