@@ -1,0 +1,194 @@
+"""HierLoc (§3.3–3.5): entity embeddings in Lorentz space, the image stream, and cross-modal
+attention from the image to every entity of each level, all in the tangent space at ``o``.
+
+Shapes: ``B`` images, ``E_ℓ`` entities of level ``ℓ``, ``d`` tangent dims (128), ``d+1``
+ambient (Lorentz, sphere) or ``d`` (Euclidean ablation).
+
+* Entities: anchors ``A_i = exp_o(ε_i)`` (geoopt ``ManifoldParameter`` on ``Lorentz(k=K)``, so
+  RiemannianAdam can train them; tangent parameters for the other manifolds), features =
+  [SphereM+ of the mean coordinates, mean image embedding, text embedding] (each modality can be
+  switched off; mean image embeddings can be dropped per level) → 3-layer MLP (GELU + Dropout
+  except after the last) → linear → ``Δ_i``; ``H_i = exp_o(log_o(A_i) + α_node Δ_i)``.
+* Image: 2-layer MLP (GELU + Dropout after the first) → linear → ``Δ_img``;
+  ``Z = exp_o(α_img Δ_img)``.
+* Attention (optional): per level, query ``log_o(Z)``, keys/values ``log_o(H)`` of all entities
+  of the level, 8 heads. The batch is the query sequence of one
+  ``scaled_dot_product_attention`` call (each image attends to the entities independently), so
+  memory stays bounded for 210k cities — never a B×E×heads matrix in Python. The level outputs
+  are concatenated → fuse MLP → added to ``log_o(Z)`` → ``exp_o``. Entities are not updated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from hierloc.geo.location_encoding import sphere_m_plus
+from hierloc.geometry import get_manifold
+from hierloc.models import register_model
+
+MODALITIES = ("location", "image", "text")
+
+
+@dataclass(frozen=True)
+class HierLocConfig:
+    dim: int = 128
+    manifold: str = "lorentz"  # lorentz | euclidean | sphere (Table 6)
+    K: float = 0.8  # Table 11
+    hidden: int = 512
+    dropout: float = 0.1
+    attention: bool = True  # Table 7
+    heads: int = 8
+    modalities: tuple[str, ...] = MODALITIES  # entity features (Table 7)
+    drop_image_mean_levels: tuple[int, ...] = ()  # Table 10
+    anchor_std: float = 0.1
+    location_scales: int = 16
+    alpha_init: float = 1.0
+
+
+@dataclass
+class EntityTables:
+    """Per level (coarse → fine): mean coordinates ``(E, 2)`` degrees, mean image embeddings
+    ``(E, D_img)`` or ``None``, text embeddings ``(E, D_txt)`` or ``None``."""
+
+    coords: list[np.ndarray]
+    image_mean: list[np.ndarray | None] = field(default_factory=list)
+    text: list[np.ndarray | None] = field(default_factory=list)
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    """Linear layers with GELU + Dropout between them, none after the last."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers += [nn.GELU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class LevelAttention(nn.Module):
+    """Multi-head attention of ``B`` image queries over the ``E`` entities of one level."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        B, d = query.shape
+        E = keys.shape[0]
+        h, dh = self.heads, d // self.heads
+        q = self.q(query).view(B, h, dh).transpose(0, 1)[None]  # (1, h, B, dh)
+        k, v = self.kv(keys).view(E, 2, h, dh).permute(1, 2, 0, 3)[:, None]  # (2, 1, h, E, dh)
+        o = nn.functional.scaled_dot_product_attention(q, k[0], v[0])  # (1, h, B, dh)
+        return self.out(o[0].transpose(0, 1).reshape(B, d))
+
+
+class HierLoc(nn.Module):
+    def __init__(self, config: HierLocConfig, image_dim: int, entities: EntityTables) -> None:
+        super().__init__()
+        unknown = set(config.modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; use {MODALITIES}")
+        self.config = config
+        self.manifold = get_manifold(config.manifold, K=config.K)
+        self.levels = len(entities.coords)
+        d = config.dim
+        # fixed entity features, one buffer per level
+        feats, in_dim = [], None
+        for lv in range(self.levels):
+            f = self._entity_features(entities, lv, image_dim)
+            in_dim = f.shape[1] if in_dim is None else in_dim
+            feats.append(f)
+            self.register_buffer(f"feat_{lv}", f, persistent=False)
+        self.entity_counts = [len(c) for c in entities.coords]
+        self.entity_mlp = _mlp(
+            [in_dim, config.hidden, config.hidden, config.hidden], config.dropout
+        )
+        self.entity_out = nn.Linear(config.hidden, d)
+        self.image_mlp = _mlp([image_dim, config.hidden, config.hidden], config.dropout)
+        self.image_out = nn.Linear(config.hidden, d)
+        self.log_alpha_node = nn.Parameter(torch.tensor(math.log(config.alpha_init)))
+        self.log_alpha_img = nn.Parameter(torch.tensor(math.log(config.alpha_init)))
+        self.anchors = nn.ParameterList([self._anchors(n) for n in self.entity_counts])
+        if config.attention:
+            self.attn = nn.ModuleList([LevelAttention(d, config.heads) for _ in range(self.levels)])
+            self.fuse = _mlp([self.levels * d, config.hidden, d], 0.0)
+
+    # -- construction -------------------------------------------------------------------
+    def _entity_features(self, ent: EntityTables, lv: int, image_dim: int) -> torch.Tensor:
+        c = self.config
+        coords = np.asarray(ent.coords[lv], dtype=np.float64)
+        parts = []
+        if "location" in c.modalities:
+            parts.append(sphere_m_plus(coords[:, 0], coords[:, 1], scales=c.location_scales))
+        if "image" in c.modalities:
+            mean = ent.image_mean[lv] if lv < len(ent.image_mean) else None
+            if mean is None or lv in c.drop_image_mean_levels:
+                mean = np.zeros((len(coords), image_dim))  # dropped: a constant feature
+            parts.append(np.asarray(mean, dtype=np.float64))
+        if "text" in c.modalities:
+            text = ent.text[lv] if lv < len(ent.text) else None
+            if text is None:
+                raise ValueError(f"level {lv}: the text modality is on but no text embeddings")
+            parts.append(np.asarray(text, dtype=np.float64))
+        if not parts:
+            raise ValueError("at least one entity modality is needed")
+        return torch.tensor(np.concatenate(parts, axis=1), dtype=torch.float32)
+
+    def _anchors(self, n: int) -> nn.Parameter:
+        eps = torch.randn(n, self.config.dim) * self.config.anchor_std
+        if self.manifold.name == "lorentz":
+            import geoopt
+
+            ball = geoopt.Lorentz(k=self.config.K)
+            return geoopt.ManifoldParameter(self.manifold.expmap0(eps).detach(), manifold=ball)
+        return nn.Parameter(eps)  # tangent vectors for the Euclidean / sphere ablations
+
+    # -- forward ------------------------------------------------------------------------
+    def anchor_tangent(self, lv: int) -> torch.Tensor:
+        a = self.anchors[lv]
+        return self.manifold.logmap0(a) if self.manifold.name == "lorentz" else a
+
+    def entity_embeddings(self) -> list[torch.Tensor]:
+        """``H`` per level, ``[(E_ℓ, d+1)]`` (computed once per step, shared by the batch)."""
+        alpha = self.log_alpha_node.exp()
+        out = []
+        for lv in range(self.levels):
+            delta = self.entity_out(self.entity_mlp(getattr(self, f"feat_{lv}")))  # (E, d)
+            out.append(self.manifold.expmap0(self.anchor_tangent(lv) + alpha * delta,
+                                             overflow="clip"))  # fmt: skip
+        return out
+
+    def image_embeddings(
+        self, features: torch.Tensor, entities: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """``Z*`` for image features ``(B, D_img)``, ``(B, d+1)``."""
+        delta = self.image_out(self.image_mlp(features))
+        u = self.log_alpha_img.exp() * delta  # (B, d) tangent
+        if self.config.attention:
+            keys = [self.manifold.logmap0(h) for h in entities]
+            ctx = torch.cat([att(u, k) for att, k in zip(self.attn, keys, strict=True)], dim=1)
+            u = u + self.fuse(ctx)  # residual in the tangent space
+        return self.manifold.expmap0(u, overflow="clip")
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        entities = self.entity_embeddings()
+        return self.image_embeddings(features, entities), entities
+
+    def distances(self, z: torch.Tensor, entities: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``[(B, E_ℓ)]`` distances image → every entity of each level (one matmul each)."""
+        return [self.manifold.pairwise_dist(z, h) for h in entities]
+
+
+@register_model("hierloc")
+def _create(config: HierLocConfig, image_dim: int, entities: EntityTables) -> HierLoc:
+    return HierLoc(config, image_dim, entities)
