@@ -4,9 +4,9 @@ A hierarchy folder holds:
 
 * ``entities.parquet`` — ``entity_id, level, level_name, parent_id, name, latitude,
   longitude, count`` (+ ``image_count`` with features), sorted by (level, entity_id);
-* ``labels.parquet`` — one row per accepted record, in file order: ``id, country_id,
-  region_id, subregion_id, city_id`` (the same columns ``hierloc score --protocol entity``
-  reads);
+* ``labels.parquet`` — one row per accepted record, in file order: ``id, latitude, longitude,
+  country_id, region_id, subregion_id, city_id`` (a truth file ``hierloc score --protocol
+  entity`` reads as is);
 * ``image_mean.npy`` (float32, rows aligned with entities) when built with features;
 * ``text.npy`` (float32) when built with a text encoder;
 * ``manifest.json`` — inputs, options, counts; no timestamps, so equal inputs give

@@ -82,7 +82,8 @@ def build_hierarchy(
             gaz = load_gazetteer(gazetteer)
         builder = HierarchyBuilder(embed_dim=store.dim if store is not None else None)
         schema = pa.schema(
-            [("id", pa.string())] + [(f"{lv}_id", pa.string()) for lv in LEVEL_NAMES]
+            [("id", pa.string()), ("latitude", pa.float64()), ("longitude", pa.float64())]
+            + [(f"{lv}_id", pa.string()) for lv in LEVEL_NAMES]
         )
         labels_writer = FixedRowGroupWriter(tmp / "labels.parquet", schema)
         geocoded = 0
@@ -153,7 +154,11 @@ def build_hierarchy(
             )
             labels_writer.write(
                 pa.table(
-                    {"id": pa.array(chunk.ids[keep], type=pa.string())}
+                    {
+                        "id": pa.array(chunk.ids[keep], type=pa.string()),
+                        "latitude": pa.array(chunk.lat[keep], type=pa.float64()),
+                        "longitude": pa.array(chunk.lon[keep], type=pa.float64()),
+                    }
                     | {f"{lv}_id": pa.array(ids[lv], type=pa.string()) for lv in LEVEL_NAMES},
                     schema=schema,
                 )

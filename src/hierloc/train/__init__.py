@@ -1,0 +1,1 @@
+"""Training: configs, data on precomputed features, the loop (a generator), checkpoints."""
