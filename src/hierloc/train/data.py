@@ -1,0 +1,134 @@
+"""Training data on precomputed features: a hierarchy folder (entities, labels, mean image and
+text embeddings) + a feature store, and optionally a validation metadata file whose records
+are mapped to the same entities (a validation city absent from training gets ``-1`` at that
+level: ignored by the loss, counted as a miss by the accuracy)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hierloc.errors import InputError
+from hierloc.hierarchy.build import LEVEL_NAMES
+from hierloc.models.hierloc import EntityTables
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    features: torch.Tensor  # (N, D) float32
+    targets: torch.Tensor  # (N, L) int64 row of the entity within its level, -1 unknown
+    coords: torch.Tensor  # (N, 2) float64 degrees
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass
+class TrainingData:
+    entities: EntityTables
+    entity_ids: list[np.ndarray]  # per level, object arrays (row → entity id)
+    train: Split
+    val: Split | None
+    image_dim: int
+    dropped: dict
+
+
+def _features_by_id(store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from hierloc.data.ids import IdIndex
+
+    pos = IdIndex(store.ids).lookup(np.asarray(ids, dtype=object))
+    ok = pos >= 0
+    feats = np.asarray(store.features[np.sort(pos[ok])], dtype=np.float32)
+    order = np.argsort(np.argsort(pos[ok]))
+    return feats[order], ok
+
+
+def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:
+    return Split(
+        torch.from_numpy(np.ascontiguousarray(feats)),
+        torch.from_numpy(targets.astype(np.int64)),
+        torch.from_numpy(coords.astype(np.float64)),
+    )
+
+
+def load_training_data(
+    hierarchy: str | Path, features: str | Path, val: str | Path | None = None
+) -> TrainingData:
+    from hierloc.data.features import FeatureStore
+    from hierloc.hierarchy.io import HierarchyFolder
+
+    folder = HierarchyFolder.open(hierarchy)
+    store = FeatureStore.open(features)
+    ent = folder.entities
+    image_mean, text = folder.image_mean(), folder.text()
+    coords, means, texts, ids, index = [], [], [], [], []
+    for lv in range(len(LEVEL_NAMES)):
+        rows = np.flatnonzero(ent["level"].to_numpy() == lv)
+        coords.append(ent.iloc[rows][["latitude", "longitude"]].to_numpy())
+        means.append(None if image_mean is None else np.asarray(image_mean[rows]))
+        texts.append(None if text is None else np.asarray(text[rows]))
+        ids.append(ent["entity_id"].to_numpy(dtype=object)[rows])
+        index.append({e: k for k, e in enumerate(ids[-1])})
+    if image_mean is not None and image_mean.shape[1] != store.dim:
+        raise InputError(
+            f"{hierarchy}: mean image embeddings are {image_mean.shape[1]}-d but {features} "
+            f"holds {store.dim}-d features; build the hierarchy with --features {features}"
+        )
+    labels = pd.read_parquet(Path(hierarchy) / "labels.parquet")
+    if "latitude" not in labels.columns:
+        raise InputError(
+            f"{hierarchy}/labels.parquet has no coordinates (built by an older hierloc); "
+            "rebuild it with hierloc hierarchy build --overwrite"
+        )
+    feats, ok = _features_by_id(store, labels["id"].to_numpy(dtype=object))
+    if not ok.any():
+        raise InputError(f"{features}: holds none of the training ids of {hierarchy}")
+    labels = labels[ok]
+    targets = np.stack(
+        [labels[f"{lv}_id"].map(index[k]).to_numpy() for k, lv in enumerate(LEVEL_NAMES)], 1
+    )
+    train = _split(feats, targets, labels[["latitude", "longitude"]].to_numpy())
+    dropped = {"train_without_features": int((~ok).sum())}
+    val_split = None
+    if val is not None:
+        val_split, dropped["val_without_features"] = _val_split(val, store, index)
+    return TrainingData(
+        EntityTables(coords=coords, image_mean=means, text=texts),
+        ids, train, val_split, store.dim, dropped,
+    )  # fmt: skip
+
+
+def _val_split(path, store, index) -> tuple[Split, int]:
+    from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader
+    from hierloc.geo.countries import canonical_iso2
+    from hierloc.hierarchy.build import HierarchyBuilder
+
+    lats, lons, ids, targets = [], [], [], []
+    for chunk in MetadataReader(path):
+        labels = {c: chunk.labels(c) for c in LABEL_COLUMNS}
+        if labels["country"] is None:
+            raise InputError(f"{path}: validation records need labels (run hierloc geocode)")
+        iso2 = canonical_iso2(pd.Series(labels["country"], dtype=object))
+        known = ~pd.isna(iso2)
+        # the same ids the hierarchy builder would give (a throwaway builder)
+        got = HierarchyBuilder().add(
+            iso2[known], {c: v[known] for c, v in labels.items() if v is not None},
+            chunk.lat[known], chunk.lon[known],
+        )  # fmt: skip
+        t = np.full((int(known.sum()), len(LEVEL_NAMES)), -1, dtype=np.int64)
+        for k, lv in enumerate(LEVEL_NAMES):
+            t[:, k] = [index[k].get(e, -1) for e in got[lv]]
+        targets.append(t)
+        lats.append(chunk.lat[known])
+        lons.append(chunk.lon[known])
+        ids.append(chunk.ids[known])
+    feats, ok = _features_by_id(store, np.concatenate(ids))
+    coords = np.column_stack([np.concatenate(lats), np.concatenate(lons)])[ok]
+    return _split(feats, np.concatenate(targets)[ok], coords), int((~ok).sum())

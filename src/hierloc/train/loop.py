@@ -1,0 +1,227 @@
+"""The HierLoc training loop as a generator (spaCy's ``train_while_improving`` shape): the CLI
+consumes it for logging, checkpoints and progress; tests drive it directly.
+
+* AdamW for Euclidean parameters, geoopt ``RiemannianAdam(stabilize=N)`` for the Lorentz
+  anchors (re-projected onto the hyperboloid every N steps), gradient clipping.
+* Data order: a seeded permutation per epoch; the position within it is part of the state.
+* Checkpoints: a folder ``ckpt-STEP`` with ``model.safetensors``, ``config.yaml`` and
+  ``train_state.pt`` (optimizers, step, epoch, position, every RNG state), written to a temp
+  name, fsynced and renamed; the last ``keep_last`` are kept, plus ``best`` (validation).
+  Resuming restores all of it, so N steps straight equal N/2 + resume + N/2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hierloc.geo.haversine import haversine_km
+from hierloc.losses import GWHInfoNCE
+from hierloc.models import create_model
+from hierloc.train.config import TrainConfig, save_config
+from hierloc.train.data import Split, TrainingData
+
+log = logging.getLogger(__name__)
+
+
+def _fsync_dir_files(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data: TrainingData, run_dir: str | Path,
+                 device: str = "cpu") -> None:  # fmt: skip
+        import geoopt
+
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.device = torch.device(device)
+        torch.manual_seed(cfg.run.seed)
+        np.random.seed(cfg.run.seed)
+        random.seed(cfg.run.seed)
+        self.model = create_model("hierloc", cfg.model, data.image_dim, data.entities)
+        self.model.to(self.device)
+        self.loss_fn = GWHInfoNCE(cfg.loss).to(self.device)
+        manifold = [p for p in self.model.parameters() if isinstance(p, geoopt.ManifoldParameter)]
+        ids = {id(p) for p in manifold}
+        euclid = [p for p in self.model.parameters() if id(p) not in ids]
+        euclid += list(self.loss_fn.parameters())
+        self.opt = torch.optim.AdamW(euclid, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.ropt = None
+        if manifold:
+            self.ropt = geoopt.optim.RiemannianAdam(
+                manifold, lr=cfg.optim.riemannian_lr, stabilize=cfg.optim.stabilize
+            )
+        self.entity_coords = [torch.tensor(np.array(c), dtype=torch.float64, device=self.device)
+                              for c in data.entities.coords]  # fmt: skip
+        self.step = self.epoch = self.position = 0
+        self.best = -1.0
+        n = len(data.train)
+        self.steps_per_epoch = max(1, n // cfg.optim.batch_size)
+        self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
+
+    # -- one step -----------------------------------------------------------------------
+    def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
+        lat, lon = coords[:, 0:1], coords[:, 1:2]
+        return [haversine_km(lat, lon, c[None, :, 0], c[None, :, 1]).float()
+                for c in self.entity_coords]  # fmt: skip
+
+    def _batch(self) -> torch.Tensor:
+        bs = self.cfg.optim.batch_size
+        n = len(self.data.train)
+        if self.position + bs > n:
+            self.epoch += 1
+            self.position = 0
+        g = torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + self.epoch)
+        perm = torch.randperm(n, generator=g)
+        idx = perm[self.position : self.position + bs]
+        self.position += bs
+        return idx
+
+    def train_step(self) -> dict:
+        self.model.train()
+        idx = self._batch()
+        split = self.data.train
+        x = split.features[idx].to(self.device)
+        t = split.targets[idx].to(self.device)
+        z, ents = self.model(x)
+        dists = self.model.distances(z, ents)
+        total, per_level = self.loss_fn(
+            dists,
+            [t[:, k] for k in range(t.shape[1])],
+            self._geo_km(split.coords[idx].to(self.device)),
+        )
+        self.opt.zero_grad(set_to_none=True)
+        if self.ropt is not None:
+            self.ropt.zero_grad(set_to_none=True)
+        total.backward()
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        self.opt.step()
+        if self.ropt is not None:
+            self.ropt.step()
+        self.step += 1
+        return {"step": self.step, "epoch": self.epoch, "loss": float(total.detach()),
+                "level_losses": [float(v.detach()) for v in per_level],
+                "tau": float(self.loss_fn.tau.detach()), "images": len(idx)}  # fmt: skip
+
+    # -- validation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, split: Split | None = None, batch: int = 512) -> dict:
+        split = split if split is not None else self.data.val
+        if split is None:
+            return {}
+        self.model.eval()
+        ents = self.model.entity_embeddings()
+        hits = np.zeros(len(ents))
+        losses = []
+        for start in range(0, len(split), batch):
+            x = split.features[start : start + batch].to(self.device)
+            t = split.targets[start : start + batch].to(self.device)
+            z = self.model.image_embeddings(x, ents)
+            dists = self.model.distances(z, ents)
+            km = self._geo_km(split.coords[start : start + batch].to(self.device))
+            for k, d in enumerate(dists):
+                hits[k] += float((d.argmin(dim=1) == t[:, k]).sum())
+                known = t[:, k] >= 0
+                if known.any():
+                    losses.append(
+                        float(self.loss_fn.level_loss(d[known], t[known, k], km[k][known]).sum())
+                    )
+        names = ("country", "region", "subregion", "city")
+        out = {f"val_acc_{names[k]}": float(hits[k] / len(split)) for k in range(len(ents))}
+        out["val_loss"] = float(sum(losses) / (len(split) * len(ents)))
+        return out
+
+    # -- the loop -----------------------------------------------------------------------
+    def steps(self) -> Iterator[dict]:
+        """Yield one info dict per step (with validation results when they were computed)."""
+        run = self.cfg.run
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        log_file = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed below)
+        try:
+            while self.step < self.total_steps:
+                info = self.train_step()
+                last = self.step == self.total_steps
+                if self.data.val is not None and (self.step % run.val_every == 0 or last):
+                    info |= self.validate()
+                    score = info.get("val_acc_city", 0.0) + info.get("val_acc_country", 0.0)
+                    if score > self.best:
+                        self.best = score
+                        info["is_best"] = True
+                        self.save_checkpoint("best")
+                if self.step % run.checkpoint_every == 0 or last:
+                    self.save_checkpoint()
+                log_file.write(json.dumps(info) + "\n")
+                log_file.flush()
+                yield info
+        finally:
+            log_file.close()
+
+    # -- checkpoints --------------------------------------------------------------------
+    def save_checkpoint(self, tag: str | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        name = tag or f"ckpt-{self.step:08d}"
+        final = self.run_dir / name
+        tmp = self.run_dir / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        state |= {
+            f"loss.{k}": v.detach().contiguous().cpu() for k, v in self.loss_fn.state_dict().items()
+        }
+        save_file(state, str(tmp / "model.safetensors"))
+        save_config(self.cfg, tmp / "config.yaml")
+        torch.save({
+            "step": self.step, "epoch": self.epoch, "position": self.position, "best": self.best,
+            "opt": self.opt.state_dict(),
+            "ropt": None if self.ropt is None else self.ropt.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate()},
+        }, tmp / "train_state.pt")  # fmt: skip
+        _fsync_dir_files(tmp)
+        old = self.run_dir / f".{name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        if tag is None:
+            ckpts = sorted(self.run_dir.glob("ckpt-*"))
+            for stale in ckpts[: -self.cfg.run.keep_last]:
+                shutil.rmtree(stale, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = sorted(self.run_dir.glob("ckpt-*"))
+        return ckpts[-1] if ckpts else None
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        state = load_file(str(path / "model.safetensors"))
+        loss_state = {k[5:]: v for k, v in state.items() if k.startswith("loss.")}
+        model_state = {k: v for k, v in state.items() if not k.startswith("loss.")}
+        self.model.load_state_dict(model_state, strict=False)
+        self.loss_fn.load_state_dict(loss_state)
+        ts = torch.load(path / "train_state.pt", weights_only=False)
+        self.step, self.epoch, self.position, self.best = (
+            ts["step"], ts["epoch"], ts["position"], ts["best"])  # fmt: skip
+        self.opt.load_state_dict(ts["opt"])
+        if self.ropt is not None and ts["ropt"] is not None:
+            self.ropt.load_state_dict(ts["ropt"])
+        torch.set_rng_state(ts["rng"]["torch"])
+        np.random.set_state(ts["rng"]["numpy"])
+        random.setstate(ts["rng"]["python"])

@@ -1,0 +1,103 @@
+"""Training: configs, a tiny end-to-end run through the CLI, exact resume, anchors stay on
+the hyperboloid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hierloc.cli import app
+from hierloc.data.features import write_feature_store
+from hierloc.errors import InputError
+from hierloc.hierarchy.pipeline import build_hierarchy
+from hierloc.train.config import load_config
+from hierloc.train.data import load_training_data
+from hierloc.train.loop import Trainer
+from tests.test_hierarchy import pseudo_photos
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    df = pseudo_photos(400, seed=21)
+    rng = np.random.default_rng(0)
+    # features that carry the location (so the model has something to learn)
+    lat, lon = np.deg2rad(df["latitude"]), np.deg2rad(df["longitude"])
+    noise = rng.normal(size=(400, 14)) * 0.1
+    feats = np.column_stack([np.sin(lat), np.cos(lon), noise]).astype(np.float16)
+    write_feature_store(root / "store", df["id"].to_numpy(), feats)
+    df.iloc[:320].to_parquet(root / "train.parquet")
+    df.iloc[320:].to_parquet(root / "val.parquet")
+
+    def toy_text(texts):
+        return np.array([[len(t) % 7, t.count(",")] for t in texts], dtype=np.float32)
+
+    build_hierarchy(root / "train.parquet", root / "h", features=root / "store", gazetteer=None,
+                    text_encoder=toy_text)  # fmt: skip
+    return root
+
+
+SMALL = ["model.dim=16", "model.hidden=32", "model.heads=4", "optim.batch_size=32",
+         "run.val_every=5", "run.checkpoint_every=4"]  # fmt: skip
+
+
+def test_config_errors():
+    with pytest.raises(InputError, match="did you mean 'batch_size'"):
+        load_config(overrides=["optim.batchsize=3"])
+    with pytest.raises(InputError, match="not a float"):
+        load_config(overrides=["optim.lr=fast"])
+    assert load_config(overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
+
+
+def _params(tr):
+    return torch.cat([p.detach().flatten() for p in tr.model.parameters()])
+
+
+def test_resume_equals_straight_run(setup, tmp_path):
+    data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
+    cfg = load_config(overrides=SMALL + ["optim.max_steps=8"])
+    straight = Trainer(cfg, data, tmp_path / "a")
+    list(straight.steps())
+    half = Trainer(load_config(overrides=SMALL + ["optim.max_steps=4"]), data, tmp_path / "b")
+    list(half.steps())
+    resumed = Trainer(cfg, data, tmp_path / "b")
+    resumed.load_checkpoint(resumed.latest_checkpoint())
+    assert resumed.step == 4
+    list(resumed.steps())
+    assert resumed.step == 8
+    assert torch.allclose(_params(straight), _params(resumed), atol=1e-6)
+
+
+def test_cli_train_end_to_end(setup, tmp_path):
+    args = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
+            "--val", str(setup / "val.parquet"), "-o", str(tmp_path / "run")]  # fmt: skip
+    for s in SMALL + ["optim.max_steps=10"]:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["steps"] == 10 and 0 <= out["val_acc_country"] <= 1
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and "val_acc_city" in json.loads(lines[4])
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    assert len(list((tmp_path / "run").glob("ckpt-*"))) == 2  # keep_last
+    # rerunning resumes from the last checkpoint and has nothing left to do
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "resuming from" in res.stderr
+
+
+def test_anchors_stay_on_the_hyperboloid(setup, tmp_path):
+    data = load_training_data(setup / "h", setup / "store")
+    cfg = load_config(overrides=SMALL + ["optim.max_steps=30", "optim.riemannian_lr=0.05"])
+    tr = Trainer(cfg, data, tmp_path / "r")
+    list(tr.steps())
+    for a in tr.model.anchors:
+        a = a.detach().double()
+        inner = -(a[:, 0] ** 2) + (a[:, 1:] ** 2).sum(-1)
+        assert torch.allclose(inner, torch.full_like(inner, -0.8), atol=1e-4)
