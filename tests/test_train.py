@@ -101,3 +101,36 @@ def test_anchors_stay_on_the_hyperboloid(setup, tmp_path):
         a = a.detach().double()
         inner = -(a[:, 0] ** 2) + (a[:, 1:] ** 2).sum(-1)
         assert torch.allclose(inner, torch.full_like(inner, -0.8), atol=1e-4)
+
+
+def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    overrides = SMALL + ["optim.max_steps=16", "run.checkpoint_every=2", "run.keep_last=3"]
+    cmd = [sys.executable, "-m", "hierloc", "train", "--hierarchy", str(setup / "h"),
+           "--features", str(setup / "store"), "-o", str(tmp_path / "run")]  # fmt: skip
+    for s in overrides:
+        cmd += ["--set", s]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (tmp_path / "run" / "ckpt-00000006").exists():
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted((tmp_path / "run").glob("ckpt-*"))
+    assert done and done[-1].name < "ckpt-00000016", [d.name for d in done]
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    data = load_training_data(setup / "h", setup / "store")
+    straight = Trainer(load_config(overrides=overrides), data, tmp_path / "straight")
+    list(straight.steps())
+    got = load_file(str(tmp_path / "run" / "ckpt-00000016" / "model.safetensors"))
+    for name, p in straight.model.state_dict().items():
+        assert torch.allclose(got[name], p.detach(), atol=1e-6), name
