@@ -134,3 +134,28 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
     got = load_file(str(tmp_path / "run" / "ckpt-00000016" / "model.safetensors"))
     for name, p in straight.model.state_dict().items():
         assert torch.allclose(got[name], p.detach(), atol=1e-6), name
+
+
+def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    overrides = SMALL + ["optim.max_steps=6", "model.dropout=0.0", "run.checkpoint_every=6"]
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
+           "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
+           "-o", str(tmp_path / "ddp")]  # fmt: skip
+    for s in overrides:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = load_training_data(setup / "h", setup / "store")
+    single = Trainer(load_config(overrides=overrides), data, tmp_path / "single")
+    list(single.steps())
+    got = load_file(str(tmp_path / "ddp" / "ckpt-00000006" / "model.safetensors"))
+    for name, p in single.model.state_dict().items():
+        assert torch.allclose(got[name], p.detach(), atol=1e-5), name
+    assert torch.allclose(got["loss.log_tau"], single.loss_fn.log_tau.detach(), atol=1e-6)

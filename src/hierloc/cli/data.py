@@ -520,6 +520,11 @@ def train(
                     f"{k[8:]} {100 * v:.1f}%" for k, v in info.items() if k.startswith("val_acc_")
                 )
                 typer.echo(f"step {info['step']}: loss {info['loss']:.3f}, val {accs}", err=True)
-    typer.echo(
-        json.dumps({"run": str(output), "steps": trainer.step, **trainer.validate()}, indent=2)
-    )
+    if trainer.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    if trainer.rank == 0:
+        summary = {"run": str(output), "steps": trainer.step, **trainer.validate()}
+        typer.echo(json.dumps(summary, indent=2))

@@ -48,8 +48,23 @@ class Trainer:
         torch.manual_seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)
         random.seed(cfg.run.seed)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if cfg.optim.batch_size % self.world:
+                raise ValueError(
+                    f"optim.batch_size {cfg.optim.batch_size} must be divisible by the "
+                    f"{self.world} processes"
+                )
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.model = create_model("hierloc", cfg.model, data.image_dim, data.entities)
         self.model.to(self.device)
+        self.forward_model = self.model
+        if self.world > 1:
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
         self.loss_fn = GWHInfoNCE(cfg.loss).to(self.device)
         manifold = [p for p in self.model.parameters() if isinstance(p, geoopt.ManifoldParameter)]
         ids = {id(p) for p in manifold}
@@ -85,7 +100,8 @@ class Trainer:
         perm = torch.randperm(n, generator=g)
         idx = perm[self.position : self.position + bs]
         self.position += bs
-        return idx
+        per = bs // self.world
+        return idx[self.rank * per : (self.rank + 1) * per]  # this process's share
 
     def train_step(self) -> dict:
         self.model.train()
@@ -93,7 +109,7 @@ class Trainer:
         split = self.data.train
         x = split.features[idx].to(self.device)
         t = split.targets[idx].to(self.device)
-        z, ents = self.model(x)
+        z, ents = self.forward_model(x)
         dists = self.model.distances(z, ents)
         total, per_level = self.loss_fn(
             dists,
@@ -104,6 +120,13 @@ class Trainer:
         if self.ropt is not None:
             self.ropt.zero_grad(set_to_none=True)
         total.backward()
+        if self.world > 1:  # DDP averaged the model's gradients; do the same for τ (λ, σ)
+            import torch.distributed as dist
+
+            for p in self.loss_fn.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
         params = [p for group in self.opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
         self.opt.step()
@@ -147,12 +170,16 @@ class Trainer:
         """Yield one info dict per step (with validation results when they were computed)."""
         run = self.cfg.run
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
-        log_file = open(self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed below)
+        if self.rank == 0:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        log_file = open(os.devnull if self.rank else self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
         try:
             while self.step < self.total_steps:
                 info = self.train_step()
                 last = self.step == self.total_steps
+                if self.rank != 0:
+                    yield info
+                    continue
                 if self.data.val is not None and (self.step % run.val_every == 0 or last):
                     info |= self.validate()
                     score = info.get("val_acc_city", 0.0) + info.get("val_acc_country", 0.0)
