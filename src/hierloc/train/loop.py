@@ -1,8 +1,9 @@
 """The HierLoc training loop as a generator (spaCy's ``train_while_improving`` shape): the CLI
 consumes it for logging, checkpoints and progress; tests drive it directly.
 
-* AdamW for Euclidean parameters, geoopt ``RiemannianAdam(stabilize=N)`` for the Lorentz
-  anchors (re-projected onto the hyperboloid every N steps), gradient clipping.
+* AdamW for Euclidean parameters, geoopt ``RiemannianAdam`` for the Lorentz anchors, which are
+  re-projected onto the hyperboloid after every step (:func:`project_onto_manifold`), gradient
+  clipping.
 * Data order: a seeded permutation per epoch; the position within it is part of the state.
 * Checkpoints: a folder ``ckpt-STEP`` with ``model.safetensors``, ``config.yaml`` and
   ``train_state.pt`` (optimizers, step, epoch, position, every RNG state), written to a temp
@@ -36,6 +37,16 @@ def _fsync_dir_files(folder: Path) -> None:
     for f in folder.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
+
+
+@torch.no_grad()
+def project_onto_manifold(optimizer, manifold) -> None:
+    """Put every parameter of ``optimizer`` back on the hyperboloid (``x0`` recomputed from the
+    space part) after a RiemannianAdam step: geoopt 0.5.1 does not re-project, and float32
+    retractions drift off the manifold over long runs."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.copy_(manifold.project(p))
 
 
 class Trainer:
@@ -132,6 +143,7 @@ class Trainer:
         self.opt.step()
         if self.ropt is not None:
             self.ropt.step()
+            project_onto_manifold(self.ropt, self.model.manifold)
         self.step += 1
         return {"step": self.step, "epoch": self.epoch, "loss": float(total.detach()),
                 "level_losses": [float(v.detach()) for v in per_level],
