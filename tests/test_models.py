@@ -99,3 +99,16 @@ def test_switches_change_what_they_should():
     with pytest.raises(ValueError, match="Did you mean 'hierloc'"):
         create_model("hierlock")
     assert "hierloc" in available_models()
+
+
+def test_geometry_stays_float32_under_bf16_autocast():
+    """What the trainer does on CUDA, exercised with CPU autocast: the MLPs and attention run in
+    bf16, every manifold operation upcasts and disables autocast."""
+    torch.manual_seed(0)
+    model = create_model("hierloc", VARIANTS["paper"], 16, tables())
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        z, ents = model(torch.randn(4, 16))
+        assert model.image_out(model.image_mlp(torch.randn(2, 16))).dtype == torch.bfloat16
+    assert z.dtype == torch.float32 and all(e.dtype == torch.float32 for e in ents)
+    d = model.distances(z, ents)
+    assert all(torch.isfinite(x).all() for x in d)

@@ -120,7 +120,10 @@ class Trainer:
         split = self.data.train
         x = split.features[idx].to(self.device)
         t = split.targets[idx].to(self.device)
-        z, ents = self.forward_model(x)
+        # bf16 for the MLPs and attention on CUDA; the geometry disables autocast and runs in fp32
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):  # fmt: skip
+            z, ents = self.forward_model(x)
         dists = self.model.distances(z, ents)
         total, per_level = self.loss_fn(
             dists,
