@@ -30,3 +30,11 @@ def test_bench_extract_small():
 
     r = extract.run(images=8, batch_size=4, workers=0)
     assert r["rows"] == 8 and r["bare_forward_images_per_s"] > 0 and r["ratio"] > 0
+
+
+def test_bench_train_quick():
+    from hierloc.bench import train
+
+    r = train.run(batch_size=16, steps=1, quick=True)
+    assert r["images_per_s"] > 0 and r["peak_rss_gb"] > 0 and r["osv5m_epoch_hours"] > 0
+    assert set(r) >= {"images_per_s", "peak_rss_gb", "osv5m_epoch_hours"}
