@@ -159,3 +159,20 @@ def test_score_frames_validates_like_files():
         score_frames(pred, truth)
     with pytest.raises(InputError, match="<truth>: missing column 'longitude'"):
         score_frames(truth, truth.drop(columns="longitude"))
+
+
+def test_pairwise_km_equals_haversine():
+    import torch
+
+    from hierloc.geo.haversine import pairwise_km, unit_vectors
+
+    rng = np.random.default_rng(4)
+    a = np.column_stack([rng.uniform(-90, 90, 30), rng.uniform(-180, 180, 30)])
+    b = np.column_stack([rng.uniform(-90, 90, 40), rng.uniform(-180, 180, 40)])
+    b[0] = a[0] + [1e-3, 1e-3]  # a close pair (~150 m)
+    ref = haversine_km(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
+    got = pairwise_km(unit_vectors(a[:, 0], a[:, 1]), unit_vectors(b[:, 0], b[:, 1]))
+    assert np.allclose(got, ref, rtol=1e-9, atol=1e-6)
+    t = pairwise_km(unit_vectors(torch.tensor(a[:, 0]), torch.tensor(a[:, 1])),
+                    unit_vectors(torch.tensor(b[:, 0]), torch.tensor(b[:, 1]))).numpy()  # fmt: skip
+    assert np.allclose(t, ref, rtol=1e-9, atol=1e-6)

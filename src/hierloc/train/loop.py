@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hierloc.geo.haversine import haversine_km
+from hierloc.geo.haversine import pairwise_km, unit_vectors
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import create_model
 from hierloc.train.config import TrainConfig, save_config
@@ -87,8 +87,10 @@ class Trainer:
             self.ropt = geoopt.optim.RiemannianAdam(
                 manifold, lr=cfg.optim.riemannian_lr, stabilize=cfg.optim.stabilize
             )
-        self.entity_coords = [torch.tensor(np.array(c), dtype=torch.float64, device=self.device)
-                              for c in data.entities.coords]  # fmt: skip
+        self.entity_xyz = [  # unit vectors of the entities' mean locations, (E, 3) float64
+            unit_vectors(*torch.tensor(np.array(c), dtype=torch.float64, device=self.device).T)
+            for c in data.entities.coords
+        ]
         self.step = self.epoch = self.position = 0
         self.best = -1.0
         n = len(data.train)
@@ -97,9 +99,9 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------
     def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
-        lat, lon = coords[:, 0:1], coords[:, 1:2]
-        return [haversine_km(lat, lon, c[None, :, 0], c[None, :, 1]).float()
-                for c in self.entity_coords]  # fmt: skip
+        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each)."""
+        xyz = unit_vectors(coords[:, 0], coords[:, 1])  # (B, 3) float64
+        return [pairwise_km(xyz, e).float() for e in self.entity_xyz]
 
     def _batch(self) -> torch.Tensor:
         bs = self.cfg.optim.batch_size
