@@ -122,7 +122,7 @@ def build(
     from PIL import Image
 
     from hierloc.data.geocode import fill_labels
-    from hierloc.data.writers import commit_dir, staging_dir
+    from hierloc.data.writers import staged_folder
     from hierloc.geo.countries import country_name
     from hierloc.geo.gazetteer import load_gazetteer
 
@@ -134,8 +134,7 @@ def build(
     if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
         raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
     out = Path(out)
-    tmp = staging_dir(out, overwrite)
-    try:
+    with staged_folder(out, overwrite) as tmp:
         rng = np.random.default_rng(seed)
         locs = load_locations()
         n_rows = int(np.ceil(180 / block))
@@ -219,12 +218,6 @@ def build(
             },  # fmt: skip
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    commit_dir(tmp, out)
     return manifest
 
 

@@ -16,7 +16,6 @@ Output folder:
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,11 +44,10 @@ def build_cells(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hierloc.data.writers import commit_dir, staging_dir
+    from hierloc.data.writers import staged_folder
 
     out = Path(out)
-    tmp = staging_dir(out, overwrite)
-    try:
+    with staged_folder(out, overwrite) as tmp:
         rejects = Rejects(tmp / "rejects.csv")
         reader = MetadataReader(
             metadata, columns=columns, strict=strict, rejects=rejects, chunk_rows=chunk_rows
@@ -104,8 +102,4 @@ def build_cells(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if not rejects.total:
             (tmp / "rejects.csv").unlink(missing_ok=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    commit_dir(tmp, out)
     return manifest

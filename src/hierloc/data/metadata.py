@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import difflib
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -438,8 +437,3 @@ def default_rejects_path(output: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return output.with_name(f"{name}.rejects.csv")
-
-
-def atomic_path(path: Path) -> Path:
-    """A temp path beside ``path`` (rename it onto ``path`` when complete)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")

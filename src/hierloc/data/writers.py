@@ -6,8 +6,10 @@ it, renamed onto the target on :meth:`AtomicTableWriter.close`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from hierloc.data.tables import _format
@@ -139,3 +141,16 @@ def commit_dir(tmp: Path, out: Path) -> None:
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Write a whole output folder atomically: yields a temp folder beside ``out``, swapped in
+    place of ``out`` when the block succeeds and removed when it fails."""
+    tmp = staging_dir(out, overwrite)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    commit_dir(tmp, out)

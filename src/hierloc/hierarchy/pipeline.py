@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
-from hierloc.data.writers import FixedRowGroupWriter, commit_dir, staging_dir
+from hierloc.data.writers import FixedRowGroupWriter, staged_folder
 from hierloc.geo.countries import canonical_iso2
 from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
 from hierloc.hierarchy.io import FORMAT, VERSION, write_entities
@@ -61,8 +61,7 @@ def build_hierarchy(
     from hierloc.data.geocode import fill_labels, is_missing
 
     metadata, out = Path(metadata), Path(out)
-    tmp = staging_dir(out, overwrite)
-    try:
+    with staged_folder(out, overwrite) as tmp:
         rejects = Rejects(tmp / "rejects.csv")
         store = FeatureStore.open(features) if features is not None else None
         if store is not None:  # keep a chunk's embeddings near 256 MB
@@ -197,10 +196,4 @@ def build_hierarchy(
         _write_manifest(tmp, manifest)
         if not rejects.total:
             (tmp / "rejects.csv").unlink(missing_ok=True)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    commit_dir(tmp, out)
     return manifest

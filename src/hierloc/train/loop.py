@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hierloc.data.writers import staged_folder
 from hierloc.geo.haversine import pairwise_km, unit_vectors
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import create_model
@@ -218,29 +219,22 @@ class Trainer:
 
         name = tag or f"ckpt-{self.step:08d}"
         final = self.run_dir / name
-        tmp = self.run_dir / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        state |= {
-            f"loss.{k}": v.detach().contiguous().cpu() for k, v in self.loss_fn.state_dict().items()
-        }
-        save_file(state, str(tmp / "model.safetensors"))
-        save_config(self.cfg, tmp / "config.yaml")
-        torch.save({
-            "step": self.step, "epoch": self.epoch, "position": self.position, "best": self.best,
-            "opt": self.opt.state_dict(),
-            "ropt": None if self.ropt is None else self.ropt.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate()},
-        }, tmp / "train_state.pt")  # fmt: skip
-        _fsync_dir_files(tmp)
-        old = self.run_dir / f".{name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        with staged_folder(final, overwrite=True) as tmp:
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+            state |= {
+                f"loss.{k}": v.detach().contiguous().cpu()
+                for k, v in self.loss_fn.state_dict().items()
+            }
+            save_file(state, str(tmp / "model.safetensors"))
+            save_config(self.cfg, tmp / "config.yaml")
+            torch.save({
+                "step": self.step, "epoch": self.epoch, "position": self.position,
+                "best": self.best, "opt": self.opt.state_dict(),
+                "ropt": None if self.ropt is None else self.ropt.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                        "python": random.getstate()},
+            }, tmp / "train_state.pt")  # fmt: skip
+            _fsync_dir_files(tmp)
         if tag is None:
             ckpts = sorted(self.run_dir.glob("ckpt-*"))
             for stale in ckpts[: -self.cfg.run.keep_last]:
