@@ -11,6 +11,14 @@ import typer
 from hierloc.cli import FileFormat, VerboseOpt, bench_app, handles_errors, write_atomic
 
 
+def _emit(report: dict, output: Path | None) -> None:
+    """Print the JSON report (stdout) and also write it to ``output`` atomically."""
+    text = json.dumps(report, indent=2) + "\n"
+    if output is not None:
+        write_atomic(output, text)
+    typer.echo(text, nl=False)
+
+
 @bench_app.command("score")
 @handles_errors
 def bench_score(
@@ -43,10 +51,7 @@ def bench_score(
     report = bench.run(
         rows=rows, file_format=file_format.value, workdir=workdir, compare_rows=compare_rows
     )
-    text = json.dumps(report.to_dict(), indent=2) + "\n"
-    if output is not None:
-        write_atomic(output, text)
-    typer.echo(text, nl=False)
+    _emit(report.to_dict(), output)
     verdict = "within" if report.seconds_score <= report.target_seconds else "OVER"
     typer.echo(
         f"scored {report.rows:,} rows in {report.seconds_score:.1f} s "
@@ -57,10 +62,7 @@ def bench_score(
 
 
 def _report(report: dict, output: Path | None, seconds_key: str, target_key: str) -> None:
-    text = json.dumps(report, indent=2) + "\n"
-    if output is not None:
-        write_atomic(output, text)
-    typer.echo(text, nl=False)
+    _emit(report, output)
     verdict = "within" if report[seconds_key] <= report[target_key] else "OVER"
     typer.echo(
         f"{report[seconds_key]:.1f} s: {verdict} the {report[target_key]:.0f} s target", err=True
@@ -147,10 +149,7 @@ def bench_extract(
 
     report = bench.run(images=images, encoder=encoder, batch_size=batch_size, workers=workers,
                        device=device)  # fmt: skip
-    text = json.dumps(report, indent=2) + "\n"
-    if output is not None:
-        write_atomic(output, text)
-    typer.echo(text, nl=False)
+    _emit(report, output)
     verdict = "meets" if report["ratio"] >= report["target_ratio"] else "MISSES"
     typer.echo(f"extraction at {100 * report['ratio']:.0f} % of bare forward: {verdict} the "
                "90 % target", err=True)  # fmt: skip
@@ -172,10 +171,7 @@ def bench_bluemarble(
 
     sizes = tuple(int(p) for p in patches.split(","))
     report = bench.run(patches=sizes, block=block, train=train, test=test, encoder=encoder)
-    text = json.dumps(report, indent=2) + "\n"
-    if output is not None:
-        write_atomic(output, text)
-    typer.echo(text, nl=False)
+    _emit(report, output)
 
 
 @bench_app.command("train")
@@ -200,7 +196,4 @@ def bench_train(
 
     report = bench.run(batch_size=batch_size, steps=steps, quick=quick,
                        overrides=tuple(set_ or ()))  # fmt: skip
-    text = json.dumps(report, indent=2) + "\n"
-    if output is not None:
-        write_atomic(output, text)
-    typer.echo(text, nl=False)
+    _emit(report, output)

@@ -115,12 +115,11 @@ class _Level:
         if self.dim and emb is not None and has_emb.any():
             rows = np.flatnonzero(has_emb)
             g = gidx[rows]
-            order = np.argsort(g, kind="stable")
             self.emb.ensure(E)
             self.emb_count.ensure(E)
             self.emb_count.data[:E] += np.bincount(g, minlength=E)
-            for start in range(0, len(order), EMB_BLOCK):  # bounded float64 temporaries
-                block = order[start : start + EMB_BLOCK]
+            for start in range(0, len(rows), EMB_BLOCK):  # bounded float64 temporaries
+                block = slice(start, start + EMB_BLOCK)
                 add_rows_by_group(self.emb.data, g[block], emb[rows[block]])
         return gidx
 
@@ -223,10 +222,9 @@ class HierarchyBuilder:
         for depth in range(len(self.levels) - 2, -1, -1):
             child, parent = self.levels[depth + 1], self.levels[depth]
             pidx = np.array([parent.index[p] for p in child.parents], dtype=np.int64)
-            order = np.argsort(pidx, kind="stable")
             psums = np.zeros((len(parent.ids), self.embed_dim))
-            for start in range(0, len(order), EMB_BLOCK):
-                block = order[start : start + EMB_BLOCK]
+            for start in range(0, len(pidx), EMB_BLOCK):
+                block = slice(start, start + EMB_BLOCK)
                 add_rows_by_group(psums, pidx[block], sums[block])
             counts = np.bincount(pidx, weights=counts, minlength=len(parent.ids)).astype(np.int64)
             sums = psums
