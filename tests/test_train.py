@@ -74,6 +74,36 @@ def test_resume_equals_straight_run(setup, tmp_path):
     assert torch.allclose(_params(straight), _params(resumed), atol=1e-6)
 
 
+@pytest.mark.parametrize("attention", [True, False])
+def test_trainer_gradients_equal_autograd_of_the_reference_loss(setup, attention):
+    """The trainer's backward (fused, memory-bounded loss with hand gradients) gives the
+    gradients of plain autograd through ``pairwise_dist`` + ``gwh_infonce``."""
+    from hierloc.geo.haversine import pairwise_km, unit_vectors
+
+    data = load_training_data(setup / "h", setup / "store")
+    over = SMALL + ["model.dropout=0.0", "run.precision=fp32",
+                    f"model.attention={str(attention).lower()}"]  # fmt: skip
+    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    idx = torch.arange(23)
+    x, t, c = data.train.features[idx], data.train.targets[idx], data.train.coords[idx]
+    loss, _ = tr.backward(x, t, c)
+    got = {n: p.grad.clone() for n, p in tr.model.named_parameters()}
+    got_tau = tr.loss_fn.log_tau.grad.clone()
+    tr.model.zero_grad(set_to_none=True)
+    tr.loss_fn.zero_grad(set_to_none=True)
+    # reference: everything in one graph, km by the haversine-equivalent matmul in float64
+    z, ents = tr.model(x)
+    xyz = unit_vectors(c[:, 0], c[:, 1])
+    km = [pairwise_km(xyz, unit_vectors(*torch.tensor(np.array(e), dtype=torch.float64).T))
+          for e in data.entities.coords]  # fmt: skip
+    ref, _ = tr.loss_fn(tr.model.distances(z, ents), list(t.T), [k.float() for k in km])
+    ref.backward()
+    assert loss == pytest.approx(float(ref.detach()), rel=1e-5)
+    for n, p in tr.model.named_parameters():
+        assert torch.allclose(got[n], p.grad, rtol=1e-3, atol=1e-6), n
+    assert torch.allclose(got_tau, tr.loss_fn.log_tau.grad, rtol=1e-3)
+
+
 def test_cli_train_end_to_end(setup, tmp_path):
     args = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
             "--val", str(setup / "val.parquet"), "-o", str(tmp_path / "run")]  # fmt: skip
@@ -143,7 +173,12 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
 
     from safetensors.torch import load_file
 
-    overrides = SMALL + ["optim.max_steps=6", "model.dropout=0.0", "run.checkpoint_every=6"]
+    overrides = SMALL + [
+        "optim.max_steps=6",
+        "model.dropout=0.0",
+        "run.checkpoint_every=6",
+        "run.precision=fp32",
+    ]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
            "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),

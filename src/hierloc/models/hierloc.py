@@ -82,14 +82,23 @@ class LevelAttention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """Keys and values of ``E`` entities, ``(E, d) -> (2, 1, heads, E, d/heads)``: computed
+        once per step and shared by every image of the batch."""
+        E, d = keys.shape
+        h = self.heads
+        return self.kv(keys).view(E, 2, h, d // h).permute(1, 2, 0, 3)[:, None]
+
+    def attend(self, query: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """``B`` image queries ``(B, d)`` over projected keys/values from :meth:`project_keys`."""
         B, d = query.shape
-        E = keys.shape[0]
         h, dh = self.heads, d // self.heads
         q = self.q(query).view(B, h, dh).transpose(0, 1)[None]  # (1, h, B, dh)
-        k, v = self.kv(keys).view(E, 2, h, dh).permute(1, 2, 0, 3)[:, None]  # (2, 1, h, E, dh)
-        o = nn.functional.scaled_dot_product_attention(q, k[0], v[0])  # (1, h, B, dh)
+        o = nn.functional.scaled_dot_product_attention(q, kv[0], kv[1])  # (1, h, B, dh)
         return self.out(o[0].transpose(0, 1).reshape(B, d))
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return self.attend(query, self.project_keys(keys))
 
 
 class HierLoc(nn.Module):
@@ -168,16 +177,30 @@ class HierLoc(nn.Module):
                                              overflow="clip"))  # fmt: skip
         return out
 
+    def entity_context(self, entities: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """Attention keys/values of every level from ``H`` (``None`` without attention)."""
+        if not self.config.attention:
+            return None
+        pairs = zip(self.attn, entities, strict=True)
+        return [att.project_keys(self.manifold.logmap0(h)) for att, h in pairs]
+
     def image_embeddings(
-        self, features: torch.Tensor, entities: list[torch.Tensor]
+        self,
+        features: torch.Tensor,
+        entities: list[torch.Tensor] | None = None,
+        context: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``Z*`` for image features ``(B, D_img)``, ``(B, d+1)``."""
+        """``Z*`` for image features ``(B, D_img)``, ``(B, d+1)``; attention reads ``context``
+        (from :meth:`entity_context`), computed from ``entities`` when not given."""
         delta = self.image_out(self.image_mlp(features))
         u = self.log_alpha_img.exp() * delta  # (B, d) tangent
         if self.config.attention:
-            keys = [self.manifold.logmap0(h) for h in entities]
-            ctx = torch.cat([att(u, k) for att, k in zip(self.attn, keys, strict=True)], dim=1)
-            u = u + self.fuse(ctx)  # residual in the tangent space
+            if context is None:
+                if entities is None:
+                    raise ValueError("attention needs the entity embeddings or their context")
+                context = self.entity_context(entities)
+            ctx = [att.attend(u, kv) for att, kv in zip(self.attn, context, strict=True)]
+            u = u + self.fuse(torch.cat(ctx, dim=1))  # residual in the tangent space
         return self.manifold.expmap0(u, overflow="clip")
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -37,6 +37,10 @@ class RunConfig:
     checkpoint_every: int = 100  # steps
     keep_last: int = 2
     log_every: int = 10
+    # bf16 autocast for the MLPs and attention ("auto": on CUDA only; on CPUs with native bf16
+    # matmuls "bf16" halves the entity MLP's time, but is not bit-reproducible across
+    # processes); the geometry and the loss always run in fp32
+    precision: str = "auto"  # auto | fp32 | bf16
 
 
 @dataclass(frozen=True)

@@ -50,12 +50,31 @@ def project_onto_manifold(optimizer, manifold) -> None:
             p.copy_(manifold.project(p))
 
 
+def tune_allocator() -> None:
+    """Keep glibc from returning freed buffers to the OS after every tile: with its default
+    (dynamic) mmap/trim thresholds, each multi-MB temporary of the loss's tiles is page-faulted
+    in anew, which tripled the loss's time here. Linux/glibc only; a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest glibc allows
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc (musl, …): nothing to tune
+        pass
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, data: TrainingData, run_dir: str | Path,
                  device: str = "cpu") -> None:  # fmt: skip
         import geoopt
 
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        tune_allocator()
         self.device = torch.device(device)
         torch.manual_seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)
@@ -74,6 +93,7 @@ class Trainer:
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.model = create_model("hierloc", cfg.model, data.image_dim, data.entities)
         self.model.to(self.device)
+        self.bf16 = self._use_bf16()
         self.forward_model = self.model
         if self.world > 1:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -117,26 +137,31 @@ class Trainer:
         per = bs // self.world
         return idx[self.rank * per : (self.rank + 1) * per]  # this process's share
 
+    def _use_bf16(self) -> bool:
+        mode = self.cfg.run.precision
+        if mode not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"run.precision must be auto, fp32 or bf16, got {mode!r}")
+        if mode == "bf16" and self.device.type == "cpu":
+            if not bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+                log.warning("this CPU has no native bf16 matmuls: run.precision=bf16 is slow")
+        return mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+
+    def _autocast(self):
+        """bf16 for the MLPs; the geometry disables autocast itself and runs in fp32."""
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                              enabled=self.bf16)  # fmt: skip
+
     def train_step(self) -> dict:
+        """One optimizer step on ``batch_size`` images (this process's share of it)."""
         self.model.train()
         idx = self._batch()
         split = self.data.train
-        x = split.features[idx].to(self.device)
-        t = split.targets[idx].to(self.device)
-        # bf16 for the MLPs and attention on CUDA; the geometry disables autocast and runs in fp32
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):  # fmt: skip
-            z, ents = self.forward_model(x)
-        dists = self.model.distances(z, ents)
-        total, per_level = self.loss_fn(
-            dists,
-            [t[:, k] for k in range(t.shape[1])],
-            self._geo_km(split.coords[idx].to(self.device)),
-        )
         self.opt.zero_grad(set_to_none=True)
         if self.ropt is not None:
             self.ropt.zero_grad(set_to_none=True)
-        total.backward()
+        total, per_level = self.backward(split.features[idx].to(self.device),
+                                         split.targets[idx].to(self.device),
+                                         split.coords[idx].to(self.device))  # fmt: skip
         if self.world > 1:  # DDP averaged the model's gradients; do the same for τ (λ, σ)
             import torch.distributed as dist
 
@@ -151,24 +176,47 @@ class Trainer:
             self.ropt.step()
             project_onto_manifold(self.ropt, self.model.manifold)
         self.step += 1
-        return {"step": self.step, "epoch": self.epoch, "loss": float(total.detach()),
-                "level_losses": [float(v.detach()) for v in per_level],
-                "tau": float(self.loss_fn.tau.detach()), "images": len(idx)}  # fmt: skip
+        return {"step": self.step, "epoch": self.epoch, "loss": total,
+                "level_losses": per_level, "tau": float(self.loss_fn.tau.detach()),
+                "images": len(idx)}  # fmt: skip
+
+    def backward(
+        self, x: torch.Tensor, t: torch.Tensor, coords: torch.Tensor
+    ) -> tuple[float, list[float]]:
+        """Accumulate the gradients of the batch's loss; returns ``(loss, per-level losses)``.
+
+        The entity embeddings (and attention keys) are computed once and shared by the whole
+        batch; the loss of each level runs through :func:`~hierloc.fused_loss.fused_level_loss`,
+        which never holds more than a tile of the ``B × E`` matrices.
+        """
+        with self._autocast():
+            z, ents = self.forward_model(x)
+        img_xyz = unit_vectors(coords[:, 0], coords[:, 1])
+        total, per_level = self.loss_fn.points_loss(
+            self.model.manifold, z, ents, list(t.T), img_xyz, self.entity_xyz
+        )
+        total.backward()
+        return float(total.detach()), [float(v.detach()) for v in per_level]
 
     # -- validation ---------------------------------------------------------------------
     @torch.no_grad()
-    def validate(self, split: Split | None = None, batch: int = 512) -> dict:
+    def validate(self, split: Split | None = None, batch: int | None = None) -> dict:
         split = split if split is not None else self.data.val
         if split is None:
             return {}
+        if batch is None:  # ~16M image-entity pairs per batch bounds memory at any scale
+            batch = min(512, max(8, 2**24 // sum(self.model.entity_counts)))
         self.model.eval()
-        ents = self.model.entity_embeddings()
+        with self._autocast():
+            ents = self.model.entity_embeddings()
+        ctx = self.model.entity_context(ents)
         hits = np.zeros(len(ents))
         losses = []
         for start in range(0, len(split), batch):
             x = split.features[start : start + batch].to(self.device)
             t = split.targets[start : start + batch].to(self.device)
-            z = self.model.image_embeddings(x, ents)
+            with self._autocast():
+                z = self.model.image_embeddings(x, context=ctx)
             dists = self.model.distances(z, ents)
             km = self._geo_km(split.coords[start : start + batch].to(self.device))
             for k, d in enumerate(dists):
