@@ -21,8 +21,8 @@ CASES = list(itertools.product(["lorentz", "sphere", "euclidean"], [True, False]
 
 def _inputs(seed, B=9, E=37, d=6):
     g = torch.Generator().manual_seed(seed)
-    v1 = (torch.randn(B, d, generator=g, dtype=torch.float64) * 0.7).requires_grad_()
-    v2 = (torch.randn(E, d, generator=g, dtype=torch.float64) * 0.7).requires_grad_()
+    v1 = (torch.randn(B, d, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
+    v2 = (torch.randn(E, d, generator=g, dtype=torch.float64) * 0.5).requires_grad_()
     t = torch.randint(0, E, (B,), generator=g)
     ix = torch.nn.functional.normalize(torch.randn(B, 3, generator=g, dtype=torch.float64), dim=1)
     ex = torch.nn.functional.normalize(torch.randn(E, 3, generator=g, dtype=torch.float64), dim=1)
