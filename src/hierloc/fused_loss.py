@@ -47,8 +47,8 @@ class FusedSpec:
     gwh: bool = True
     kernel: str = "laplace"
     p: float = 1.0
-    chunk_elems: int = 2**20  # pairs per tile (kept in cache)
-    max_rows: int = 256  # images per row block (two (rows, E) buffers)
+    chunk_elems: int = 2**19  # pairs per tile (kept in cache)
+    max_rows: int = 512  # images per row block (a few (rows, E) buffers are kept)
 
 
 def asinh_stable(a: torch.Tensor) -> torch.Tensor:
@@ -95,7 +95,8 @@ def _distance_chain(spec: FusedSpec, m, rows, cols, grad: bool):
         chord = m.mul_(-2).add_(2).clamp_(min=0)
         q = chord * n_b[:, None]
         q.mul_(n_e[None, :]).addcmul_(sh, sh, value=4 * K)
-        extra = {"chord": chord, "sh": sh}
+        if grad:  # ∂q/∂s_b = 2K·sinh(s_b − t_e) = 4K·sh·sqrt(1 + sh²)
+            extra = {"chord": chord, "dq_ds": torch.sqrt(sh * sh + 1).mul_(sh).mul_(4 * K)}
     elif spec.manifold == "euclidean":
         q = m.mul_(-2).add_(rows[0][:, None]).add_(cols[0][None, :]).clamp_(min=0)
     else:
@@ -163,32 +164,32 @@ class _FusedLevelLoss(torch.autograd.Function):
             nb = sl.stop - sl.start
             ab, tgt = a[sl], target[sl]
             rows = [r[sl] for r in row_s]
-            M = torch.empty(nb, E, dtype=a.dtype, device=a.device)  # raw matmul, for pass 2
-            logits = torch.empty_like(M)
-            # pass 1: logits of every tile, positives without log w
+            # pass 1, per tile: logits (positives without log w), and what pass 2 needs —
+            # stored (a few floats per pair, read back once) rather than recomputed
+            stored, tile_lse = [], []
+            pos_logit = torch.empty(nb, dtype=a.dtype, device=a.device)
             for e0, e1 in tiles:
-                m = torch.mm(ab, c[e0:e1].T, out=M[:, e0:e1]).clone()
-                D, _, _ = _distance_chain(spec, m, rows, [v[e0:e1] for v in col_s], False)
-                lg = D.mul_(-inv_tau)
+                hit = ((tgt >= e0) & (tgt < e1)).nonzero().squeeze(1)
+                cols = [v[e0:e1] for v in col_s]
+                D, dDdq, extra = _distance_chain(spec, ab @ c[e0:e1].T, rows, cols, want)
+                lg = D * -inv_tau
                 if gwh:
                     lw, _, _ = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig, False)
-                    hit = ((tgt >= e0) & (tgt < e1)).nonzero().squeeze(1)
                     lw[hit, tgt[hit] - e0] = 0.0
                     lg.add_(lw)
-                logits[:, e0:e1] = lg
-            lse = torch.logsumexp(logits, dim=1)
-            ar = torch.arange(nb, device=a.device)
-            losses[sl] = lse - logits[ar, tgt]
+                pos_logit[hit] = lg[hit, tgt[hit] - e0]
+                tile_lse.append(torch.logsumexp(lg, dim=1))
+                stored.append((lg, D, dDdq, extra) if want else None)
+            lse = torch.logsumexp(torch.stack(tile_lse), dim=0)
+            losses[sl] = lse - pos_logit
             if not want:
                 continue
             ab_scaled = ab * rows[0][:, None] if lorentz else None
             # pass 2: R = (softmax − onehot)/B = ∂L/∂logit, then the chain back to m
-            for e0, e1 in tiles:
-                Rm = logits[:, e0:e1].sub_(lse[:, None]).exp_().mul_(1.0 / B)
+            for (e0, e1), (lg, D, dDdq, extra) in zip(tiles, stored, strict=True):
+                Rm = lg.sub_(lse[:, None]).exp_().mul_(1.0 / B)
                 hit = ((tgt >= e0) & (tgt < e1)).nonzero().squeeze(1)
                 Rm[hit, tgt[hit] - e0] -= 1.0 / B
-                cols = [v[e0:e1] for v in col_s]
-                D, dDdq, extra = _distance_chain(spec, M[:, e0:e1], rows, cols, True)
                 if needs[10]:  # ∂logit/∂τ = D/τ²
                     g_tau += float(torch.dot(Rm.flatten(), D.flatten())) * inv_tau**2
                 if need_lam or need_sigma:  # ∂logit/∂λ = k/(1+λk) on negatives
@@ -205,15 +206,14 @@ class _FusedLevelLoss(torch.autograd.Function):
                 if dDdq is not None:
                     G.mul_(dDdq)  # ∂L/∂q
                 if lorentz:
-                    (n_b, _), (n_e, _) = rows, cols
+                    (n_b, _), (n_e, _) = rows, [v[e0:e1] for v in col_s]
                     # ∂q/∂m = −2·n_b·n_e
                     ga[sl].addmm_(G, c_scaled[e0:e1])  # × −2·n_b after the last tile
                     gc[e0:e1].addmm_(G.T, ab_scaled, alpha=-2.0)  # × n_e at the very end
                     gch = extra["chord"].mul_(G)  # ∂q/∂n_b = n_e·chord, ∂q/∂n_e = n_b·chord
                     g_rows[0][sl] += gch @ n_e
                     g_cols[0][e0:e1] += n_b @ gch
-                    sh = extra["sh"]  # ∂q/∂s_b = 4K·sh·sqrt(1+sh²) = −∂q/∂t_e
-                    gs = torch.sqrt(sh * sh + 1).mul_(sh).mul_(G).mul_(4 * spec.K)
+                    gs = extra["dq_ds"].mul_(G)  # ∂q/∂s_b = −∂q/∂t_e
                     g_rows[1][sl] += gs.sum(dim=1)
                     g_cols[1][e0:e1] -= gs.sum(dim=0)
                 else:  # ∂q/∂m = −2
@@ -222,6 +222,7 @@ class _FusedLevelLoss(torch.autograd.Function):
                     if spec.manifold == "euclidean":  # ∂q/∂|x|² = ∂q/∂|y|² = 1
                         g_rows[0][sl] += G.sum(dim=1)
                         g_cols[0][e0:e1] += G.sum(dim=0)
+            del stored
             if lorentz:
                 ga[sl].mul_(-2 * rows[0][:, None])
         if lorentz:
@@ -258,8 +259,8 @@ def fused_level_loss(
     sigma_km: torch.Tensor | float | None = None,
     kernel: str = "laplace",
     p: float = 1.0,
-    chunk_elems: int = 2**20,
-    max_rows: int = 256,
+    chunk_elems: int = 2**19,
+    max_rows: int = 512,
 ) -> torch.Tensor:
     """Mean over images of GWH-InfoNCE (or InfoNCE with ``img_xyz=None`` or ``lam=0``) of one
     level: the same value and gradients as ``gwh_infonce(pairwise_dist(z, h) [**2], target,
