@@ -55,7 +55,7 @@ def _run(counts, batch_size, steps, image_dim, text_dim, warmup, overrides) -> d
             "peak_rss_gb": round(peak_gb, 2)}  # fmt: skip
 
 
-def run(batch_size: int = 256, steps: int = 3, quick: bool = False, warmup: int = 1,
+def run(batch_size: int = 2048, steps: int = 1, quick: bool = False, warmup: int = 1,
         overrides: tuple[str, ...] = ()) -> dict:  # fmt: skip
     from hierloc.bench._measure import run_isolated
 
