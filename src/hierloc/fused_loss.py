@@ -3,12 +3,13 @@ gradients: the training loss at the paper's scale (210k cities per level).
 
 :func:`hierloc.losses.gwh_infonce` on :meth:`Manifold.pairwise_dist` builds a dozen ``B × E``
 tensors and keeps them for autograd: at 4,096 images × 245k entities that is tens of GB and most
-of the step time. Here the rows are processed in chunks of about ``chunk_elems`` image-entity
-pairs (a few MB, so the chunk's temporaries stay in cache), and the forward pass also computes
-the gradients, so that nothing of size ``B × E`` outlives a chunk. The loss returned is the
-**mean** over rows, a scalar: its backward only scales the stored gradients.
+of the step time. Here the images go in blocks of ``max_rows``, each block in tiles of about
+``chunk_elems`` image-entity pairs (a few MB, so a tile's temporaries stay in cache), and the
+forward pass also computes the gradients, so that nothing larger than ``max_rows × E`` is ever
+held. The loss returned is the **mean** over rows, a scalar: its backward only scales the
+stored gradients.
 
-Per chunk (``m`` the one matmul of the chunk, ``q`` the manifold's squared "chord" and ``D``
+Per tile (``m`` the one matmul of the tile, ``q`` the manifold's squared "chord" and ``D``
 the (squared) distance, see the geometry modules for the forms):
 
 * logits ``ℓ = −D/τ + log w`` (``log w = log1p(λ·k(g/σ))`` on negatives, 0 on the positive,
@@ -84,7 +85,7 @@ def _log_kernel_and_dsigma(u: torch.Tensor, spec: FusedSpec) -> tuple[torch.Tens
 def _distance_chain(spec: FusedSpec, m, rows, cols, grad: bool):
     """From one tile's matmul ``m (nb, Et)`` (overwritten) and the points' scalars: the
     (squared) distance ``D`` and, with ``grad``, ``∂D/∂q`` plus what the row/column gradients
-    need (Lorentz: the chord ``2 − 2·u·u'`` and ``sinh((s−t)/2)``)."""
+    need (Lorentz: the chord ``2 − 2·u·u'`` and ``∂q/∂s``)."""
     K = spec.K
     R = math.sqrt(K)
     tiny = torch.finfo(m.dtype).tiny
@@ -99,14 +100,13 @@ def _distance_chain(spec: FusedSpec, m, rows, cols, grad: bool):
             extra = {"chord": chord, "dq_ds": torch.sqrt(sh * sh + 1).mul_(sh).mul_(4 * K)}
     elif spec.manifold == "euclidean":
         q = m.mul_(-2).add_(rows[0][:, None]).add_(cols[0][None, :]).clamp_(min=0)
-    else:
-        q = m.mul_(-2).add_(2 * K).clamp_(min=0)
-    if spec.manifold == "euclidean":
         if spec.squared:
             return q, None, extra
         root = torch.sqrt(q)
         dDdq = torch.where(q > 0, 0.5 / root.clamp(min=tiny), 0.0) if grad else None
         return root, dDdq, extra
+    else:
+        q = m.mul_(-2).add_(2 * K).clamp_(min=0)
     w = torch.sqrt(q).mul_(1 / (2 * R)).clamp_(min=tiny)  # tiny: ratios below stay finite
     if spec.manifold == "lorentz":
         ang = asinh_stable(w)
@@ -179,16 +179,15 @@ class _FusedLevelLoss(torch.autograd.Function):
                     lg.add_(lw)
                 pos_logit[hit] = lg[hit, tgt[hit] - e0]
                 tile_lse.append(torch.logsumexp(lg, dim=1))
-                stored.append((lg, D, dDdq, extra) if want else None)
+                stored.append((hit, lg, D, dDdq, extra) if want else None)
             lse = torch.logsumexp(torch.stack(tile_lse), dim=0)
             losses[sl] = lse - pos_logit
             if not want:
                 continue
             ab_scaled = ab * rows[0][:, None] if lorentz else None
             # pass 2: R = (softmax − onehot)/B = ∂L/∂logit, then the chain back to m
-            for (e0, e1), (lg, D, dDdq, extra) in zip(tiles, stored, strict=True):
+            for (e0, e1), (hit, lg, D, dDdq, extra) in zip(tiles, stored, strict=True):
                 Rm = lg.sub_(lse[:, None]).exp_().mul_(1.0 / B)
-                hit = ((tgt >= e0) & (tgt < e1)).nonzero().squeeze(1)
                 Rm[hit, tgt[hit] - e0] -= 1.0 / B
                 if needs[10]:  # ∂logit/∂τ = D/τ²
                     g_tau += float(torch.dot(Rm.flatten(), D.flatten())) * inv_tau**2

@@ -147,7 +147,8 @@ class Trainer:
         return mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
 
     def _autocast(self):
-        """bf16 for the MLPs; the geometry disables autocast itself and runs in fp32."""
+        """bf16 for the MLPs and attention; the geometry and the loss disable autocast
+        themselves and run in fp32."""
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                               enabled=self.bf16)  # fmt: skip
 
