@@ -59,12 +59,14 @@ def _params(tr):
     return torch.cat([p.detach().flatten() for p in tr.model.parameters()])
 
 
-def test_resume_equals_straight_run(setup, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["optim.sampled_entities=6"]])
+def test_resume_equals_straight_run(setup, tmp_path, extra):
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
-    cfg = load_config(overrides=SMALL + ["optim.max_steps=8"])
+    cfg = load_config(overrides=SMALL + extra + ["optim.max_steps=8"])
     straight = Trainer(cfg, data, tmp_path / "a")
     list(straight.steps())
-    half = Trainer(load_config(overrides=SMALL + ["optim.max_steps=4"]), data, tmp_path / "b")
+    half = Trainer(load_config(overrides=SMALL + extra + ["optim.max_steps=4"]), data,
+                   tmp_path / "b")  # fmt: skip
     list(half.steps())
     resumed = Trainer(cfg, data, tmp_path / "b")
     resumed.load_checkpoint(resumed.latest_checkpoint())
@@ -102,6 +104,64 @@ def test_trainer_gradients_equal_autograd_of_the_reference_loss(setup, attention
     for n, p in tr.model.named_parameters():
         assert torch.allclose(got[n], p.grad, rtol=1e-3, atol=1e-6), n
     assert torch.allclose(got_tau, tr.loss_fn.log_tau.grad, rtol=1e-3)
+
+
+def test_sampled_entities_equal_the_reference_loss_on_the_sample(setup):
+    """``optim.sampled_entities``: the sample holds every positive of the batch, and the
+    trainer's loss and gradients equal autograd of the reference loss on the sampled entities
+    with the sampled-softmax offset on the negatives; unsampled anchors get no gradient."""
+    import math
+
+    from hierloc.geo.haversine import pairwise_km, unit_vectors
+    from hierloc.losses import gwh_infonce
+
+    data = load_training_data(setup / "h", setup / "store")
+    n = 6
+    over = SMALL + ["model.dropout=0.0", "run.precision=fp32", f"optim.sampled_entities={n}"]
+    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    counts = tr.model.entity_counts
+    assert max(counts) > 3 * n  # the toy hierarchy is large enough to sample
+    idx = torch.arange(23)
+    x, t, c = data.train.features[idx], data.train.targets[idx], data.train.coords[idx]
+    subsets, offsets = tr._entity_sample(t)
+    local = []
+    for lv, (s, E) in enumerate(zip(subsets, counts, strict=True)):
+        if E <= n:
+            assert s is None and offsets[lv] == 0.0
+            local.append(t[:, lv])
+            continue
+        assert torch.all(s[1:] > s[:-1]) and set(t[:, lv].tolist()) <= set(s.tolist())
+        assert n <= len(s) <= n + len(idx)
+        assert offsets[lv] == pytest.approx(math.log((E - 1) / (len(s) - 1)))
+        pos = torch.searchsorted(s, t[:, lv].contiguous())
+        assert torch.equal(s[pos], t[:, lv])
+        local.append(pos)
+    local = torch.stack(local, 1)
+    loss, _ = tr.backward(x, local, c, subsets, offsets)
+    got = {k: p.grad.clone() for k, p in tr.model.named_parameters()}
+    tr.model.zero_grad(set_to_none=True)
+    tr.loss_fn.zero_grad(set_to_none=True)
+    z, ents = tr.model(x, subsets)
+    xyz = unit_vectors(c[:, 0], c[:, 1])
+    tau = tr.loss_fn.tau
+    ref = 0.0
+    for lv, (h, s, off) in enumerate(zip(ents, subsets, offsets, strict=True)):
+        coords = torch.tensor(np.array(data.entities.coords[lv]), dtype=torch.float64)
+        if s is not None:
+            coords = coords[s]
+        km = pairwise_km(xyz, unit_vectors(*coords.T)).float()
+        D = tr.model.distances(z, [h])[0] ** 2
+        neg = 1.0 - torch.nn.functional.one_hot(local[:, lv], h.shape[0]).float()
+        ref = ref + gwh_infonce(D - tau * off * neg, local[:, lv], km, tau).mean()
+    ref.backward()
+    assert loss == pytest.approx(float(ref.detach()), rel=1e-5)
+    for k, p in tr.model.named_parameters():
+        assert torch.allclose(got[k], p.grad, rtol=1e-3, atol=1e-6), k
+    city = counts.index(max(counts))
+    unsampled = torch.ones(counts[city], dtype=torch.bool)
+    unsampled[subsets[city]] = False
+    assert torch.all(got[f"anchors.{city}"][unsampled] == 0)
+    assert torch.any(got[f"anchors.{city}"][~unsampled] != 0)
 
 
 def test_cli_train_end_to_end(setup, tmp_path):

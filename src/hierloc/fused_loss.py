@@ -50,6 +50,7 @@ class FusedSpec:
     p: float = 1.0
     chunk_elems: int = 2**19  # pairs per tile (kept in cache)
     max_rows: int = 512  # images per row block (a few (rows, E) buffers are kept)
+    neg_offset: float = 0.0  # added to every negative's logit (sampled-negatives correction)
 
 
 def asinh_stable(a: torch.Tensor) -> torch.Tensor:
@@ -177,6 +178,9 @@ class _FusedLevelLoss(torch.autograd.Function):
                     lw, _, _ = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig, False)
                     lw[hit, tgt[hit] - e0] = 0.0
                     lg.add_(lw)
+                if spec.neg_offset:
+                    lg.add_(spec.neg_offset)
+                    lg[hit, tgt[hit] - e0] -= spec.neg_offset
                 pos_logit[hit] = lg[hit, tgt[hit] - e0]
                 tile_lse.append(torch.logsumexp(lg, dim=1))
                 stored.append((hit, lg, D, dDdq, extra) if want else None)
@@ -260,6 +264,7 @@ def fused_level_loss(
     p: float = 1.0,
     chunk_elems: int = 2**19,
     max_rows: int = 512,
+    neg_offset: float = 0.0,
 ) -> torch.Tensor:
     """Mean over images of GWH-InfoNCE (or InfoNCE with ``img_xyz=None`` or ``lam=0``) of one
     level: the same value and gradients as ``gwh_infonce(pairwise_dist(z, h) [**2], target,
@@ -270,13 +275,16 @@ def fused_level_loss(
         target: ``(B,)`` positive entity index per image (all valid).
         tau: temperature (tensor, may require grad); lam, sigma_km: floats or tensors.
         img_xyz, ent_xyz: unit vectors ``(B, 3)``, ``(E, 3)`` of the image / entity locations.
+        neg_offset: a constant added to every negative's logit: ``log((E_all − 1)/(E − 1))``
+            when ``h`` is a uniform sample of a level's ``E_all`` entities, so that the sampled
+            denominator estimates the full one (sampled-softmax correction).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= h.shape[0]):
         raise ValueError(f"target indices must lie in [0, {h.shape[0]}) for this level")
     spec = FusedSpec(manifold.name, float(manifold.K), squared, img_xyz is not None, kernel,
-                     p, chunk_elems, max_rows)  # fmt: skip
+                     p, chunk_elems, max_rows, float(neg_offset))  # fmt: skip
     z, h = upcast(z), upcast(h)
     dt = z.dtype
     with full_precision(z):

@@ -161,20 +161,24 @@ class GWHInfoNCE(torch.nn.Module):
         targets: list[torch.Tensor],
         img_xyz: torch.Tensor | None,
         ent_xyz: list[torch.Tensor],
+        neg_offsets: list[float] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The same total as :meth:`forward` on ``manifold.pairwise_dist(z, h)``, straight from
         the points, through :func:`hierloc.fused_loss.fused_level_loss` (memory-bounded, hand
         gradients): what the trainer uses. ``img_xyz``/``ent_xyz``: unit vectors of the image
-        and entity locations."""
+        and entity locations; ``neg_offsets``: per level, the sampled-negatives correction of
+        :func:`~hierloc.fused_loss.fused_level_loss` (``None``: all entities, no correction)."""
         from hierloc.fused_loss import fused_level_loss
 
         c = self.config
         gwh = c.loss == "gwh" and img_xyz is not None
+        offsets = neg_offsets or [0.0] * len(entities)
         per_level = [
             fused_level_loss(manifold, z, h, t, self.tau, squared=c.squared_distance,
                              img_xyz=img_xyz if gwh else None, ent_xyz=e,
-                             lam=self.lam, sigma_km=self.sigma_km, kernel=c.kernel, p=c.p)
-            for h, t, e in zip(entities, targets, ent_xyz, strict=True)
+                             lam=self.lam, sigma_km=self.sigma_km, kernel=c.kernel, p=c.p,
+                             neg_offset=off)
+            for h, t, e, off in zip(entities, targets, ent_xyz, offsets, strict=True)
         ]  # fmt: skip
         total = sum(w * lv for w, lv in zip(c.level_weights, per_level, strict=False))
         return total, per_level

@@ -163,18 +163,25 @@ class HierLoc(nn.Module):
         return nn.Parameter(eps)  # tangent vectors for the Euclidean / sphere ablations
 
     # -- forward ------------------------------------------------------------------------
-    def anchor_tangent(self, lv: int) -> torch.Tensor:
-        a = self.anchors[lv]
+    def anchor_tangent(self, lv: int, idx: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.anchors[lv] if idx is None else self.anchors[lv][idx]
         return self.manifold.logmap0(a) if self.manifold.name == "lorentz" else a
 
-    def entity_embeddings(self) -> list[torch.Tensor]:
-        """``H`` per level, ``[(E_ℓ, d+1)]`` (computed once per step, shared by the batch)."""
+    def entity_embeddings(self, subsets: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """``H`` per level, ``[(E_ℓ, d+1)]`` (computed once per step, shared by the batch).
+
+        ``subsets``: per level, the entity indices to compute (``None`` or a ``None`` entry:
+        all), for training with sampled entities; row ``j`` of the result is entity
+        ``subsets[ℓ][j]``."""
         alpha = self.log_alpha_node.exp()
         out = []
         for lv in range(self.levels):
-            delta = self.entity_out(self.entity_mlp(getattr(self, f"feat_{lv}")))  # (E, d)
-            out.append(self.manifold.expmap0(self.anchor_tangent(lv) + alpha * delta,
-                                             overflow="clip"))  # fmt: skip
+            idx = None if subsets is None else subsets[lv]
+            feat = getattr(self, f"feat_{lv}")
+            feat = feat if idx is None else feat[idx]
+            anchor = self.anchor_tangent(lv, idx)
+            delta = self.entity_out(self.entity_mlp(feat))  # (E, d)
+            out.append(self.manifold.expmap0(anchor + alpha * delta, overflow="clip"))
         return out
 
     def entity_context(self, entities: list[torch.Tensor]) -> list[torch.Tensor] | None:
@@ -203,8 +210,11 @@ class HierLoc(nn.Module):
             u = u + self.fuse(torch.cat(ctx, dim=1))  # residual in the tangent space
         return self.manifold.expmap0(u, overflow="clip")
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        entities = self.entity_embeddings()
+    def forward(
+        self, features: torch.Tensor, subsets: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(Z*, H)``; with ``subsets`` only those entities are embedded and attended to."""
+        entities = self.entity_embeddings(subsets)
         return self.image_embeddings(features, entities), entities
 
     def distances(self, z: torch.Tensor, entities: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -28,6 +28,11 @@ class OptimConfig:
     epochs: int = 5  # paper
     max_steps: int | None = None
     grad_clip: float = 1.0
+    # approximation, off by default (0 = exact: every entity is embedded, attended to and a
+    # negative each step). N > 0: per level with more than N entities, a uniform sample of N
+    # (+ the global batch's positives, the same on every process) is embedded, attended to and
+    # used as the negatives, with the sampled-softmax correction log((E-1)/(n-1)).
+    sampled_entities: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -133,6 +134,7 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + self.epoch)
         perm = torch.randperm(n, generator=g)
         idx = perm[self.position : self.position + bs]
+        self._global_batch = idx
         self.position += bs
         per = bs // self.world
         return idx[self.rank * per : (self.rank + 1) * per]  # this process's share
@@ -160,9 +162,17 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         if self.ropt is not None:
             self.ropt.zero_grad(set_to_none=True)
+        subsets, offsets = self._entity_sample(split.targets[self._global_batch])
+        targets = split.targets[idx]
+        if subsets is not None:  # positions of the positives within the sampled entities
+            cols = zip(targets.T, subsets, strict=True)
+            targets = torch.stack(
+                [t if s is None else torch.searchsorted(s, t.contiguous()) for t, s in cols], 1
+            )
         total, per_level = self.backward(split.features[idx].to(self.device),
-                                         split.targets[idx].to(self.device),
-                                         split.coords[idx].to(self.device))  # fmt: skip
+                                         targets.to(self.device),
+                                         split.coords[idx].to(self.device),
+                                         subsets, offsets)  # fmt: skip
         if self.world > 1:  # DDP averaged the model's gradients; do the same for τ (λ, σ)
             import torch.distributed as dist
 
@@ -181,8 +191,33 @@ class Trainer:
                 "level_losses": per_level, "tau": float(self.loss_fn.tau.detach()),
                 "images": len(idx)}  # fmt: skip
 
+    def _entity_sample(self, targets: torch.Tensor):
+        """``optim.sampled_entities``: per level, sorted entity indices (or ``None``: all) and
+        the sampled-softmax offsets; ``(None, None)`` when off. Seeded by the step, so every
+        process draws the same sample and a resumed run the same as a straight one."""
+        n = self.cfg.optim.sampled_entities
+        if not n:
+            return None, None
+        g = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + self.step)
+        subsets, offsets = [], []
+        for lv, E in enumerate(self.model.entity_counts):
+            if E <= n:
+                subsets.append(None)
+                offsets.append(0.0)
+                continue
+            pos = targets[:, lv]
+            idx = torch.unique(torch.cat([torch.randperm(E, generator=g)[:n], pos[pos >= 0]]))
+            subsets.append(idx)
+            offsets.append(math.log((E - 1) / max(1, len(idx) - 1)))
+        return subsets, offsets
+
     def backward(
-        self, x: torch.Tensor, t: torch.Tensor, coords: torch.Tensor
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        coords: torch.Tensor,
+        subsets: list[torch.Tensor | None] | None = None,
+        offsets: list[float] | None = None,
     ) -> tuple[float, list[float]]:
         """Accumulate the gradients of the batch's loss; returns ``(loss, per-level losses)``.
 
@@ -190,11 +225,15 @@ class Trainer:
         batch; the loss of each level runs through :func:`~hierloc.fused_loss.fused_level_loss`,
         which never holds more than a tile of the ``B × E`` matrices.
         """
+        ent_xyz = self.entity_xyz
+        if subsets is not None:
+            subsets = [None if s is None else s.to(self.device) for s in subsets]
+            ent_xyz = [e if s is None else e[s] for e, s in zip(ent_xyz, subsets, strict=True)]
         with self._autocast():
-            z, ents = self.forward_model(x)
+            z, ents = self.forward_model(x, subsets)
         img_xyz = unit_vectors(coords[:, 0], coords[:, 1])
         total, per_level = self.loss_fn.points_loss(
-            self.model.manifold, z, ents, list(t.T), img_xyz, self.entity_xyz
+            self.model.manifold, z, ents, list(t.T), img_xyz, ent_xyz, offsets
         )
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
