@@ -164,6 +164,31 @@ def test_sampled_entities_equal_the_reference_loss_on_the_sample(setup):
     assert torch.any(got[f"anchors.{city}"][~unsampled] != 0)
 
 
+def test_validation_reports_majority_seen_and_median_km_as_brute_force(setup):
+    from hierloc.geo.haversine import haversine_km
+
+    data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
+    tr = Trainer(load_config(overrides=SMALL + ["model.dropout=0.0"]), data, setup / "unused")
+    got = tr.validate(batch=7)  # several batches, a ragged last one
+    v, train_t = data.val, data.train.targets.numpy()
+    t = v.targets.numpy()
+    with torch.no_grad():
+        z, ents = tr.model(v.features)
+        pred = [d.argmin(dim=1).numpy() for d in tr.model.distances(z, ents)]
+    for k, name in enumerate(["country", "region", "subregion", "city"]):
+        counts = np.bincount(train_t[:, k])
+        assert got[f"val_majority_{name}"] == pytest.approx(np.mean(t[:, k] == counts.argmax()))
+        known = t[:, k] >= 0
+        assert got[f"val_seen_{name}"] == pytest.approx(known.mean())
+        assert got[f"val_acc_{name}"] == pytest.approx(np.mean(pred[k] == t[:, k]))
+        seen_hits = np.sum(pred[k][known] == t[known, k])
+        assert got[f"val_acc_seen_{name}"] == pytest.approx(seen_hits / max(1, known.sum()))
+    city = np.array(data.entities.coords[-1])[pred[-1]]
+    km = haversine_km(v.coords[:, 0].numpy(), v.coords[:, 1].numpy(), city[:, 0], city[:, 1])
+    assert got["val_median_km"] == pytest.approx(np.median(km), rel=1e-6)
+    assert 0 < got["val_seen_region"] < 1  # the toy val split has unseen entities
+
+
 def test_cli_train_end_to_end(setup, tmp_path):
     args = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
             "--val", str(setup / "val.parquet"), "-o", str(tmp_path / "run")]  # fmt: skip

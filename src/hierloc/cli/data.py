@@ -449,6 +449,16 @@ def data_bluemarble(
     _echo_summary(manifest | {"output": str(output)}, fmt)
 
 
+def _val_line(info: dict) -> str:
+    """``val country 40.1% (28.1%) region … median 612 km``: accuracy (majority rate)."""
+    parts = [
+        f"{k[8:]} {100 * v:.1f}% ({100 * info.get('val_majority_' + k[8:], 0.0):.1f}%)"
+        for k, v in info.items()
+        if k.startswith("val_acc_") and not k.startswith("val_acc_seen_")
+    ]
+    return f"val {' '.join(parts)}, median {info.get('val_median_km', float('nan')):,.0f} km"
+
+
 @app.command()
 @handles_errors
 def train(
@@ -499,7 +509,7 @@ def train(
 ) -> None:
     """Train HierLoc on precomputed features (resumes from the run folder's last checkpoint).
 
-    Paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance.
+    Paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
     from hierloc.train.config import load_config
     from hierloc.train.data import load_training_data
@@ -516,10 +526,8 @@ def train(
         for info in trainer.steps():
             update(info["step"])
             if "val_loss" in info:
-                accs = " ".join(
-                    f"{k[8:]} {100 * v:.1f}%" for k, v in info.items() if k.startswith("val_acc_")
-                )
-                typer.echo(f"step {info['step']}: loss {info['loss']:.3f}, val {accs}", err=True)
+                typer.echo(f"step {info['step']}: loss {info['loss']:.3f}, {_val_line(info)}",
+                           err=True)  # fmt: skip
     if trainer.world > 1:
         import torch.distributed as dist
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from hierloc.data.writers import staged_folder
-from hierloc.geo.haversine import pairwise_km, unit_vectors
+from hierloc.geo.haversine import haversine_km, pairwise_km, unit_vectors
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import create_model
 from hierloc.train.config import TrainConfig, save_config
@@ -241,6 +241,11 @@ class Trainer:
     # -- validation ---------------------------------------------------------------------
     @torch.no_grad()
     def validate(self, split: Split | None = None, batch: int | None = None) -> dict:
+        """Loss and flat nearest-entity accuracy per level on ``split`` (default: val), beside
+        what they can be compared with: the majority-class rate (the training split's most
+        frequent entity), the share of images whose entity exists in training (``seen``; a
+        geographically disjoint split caps the fine levels' accuracy at it) and the accuracy
+        among those; and the median km from the nearest finest entity's mean location."""
         split = split if split is not None else self.data.val
         if split is None:
             return {}
@@ -250,25 +255,43 @@ class Trainer:
         with self._autocast():
             ents = self.model.entity_embeddings()
         ctx = self.model.entity_context(ents)
-        hits = np.zeros(len(ents))
-        losses = []
+        majority = [int(torch.bincount(t).argmax()) for t in self.data.train.targets.T]
+        levels = len(ents)
+        hits, seen, seen_hits, maj_hits = (np.zeros(levels) for _ in range(4))
+        losses, km_err = [], []
+        finest = torch.tensor(np.array(self.data.entities.coords[-1]), dtype=torch.float64)
         for start in range(0, len(split), batch):
             x = split.features[start : start + batch].to(self.device)
             t = split.targets[start : start + batch].to(self.device)
+            coords = split.coords[start : start + batch].to(self.device)
             with self._autocast():
                 z = self.model.image_embeddings(x, context=ctx)
             dists = self.model.distances(z, ents)
-            km = self._geo_km(split.coords[start : start + batch].to(self.device))
+            km = self._geo_km(coords)
             for k, d in enumerate(dists):
-                hits[k] += float((d.argmin(dim=1) == t[:, k]).sum())
+                correct = d.argmin(dim=1) == t[:, k]
                 known = t[:, k] >= 0
+                hits[k] += float(correct.sum())
+                seen[k] += float(known.sum())
+                seen_hits[k] += float((correct & known).sum())
+                maj_hits[k] += float((t[:, k] == majority[k]).sum())
                 if known.any():
                     losses.append(
                         float(self.loss_fn.level_loss(d[known], t[known, k], km[k][known]).sum())
                     )
+            guess = finest[dists[-1].argmin(dim=1).cpu()]
+            km_err.append(haversine_km(coords[:, 0].cpu().double(), coords[:, 1].cpu().double(),
+                                       guess[:, 0], guess[:, 1]))  # fmt: skip
         names = ("country", "region", "subregion", "city")
-        out = {f"val_acc_{names[k]}": float(hits[k] / len(split)) for k in range(len(ents))}
-        out["val_loss"] = float(sum(losses) / (len(split) * len(ents)))
+        out: dict = {}
+        n = len(split)
+        for k in range(levels):
+            out[f"val_acc_{names[k]}"] = float(hits[k] / n)
+            out[f"val_majority_{names[k]}"] = float(maj_hits[k] / n)
+            out[f"val_seen_{names[k]}"] = float(seen[k] / n)
+            out[f"val_acc_seen_{names[k]}"] = float(seen_hits[k] / max(1.0, seen[k]))
+        out["val_median_km"] = float(np.median(torch.cat(km_err).numpy())) if km_err else math.nan
+        out["val_loss"] = float(sum(losses) / (n * levels))
         return out
 
     # -- the loop -----------------------------------------------------------------------
