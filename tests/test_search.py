@@ -1,0 +1,116 @@
+"""Beam, flat and FAISS-variant search against brute force over every path of small random
+trees, on every manifold."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from hierloc.geometry import get_manifold
+from hierloc.search import EntityIndex, beam_search, flat_search
+
+MANIFOLDS = ["lorentz", "euclidean", "sphere"]
+
+
+def random_tree(manifold: str, counts=(3, 7, 15, 40), d=5, seed=0, squared=True):
+    """Random points per level and random parents, every entity with at least one child (as in
+    a hierarchy built from images), as an index plus the parent arrays."""
+    rng = np.random.default_rng(seed)
+    M = get_manifold(manifold, K=0.8 if manifold == "lorentz" else 1.0)
+    points = [M.expmap0(torch.from_numpy(rng.normal(size=(n, d)) * 0.5)) for n in counts]  # f64
+    parents = []
+    for lv in range(1, len(counts)):
+        n_up = counts[lv - 1]
+        par = np.concatenate([np.arange(n_up), rng.integers(0, n_up, counts[lv] - n_up)])
+        parents.append(rng.permutation(par))
+    return M, EntityIndex.from_parents(M, points, parents, squared=squared), parents
+
+
+def brute_force_paths(M, index, parents, z, squared=True):
+    """Every root-to-leaf path with its float64 score, per query: ``(paths (P, L), (B, P))``."""
+    L = index.levels
+    paths = []
+    for leaf in range(len(index.points[-1])):
+        path = [leaf]
+        for lv in range(L - 1, 0, -1):
+            path.append(int(parents[lv - 1][path[-1]]))
+        paths.append(path[::-1])
+    paths = torch.tensor(paths)
+    z64 = z.double()
+    scores = torch.zeros(len(z), len(paths), dtype=torch.float64)
+    for lv in range(L):
+        D = M.pairwise_dist(z64, index.points[lv].double(), squared=squared)
+        scores -= D[:, paths[:, lv]]
+    return paths, scores
+
+
+@pytest.mark.parametrize("manifold", MANIFOLDS)
+@pytest.mark.parametrize("squared", [True, False])
+def test_wide_beam_equals_brute_force_over_all_paths(manifold, squared):
+    M, index, parents = random_tree(manifold, seed=MANIFOLDS.index(manifold), squared=squared)
+    rng = np.random.default_rng(5)
+    z = M.expmap0(torch.from_numpy(rng.normal(size=(11, 5)) * 0.5))
+    paths, scores = brute_force_paths(M, index, parents, z, squared)
+    width = len(index.points[-1])  # ≥ the number of entities of every level
+    got = beam_search(index, z, width=width)
+    for b in range(len(z)):
+        order = scores[b].argsort(descending=True)
+        k = len(paths)
+        assert torch.equal(got.paths[b, :k], paths[order]), b
+        assert torch.allclose(got.scores[b, :k], scores[b, order], rtol=1e-9)
+        assert torch.all(got.paths[b, k:] == -1) and torch.all(got.scores[b, k:] == -np.inf)
+
+
+def test_narrow_beam_only_follows_children_of_the_beam():
+    M, index, parents = random_tree("lorentz", seed=3)
+    z = M.expmap0(torch.randn(20, 5, generator=torch.Generator().manual_seed(1)))
+    got = beam_search(index, z, width=2)
+    assert got.paths.shape == (20, 2, 4)
+    for b, kk, lv in itertools.product(range(20), range(2), range(1, 4)):
+        child = int(got.paths[b, kk, lv])
+        assert parents[lv - 1][child] == got.paths[b, kk, lv - 1]
+    # width 1 is greedy descent: the best country, then its best child, and so on
+    one = beam_search(index, z, width=1)
+    for b in range(20):
+        node = int(M.pairwise_dist(z[b : b + 1], index.points[0]).argmin())
+        assert one.paths[b, 0, 0] == node
+        for lv in range(1, 4):
+            kids = np.flatnonzero(parents[lv - 1] == node)
+            d = M.pairwise_dist(z[b : b + 1].double(), index.points[lv][kids].double())
+            node = int(kids[int(d.argmin())])
+            assert one.paths[b, 0, lv] == node
+
+
+@pytest.mark.parametrize("manifold", MANIFOLDS)
+def test_faiss_variant_equals_the_exact_variant(manifold):
+    pytest.importorskip("faiss", reason="the FAISS variant needs faiss-cpu (an extra)")
+    M, index, _ = random_tree(manifold, counts=(6, 30, 90, 300), seed=7)
+    z = M.expmap0(torch.randn(64, 5, generator=torch.Generator().manual_seed(2)) * 0.5)
+    for width in (1, 3, 10):
+        a = beam_search(index, z, width=width)
+        b = beam_search(index, z, width=width, backend="faiss")
+        assert torch.equal(a.paths, b.paths), width
+        assert torch.allclose(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("manifold", MANIFOLDS)
+def test_flat_search_equals_brute_force_argmin(manifold):
+    M, index, _ = random_tree(manifold, seed=11)
+    z = M.expmap0(torch.randn(300, 5, generator=torch.Generator().manual_seed(4)) * 0.5)
+    got = flat_search(index, z, k=3, chunk=64)
+    for lv, res in enumerate(got):
+        D = M.pairwise_dist(z.double(), index.points[lv].double(), squared=True)
+        want = D.topk(3, dim=1, largest=False).indices
+        assert torch.equal(res.paths[:, :, 0], want), lv
+
+
+def test_bad_trees_are_rejected():
+    M = get_manifold("lorentz")
+    pts = [M.expmap0(torch.randn(n, 3)) for n in (2, 4)]
+    with pytest.raises(ValueError, match="parent ids"):
+        EntityIndex.from_parents(M, pts, [np.array([0, 1, 2, 0])])
+    with pytest.raises(ValueError, match="beam width"):
+        beam_search(EntityIndex.from_parents(M, pts, [np.array([0, 1, 1, 0])]), pts[1], width=0)
