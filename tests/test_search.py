@@ -75,7 +75,7 @@ def test_narrow_beam_only_follows_children_of_the_beam():
     # width 1 is greedy descent: the best country, then its best child, and so on
     one = beam_search(index, z, width=1)
     for b in range(20):
-        node = int(M.pairwise_dist(z[b : b + 1], index.points[0]).argmin())
+        node = int(M.pairwise_dist(z[b : b + 1].double(), index.points[0]).argmin())
         assert one.paths[b, 0, 0] == node
         for lv in range(1, 4):
             kids = np.flatnonzero(parents[lv - 1] == node)
