@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hierloc.bench import cells, geocode, hierarchy
 
 
@@ -38,3 +40,23 @@ def test_bench_train_quick():
     r = train.run(batch_size=16, steps=1, quick=True)
     assert r["images_per_s"] > 0 and r["peak_rss_gb"] > 0 and r["osv5m_epoch_hours"] > 0
     assert set(r) >= {"images_per_s", "peak_rss_gb", "osv5m_epoch_hours"}
+
+
+def test_bench_search_quick_through_the_cli():
+    """The stable JSON names other tools read; the beam finds the query's own city (queries
+    lie next to a city), and the float16 index is smaller."""
+    pytest.importorskip("faiss", reason="bench search compares with FAISS (an extra)")
+    import json
+
+    from typer.testing import CliRunner
+
+    from hierloc.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "search", "--quick", "--batch", "256"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    names = {"beam_qps_b1", "beam_qps_b1024", "flat_qps_b1024", "faiss_qps_b1024",
+             "exhaustive_qps_b1024", "index_bytes", "image_index_bytes"}  # fmt: skip
+    assert set(r) >= names and all(r[k] > 0 for k in names)
+    assert r["index_bytes_fp16"] < r["index_bytes"]
+    assert r["beam_top1_city_is_query_city"] > 0.9

@@ -200,3 +200,22 @@ def bench_train(
     report = bench.run(batch_size=batch_size, steps=steps, quick=quick,
                        overrides=tuple(set_ or ()))  # fmt: skip
     _emit(report, output)
+
+
+@bench_app.command("search")
+@handles_errors
+def bench_search(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Entity counts / 100, 48k images, d = 16 (for tests).")
+    ] = False,
+    batch: Annotated[int, typer.Option(min=1, help="Queries per batch.")] = 1024,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="json (the report is always JSON).")
+    ] = "json",
+    output: OutputOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Entity search vs exhaustive image retrieval at the paper's scale (233 / 4,946 / 29,214 / 209,894 entities, d = 128, 4.8 M image embeddings), measured in one run: beam search (k = 10; torch and the FAISS variant), flat per-level search, exhaustive retrieval, each with its fastest implementation at the batch size; queries/s at batch 1 and 1024, index storage (float32, float16) and ratios. Needs faiss-cpu and ~6 GB of memory; a few minutes."""  # noqa: E501
+    from hierloc.bench import search as bench
+
+    _emit(bench.run(quick=quick, batch=batch), output)

@@ -53,6 +53,8 @@ class EntityIndex:
             if len(ptr) != E + 1 or int(ptr[-1]) != len(self.child[lv]):
                 raise ValueError(f"level {lv}: ptr must have {E + 1} entries ending at "
                                  f"{len(self.child[lv])}")  # fmt: skip
+        self._ptr_np = [p.numpy() for p in self.ptr]
+        self._child_np = [c.numpy() for c in self.child]
         self._vectors = [
             self.manifold.search_vectors(p.float(), "database").contiguous() for p in self.points
         ]
@@ -109,7 +111,7 @@ class EntityIndex:
         total = torch.zeros(paths.shape[:2], dtype=torch.float64)
         for lv in range(paths.shape[2]):
             ids = paths[:, :, lv]
-            h = self.points[lv].double()[ids.clamp(min=0)]  # (B, k, D)
+            h = self.points[lv][ids.clamp(min=0)].double()  # (B, k, D)
             d = self.manifold.dist(z64[:, None, :].expand_as(h), h, squared=self.squared)
             total -= d
         return total.masked_fill(paths.min(dim=2).values < 0, NEG_INF)
@@ -195,37 +197,39 @@ def beam_search(
         sc = index._scores(q @ index._vectors[0].T, None if qn2 is None else qn2[:, None])
         score, ids = sc.topk(k0, dim=1)
     paths = ids[:, :, None]
-    arange_n = torch.arange(0)
     for lv in range(1, index.levels):
+        # bookkeeping in NumPy (small integer arrays; far less per-call overhead than torch)
         k = ids.shape[1]
-        ptr, child = index.ptr[lv - 1], index.child[lv - 1]
-        safe = ids.clamp(min=0)
-        start = ptr[safe]
-        count = torch.where(score > NEG_INF, ptr[safe + 1] - start, 0).flatten()  # (B·k,)
-        n = int(count.sum())
-        if len(arange_n) < n:
-            arange_n = torch.arange(n)
-        slot = torch.repeat_interleave(torch.arange(B * k), count)  # (N,) in query order
-        first = torch.cumsum(count, 0) - count
-        cids = child[start.flatten()[slot] + arange_n[:n] - first[slot]]
-        qi = torch.div(slot, k, rounding_mode="floor")
-        per_query = count.view(B, k).sum(1)
+        ptr, child = index._ptr_np[lv - 1], index._child_np[lv - 1]
+        safe = ids.clamp(min=0).numpy()
+        start = ptr[safe].ravel()
+        alive = (score > NEG_INF).numpy().ravel()
+        count = np.where(alive, ptr[safe + 1].ravel() - start, 0)  # children per beam slot
+        slot = np.repeat(np.arange(B * k), count)  # (N,) in query order
+        n = len(slot)
+        first = np.cumsum(count) - count
+        cids = child[start[slot] + np.arange(n) - first[slot]]
+        qi = slot // k
+        per_query = count.reshape(B, k).sum(1)
         m = max(1, int(per_query.max()))
-        pos = arange_n[:n] - (torch.cumsum(per_query, 0) - per_query)[qi]
-        pad_slot = torch.zeros((B, m), dtype=torch.long)
+        pos = np.arange(n) - (np.cumsum(per_query) - per_query)[qi]
+        pad_slot = np.zeros((B, m), dtype=np.int64)
         pad_slot[qi, pos] = slot - qi * k
-        pad_ids = torch.full((B, m), -1, dtype=torch.long)
+        pad_ids = np.full((B, m), -1, dtype=np.int64)
         pad_ids[qi, pos] = cids
+        pad_slot, pad_ids = torch.from_numpy(pad_slot), torch.from_numpy(pad_ids)
         if backend == "faiss":
             ip = _faiss_children_ip(qn, index.faiss_vectors(lv), pad_ids)
             pad = index._scores(ip, None if qn2 is None else qn2[:, None])
             pad += score.gather(1, pad_slot)
             pad.masked_fill_(pad_ids < 0, NEG_INF)
         else:
-            ip = torch.einsum("nd,nd->n", index._vectors[lv][cids], q[qi])
-            cand = score.flatten()[slot] + index._scores(ip, None if qn2 is None else qn2[qi])
+            cids_t, qi_t = torch.from_numpy(cids), torch.from_numpy(qi)
+            ip = torch.einsum("nd,nd->n", index._vectors[lv][cids_t], q[qi_t])
+            extra = None if qn2 is None else qn2[qi_t]
+            cand = score.flatten()[torch.from_numpy(slot)] + index._scores(ip, extra)
             pad = torch.full((B, m), NEG_INF)
-            pad[qi, pos] = cand
+            pad[qi_t, torch.from_numpy(pos)] = cand
         score, j = pad.topk(min(width, m), dim=1)
         parent = pad_slot.gather(1, j)
         ids = torch.where(score > NEG_INF, pad_ids.gather(1, j), -1)

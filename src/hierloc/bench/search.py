@@ -1,0 +1,164 @@
+"""``hierloc bench search``: entity search vs exhaustive image retrieval (HierLoc A.8, Table 15).
+
+A generated hierarchy with the paper's counts (233 / 4,946 / 29,214 / 209,894 entities) and
+skewed branching (parents drawn from a Zipf-like law: a few countries with hundreds of regions,
+many with a handful, like a real gazetteer), Lorentz points with d = 128 (children near their
+parents), queries near random cities. Measured in one run: beam search (k = 10, torch and the
+FAISS variant), flat per-level search and exhaustive retrieval over 4.8 M image embeddings of
+the same dimension — each competitor timed with its fastest implementation at that batch size
+(FAISS ``IndexFlatIP`` or a torch matmul + top-k). Also the index storage (float32 and float16)
+and the agreement of the float16 index's beam answers with the float32 one's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hierloc.bench.hierarchy import PAPER_COUNTS
+
+OSV5M_TRAIN_IMAGES = 4_800_000
+
+
+def _parents(rng, n_child: int, n_parent: int) -> np.ndarray:
+    """Every parent gets a child; the rest follow a Zipf-like popularity (realistic skew)."""
+    weights = 1.0 / np.arange(1, n_parent + 1) ** 0.8
+    extra = rng.choice(n_parent, n_child - n_parent, p=weights / weights.sum())
+    return rng.permutation(np.concatenate([np.arange(n_parent), extra]))
+
+
+def make_index(counts, d: int = 128, seed: int = 0):
+    """An :class:`~hierloc.search.EntityIndex` on Lorentz(K=0.8) and its parent arrays."""
+    import torch
+
+    from hierloc.geometry import get_manifold
+    from hierloc.search import EntityIndex
+
+    rng = np.random.default_rng(seed)
+    M = get_manifold("lorentz", K=0.8)
+    tangents = [rng.normal(size=(counts[0], d)).astype(np.float32)]
+    parents = []
+    for lv in range(1, len(counts)):
+        par = _parents(rng, counts[lv], counts[lv - 1])
+        parents.append(par)
+        noise = rng.normal(size=(counts[lv], d)).astype(np.float32) * (0.6 / lv)
+        tangents.append(tangents[-1][par] + noise)
+    points = [M.expmap0(torch.from_numpy(t) * 0.3) for t in tangents]
+    return EntityIndex.from_parents(M, points, parents), tangents
+
+
+def _time(fn, repeats: int = 1) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def _flat_faiss(index, queries_np):
+    for lv in range(index.levels):
+        index.faiss_level(lv).search(queries_np, 10)
+
+
+def _exhaustive_torch(db, q, k: int = 10, chunk: int = 262_144):
+    """Top-k by inner product over ``db`` in row chunks, merged (bounded memory)."""
+    import torch
+
+    best_v = best_i = None
+    for s in range(0, len(db), chunk):
+        v, i = (q @ db[s : s + chunk].T).topk(k, dim=1)
+        i += s
+        if best_v is not None:
+            v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
+            i = torch.cat([best_i, i], 1).gather(1, j)
+        best_v, best_i = v, i
+    return best_v, best_i
+
+
+def _run(counts, n_images: int, batch: int, d: int) -> dict:
+    import torch
+
+    from hierloc.search import EntityIndex, beam_search, flat_search
+
+    torch.set_num_threads(torch.get_num_threads())
+    index, tangents = make_index(counts, d)
+    rng = np.random.default_rng(1)
+    cities = rng.integers(0, counts[-1], batch)
+    noise = rng.normal(size=(batch, d)).astype(np.float32) * 0.05
+    z = index.manifold.expmap0(torch.from_numpy(tangents[-1][cities] + noise) * 0.3)
+    q_np = np.ascontiguousarray(index._queries(z)[0].numpy())
+    out: dict = {}
+    # beam search, batch 1 (interactive) and batch B
+    singles = [z[i : i + 1] for i in range(min(200, batch))]
+    t1 = _time(lambda: [beam_search(index, s, 10) for s in singles]) / len(singles)
+    out["beam_qps_b1"] = 1.0 / t1
+    out["beam_qps_b1024"] = batch / _time(lambda: beam_search(index, z, 10), 3)
+    out["beam1_qps_b1024"] = batch / _time(lambda: beam_search(index, z, 1), 3)
+    out["faiss_qps_b1024"] = batch / _time(lambda: beam_search(index, z, 10, backend="faiss"), 3)
+    # flat per-level search over every entity: torch matmul + top-k or FAISS, the faster
+    flat_t = _time(lambda: flat_search(index, z, k=10))
+    flat_f = _time(lambda: _flat_faiss(index, q_np))
+    out["flat_qps_b1024"] = batch / min(flat_t, flat_f)
+    out["flat_impl"] = "torch" if flat_t <= flat_f else "faiss"
+    flat1 = _time(lambda: [flat_search(index, s, k=10) for s in singles[:20]]) / 20
+    out["flat_qps_b1"] = 1.0 / flat1
+    # exhaustive image retrieval over n_images embeddings of the same dimension
+    db = torch.from_numpy(rng.standard_normal((n_images, d + 1), dtype=np.float32))
+    q = torch.from_numpy(q_np)
+    ex_t = _time(lambda: _exhaustive_torch(db, q))
+    import faiss
+
+    flat_img = faiss.IndexFlatIP(d + 1)
+    flat_img.add(db.numpy())
+    ex_f = _time(lambda: flat_img.search(q_np, 10))
+    out["exhaustive_qps_b1024"] = batch / min(ex_t, ex_f)
+    out["exhaustive_impl"] = "torch" if ex_t <= ex_f else "faiss"
+    ex1_t = _time(lambda: [_exhaustive_torch(db, q[i : i + 1]) for i in range(3)]) / 3
+    ex1_f = _time(lambda: [flat_img.search(q_np[i : i + 1], 10) for i in range(3)]) / 3
+    out["exhaustive_qps_b1"] = 1.0 / min(ex1_t, ex1_f)
+
+    # storage, and the float16 index's answers vs the float32 one's
+    out["index_bytes"] = index.nbytes()
+    half = EntityIndex(index.manifold, [p.half() for p in index.points], index.ptr, index.child)
+    out["index_bytes_fp16"] = half.nbytes()
+    out["image_index_bytes"] = n_images * d * 4  # float32, d dims (the paper's comparison)
+    a, b = beam_search(index, z, 10), beam_search(half, z, 10)
+    out["fp16_top1_path_agreement"] = float((a.paths[:, 0] == b.paths[:, 0]).all(1).float().mean())
+    hit = a.paths[:, 0, -1] == torch.from_numpy(cities)
+    out["beam_top1_city_is_query_city"] = float(hit.float().mean())
+    return out
+
+
+def run(quick: bool = False, batch: int = 1024) -> dict:
+    from hierloc.bench._measure import run_isolated
+
+    counts = tuple(max(8, c // 100) for c in PAPER_COUNTS) if quick else PAPER_COUNTS
+    n_images = 48_000 if quick else OSV5M_TRAIN_IMAGES
+    d = 16 if quick else 128
+    m = run_isolated(_run, counts, n_images, batch, d)["result"]
+    ratios = {
+        "beam_vs_flat": m["beam_qps_b1024"] / m["flat_qps_b1024"],
+        "beam_vs_exhaustive": m["beam_qps_b1024"] / m["exhaustive_qps_b1024"],
+        "beam_vs_exhaustive_b1": m["beam_qps_b1"] / m["exhaustive_qps_b1"],
+        "image_index_vs_index": m["image_index_bytes"] / m["index_bytes"],
+        "image_index_vs_index_fp16": m["image_index_bytes"] / m["index_bytes_fp16"],
+    }
+    rounded = {k: (round(v, 3 if v < 1 else 1) if isinstance(v, float) else v)
+               for k, v in m.items()}  # fmt: skip
+    return {
+        "entities": dict(zip(("country", "region", "subregion", "city"), counts, strict=True)),
+        "images": n_images,
+        "dim": d,
+        "batch": batch,
+        **rounded,
+        **{k: round(v, 1) for k, v in ratios.items()},
+        "targets": {
+            "beam_qps_b1024": 13_000,
+            "beam_qps_b1": 1_000,
+            "beam_vs_flat": 10,
+            "beam_vs_exhaustive": 100,
+            "image_index_vs_index": 20,
+        },  # fmt: skip
+        "quick": quick,
+    }
