@@ -101,16 +101,63 @@ class LevelAttention(nn.Module):
         return self.attend(query, self.project_keys(keys))
 
 
-class HierLoc(nn.Module):
-    def __init__(self, config: HierLocConfig, image_dim: int, entities: EntityTables) -> None:
+class HierLocQuery(nn.Module):
+    """The image side of HierLoc: image stream, per-level attention and fuse MLP — all that
+    prediction needs besides the final entity points (see :mod:`hierloc.search`)."""
+
+    def __init__(self, config: HierLocConfig, image_dim: int, levels: int) -> None:
         super().__init__()
+        self.config = config
+        self.manifold = get_manifold(config.manifold, K=config.K)
+        self.levels = levels
+        self.image_dim = image_dim
+        d = config.dim
+        self.image_mlp = _mlp([image_dim, config.hidden, config.hidden], config.dropout)
+        self.image_out = nn.Linear(config.hidden, d)
+        self.log_alpha_img = nn.Parameter(torch.tensor(math.log(config.alpha_init)))
+        if config.attention:
+            self.attn = nn.ModuleList([LevelAttention(d, config.heads) for _ in range(levels)])
+            self.fuse = _mlp([levels * d, config.hidden, d], 0.0)
+
+    QUERY_KEYS = ("image_mlp.", "image_out.", "log_alpha_img", "attn.", "fuse.")
+
+    def query_state_dict(self) -> dict[str, torch.Tensor]:
+        """The parameters of the image side only (what an index folder stores)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(self.QUERY_KEYS)}
+
+    def entity_context(self, entities: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """Attention keys/values of every level from ``H`` (``None`` without attention)."""
+        if not self.config.attention:
+            return None
+        pairs = zip(self.attn, entities, strict=True)
+        return [att.project_keys(self.manifold.logmap0(h)) for att, h in pairs]
+
+    def image_embeddings(
+        self,
+        features: torch.Tensor,
+        entities: list[torch.Tensor] | None = None,
+        context: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``Z*`` for image features ``(B, D_img)``, ``(B, d+1)``; attention reads ``context``
+        (from :meth:`entity_context`), computed from ``entities`` when not given."""
+        delta = self.image_out(self.image_mlp(features))
+        u = self.log_alpha_img.exp() * delta  # (B, d) tangent
+        if self.config.attention:
+            if context is None:
+                if entities is None:
+                    raise ValueError("attention needs the entity embeddings or their context")
+                context = self.entity_context(entities)
+            ctx = [att.attend(u, kv) for att, kv in zip(self.attn, context, strict=True)]
+            u = u + self.fuse(torch.cat(ctx, dim=1))  # residual in the tangent space
+        return self.manifold.expmap0(u, overflow="clip")
+
+
+class HierLoc(HierLocQuery):
+    def __init__(self, config: HierLocConfig, image_dim: int, entities: EntityTables) -> None:
         unknown = set(config.modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; use {MODALITIES}")
-        self.config = config
-        self.manifold = get_manifold(config.manifold, K=config.K)
-        self.levels = len(entities.coords)
-        d = config.dim
+        super().__init__(config, image_dim, len(entities.coords))
         # fixed entity features, one buffer per level
         feats, in_dim = [], None
         for lv in range(self.levels):
@@ -122,15 +169,9 @@ class HierLoc(nn.Module):
         self.entity_mlp = _mlp(
             [in_dim, config.hidden, config.hidden, config.hidden], config.dropout
         )
-        self.entity_out = nn.Linear(config.hidden, d)
-        self.image_mlp = _mlp([image_dim, config.hidden, config.hidden], config.dropout)
-        self.image_out = nn.Linear(config.hidden, d)
+        self.entity_out = nn.Linear(config.hidden, config.dim)
         self.log_alpha_node = nn.Parameter(torch.tensor(math.log(config.alpha_init)))
-        self.log_alpha_img = nn.Parameter(torch.tensor(math.log(config.alpha_init)))
         self.anchors = nn.ParameterList([self._anchors(n) for n in self.entity_counts])
-        if config.attention:
-            self.attn = nn.ModuleList([LevelAttention(d, config.heads) for _ in range(self.levels)])
-            self.fuse = _mlp([self.levels * d, config.hidden, d], 0.0)
 
     # -- construction -------------------------------------------------------------------
     def _entity_features(self, ent: EntityTables, lv: int, image_dim: int) -> torch.Tensor:
@@ -183,32 +224,6 @@ class HierLoc(nn.Module):
             delta = self.entity_out(self.entity_mlp(feat))  # (E, d)
             out.append(self.manifold.expmap0(anchor + alpha * delta, overflow="clip"))
         return out
-
-    def entity_context(self, entities: list[torch.Tensor]) -> list[torch.Tensor] | None:
-        """Attention keys/values of every level from ``H`` (``None`` without attention)."""
-        if not self.config.attention:
-            return None
-        pairs = zip(self.attn, entities, strict=True)
-        return [att.project_keys(self.manifold.logmap0(h)) for att, h in pairs]
-
-    def image_embeddings(
-        self,
-        features: torch.Tensor,
-        entities: list[torch.Tensor] | None = None,
-        context: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """``Z*`` for image features ``(B, D_img)``, ``(B, d+1)``; attention reads ``context``
-        (from :meth:`entity_context`), computed from ``entities`` when not given."""
-        delta = self.image_out(self.image_mlp(features))
-        u = self.log_alpha_img.exp() * delta  # (B, d) tangent
-        if self.config.attention:
-            if context is None:
-                if entities is None:
-                    raise ValueError("attention needs the entity embeddings or their context")
-                context = self.entity_context(entities)
-            ctx = [att.attend(u, kv) for att, kv in zip(self.attn, context, strict=True)]
-            u = u + self.fuse(torch.cat(ctx, dim=1))  # residual in the tangent space
-        return self.manifold.expmap0(u, overflow="clip")
 
     def forward(
         self, features: torch.Tensor, subsets: list[torch.Tensor] | None = None
