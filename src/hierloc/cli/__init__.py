@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
 # the commands register themselves on ``app`` when imported
 from hierloc.cli import bench as _bench  # noqa: E402, F401
 from hierloc.cli import data as _data  # noqa: E402, F401
+from hierloc.cli import predict as _predict  # noqa: E402, F401
 from hierloc.cli import score as _score  # noqa: E402, F401
 
 __all__ = ["app", "main"]

@@ -511,6 +511,7 @@ def train(
 
     Paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
+    from hierloc.index import write_sources
     from hierloc.train.config import load_config
     from hierloc.train.data import load_training_data
     from hierloc.train.loop import Trainer
@@ -518,6 +519,8 @@ def train(
     cfg = load_config(config, set_ or [])
     data = load_training_data(hierarchy, features, val)
     trainer = Trainer(cfg, data, output, device=device)
+    if trainer.rank == 0:
+        write_sources(output, hierarchy, features, val)
     last = trainer.latest_checkpoint()
     if last is not None:
         trainer.load_checkpoint(last)

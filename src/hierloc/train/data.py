@@ -58,24 +58,33 @@ def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:
     )
 
 
-def load_training_data(
-    hierarchy: str | Path, features: str | Path, val: str | Path | None = None
-) -> TrainingData:
-    from hierloc.data.features import FeatureStore
+def load_entities(hierarchy: str | Path) -> tuple[EntityTables, list[np.ndarray], pd.DataFrame]:
+    """A hierarchy folder's entity tables per level, the entity ids per level (row → id) and
+    the entities frame."""
     from hierloc.hierarchy.io import HierarchyFolder
 
     folder = HierarchyFolder.open(hierarchy)
-    store = FeatureStore.open(features)
     ent = folder.entities
     image_mean, text = folder.image_mean(), folder.text()
-    coords, means, texts, ids, index = [], [], [], [], []
+    coords, means, texts, ids = [], [], [], []
     for lv in range(len(LEVEL_NAMES)):
         rows = np.flatnonzero(ent["level"].to_numpy() == lv)
         coords.append(ent.iloc[rows][["latitude", "longitude"]].to_numpy())
         means.append(None if image_mean is None else np.asarray(image_mean[rows]))
         texts.append(None if text is None else np.asarray(text[rows]))
         ids.append(ent["entity_id"].to_numpy(dtype=object)[rows])
-        index.append({e: k for k, e in enumerate(ids[-1])})
+    return EntityTables(coords=coords, image_mean=means, text=texts), ids, ent
+
+
+def load_training_data(
+    hierarchy: str | Path, features: str | Path, val: str | Path | None = None
+) -> TrainingData:
+    from hierloc.data.features import FeatureStore
+
+    store = FeatureStore.open(features)
+    tables, ids, _ = load_entities(hierarchy)
+    index = [{e: k for k, e in enumerate(level_ids)} for level_ids in ids]
+    image_mean = tables.image_mean[0]
     if image_mean is not None and image_mean.shape[1] != store.dim:
         raise InputError(
             f"{hierarchy}: mean image embeddings are {image_mean.shape[1]}-d but {features} "
@@ -99,10 +108,7 @@ def load_training_data(
     val_split = None
     if val is not None:
         val_split, dropped["val_without_features"] = _val_split(val, store, index)
-    return TrainingData(
-        EntityTables(coords=coords, image_mean=means, text=texts),
-        ids, train, val_split, store.dim, dropped,
-    )  # fmt: skip
+    return TrainingData(tables, ids, train, val_split, store.dim, dropped)
 
 
 def _val_split(path, store, index) -> tuple[Split, int]:

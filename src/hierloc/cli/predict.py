@@ -1,0 +1,136 @@
+"""``hierloc index`` and ``hierloc predict``."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hierloc.cli import VerboseOpt, app, handles_errors, write_atomic
+
+
+class PredictFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command("index")
+@handles_errors
+def index_cmd(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="A run folder (its best checkpoint, else the latest) or a checkpoint folder."
+        ),
+    ],  # fmt: skip
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder to write.")],
+    hierarchy: Annotated[
+        Path | None,
+        typer.Option(
+            help="The hierarchy the run was trained on (default: the run's "
+            "sources.json, written by hierloc train)."
+        ),  # fmt: skip
+    ] = None,
+    half: Annotated[
+        bool, typer.Option("--half", help="Store the entity points as float16.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Write a model folder from a trained HierLoc run: final entity embeddings per level, the parent → children lists (CSR), entity names and mean coordinates, the image side of the model and a manifest naming the encoder. hierloc predict needs nothing else."""  # noqa: E501
+    from hierloc.index import build_index, load_index
+
+    out = build_index(run, output, hierarchy=hierarchy, half=half, overwrite=overwrite)
+    m = load_index(out).manifest
+    typer.echo(json.dumps({"model": str(out), "counts": m["counts"], "dtype": m["dtype"],
+                           "encoder": (m.get("encoder") or {}).get("name")}, indent=2))  # fmt: skip
+
+
+def _rows(predictions) -> list[dict]:
+    rows = []
+    for p in predictions:
+        for rank, a in enumerate(p.answers, 1):
+            row = {"id": p.id, "rank": rank, "latitude": a.latitude, "longitude": a.longitude,
+                   "score": a.score, "confidence": a.confidence}  # fmt: skip
+            for place in a.places:
+                row[place.level] = place.name
+                row[f"{place.level}_id"] = place.entity_id
+            rows.append(row)
+    return rows
+
+
+def _table(predictions) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="hierloc predict", show_header=True)
+    for col in ("id", "#", "country", "region", "subregion", "city", "lat, lon", "conf."):
+        table.add_column(col, justify="right" if col in ("#", "conf.") else "left")
+    for r in _rows(predictions):
+        table.add_row(r["id"] if r["rank"] == 1 else "", str(r["rank"]), r.get("country", ""),
+                      r.get("region", ""), r.get("subregion", ""), r.get("city", ""),
+                      f"{r['latitude']:.3f}, {r['longitude']:.3f}",
+                      f"{100 * r['confidence']:.1f}%")  # fmt: skip
+    buf = StringIO()
+    Console(file=buf, width=160).print(table)
+    return buf.getvalue()
+
+
+@app.command("predict")
+@handles_errors
+def predict_cmd(
+    model: Annotated[Path, typer.Argument(help="Model folder (hierloc index).")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files, folders, .zip/.tar, a metadata file with a path "
+            "column, or a feature store folder."
+        ),  # fmt: skip
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Answers per image.")] = 5,
+    beam: Annotated[int, typer.Option(min=1, help="Beam width.")] = 10,
+    fmt: Annotated[PredictFormat, typer.Option("--format", "-f")] = PredictFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,  # fmt: skip
+    map_: Annotated[
+        Path | None, typer.Option("--map", help="Also write a map of the answers (.html or .png).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
+    verbose: VerboseOpt = False,
+) -> None:
+    """Where were these photos taken? Per image the top-k hierarchical answers (country / region / subregion / city names, coordinates, score, confidence) by beam search. Unreadable images are reported on stderr and in rejects.csv beside --output, never silently dropped."""  # noqa: E501
+    import pandas as pd
+
+    from hierloc.predict import Geolocator
+
+    geo = Geolocator.load(model, device=device)
+    predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam)
+    for r in rejected:
+        typer.echo(f"hierloc: rejected {r.id}: {r.reason}", err=True)
+    rows = _rows(predictions)
+    if fmt == PredictFormat.json:
+        text = json.dumps({"predictions": rows,
+                           "rejected": [{"id": r.id, "reason": r.reason} for r in rejected]},
+                          indent=2)  # fmt: skip
+    elif fmt == PredictFormat.csv:
+        text = pd.DataFrame(rows).to_csv(index=False)
+    else:
+        text = _table(predictions)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+        if rejected:
+            table = pd.DataFrame([r.__dict__ for r in rejected]).to_csv(index=False)
+            write_atomic(output.with_name(output.stem + ".rejects.csv"), table)
+    if map_ is not None:
+        from hierloc.eval.maps import prediction_map
+
+        prediction_map(predictions, map_)

@@ -1,0 +1,189 @@
+"""Index folders: everything prediction needs from a trained HierLoc run, and nothing else.
+
+``hierloc index RUN_OR_CHECKPOINT -o MODEL_DIR`` writes (atomically, DESIGN.md):
+
+* ``points_{ℓ}.npy`` — the final entity embeddings of level ``ℓ`` (ambient manifold
+  coordinates, float32, or float16 with ``--half``);
+* ``ptr_{ℓ}.npy``, ``child_{ℓ}.npy`` — the parent → children lists (CSR, int64) between levels
+  ``ℓ`` and ``ℓ+1``;
+* ``entities.parquet`` — ``level, row, entity_id, name, latitude, longitude, count,
+  parent_row`` (row = position within the level, as in the point arrays);
+* ``query.safetensors`` + ``config.yaml`` — the image side of the model (image stream,
+  attention, fuse MLP) and its resolved config;
+* ``manifest.json`` — format and version, manifold, ``K``, squared distances, the learned
+  temperature, levels and counts, the image feature dimension, the encoder that made the
+  training features (so ``hierloc predict`` can embed raw images), and the sources.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hierloc.errors import InputError
+
+FORMAT = "hierloc-index"
+VERSION = 1
+SOURCES = "sources.json"  # written by `hierloc train` in the run folder
+
+
+def write_sources(run_dir: Path, hierarchy: Path, features: Path, val: Path | None) -> None:
+    """Record a run's inputs (absolute paths) so that ``hierloc index`` finds them."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = {"hierarchy": str(Path(hierarchy).resolve()), "features": str(Path(features).resolve()),
+            "val": None if val is None else str(Path(val).resolve())}  # fmt: skip
+    (run_dir / SOURCES).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """``(checkpoint folder, run folder)`` from either: a run folder gives its ``best``
+    checkpoint, else its latest ``ckpt-*``."""
+    path = Path(path)
+    if (path / "model.safetensors").exists():
+        return path, path.parent
+    if not path.is_dir():
+        raise InputError(f"{path}: no such run or checkpoint folder")
+    for cand in [path / "best", *sorted(path.glob("ckpt-*"), reverse=True)]:
+        if (cand / "model.safetensors").exists():
+            return cand, path
+    raise InputError(f"{path}: holds no checkpoint (model.safetensors); train with hierloc train")
+
+
+def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Path | None = None,
+                half: bool = False, overwrite: bool = False) -> Path:  # fmt: skip
+    """Compute the final entity embeddings of a checkpoint and write an index folder."""
+    from safetensors.torch import load_file, save_file
+
+    from hierloc.data.writers import staged_folder
+    from hierloc.models import create_model
+    from hierloc.train.config import load_config, save_config
+    from hierloc.train.data import load_entities
+
+    ckpt, run = resolve_checkpoint(checkpoint)
+    sources = json.loads((run / SOURCES).read_text()) if (run / SOURCES).exists() else {}
+    hierarchy = hierarchy or sources.get("hierarchy")
+    if hierarchy is None:
+        raise InputError(f"{run}: no {SOURCES} naming the hierarchy; pass --hierarchy")
+    cfg = load_config(ckpt / "config.yaml")
+    tables, ids, frame = load_entities(hierarchy)
+    state = load_file(str(ckpt / "model.safetensors"))
+    key = "image_mlp.0.weight"
+    if key not in state:
+        raise InputError(f"{ckpt}: not a HierLoc checkpoint (no {key})")
+    image_dim = int(state[key].shape[1])
+    model = create_model("hierloc", cfg.model, image_dim, tables)
+    counts = [int(v.shape[0]) for k, v in sorted(state.items()) if k.startswith("anchors.")]
+    if counts != model.entity_counts:
+        raise InputError(
+            f"{ckpt} was trained on {counts} entities per level but {hierarchy} holds "
+            f"{model.entity_counts}; pass the hierarchy it was trained with (--hierarchy)"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("loss.")})
+    model.eval()
+    with torch.no_grad():
+        points = model.entity_embeddings()
+    tau = float(state["loss.log_tau"].exp()) if "loss.log_tau" in state else 1.0
+    encoder = None
+    feat_manifest = Path(sources.get("features", "")) / "manifest.json"
+    if sources.get("features") and feat_manifest.exists():
+        encoder = json.loads(feat_manifest.read_text()).get("encoder")
+    rows = []
+    for lv, level_ids in enumerate(ids):
+        sub = frame[frame["level"] == lv].reset_index(drop=True)
+        if lv:
+            pos = {e: k for k, e in enumerate(ids[lv - 1])}
+            parent_row = sub["parent_id"].map(pos).to_numpy()
+        else:
+            parent_row = np.full(len(sub), -1)
+        rows.append(pd.DataFrame({
+            "level": lv, "row": np.arange(len(sub)), "entity_id": level_ids,
+            "name": sub["name"].astype(str), "latitude": sub["latitude"],
+            "longitude": sub["longitude"], "count": sub["count"],
+            "parent_row": parent_row.astype(np.int64),
+        }))  # fmt: skip
+    entities = pd.concat(rows, ignore_index=True)
+    output = Path(output)
+    with staged_folder(output, overwrite) as tmp:
+        for lv, p in enumerate(points):
+            np.save(tmp / f"points_{lv}.npy", p.numpy().astype(np.float16 if half else np.float32))
+        for lv in range(1, len(points)):
+            par = entities.loc[entities["level"] == lv, "parent_row"].to_numpy()
+            order = np.argsort(par, kind="stable")
+            ptr = np.zeros(len(points[lv - 1]) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(par, minlength=len(points[lv - 1])), out=ptr[1:])
+            np.save(tmp / f"ptr_{lv - 1}.npy", ptr)
+            np.save(tmp / f"child_{lv - 1}.npy", order.astype(np.int64))
+        entities.to_parquet(tmp / "entities.parquet", index=False)
+        save_file({k: v.contiguous() for k, v in model.query_state_dict().items()},
+                  str(tmp / "query.safetensors"))  # fmt: skip
+        save_config(cfg, tmp / "config.yaml")
+        manifest = {
+            "format": FORMAT, "version": VERSION, "manifold": cfg.model.manifold,
+            "K": cfg.model.K, "squared": cfg.loss.squared_distance, "tau": tau,
+            "levels": len(points), "counts": [len(p) for p in points],
+            "dtype": "float16" if half else "float32", "image_dim": image_dim,
+            "encoder": encoder, "checkpoint": str(ckpt.resolve()),
+            "hierarchy": str(Path(hierarchy).resolve()),
+        }  # fmt: skip
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return output
+
+
+@dataclass
+class LoadedIndex:
+    manifest: dict
+    index: object  # hierloc.search.EntityIndex
+    entities: pd.DataFrame
+    query: torch.nn.Module  # HierLocQuery
+    context: list[torch.Tensor] | None  # attention keys/values of every level
+
+
+def load_index(path: str | Path) -> LoadedIndex:
+    """Open an index folder written by :func:`build_index` (checks format and version)."""
+    from safetensors.torch import load_file
+
+    from hierloc.geometry import get_manifold
+    from hierloc.models.hierloc import HierLocQuery
+    from hierloc.search import EntityIndex
+    from hierloc.train.config import load_config
+
+    path = Path(path)
+    mpath = path / "manifest.json"
+    if not mpath.exists():
+        raise InputError(f"{path}: not a model folder (no manifest.json); build one with "
+                         "hierloc index RUN -o MODEL_DIR")  # fmt: skip
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{mpath}: not valid JSON ({e})") from e
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: not a hierloc index folder (format {manifest.get('format')!r})")
+    if manifest.get("version") != VERSION:
+        raise InputError(f"{path}: index version {manifest.get('version')} but this hierloc reads "
+                         f"version {VERSION}; rebuild it with hierloc index")  # fmt: skip
+    L = int(manifest["levels"])
+    try:
+        points = [torch.from_numpy(np.load(path / f"points_{lv}.npy")) for lv in range(L)]
+        ptr = [torch.from_numpy(np.load(path / f"ptr_{lv}.npy")) for lv in range(L - 1)]
+        child = [torch.from_numpy(np.load(path / f"child_{lv}.npy")) for lv in range(L - 1)]
+        entities = pd.read_parquet(path / "entities.parquet")
+        state = load_file(str(path / "query.safetensors"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: incomplete or damaged model folder ({e}); rebuild it with "
+                         "hierloc index") from e  # fmt: skip
+    if [len(p) for p in points] != manifest["counts"]:
+        raise InputError(f"{path}: the point arrays do not match manifest.json's counts")
+    manifold = get_manifold(manifest["manifold"], K=manifest["K"])
+    index = EntityIndex(manifold, points, ptr, child, squared=bool(manifest["squared"]))
+    cfg = load_config(path / "config.yaml")
+    query = HierLocQuery(cfg.model, int(manifest["image_dim"]), L)
+    query.load_state_dict(state)
+    query.eval()
+    with torch.no_grad():
+        context = query.entity_context([p.float() for p in points])
+    return LoadedIndex(manifest, index, entities, query, context)

@@ -1,0 +1,204 @@
+"""Prediction: ``Geolocator.load(MODEL_DIR).predict(images_or_features, top_k=5)``.
+
+A model folder (``hierloc index``) holds the final entity points, the children lists, the
+entity names and coordinates, and the image side of the model, so prediction needs nothing
+else. Per image the answer is the best ``top_k`` paths of a beam search (width ``beam``):
+country / region / subregion / city names, the city's mean coordinates, the path score and a
+confidence.
+
+Confidence: ``softmax(scores / τ)`` over the final beam's path scores (``τ`` the temperature
+learned with the loss, saved in the manifest); the top answer's confidence is the model's
+probability that it is the right path *among the beam's*, an upper bound on its probability of
+being right (the true path may be outside the beam). It is not calibrated on a held-out split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hierloc.errors import InputError
+
+log = logging.getLogger(__name__)
+LEVEL_NAMES = ("country", "region", "subregion", "city")
+
+
+@dataclass
+class Place:
+    level: str
+    entity_id: str
+    name: str
+    latitude: float
+    longitude: float
+
+
+@dataclass
+class Answer:
+    places: list[Place]  # coarse → fine
+    latitude: float  # the finest entity's mean coordinates
+    longitude: float
+    score: float  # path score (sum over levels of −distance)
+    confidence: float
+
+    def names(self) -> dict[str, str]:
+        return {p.level: p.name for p in self.places}
+
+
+@dataclass
+class Prediction:
+    id: str
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def best(self) -> Answer:
+        return self.answers[0]
+
+
+@dataclass
+class Rejected:
+    id: str
+    reason: str
+
+
+class Geolocator:
+    """A loaded model folder; thread-compatible, CPU or CUDA (``device``)."""
+
+    def __init__(self, loaded, device: str = "cpu") -> None:
+        self._loaded = loaded
+        self.manifest = loaded.manifest
+        self.index = loaded.index
+        self.query = loaded.query
+        self.context = loaded.context
+        self.device = torch.device(device)
+        ent = loaded.entities
+        self._levels = []
+        for lv in range(self.index.levels):
+            sub = ent[ent["level"] == lv].sort_values("row")
+            self._levels.append((sub["entity_id"].to_numpy(dtype=object),
+                                 sub["name"].to_numpy(dtype=object),
+                                 sub[["latitude", "longitude"]].to_numpy(np.float64)))  # fmt: skip
+        self._encoder = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> Geolocator:
+        from hierloc.index import load_index
+
+        return cls(load_index(path), device)
+
+    @property
+    def image_dim(self) -> int:
+        return int(self.manifest["image_dim"])
+
+    # -- features → answers -------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Image features ``(B, D)`` → points ``(B, d+1)`` on the model's manifold."""
+        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+        if x.ndim != 2 or x.shape[1] != self.image_dim:
+            raise InputError(
+                f"features have shape {tuple(x.shape)} but this model takes (N, {self.image_dim}) "
+                f"features from encoder {self.encoder_name!r}; extract them with that encoder"
+            )
+        if not torch.isfinite(x).all():
+            raise InputError("features contain NaN or infinite values")
+        out = []
+        for s in range(0, len(x), 1024):
+            out.append(self.query.image_embeddings(x[s : s + 1024], context=self.context))
+        return torch.cat(out) if out else torch.zeros(0, self.index.points[0].shape[1])
+
+    def search(self, features, top_k: int = 5, beam: int = 10):
+        from hierloc.search import beam_search
+
+        if top_k < 1 or beam < 1:
+            raise InputError("--top-k and --beam must be >= 1")
+        return beam_search(self.index, self.embed(features), width=max(beam, top_k))
+
+    def predict_features(self, features, ids=None, top_k: int = 5,
+                         beam: int = 10) -> list[Prediction]:  # fmt: skip
+        res = self.search(features, top_k, beam)
+        n = res.paths.shape[0]
+        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        tau = float(self.manifest.get("tau", 1.0))
+        scores = res.scores
+        conf = torch.softmax(scores / tau, dim=1).nan_to_num(0.0)
+        out = []
+        for b in range(n):
+            answers = []
+            for j in range(min(top_k, res.paths.shape[1])):
+                path = res.paths[b, j].tolist()
+                if min(path) < 0:
+                    break
+                places = []
+                for lv, row in enumerate(path):
+                    eid, name, coords = self._levels[lv]
+                    places.append(Place(LEVEL_NAMES[lv] if lv < 4 else f"level{lv}",
+                                        str(eid[row]), str(name[row]),
+                                        float(coords[row, 0]), float(coords[row, 1])))  # fmt: skip
+                answers.append(Answer(places, places[-1].latitude, places[-1].longitude,
+                                      float(scores[b, j]), float(conf[b, j])))  # fmt: skip
+            out.append(Prediction(ids[b], answers))
+        return out
+
+    # -- inputs of every kind -----------------------------------------------------------
+    @property
+    def encoder_name(self) -> str | None:
+        enc = self.manifest.get("encoder")
+        return enc.get("name") if isinstance(enc, dict) else None
+
+    def encode_images(self, sources: list[Path], batch_size: int = 32):
+        """Images (files, folders, archives, a metadata file with a path column) → ``(ids,
+        features, rejected)`` with the encoder the model was trained on."""
+        from hierloc.data.extract import ImageDataset
+        from hierloc.data.images import collect_items
+        from hierloc.encoders import create_image_encoder
+
+        name = self.encoder_name
+        if name is None:
+            raise InputError(
+                "this model folder does not name its image encoder (trained on features of "
+                "unknown origin); pass a feature store or features"
+            )
+        if self._encoder is None:
+            self._encoder = create_image_encoder(name).eval()
+        enc = self._encoder
+        items = collect_items(list(sources))
+        ds = ImageDataset(items, enc.preprocess)
+        ids, feats, rejected = [], [], []
+        try:
+            for s in range(0, len(items), batch_size):
+                batch = [ds[i] for i in range(s, min(len(items), s + batch_size))]
+                good = [(i, t) for i, t, reason in batch if not reason]
+                rejected += [Rejected(items[i].id, reason) for i, _, reason in batch if reason]
+                if good:
+                    with torch.no_grad():
+                        f = enc(torch.stack([t for _, t in good]))
+                    feats.append(f.float().numpy())
+                    ids += [items[i].id for i, _ in good]
+        finally:
+            ds.close()
+        features = np.concatenate(feats) if feats else np.zeros((0, self.image_dim), np.float32)
+        return ids, features, rejected
+
+    def predict(self, inputs, top_k: int = 5, beam: int = 10,
+                ids=None) -> tuple[list[Prediction], list[Rejected]]:  # fmt: skip
+        """Predictions for features ``(N, D)`` (array or tensor), a feature store folder, or
+        image sources (paths). Returns ``(predictions, rejected inputs with their reason)``."""
+        if isinstance(inputs, np.ndarray | torch.Tensor):
+            return self.predict_features(inputs, ids, top_k, beam), []
+        sources = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+        if len(sources) == 1 and (sources[0] / "features.npy").exists():
+            from hierloc.data.features import FeatureStore
+
+            store = FeatureStore.open(sources[0])
+            store_enc = (store.manifest.get("encoder") or {}).get("name")
+            if self.encoder_name and store_enc and store_enc != self.encoder_name:
+                raise InputError(f"{sources[0]}: features by {store_enc!r} but this model was "
+                                 f"trained on {self.encoder_name!r} features")  # fmt: skip
+            feats = np.asarray(store.features, dtype=np.float32)
+            return self.predict_features(feats, list(store.ids.to_pylist()), top_k, beam), []
+        got_ids, feats, rejected = self.encode_images(sources)
+        return self.predict_features(feats, got_ids, top_k, beam), rejected
