@@ -59,15 +59,18 @@ def _params(tr):
     return torch.cat([p.detach().flatten() for p in tr.model.parameters()])
 
 
-@pytest.mark.parametrize("extra", [[], ["optim.sampled_entities=6"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["optim.sampled_entities=6", "optim.schedule=cosine", "optim.warmup_steps=3"]]
+)
 def test_resume_equals_straight_run(setup, tmp_path, extra):
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     cfg = load_config(overrides=SMALL + extra + ["optim.max_steps=8"])
     straight = Trainer(cfg, data, tmp_path / "a")
     list(straight.steps())
-    half = Trainer(load_config(overrides=SMALL + extra + ["optim.max_steps=4"]), data,
-                   tmp_path / "b")  # fmt: skip
-    list(half.steps())
+    half = Trainer(cfg, data, tmp_path / "b")
+    for info in half.steps():  # stop after the checkpoint of step 4 (checkpoint_every=4)
+        if info["step"] == 4:
+            break
     resumed = Trainer(cfg, data, tmp_path / "b")
     resumed.load_checkpoint(resumed.latest_checkpoint())
     assert resumed.step == 4
@@ -187,6 +190,27 @@ def test_validation_reports_majority_seen_and_median_km_as_brute_force(setup):
     km = haversine_km(v.coords[:, 0].numpy(), v.coords[:, 1].numpy(), city[:, 0], city[:, 1])
     assert got["val_median_km"] == pytest.approx(np.median(km), rel=1e-6)
     assert 0 < got["val_seen_region"] < 1  # the toy val split has unseen entities
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "step"])
+def test_learning_rate_schedules_follow_their_formulas(setup, schedule):
+    import math
+
+    data = load_training_data(setup / "h", setup / "store")
+    over = SMALL + [f"optim.schedule={schedule}", "optim.warmup_steps=2", "optim.max_steps=7",
+                    "optim.lr=1e-3", "optim.riemannian_lr=2e-3"]  # fmt: skip
+    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    spe = tr.steps_per_epoch  # 320 images / 32 = 10 steps per epoch
+    assert spe == 10
+    for step in range(7):
+        tr.train_step()
+        warm = min(1.0, (step + 1) / 2)
+        want = {"constant": warm, "cosine": warm * 0.5 * (1 + math.cos(math.pi * step / 7)),
+                "step": warm * 0.5 ** (step // spe)}[schedule]  # fmt: skip
+        assert tr.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * want)
+        assert tr.ropt.param_groups[0]["lr"] == pytest.approx(2e-3 * want)
+    with pytest.raises(ValueError, match="optim.schedule"):
+        Trainer(load_config(overrides=SMALL + ["optim.schedule=linear"]), data, setup / "u2")
 
 
 def test_cli_train_end_to_end(setup, tmp_path):

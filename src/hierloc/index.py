@@ -40,6 +40,15 @@ def write_sources(run_dir: Path, hierarchy: Path, features: Path, val: Path | No
     (run_dir / SOURCES).write_text(json.dumps(data, indent=2) + "\n")
 
 
+def encoder_description(value) -> dict | None:
+    """A feature store's ``encoder`` entry as ``{"name": …, …}``, or ``None`` when unknown."""
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or value.get("name") in (None, "", "unknown"):
+        return None
+    return value
+
+
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """``(checkpoint folder, run folder)`` from either: a run folder gives its ``best``
     checkpoint, else its latest ``ckpt-*``."""
@@ -91,7 +100,7 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     encoder = None
     feat_manifest = Path(sources.get("features", "")) / "manifest.json"
     if sources.get("features") and feat_manifest.exists():
-        encoder = json.loads(feat_manifest.read_text()).get("encoder")
+        encoder = encoder_description(json.loads(feat_manifest.read_text()).get("encoder"))
     rows = []
     for lv, level_ids in enumerate(ids):
         sub = frame[frame["level"] == lv].reset_index(drop=True)

@@ -194,7 +194,9 @@ class Geolocator:
             from hierloc.data.features import FeatureStore
 
             store = FeatureStore.open(sources[0])
-            store_enc = (store.manifest.get("encoder") or {}).get("name")
+            from hierloc.index import encoder_description
+
+            store_enc = (encoder_description(store.manifest.get("encoder")) or {}).get("name")
             if self.encoder_name and store_enc and store_enc != self.encoder_name:
                 raise InputError(f"{sources[0]}: features by {store_enc!r} but this model was "
                                  f"trained on {self.encoder_name!r} features")  # fmt: skip

@@ -28,6 +28,12 @@ class OptimConfig:
     epochs: int = 5  # paper
     max_steps: int | None = None
     grad_clip: float = 1.0
+    # learning-rate schedule, a pure function of the step (so resuming needs no extra state):
+    # constant (the paper states none) | cosine (to 0 at the last step) | step (× step_gamma
+    # per epoch, GeoSURGE's); linear warm-up over warmup_steps first
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    step_gamma: float = 0.5
     # approximation, off by default (0 = exact: every entity is embedded, attended to and a
     # negative each step). N > 0: per level with more than N entities, a uniform sample of N
     # (+ the global batch's positives, the same on every process) is embedded, attended to and

@@ -118,6 +118,7 @@ class Trainer:
         n = len(data.train)
         self.steps_per_epoch = max(1, n // cfg.optim.batch_size)
         self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
+        self.lr_factor(0)  # validates optim.schedule before any work
 
     # -- one step -----------------------------------------------------------------------
     def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
@@ -182,6 +183,11 @@ class Trainer:
                     p.grad /= self.world
         params = [p for group in self.opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        factor = self.lr_factor(self.step)
+        for opt, base in ((self.opt, self.cfg.optim.lr), (self.ropt, self.cfg.optim.riemannian_lr)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * factor
         self.opt.step()
         if self.ropt is not None:
             self.ropt.step()
@@ -210,6 +216,18 @@ class Trainer:
             subsets.append(idx)
             offsets.append(math.log((E - 1) / max(1, len(idx) - 1)))
         return subsets, offsets
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate multiplier of optimizer step ``step`` (0-based)."""
+        o = self.cfg.optim
+        if o.schedule not in ("constant", "cosine", "step"):
+            raise ValueError(f"optim.schedule must be constant, cosine or step, got {o.schedule!r}")
+        warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
+        if o.schedule == "cosine":
+            return warm * 0.5 * (1 + math.cos(math.pi * step / max(1, self.total_steps)))
+        if o.schedule == "step":
+            return warm * o.step_gamma ** (step // self.steps_per_epoch)
+        return warm
 
     def backward(
         self,

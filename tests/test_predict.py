@@ -1,0 +1,185 @@
+"""From a trained run to answers: ``hierloc index``, ``Geolocator``, ``hierloc predict`` on
+features, feature stores and images, and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hierloc.cli import app
+from hierloc.data.features import write_feature_store
+from hierloc.errors import InputError
+from hierloc.hierarchy.pipeline import build_hierarchy
+from hierloc.predict import Geolocator
+from tests.test_hierarchy import pseudo_photos
+from tests.test_train import SMALL
+
+runner = CliRunner()
+
+
+def _toy_text(texts):
+    return np.array([[len(t) % 7, t.count(",")] for t in texts], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny run trained through the CLI (so it records its sources) and its model folder."""
+    root = tmp_path_factory.mktemp("predict")
+    df = pseudo_photos(300, seed=4)
+    rng = np.random.default_rng(0)
+    lat, lon = np.deg2rad(df["latitude"]), np.deg2rad(df["longitude"])
+    feats = np.column_stack([np.sin(lat), np.cos(lon), rng.normal(size=(300, 14)) * 0.1])
+    write_feature_store(root / "store", df["id"].to_numpy(), feats.astype(np.float16))
+    df.to_parquet(root / "train.parquet")
+    build_hierarchy(root / "train.parquet", root / "h", features=root / "store", gazetteer=None,
+                    text_encoder=_toy_text)  # fmt: skip
+    args = ["train", "--hierarchy", str(root / "h"), "--features", str(root / "store"),
+            "-o", str(root / "run")]  # fmt: skip
+    for s in SMALL + ["optim.max_steps=6"]:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["index", str(root / "run"), "-o", str(root / "model")])
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def test_top_answer_is_the_best_path_of_the_trained_model(trained):
+    """The model folder answers like the checkpoint itself: the top path equals brute force
+    over every root-to-leaf path with the checkpoint's embeddings."""
+    from safetensors.torch import load_file
+
+    from hierloc.index import resolve_checkpoint
+    from hierloc.models import create_model
+    from hierloc.train.config import load_config
+    from hierloc.train.data import load_training_data
+
+    ckpt, _ = resolve_checkpoint(trained / "run")
+    assert ckpt.name == "ckpt-00000006"  # no validation split: the latest checkpoint
+    data = load_training_data(trained / "h", trained / "store")
+    cfg = load_config(ckpt / "config.yaml")
+    model = create_model("hierloc", cfg.model, data.image_dim, data.entities)
+    state = load_file(str(ckpt / "model.safetensors"))
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("loss.")})
+    model.eval()
+    x = data.train.features[:40]
+    with torch.no_grad():
+        z, ents = model(x)
+        D = [model.manifold.pairwise_dist(z.double(), h.double(), squared=True) for h in ents]
+    # every path, from the hierarchy's own parent links
+    geo = Geolocator.load(trained / "model")
+    ent = geo._loaded.entities
+    parent = [ent[ent["level"] == lv].sort_values("row")["parent_row"].to_numpy()
+              for lv in range(4)]  # fmt: skip
+    leaves = np.arange(len(parent[3]))
+    paths = [leaves]
+    for lv in (3, 2, 1):
+        paths.insert(0, parent[lv][paths[0]])
+    total = sum(-D[lv][:, paths[lv]] for lv in range(4))  # (B, P)
+    best = total.argmax(dim=1)
+    preds = geo.predict_features(x.numpy(), top_k=1, beam=len(leaves))
+    for b, p in enumerate(preds):
+        assert p.best.places[-1].entity_id == data.entity_ids[3][int(best[b])]
+        assert p.best.score == pytest.approx(float(total[b, best[b]]), rel=1e-9)
+    # names and coordinates come from the hierarchy
+    city = ent[(ent["level"] == 3) & (ent["entity_id"] == preds[0].best.places[-1].entity_id)]
+    assert preds[0].best.latitude == pytest.approx(float(city["latitude"].iloc[0]))
+    assert preds[0].best.places[-1].name == city["name"].iloc[0]
+    confidences = [a.confidence for a in geo.predict_features(x[:1].numpy(), top_k=5)[0].answers]
+    assert all(0 <= c <= 1 for c in confidences) and confidences == sorted(confidences)[::-1]
+
+
+def test_predict_cli_on_a_feature_store_in_every_format(trained, tmp_path):
+    model, store = str(trained / "model"), str(trained / "store")
+    res = runner.invoke(app, ["predict", model, store, "--top-k", "2", "-f", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["predictions"]
+    assert len(rows) == 2 * 300 and {r["rank"] for r in rows} == {1, 2}
+    assert {"country", "city", "latitude", "confidence", "city_id"} <= set(rows[0])
+    res = runner.invoke(app, ["predict", model, store, "-f", "csv", "-o", str(tmp_path / "p.csv"),
+                              "--map", str(tmp_path / "m.html")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    csv = pd.read_csv(tmp_path / "p.csv")
+    assert len(csv) == 5 * 300
+    page = (tmp_path / "m.html").read_text()
+    assert page.count("<circle") == 5 * 300 and "data:image/jpeg;base64," in page
+    res = runner.invoke(app, ["predict", model, store, "--map", str(tmp_path / "m.png")])
+    assert res.exit_code == 0 and "hierloc predict" in res.stdout
+    from PIL import Image
+
+    with Image.open(tmp_path / "m.png") as img:
+        assert img.size == (1440, 720)
+
+
+def test_bad_inputs_give_clear_errors(trained, tmp_path):
+    geo = Geolocator.load(trained / "model")
+    with pytest.raises(InputError, match=r"\(N, 16\)"):
+        geo.predict(np.zeros((3, 15), np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        geo.predict(np.full((1, 16), np.nan, np.float32))
+    res = runner.invoke(app, ["predict", str(tmp_path), str(trained / "store")])
+    assert res.exit_code != 0 and "not a model folder" in res.output
+    bad = tmp_path / "old"
+    import shutil
+
+    shutil.copytree(trained / "model", bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["version"] = 99
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="version 99"):
+        Geolocator.load(bad)
+    res = runner.invoke(app, ["index", str(trained / "run"), "-o", str(tmp_path / "x"),
+                              "--hierarchy", str(tmp_path / "nothing")])  # fmt: skip
+    assert res.exit_code != 0 and "Traceback" not in res.output
+
+
+def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_path):
+    """A model folder naming ``efficientnet-lite0``: image files are embedded with it; a
+    corrupt file is reported with its reason, not dropped silently."""
+    from PIL import Image
+
+    from hierloc.encoders import create_image_encoder
+
+    enc = create_image_encoder("efficientnet-lite0").eval()
+    df = pseudo_photos(60, seed=9)
+    feats = np.random.default_rng(1).normal(size=(60, enc.dim)).astype(np.float16)
+    write_feature_store(tmp_path / "store", df["id"].to_numpy(), feats,
+                        encoder="efficientnet-lite0")  # fmt: skip
+    df.to_parquet(tmp_path / "t.parquet")
+    build_hierarchy(tmp_path / "t.parquet", tmp_path / "h", features=tmp_path / "store",
+                    gazetteer=None, text_encoder=_toy_text)  # fmt: skip
+    args = ["train", "--hierarchy", str(tmp_path / "h"), "--features", str(tmp_path / "store"),
+            "-o", str(tmp_path / "run")]  # fmt: skip
+    for s in SMALL + ["optim.max_steps=1"]:
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    assert (
+        runner.invoke(app, ["index", str(tmp_path / "run"), "-o", str(tmp_path / "m")]).exit_code
+        == 0
+    )
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(imgs / f"a{i}.png")
+    (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    geo = Geolocator.load(tmp_path / "m")
+    preds, rejected = geo.predict([imgs], top_k=1)
+    assert sorted(p.id for p in preds) == ["a0", "a1"]
+    assert [r.id for r in rejected] == ["broken"] and rejected[0].reason
+    with Image.open(imgs / "a0.png") as im:
+        direct = enc(enc.preprocess(im.convert("RGB"))[None]).detach().numpy()
+    want = geo.predict_features(direct, top_k=1)[0].best
+    got = next(p for p in preds if p.id == "a0").best
+    assert got.places[-1].entity_id == want.places[-1].entity_id
+    assert got.score == pytest.approx(want.score, rel=1e-5)
+    res = runner.invoke(app, ["predict", str(tmp_path / "m"), str(imgs), "-o",
+                              str(tmp_path / "out.csv"), "-f", "csv"])  # fmt: skip
+    assert res.exit_code == 0 and "rejected broken" in res.output
+    assert "broken" in (tmp_path / "out.rejects.csv").read_text()
