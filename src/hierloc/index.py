@@ -137,7 +137,7 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
             "levels": len(points), "counts": [len(p) for p in points],
             "dtype": "float16" if half else "float32", "image_dim": image_dim,
             "encoder": encoder, "checkpoint": str(ckpt.resolve()),
-            "hierarchy": str(Path(hierarchy).resolve()),
+            "hierarchy": str(Path(hierarchy).resolve()), "features": sources.get("features"),
         }  # fmt: skip
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return output

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import sys
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -108,23 +106,15 @@ def handles_errors(fn):
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file + rename: never a half-written output."""
+    from hierloc.data.writers import write_file_atomic
+
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give --output a file name, e.g. {path}/out.json")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
+        write_file_atomic(path, text)
+    except PermissionError as e:
         raise InputError(f"{path}: cannot write here ({e.strerror or e})") from e
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager

@@ -134,3 +134,42 @@ def predict_cmd(
         from hierloc.eval.maps import prediction_map
 
         prediction_map(predictions, map_)
+
+
+@app.command("evaluate")
+@handles_errors
+def evaluate_cmd(
+    model: Annotated[Path, typer.Argument(help="Model folder (hierloc index, or a baseline's).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Data folder with {split}.parquet (e.g. hierloc "
+            "data bluemarble's), or a metadata file."
+        ),
+    ],  # fmt: skip
+    split: Annotated[str, typer.Option(help="Which split of the data folder.")] = "test",
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            help="Feature store holding the split's images (default: the one the "
+            "model was trained on)."
+        ),  # fmt: skip
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Report folder (default MODEL/eval-SPLIT)."),
+    ] = None,
+    beam: Annotated[int, typer.Option(min=1, help="Beam width.")] = 10,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    verbose: VerboseOpt = False,
+) -> None:
+    """Score a model on a labelled split: GeoScore, mean / median km, accuracy at country, region, subregion and city under the entity and OSV5M protocols, recall at 1 / 25 / 200 / 750 / 2,500 km. Writes metrics.json, predictions.parquet, report.md, error_cdf.png and error_map.png."""  # noqa: E501
+    from hierloc.eval.evaluate import evaluate, report_markdown
+
+    out = output or (model / f"eval-{split}")
+    metrics = evaluate(model, data, out, split=split, features=features, beam=beam)
+    if fmt == "json":
+        typer.echo(json.dumps(metrics, indent=2))
+    else:
+        typer.echo(report_markdown({model.name: metrics}))
+        typer.echo(f"report: {out / 'report.md'}")

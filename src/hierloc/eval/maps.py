@@ -13,6 +13,7 @@ import io
 from functools import lru_cache
 from pathlib import Path
 
+from hierloc.data.writers import write_file_atomic
 from hierloc.errors import InputError
 
 WIDTH = 1440
@@ -85,27 +86,11 @@ td{{padding:2px 8px}}</style></head><body><h1>hierloc predictions</h1>
 <p>Red: top answer; orange: the other answers. Hover a marker for its names.</p>
 <table>{rows}</table></body></html>
 """
-    _write_bytes(path, page.encode())
+    write_file_atomic(path, page)
     return path
 
 
 def _save_image(img, path: Path) -> None:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    _write_bytes(path, buf.getvalue())
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write (temp file + rename)."""
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, buf.getvalue())

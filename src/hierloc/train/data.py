@@ -111,30 +111,41 @@ def load_training_data(
     return TrainingData(tables, ids, train, val_split, store.dim, dropped)
 
 
-def _val_split(path, store, index) -> tuple[Split, int]:
+def metadata_entities(path) -> pd.DataFrame:
+    """A labelled metadata file's records with the hierarchy's entity ids of their labels
+    (``id, latitude, longitude, country_id, region_id, subregion_id, city_id``), the ids a
+    hierarchy built from them would give. Records without a recognisable country are left out
+    (their count is ``frame.attrs["without_country"]``)."""
     from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader
     from hierloc.geo.countries import canonical_iso2
     from hierloc.hierarchy.build import HierarchyBuilder
 
-    lats, lons, ids, targets = [], [], [], []
+    parts, unknown = [], 0
     for chunk in MetadataReader(path):
         labels = {c: chunk.labels(c) for c in LABEL_COLUMNS}
         if labels["country"] is None:
-            raise InputError(f"{path}: validation records need labels (run hierloc geocode)")
+            raise InputError(f"{path}: records need labels (run hierloc geocode)")
         iso2 = canonical_iso2(pd.Series(labels["country"], dtype=object))
         known = ~pd.isna(iso2)
+        unknown += int((~known).sum())
         # the same ids the hierarchy builder would give (a throwaway builder)
         got = HierarchyBuilder().add(
             iso2[known], {c: v[known] for c, v in labels.items() if v is not None},
             chunk.lat[known], chunk.lon[known],
         )  # fmt: skip
-        t = np.full((int(known.sum()), len(LEVEL_NAMES)), -1, dtype=np.int64)
-        for k, lv in enumerate(LEVEL_NAMES):
-            t[:, k] = [index[k].get(e, -1) for e in got[lv]]
-        targets.append(t)
-        lats.append(chunk.lat[known])
-        lons.append(chunk.lon[known])
-        ids.append(chunk.ids[known])
-    feats, ok = _features_by_id(store, np.concatenate(ids))
-    coords = np.column_stack([np.concatenate(lats), np.concatenate(lons)])[ok]
-    return _split(feats, np.concatenate(targets)[ok], coords), int((~ok).sum())
+        part = {"id": chunk.ids[known], "latitude": chunk.lat[known],
+                "longitude": chunk.lon[known]}  # fmt: skip
+        part |= {f"{lv}_id": np.asarray(got[lv], dtype=object) for lv in LEVEL_NAMES}
+        parts.append(pd.DataFrame(part))
+    frame = pd.concat(parts, ignore_index=True)
+    frame.attrs["without_country"] = unknown
+    return frame
+
+
+def _val_split(path, store, index) -> tuple[Split, int]:
+    frame = metadata_entities(path)
+    t = np.stack([frame[f"{lv}_id"].map(lambda e, k=k: index[k].get(e, -1)).to_numpy()
+                  for k, lv in enumerate(LEVEL_NAMES)], 1)  # fmt: skip
+    feats, ok = _features_by_id(store, frame["id"].to_numpy(dtype=object))
+    coords = frame[["latitude", "longitude"]].to_numpy()[ok]
+    return _split(feats, t[ok], coords), int((~ok).sum())

@@ -1,0 +1,188 @@
+"""``hierloc evaluate``: a model folder on a labelled split, with the field's protocols.
+
+Writes into the output folder:
+
+* ``predictions.parquet`` — per image the top answer (``id, latitude, longitude``, entity ids
+  and names per level, ``score, confidence``) with the truth coordinates and ``error_km``: the
+  same file ``hierloc score`` accepts;
+* ``metrics.json`` — ``entity`` and ``osv5m`` protocol results (the keys of ``hierloc score
+  --format json``: GeoScore, mean/median km, accuracy within 1 / 25 / 200 / 750 / 2,500 km, per
+  level accuracy), counts, rejected rows;
+* ``error_cdf.png`` (share of images within x km), ``error_map.png`` (mean error per country,
+  paper Fig. 5: a disc per country at its images' mean location, coloured by mean error),
+  ``report.md`` (the table and both pictures);
+* ``rejects.csv`` — images of the split that could not be scored, with the reason.
+
+Protocols: ``entity`` compares the predicted entity ids with the ids of the image's labels (the
+hierarchy's own ids); ``osv5m`` is OSV5M's rule (the predicted coordinates' nearest GeoNames
+place vs the truth label). When the split has OSV5M's ``unique_*`` columns they are the truth;
+otherwise the truth labels are derived the way OSV5M made theirs, by the same reverse geocoding
+of the true coordinates (documented in ``metrics.json`` as ``osv5m_truth``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierloc.errors import InputError
+
+LEVELS = ("country", "region", "subregion", "city")
+OSV5M = {"country": "unique_country", "region": "unique_region",
+         "subregion": "unique_sub-region", "city": "unique_city"}  # fmt: skip
+
+
+def split_file(data: str | Path, split: str) -> Path:
+    """``DATA/{split}.parquet`` (or .csv) for a data folder, or ``data`` itself for a file."""
+    data = Path(data)
+    if data.is_file():
+        return data
+    for ext in (".parquet", ".csv"):
+        if (data / f"{split}{ext}").exists():
+            return data / f"{split}{ext}"
+    raise InputError(f"{data}: no {split}.parquet or {split}.csv; give the data folder of "
+                     "hierloc data bluemarble or a metadata file")  # fmt: skip
+
+
+def features_for(store_path: str | Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(features of the ids found, found mask)`` from a feature store."""
+    from hierloc.data.features import FeatureStore
+    from hierloc.train.data import _features_by_id
+
+    return _features_by_id(FeatureStore.open(store_path), ids)
+
+
+def osv5m_truth(frame: pd.DataFrame, raw: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
+    """OSV5M ``unique_*`` truth labels: the file's own, else by reverse geocoding the truth."""
+    if raw is not None and any(c in raw for c in OSV5M.values()):
+        cols = [c for c in OSV5M.values() if c in raw]
+        merged = frame[["id"]].merge(raw[["id", *cols]].astype({"id": str}), on="id", how="left")
+        return merged[cols], "file"
+    from hierloc.geo.geonames import default_gazetteer
+
+    gaz = default_gazetteer()
+    near = gaz.nearest(frame["latitude"].to_numpy(), frame["longitude"].to_numpy())
+    return pd.DataFrame({c: gaz.level_keys(lv)[near] for lv, c in OSV5M.items()}), "geonames"
+
+
+def load_predictor(model: str | Path):
+    """A :class:`~hierloc.predict.Geolocator` or a baseline predictor, by the folder's format."""
+    path = Path(model)
+    try:
+        fmt = json.loads((path / "manifest.json").read_text()).get("format")
+    except (OSError, json.JSONDecodeError):
+        fmt = None
+    if fmt == "hierloc-baseline":
+        from hierloc.models.baselines import BaselinePredictor
+
+        return BaselinePredictor.load(path)
+    from hierloc.predict import Geolocator
+
+    return Geolocator.load(path)
+
+
+def predictions_frame(predictions) -> pd.DataFrame:
+    rows = []
+    for p in predictions:
+        row = {"id": p.id}
+        if p.answers:
+            a = p.best
+            row |= {"latitude": a.latitude, "longitude": a.longitude, "score": a.score,
+                    "confidence": a.confidence}  # fmt: skip
+            for place in a.places:
+                row[f"{place.level}_id"] = place.entity_id
+                row[place.level] = place.name
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str = "test",
+             features: str | Path | None = None, beam: int = 10) -> dict:  # fmt: skip
+    """Predict every image of the split, score with both protocols, write the report."""
+    from hierloc.eval.score import score_frames
+    from hierloc.geo.haversine import haversine_km
+    from hierloc.train.data import metadata_entities
+
+    predictor = load_predictor(model)
+    path = split_file(data, split)
+    truth = metadata_entities(path)
+    if truth.empty:
+        raise InputError(f"{path}: no labelled records to evaluate")
+    truth["id"] = truth["id"].astype(str)
+    store = features or predictor.manifest.get("features")
+    if not store:
+        raise InputError(f"{model}: its manifest names no feature store; pass --features")
+    feats, ok = features_for(store, truth["id"].to_numpy(dtype=object))
+    rejects = pd.DataFrame({"id": truth.loc[~ok, "id"], "reason": f"no features in {store}"})
+    truth = truth[ok].reset_index(drop=True)
+    preds = predictions_frame(predictor.predict_features(feats, truth["id"].tolist(), 1, beam))
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    osv, origin = osv5m_truth(truth, raw)
+    results = {}
+    for protocol, extra in (("entity", truth[[f"{lv}_id" for lv in LEVELS]]), ("osv5m", osv)):
+        t = pd.concat([truth[["id", "latitude", "longitude"]], extra], axis=1)
+        results[protocol] = score_frames(preds, t, protocol=protocol).to_dict()
+    preds["true_latitude"] = truth["latitude"].to_numpy()
+    preds["true_longitude"] = truth["longitude"].to_numpy()
+    preds["error_km"] = haversine_km(preds["latitude"].to_numpy(), preds["longitude"].to_numpy(),
+                                     preds["true_latitude"].to_numpy(),
+                                     preds["true_longitude"].to_numpy())  # fmt: skip
+    preds["true_country_id"] = truth["country_id"].to_numpy()
+    metrics = {"model": str(model), "data": str(path), "split": split, "n": len(preds),
+               "rejected": len(rejects), "without_country": truth.attrs.get("without_country", 0),
+               "osv5m_truth": origin, **results}  # fmt: skip
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_outputs(out, preds, metrics, rejects)
+    return metrics
+
+
+def _write_outputs(out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.DataFrame) -> None:
+    from hierloc.data.writers import write_file_atomic as write_atomic
+    from hierloc.eval.plots import error_cdf_plot, error_map_plot
+
+    tmp = out / ".predictions.parquet.tmp"
+    preds.to_parquet(tmp, index=False)
+    tmp.replace(out / "predictions.parquet")
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if len(rejects):
+        write_atomic(out / "rejects.csv", rejects.to_csv(index=False))
+    error_cdf_plot({"model": preds["error_km"].to_numpy()}, out / "error_cdf.png")
+    error_map_plot(preds, out / "error_map.png")
+    write_atomic(out / "report.md", report_markdown({"model": metrics}, pictures=True))
+
+
+def metrics_table(rows: dict[str, dict], protocol: str = "entity") -> str:
+    """A markdown table, one row per model: GeoScore, km, level accuracies, recall at km."""
+    head = ("| model | GeoScore | mean km | median km | country | region | subregion | city | "
+            "1 km | 25 km | 200 km | 750 km | 2500 km |")  # fmt: skip
+    lines = [head, "|" + "---|" * 13]
+
+    def pct(v):
+        return "—" if v is None else f"{100 * v:.1f}"
+
+    for name, m in rows.items():
+        r = m[protocol] if protocol in m else m
+        cells = [name, f"{r['geoscore']:.0f}", f"{r['mean_km']:,.0f}", f"{r['median_km']:,.0f}"]
+        cells += [pct(r[f"acc_{lv}"]) for lv in LEVELS]
+        cells += [pct(r[f"acc_{k}km"]) for k in (1, 25, 200, 750, 2500)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(rows: dict[str, dict], pictures: bool = False) -> str:
+    first = next(iter(rows.values()))
+    text = [f"# hierloc evaluation\n\nData: `{first['data']}` (split `{first['split']}`, "
+            f"{first['n']:,} images scored, {first['rejected']} rejected).\n"]  # fmt: skip
+    text.append(
+        "\n## Entity protocol (the hierarchy's entity ids)\n\n" + metrics_table(rows, "entity")
+    )
+    text.append(f"\n## OSV5M protocol (nearest GeoNames place; truth labels: "
+                f"{first['osv5m_truth']})\n\n" + metrics_table(rows, "osv5m"))  # fmt: skip
+    text.append("\nAccuracies and recall in %. GeoScore = mean of 5000·exp(−km/1492.7).\n")
+    if pictures:
+        text.append("\n![error CDF](error_cdf.png)\n\n![mean error per country](error_map.png)\n")
+    return "".join(text)
