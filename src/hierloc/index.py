@@ -49,6 +49,26 @@ def encoder_description(value) -> dict | None:
     return value
 
 
+def entity_frame(ids: list[np.ndarray], frame: pd.DataFrame) -> pd.DataFrame:
+    """``entities.parquet`` of a model folder from a hierarchy's entities (``load_entities``):
+    ``level, row, entity_id, name, latitude, longitude, count, parent_row``."""
+    rows = []
+    for lv, level_ids in enumerate(ids):
+        sub = frame[frame["level"] == lv].reset_index(drop=True)
+        if lv:
+            pos = {e: k for k, e in enumerate(ids[lv - 1])}
+            parent_row = sub["parent_id"].map(pos).to_numpy()
+        else:
+            parent_row = np.full(len(sub), -1)
+        rows.append(pd.DataFrame({
+            "level": lv, "row": np.arange(len(sub)), "entity_id": level_ids,
+            "name": sub["name"].astype(str), "latitude": sub["latitude"],
+            "longitude": sub["longitude"], "count": sub["count"],
+            "parent_row": parent_row.astype(np.int64),
+        }))  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
+
+
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
     """``(checkpoint folder, run folder)`` from either: a run folder gives its ``best``
     checkpoint, else its latest ``ckpt-*``."""
@@ -101,21 +121,7 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     feat_manifest = Path(sources.get("features", "")) / "manifest.json"
     if sources.get("features") and feat_manifest.exists():
         encoder = encoder_description(json.loads(feat_manifest.read_text()).get("encoder"))
-    rows = []
-    for lv, level_ids in enumerate(ids):
-        sub = frame[frame["level"] == lv].reset_index(drop=True)
-        if lv:
-            pos = {e: k for k, e in enumerate(ids[lv - 1])}
-            parent_row = sub["parent_id"].map(pos).to_numpy()
-        else:
-            parent_row = np.full(len(sub), -1)
-        rows.append(pd.DataFrame({
-            "level": lv, "row": np.arange(len(sub)), "entity_id": level_ids,
-            "name": sub["name"].astype(str), "latitude": sub["latitude"],
-            "longitude": sub["longitude"], "count": sub["count"],
-            "parent_row": parent_row.astype(np.int64),
-        }))  # fmt: skip
-    entities = pd.concat(rows, ignore_index=True)
+    entities = entity_frame(ids, frame)
     output = Path(output)
     with staged_folder(output, overwrite) as tmp:
         for lv, p in enumerate(points):

@@ -64,86 +64,65 @@ class Rejected:
     reason: str
 
 
-class Geolocator:
-    """A loaded model folder; thread-compatible, CPU or CUDA (``device``)."""
+class EntityNames:
+    """Names, ids, coordinates and parents of a model folder's entities, by level and row."""
 
-    def __init__(self, loaded, device: str = "cpu") -> None:
-        self._loaded = loaded
-        self.manifest = loaded.manifest
-        self.index = loaded.index
-        self.query = loaded.query
-        self.context = loaded.context
-        self.device = torch.device(device)
-        ent = loaded.entities
-        self._levels = []
-        for lv in range(self.index.levels):
-            sub = ent[ent["level"] == lv].sort_values("row")
-            self._levels.append((sub["entity_id"].to_numpy(dtype=object),
-                                 sub["name"].to_numpy(dtype=object),
-                                 sub[["latitude", "longitude"]].to_numpy(np.float64)))  # fmt: skip
-        self._encoder = None
+    def __init__(self, entities) -> None:
+        self.levels = []
+        for lv in sorted(entities["level"].unique()):
+            sub = entities[entities["level"] == lv].sort_values("row")
+            self.levels.append((sub["entity_id"].to_numpy(dtype=object),
+                                sub["name"].to_numpy(dtype=object),
+                                sub[["latitude", "longitude"]].to_numpy(np.float64),
+                                sub["parent_row"].to_numpy(np.int64)))  # fmt: skip
 
-    @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> Geolocator:
-        from hierloc.index import load_index
+    def path_of(self, row: int) -> list[int]:
+        """Rows from the top level down to finest-level entity ``row``."""
+        path = [int(row)]
+        for lv in range(len(self.levels) - 1, 0, -1):
+            path.insert(0, int(self.levels[lv][3][path[0]]))
+        return path
 
-        return cls(load_index(path), device)
+    def answer(self, path: list[int], score: float, confidence: float,
+               coords: tuple[float, float] | None = None) -> Answer:  # fmt: skip
+        """An answer for entity rows ``path`` (coarse → fine); its location is the finest
+        entity's mean coordinates unless ``coords`` are given."""
+        places = []
+        for lv, row in enumerate(path):
+            eid, name, xy, _ = self.levels[lv]
+            places.append(Place(LEVEL_NAMES[lv] if lv < 4 else f"level{lv}", str(eid[row]),
+                                str(name[row]), float(xy[row, 0]), float(xy[row, 1])))  # fmt: skip
+        lat, lon = coords if coords is not None else (places[-1].latitude, places[-1].longitude)
+        return Answer(places, float(lat), float(lon), float(score), float(confidence))
+
+
+class Predictor:
+    """What every model folder answers: :meth:`predict_features` (subclasses), and
+    :meth:`predict` on features, feature stores or images. Subclasses set ``manifest``
+    (with ``image_dim`` and ``encoder``) and ``_encoder = None``."""
+
+    manifest: dict
+    _encoder = None
 
     @property
     def image_dim(self) -> int:
         return int(self.manifest["image_dim"])
 
-    # -- features → answers -------------------------------------------------------------
-    @torch.no_grad()
-    def embed(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Image features ``(B, D)`` → points ``(B, d+1)`` on the model's manifold."""
-        x = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    def check_features(self, features) -> np.ndarray:
+        x = np.asarray(features, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.image_dim:
             raise InputError(
                 f"features have shape {tuple(x.shape)} but this model takes (N, {self.image_dim}) "
                 f"features from encoder {self.encoder_name!r}; extract them with that encoder"
             )
-        if not torch.isfinite(x).all():
+        if not np.isfinite(x).all():
             raise InputError("features contain NaN or infinite values")
-        out = []
-        for s in range(0, len(x), 1024):
-            out.append(self.query.image_embeddings(x[s : s + 1024], context=self.context))
-        return torch.cat(out) if out else torch.zeros(0, self.index.points[0].shape[1])
-
-    def search(self, features, top_k: int = 5, beam: int = 10):
-        from hierloc.search import beam_search
-
-        if top_k < 1 or beam < 1:
-            raise InputError("--top-k and --beam must be >= 1")
-        return beam_search(self.index, self.embed(features), width=max(beam, top_k))
+        return x
 
     def predict_features(self, features, ids=None, top_k: int = 5,
                          beam: int = 10) -> list[Prediction]:  # fmt: skip
-        res = self.search(features, top_k, beam)
-        n = res.paths.shape[0]
-        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
-        tau = float(self.manifest.get("tau", 1.0))
-        scores = res.scores
-        conf = torch.softmax(scores / tau, dim=1).nan_to_num(0.0)
-        out = []
-        for b in range(n):
-            answers = []
-            for j in range(min(top_k, res.paths.shape[1])):
-                path = res.paths[b, j].tolist()
-                if min(path) < 0:
-                    break
-                places = []
-                for lv, row in enumerate(path):
-                    eid, name, coords = self._levels[lv]
-                    places.append(Place(LEVEL_NAMES[lv] if lv < 4 else f"level{lv}",
-                                        str(eid[row]), str(name[row]),
-                                        float(coords[row, 0]), float(coords[row, 1])))  # fmt: skip
-                answers.append(Answer(places, places[-1].latitude, places[-1].longitude,
-                                      float(scores[b, j]), float(conf[b, j])))  # fmt: skip
-            out.append(Prediction(ids[b], answers))
-        return out
+        raise NotImplementedError
 
-    # -- inputs of every kind -----------------------------------------------------------
     @property
     def encoder_name(self) -> str | None:
         enc = self.manifest.get("encoder")
@@ -204,3 +183,63 @@ class Geolocator:
             return self.predict_features(feats, list(store.ids.to_pylist()), top_k, beam), []
         got_ids, feats, rejected = self.encode_images(sources)
         return self.predict_features(feats, got_ids, top_k, beam), rejected
+
+
+class Geolocator(Predictor):
+    """A loaded HierLoc model folder; the image side runs on ``device`` (CPU or CUDA), the
+    beam search on the CPU."""
+
+    def __init__(self, loaded, device: str = "cpu") -> None:
+        self._loaded = loaded
+        self.manifest = loaded.manifest
+        self.index = loaded.index
+        self.device = torch.device(device)
+        self.query = loaded.query.to(self.device)
+        self.context = (
+            None if loaded.context is None else [c.to(self.device) for c in loaded.context]
+        )
+        self.names = EntityNames(loaded.entities)
+        self._encoder = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> Geolocator:
+        from hierloc.index import load_index
+
+        return cls(load_index(path), device)
+
+    # -- features → answers -------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Image features ``(B, D)`` → points ``(B, d+1)`` on the model's manifold."""
+        x = torch.from_numpy(self.check_features(features))
+        out = []
+        for s in range(0, len(x), 1024):
+            z = self.query.image_embeddings(x[s : s + 1024].to(self.device), context=self.context)
+            out.append(z.float().cpu())  # the search runs on the CPU
+        return torch.cat(out) if out else torch.zeros(0, self.index.points[0].shape[1])
+
+    def search(self, features, top_k: int = 5, beam: int = 10):
+        from hierloc.search import beam_search
+
+        if top_k < 1 or beam < 1:
+            raise InputError("--top-k and --beam must be >= 1")
+        return beam_search(self.index, self.embed(features), width=max(beam, top_k))
+
+    def predict_features(self, features, ids=None, top_k: int = 5,
+                         beam: int = 10) -> list[Prediction]:  # fmt: skip
+        res = self.search(features, top_k, beam)
+        n = res.paths.shape[0]
+        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        tau = float(self.manifest.get("tau", 1.0))
+        scores = res.scores
+        conf = torch.softmax(scores / tau, dim=1).nan_to_num(0.0)
+        out = []
+        for b in range(n):
+            answers = []
+            for j in range(min(top_k, res.paths.shape[1])):
+                path = res.paths[b, j].tolist()
+                if min(path) < 0:
+                    break
+                answers.append(self.names.answer(path, float(scores[b, j]), float(conf[b, j])))
+            out.append(Prediction(ids[b], answers))
+        return out
