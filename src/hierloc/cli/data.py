@@ -504,10 +504,19 @@ def train(
             show_default=False,
         ),
     ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            help="hierloc, or a baseline: knn (retrieval), classify (softmax over "
+            "cities), regress (coordinates), zeroshot (nearest city mean "
+            "embedding). A baseline writes its model folder to --output; its "
+            "--set keys: epochs, lr, hidden, dropout, batch_size, seed."
+        ),
+    ] = "hierloc",
     device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train HierLoc on precomputed features (resumes from the run folder's last checkpoint).
+    """Train HierLoc (or a baseline, --model) on precomputed features (resumes from the run folder's last checkpoint).
 
     Paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
@@ -516,6 +525,12 @@ def train(
     from hierloc.train.data import load_training_data
     from hierloc.train.loop import Trainer
 
+    if model != "hierloc":
+        from hierloc.baselines import train_baseline
+
+        out = train_baseline(model, hierarchy, features, output, set_ or [], overwrite=True)
+        typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
+        return
     cfg = load_config(config, set_ or [])
     data = load_training_data(hierarchy, features, val)
     trainer = Trainer(cfg, data, output, device=device)

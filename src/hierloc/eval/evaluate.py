@@ -76,7 +76,7 @@ def load_predictor(model: str | Path):
     except (OSError, json.JSONDecodeError):
         fmt = None
     if fmt == "hierloc-baseline":
-        from hierloc.models.baselines import BaselinePredictor
+        from hierloc.baselines import BaselinePredictor
 
         return BaselinePredictor.load(path)
     from hierloc.predict import Geolocator

@@ -1,0 +1,262 @@
+"""Baselines on the same features, split and metrics as HierLoc (paper Tables 1 and 7):
+
+* ``knn`` — image retrieval: the nearest training image by cosine similarity of the frozen
+  features (the paper's "SC Retrieval" idea; exact, a chunked matmul + top-k — what a FAISS
+  ``IndexFlatIP`` computes); its location and labels are the answer.
+* ``classify`` — softmax over the city entities (a 2-layer MLP); the location is the predicted
+  city's mean coordinates.
+* ``regress`` — regression to coordinates (a 2-layer MLP onto the unit sphere, loss = squared
+  chord between predicted and true unit vectors, monotone in the great-circle distance); the
+  names are those of the city entity nearest to the predicted point.
+* ``zeroshot`` — no training: the city whose mean image embedding (the hierarchy's) is the most
+  similar (cosine) to the image's features (Table 7's first row).
+
+Each writes a model folder (``manifest.json`` with ``format: hierloc-baseline``,
+``entities.parquet`` like an index's, and its arrays), which ``hierloc predict``, ``evaluate``
+and ``compare`` read like a HierLoc model folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hierloc.errors import InputError
+from hierloc.predict import EntityNames, Prediction, Predictor
+
+log = logging.getLogger(__name__)
+BASELINES = ("knn", "classify", "regress", "zeroshot")
+FORMAT = "hierloc-baseline"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    epochs: int = 15
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    hidden: int = 512
+    dropout: float = 0.1
+    batch_size: int = 256
+    seed: int = 0
+    temperature: float = 0.05  # cosine-similarity softmax for knn / zeroshot confidences
+
+
+def baseline_config(overrides: list[str] | None) -> BaselineConfig:
+    """``KEY=VALUE`` overrides of :class:`BaselineConfig` (unknown keys rejected)."""
+    import yaml
+
+    cfg = BaselineConfig()
+    fields = {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
+    for item in overrides or []:
+        key, _, raw = item.partition("=")
+        key = key.strip().removeprefix("baseline.")
+        if key not in fields or not _:
+            raise InputError(f"baseline override {item!r}: use KEY=VALUE with KEY one of "
+                             f"{sorted(fields)}")  # fmt: skip
+        value = yaml.safe_load(raw)
+        try:
+            value = float(value) if fields[key] == "float" else int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"baseline override {item!r}: not a {fields[key]}") from None
+        cfg = dataclasses.replace(cfg, **{key: value})
+    return cfg
+
+
+def _mlp(d_in: int, d_out: int, cfg: BaselineConfig) -> torch.nn.Module:
+    nn = torch.nn
+    return nn.Sequential(nn.Linear(d_in, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                         nn.Linear(cfg.hidden, d_out))  # fmt: skip
+
+
+def _unit(x: np.ndarray | torch.Tensor):
+    if isinstance(x, torch.Tensor):
+        return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _fit(model, x: torch.Tensor, target: torch.Tensor, loss_fn, cfg: BaselineConfig, desc: str):
+    from hierloc.train.loop import tune_allocator
+
+    tune_allocator()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    steps = max(1, len(x) // cfg.batch_size)
+    total = cfg.epochs * steps
+    model.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for s in range(steps):
+            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            k = epoch * steps + s
+            for group in opt.param_groups:  # cosine decay
+                group["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * k / total))
+            loss = loss_fn(model(x[idx]), target[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        log.info("%s epoch %d/%d: loss %.4f", desc, epoch + 1, cfg.epochs, float(loss.detach()))
+    model.eval()
+    return model
+
+
+def train_baseline(
+    name: str,
+    hierarchy: str | Path,
+    features: str | Path,
+    output: str | Path,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Train (or set up) baseline ``name`` on the hierarchy's training images; write its folder."""
+    from safetensors.torch import save_file
+
+    from hierloc.data.features import FeatureStore
+    from hierloc.data.writers import staged_folder
+    from hierloc.index import encoder_description, entity_frame
+    from hierloc.train.data import load_entities, load_training_data
+
+    if name not in BASELINES:
+        raise InputError(f"unknown baseline {name!r}; choose one of {BASELINES} or hierloc")
+    cfg = baseline_config(overrides)
+    torch.manual_seed(cfg.seed)
+    data = load_training_data(hierarchy, features)
+    tables, ids, frame = load_entities(hierarchy)
+    x = data.train.features
+    city = data.train.targets[:, -1]
+    arrays: dict[str, np.ndarray] = {}
+    weights = None
+    if name == "knn":
+        arrays["gallery"] = _unit(x.numpy()).astype(np.float16)
+        arrays["gallery_city"] = city.numpy().astype(np.int64)
+        arrays["gallery_coords"] = data.train.coords.numpy()
+    elif name == "zeroshot":
+        mean = tables.image_mean[-1]
+        if mean is None:
+            raise InputError(f"{hierarchy}: zeroshot needs mean image embeddings (build the "
+                             "hierarchy with --features)")  # fmt: skip
+        arrays["city_mean"] = _unit(np.asarray(mean, np.float32)).astype(np.float16)
+    elif name == "classify":
+        model = _mlp(x.shape[1], len(ids[-1]), cfg)
+        _fit(model, x, city, torch.nn.functional.cross_entropy, cfg, "classify")
+        weights = model.state_dict()
+    else:  # regress
+        from hierloc.geo.haversine import unit_vectors
+
+        xyz = unit_vectors(data.train.coords[:, 0], data.train.coords[:, 1]).float()
+        model = _mlp(x.shape[1], 3, cfg)
+        _fit(model, x, xyz, lambda p, t: ((_unit(p) - t) ** 2).sum(1).mean(), cfg, "regress")
+        weights = model.state_dict()
+    store = FeatureStore.open(features)
+    manifest = {
+        "format": FORMAT, "version": VERSION, "model": name, "image_dim": int(x.shape[1]),
+        "config": dataclasses.asdict(cfg), "cities": len(ids[-1]),
+        "encoder": encoder_description(store.manifest.get("encoder")),
+        "features": str(Path(features).resolve()), "hierarchy": str(Path(hierarchy).resolve()),
+    }  # fmt: skip
+    output = Path(output)
+    with staged_folder(output, overwrite) as tmp:
+        entity_frame(ids, frame).to_parquet(tmp / "entities.parquet", index=False)
+        for key, arr in arrays.items():
+            np.save(tmp / f"{key}.npy", arr)
+        if weights is not None:
+            save_file(
+                {k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors")
+            )
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return output
+
+
+class BaselinePredictor(Predictor):
+    """A baseline's model folder (see the module doc), answering like a Geolocator."""
+
+    def __init__(self, path: Path, manifest: dict) -> None:
+        import pandas as pd
+
+        self.path, self.manifest = path, manifest
+        self.kind = manifest["model"]
+        self.names = EntityNames(pd.read_parquet(path / "entities.parquet"))
+        self.cfg = BaselineConfig(**manifest["config"])
+        self._encoder = None
+        self._arrays = {p.stem: np.load(p, mmap_mode="r") for p in path.glob("*.npy")}
+        self._model = None
+        if self.kind in ("classify", "regress"):
+            from safetensors.torch import load_file
+
+            out = self.manifest["cities"] if self.kind == "classify" else 3
+            self._model = _mlp(self.image_dim, out, self.cfg)
+            self._model.load_state_dict(load_file(str(path / "model.safetensors")))
+            self._model.eval()
+        city_xy = self.names.levels[-1][2]
+        from hierloc.geo.haversine import unit_vectors
+
+        self._city_xyz = torch.from_numpy(unit_vectors(city_xy[:, 0], city_xy[:, 1]))
+
+    @classmethod
+    def load(cls, path: str | Path) -> BaselinePredictor:
+        path = Path(path)
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not a model folder ({e})") from e
+        if manifest.get("format") != FORMAT or manifest.get("model") not in BASELINES:
+            raise InputError(f"{path}: not a hierloc baseline folder")
+        if manifest.get("version") != VERSION:
+            raise InputError(f"{path}: baseline version {manifest.get('version')}; this hierloc "
+                             f"reads version {VERSION}; retrain it")  # fmt: skip
+        return cls(path, manifest)
+
+    def _top(self, scores: torch.Tensor, k: int):
+        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
+        return v, i
+
+    @torch.no_grad()
+    def predict_features(self, features, ids=None, top_k: int = 5,
+                         beam: int = 10) -> list[Prediction]:  # fmt: skip
+        x = torch.from_numpy(self.check_features(features))
+        n = len(x)
+        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        out = []
+        for s in range(0, n, 512):
+            out += self._predict_chunk(x[s : s + 512], ids[s : s + 512], top_k)
+        return out
+
+    def _predict_chunk(self, x: torch.Tensor, ids: list[str], top_k: int) -> list[Prediction]:
+        coords = None  # (B, k, 2) answer locations when not the cities' mean coordinates
+        if self.kind == "knn":
+            gal = torch.from_numpy(np.asarray(self._arrays["gallery"], np.float32))
+            score, nn_idx = self._top(_unit(x) @ gal.T, top_k)
+            rows = torch.from_numpy(np.asarray(self._arrays["gallery_city"]))[nn_idx]
+            coords = torch.from_numpy(np.asarray(self._arrays["gallery_coords"]))[nn_idx]
+            conf = torch.softmax(score / self.cfg.temperature, dim=1)
+        elif self.kind == "zeroshot":
+            means = torch.from_numpy(np.asarray(self._arrays["city_mean"], np.float32))
+            score, rows = self._top(_unit(x) @ means.T, top_k)
+            conf = torch.softmax(score / self.cfg.temperature, dim=1)
+        elif self.kind == "classify":
+            logp = torch.log_softmax(self._model(x), dim=1)
+            score, rows = self._top(logp, top_k)
+            conf = score.exp()
+        else:  # regress: one answer, named after the nearest city entity
+            p = _unit(self._model(x)).double()
+            rows = (p @ self._city_xyz.T).argmax(dim=1, keepdim=True)
+            lat = torch.rad2deg(torch.asin(p[:, 2].clamp(-1, 1)))
+            lon = torch.rad2deg(torch.atan2(p[:, 1], p[:, 0]))
+            coords = torch.stack([lat, lon], 1)[:, None, :]
+            score = torch.zeros(len(x), 1)
+            conf = torch.full((len(x), 1), float("nan"))
+        preds = []
+        for b, ident in enumerate(ids):
+            answers = []
+            for j in range(rows.shape[1]):
+                xy = None if coords is None else tuple(coords[b, j].tolist())
+                path = self.names.path_of(int(rows[b, j]))
+                answers.append(self.names.answer(path, float(score[b, j]), float(conf[b, j]), xy))
+            preds.append(Prediction(ident, answers))
+        return preds
