@@ -184,7 +184,10 @@ class BaselinePredictor(Predictor):
         self.names = EntityNames(pd.read_parquet(path / "entities.parquet"))
         self.cfg = BaselineConfig(**manifest["config"])
         self._encoder = None
-        self._arrays = {p.stem: np.load(p, mmap_mode="r") for p in path.glob("*.npy")}
+        self._arrays = {p.stem: torch.from_numpy(np.load(p)) for p in path.glob("*.npy")}
+        for key in ("gallery", "city_mean"):  # float16 on disk, float32 to compute
+            if key in self._arrays:
+                self._arrays[key] = self._arrays[key].float()
         self._model = None
         if self.kind in ("classify", "regress"):
             from safetensors.torch import load_file
@@ -230,14 +233,12 @@ class BaselinePredictor(Predictor):
     def _predict_chunk(self, x: torch.Tensor, ids: list[str], top_k: int) -> list[Prediction]:
         coords = None  # (B, k, 2) answer locations when not the cities' mean coordinates
         if self.kind == "knn":
-            gal = torch.from_numpy(np.asarray(self._arrays["gallery"], np.float32))
-            score, nn_idx = self._top(_unit(x) @ gal.T, top_k)
-            rows = torch.from_numpy(np.asarray(self._arrays["gallery_city"]))[nn_idx]
-            coords = torch.from_numpy(np.asarray(self._arrays["gallery_coords"]))[nn_idx]
+            score, nn_idx = self._top(_unit(x) @ self._arrays["gallery"].T, top_k)
+            rows = self._arrays["gallery_city"][nn_idx]
+            coords = self._arrays["gallery_coords"][nn_idx]
             conf = torch.softmax(score / self.cfg.temperature, dim=1)
         elif self.kind == "zeroshot":
-            means = torch.from_numpy(np.asarray(self._arrays["city_mean"], np.float32))
-            score, rows = self._top(_unit(x) @ means.T, top_k)
+            score, rows = self._top(_unit(x) @ self._arrays["city_mean"].T, top_k)
             conf = torch.softmax(score / self.cfg.temperature, dim=1)
         elif self.kind == "classify":
             logp = torch.log_softmax(self._model(x), dim=1)

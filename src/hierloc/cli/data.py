@@ -3,6 +3,7 @@ cells build``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from enum import Enum
 from pathlib import Path
@@ -520,10 +521,7 @@ def train(
 
     Paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
-    from hierloc.index import write_sources
-    from hierloc.train.config import load_config
-    from hierloc.train.data import load_training_data
-    from hierloc.train.loop import Trainer
+    from hierloc.train.run import train_run
 
     if model != "hierloc":
         from hierloc.baselines import train_baseline
@@ -531,21 +529,22 @@ def train(
         out = train_baseline(model, hierarchy, features, output, set_ or [], overwrite=True)
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
-    cfg = load_config(config, set_ or [])
-    data = load_training_data(hierarchy, features, val)
-    trainer = Trainer(cfg, data, output, device=device)
-    if trainer.rank == 0:
-        write_sources(output, hierarchy, features, val)
-    last = trainer.latest_checkpoint()
-    if last is not None:
-        trainer.load_checkpoint(last)
-        typer.echo(f"resuming from {last} (step {trainer.step})", err=True)
-    with row_progress("training", trainer.total_steps) as update:
-        for info in trainer.steps():
-            update(info["step"])
+    with contextlib.ExitStack() as stack:
+        bar = {}
+
+        def start(trainer, last):
+            if last is not None:
+                typer.echo(f"resuming from {last} (step {trainer.step})", err=True)
+            bar["update"] = stack.enter_context(row_progress("training", trainer.total_steps))
+
+        def step(info):
+            bar["update"](info["step"])
             if "val_loss" in info:
                 typer.echo(f"step {info['step']}: loss {info['loss']:.3f}, {_val_line(info)}",
                            err=True)  # fmt: skip
+
+        trainer = train_run(hierarchy, features, output, val, config, set_ or [], device,
+                            on_start=start, on_step=step)  # fmt: skip
     if trainer.world > 1:
         import torch.distributed as dist
 

@@ -173,3 +173,44 @@ def evaluate_cmd(
     else:
         typer.echo(report_markdown({model.name: metrics}))
         typer.echo(f"report: {out / 'report.md'}")
+
+
+@app.command("compare")
+@handles_errors
+def compare_cmd(
+    hierarchy: Annotated[Path, typer.Option(help="Hierarchy folder (training split).")],
+    features: Annotated[Path, typer.Option(help="Feature store with every split's images.")],
+    data: Annotated[Path, typer.Option(help="Data folder with {split}.parquet, or a file.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Comparison folder.")],
+    models: Annotated[
+        str, typer.Option(help="Comma-separated: hierloc, knn, classify, regress, zeroshot.")
+    ] = "hierloc,knn,classify,regress,zeroshot",
+    val: Annotated[Path | None, typer.Option(help="Validation metadata for HierLoc.")] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    config: Annotated[Path | None, typer.Option(help="HierLoc YAML config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="HierLoc override (repeatable).")
+    ] = None,
+    baseline_set: Annotated[
+        list[str] | None,
+        typer.Option("--baseline-set", help="Baseline override (repeatable), e.g. epochs=5."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train (or reuse) and evaluate several models on the same features, split and metrics; writes compare.md, compare.json ({model: score keys}, entity protocol), compare_osv5m.json and error_cdf.png. Reruns reuse every stage whose inputs did not change."""  # noqa: E501
+    from hierloc.compare import compare
+    from hierloc.eval.evaluate import metrics_table
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    over = {n: list(set_ or []) if n.startswith("hierloc") else list(baseline_set or [])
+            for n in names}  # fmt: skip
+    results = compare(names, hierarchy, features, data, output, val=val, split=split,
+                      config=config, overrides=over, device=device,
+                      on_event=lambda m: typer.echo(f"compare: {m}", err=True))  # fmt: skip
+    if fmt == "json":
+        typer.echo(json.dumps({n: m["entity"] for n, m in results.items()}, indent=2))
+    else:
+        typer.echo(metrics_table(results, "entity"))
+        typer.echo(f"report: {output / 'compare.md'}")

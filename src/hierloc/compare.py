@@ -1,0 +1,137 @@
+"""``hierloc compare``: train and evaluate several models on the same features, split and
+metrics, and write one side-by-side table.
+
+Layout of the output folder: ``NAME/run`` (HierLoc's checkpoints), ``NAME/model`` (the model
+folder), ``NAME/eval`` (``hierloc evaluate``'s report) per model, then ``compare.json``
+(``{model: {the hierloc score JSON keys}}``, entity protocol), ``compare_osv5m.json``,
+``compare.md`` and ``error_cdf.png`` (all models). Each stage records what it was made from
+(``stage.json``); a rerun with the same inputs reuses it, so only what changed is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from hierloc.baselines import BASELINES
+from hierloc.errors import InputError
+
+log = logging.getLogger(__name__)
+DEFAULT_MODELS = ("hierloc", *BASELINES)
+
+
+def _stage_done(folder: Path, key: dict) -> bool:
+    try:
+        return json.loads((folder / "stage.json").read_text()) == key
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _mark(folder: Path, key: dict) -> None:
+    from hierloc.data.writers import write_file_atomic
+
+    write_file_atomic(folder / "stage.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
+
+
+def _model_key(name: str, args: dict) -> dict:
+    return {"model": name, **{k: str(v) if isinstance(v, Path) else v for k, v in args.items()}}
+
+
+def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: Path | None,
+                config: Path | None, overrides: list[str], device: str = "cpu",
+                on_step: Callable | None = None) -> Path:  # fmt: skip
+    """Train model ``name`` (HierLoc or a baseline) into ``folder/model`` unless done."""
+    from hierloc.baselines import train_baseline
+    from hierloc.index import build_index
+    from hierloc.train.run import train_run
+
+    key = _model_key(name, {"hierarchy": str(Path(hierarchy).resolve()),
+                            "features": str(Path(features).resolve()),
+                            "val": None if val is None else str(Path(val).resolve()),
+                            "config": None if config is None else Path(config).read_text(),
+                            "overrides": list(overrides)})  # fmt: skip
+    model_dir = folder / "model"
+    if _stage_done(model_dir, key):
+        log.info("%s: reusing %s", name, model_dir)
+        return model_dir
+    if name == "hierloc" or name.startswith("hierloc-"):
+        run = folder / "run"
+        if run.exists() and not _stage_done(run, key):
+            shutil.rmtree(run)  # trained from other inputs: start over
+        run.mkdir(parents=True, exist_ok=True)
+        _mark(run, key)
+        train_run(hierarchy, features, run, val, config, overrides, device, on_step=on_step)
+        build_index(run, model_dir, overwrite=True)
+    elif name in BASELINES:
+        train_baseline(name, hierarchy, features, model_dir, overrides, overwrite=True)
+    else:
+        raise InputError(f"unknown model {name!r}; choose from {DEFAULT_MODELS}")
+    _mark(model_dir, key)
+    return model_dir
+
+
+def evaluate_model(model_dir: Path, data: Path, out: Path, split: str,
+                   features: Path | None) -> dict:  # fmt: skip
+    from hierloc.eval.evaluate import evaluate
+
+    manifest = (model_dir / "manifest.json").read_text()
+    key = {"manifest": manifest, "data": str(Path(data).resolve()), "split": split,
+           "features": None if features is None else str(Path(features).resolve())}  # fmt: skip
+    if _stage_done(out, key) and (out / "metrics.json").exists():
+        return json.loads((out / "metrics.json").read_text())
+    metrics = evaluate(model_dir, data, out, split=split, features=features)
+    _mark(out, key)
+    return metrics
+
+
+def compare(
+    models: list[str],
+    hierarchy: Path,
+    features: Path,
+    data: Path,
+    output: Path,
+    val: Path | None = None,
+    split: str = "test",
+    config: Path | None = None,
+    overrides: dict[str, list[str]] | None = None,
+    device: str = "cpu",
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Train (or reuse) and evaluate every model; ``overrides[name]`` are its ``--set``s.
+    Returns ``{name: metrics}`` (both protocols) and writes the comparison files."""
+    import numpy as np
+    import pandas as pd
+
+    from hierloc.data.writers import write_file_atomic
+    from hierloc.eval.evaluate import metrics_table
+    from hierloc.eval.plots import error_cdf_plot
+
+    overrides = overrides or {}
+    output = Path(output)
+    results, errors = {}, {}
+    for name in models:
+        say = on_event or (lambda m: None)
+        say(f"{name}: training (or reusing)")
+        model_dir = build_model(name, output / name, hierarchy, features, val,
+                                config if name.startswith("hierloc") else None,
+                                overrides.get(name, []), device)  # fmt: skip
+        say(f"{name}: evaluating on {split}")
+        results[name] = evaluate_model(model_dir, data, output / name / "eval", split, features)
+        preds = pd.read_parquet(output / name / "eval" / "predictions.parquet")
+        errors[name] = preds["error_km"].to_numpy(dtype=np.float64)
+    for protocol, fname in (("entity", "compare.json"), ("osv5m", "compare_osv5m.json")):
+        table = {n: m[protocol] for n, m in results.items()}
+        write_file_atomic(output / fname, json.dumps(table, indent=2) + "\n")
+    first = next(iter(results.values()))
+    text = (f"# hierloc compare\n\nData: `{first['data']}` (split `{first['split']}`, "
+            f"{first['n']:,} images). Same features, split and metrics for every model.\n\n"
+            "## Entity protocol\n\n" + metrics_table(results, "entity")
+            + f"\n## OSV5M protocol (truth labels: {first['osv5m_truth']})\n\n"
+            + metrics_table(results, "osv5m")
+            + "\nAccuracies and recall in %.\n\n![error CDF](error_cdf.png)\n")  # fmt: skip
+    write_file_atomic(output / "compare.md", text)
+    error_cdf_plot(errors, output / "error_cdf.png")
+    return results

@@ -1,0 +1,139 @@
+"""Baselines against brute force, ``hierloc evaluate`` wiring, and ``hierloc compare``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hierloc.baselines import BaselinePredictor, train_baseline
+from hierloc.cli import app
+from hierloc.geo.haversine import haversine_km
+from hierloc.train.data import load_entities, load_training_data
+from tests.test_predict import trained  # noqa: F401 (fixture)
+
+runner = CliRunner()
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data(trained):  # noqa: F811
+    return load_training_data(trained / "h", trained / "store")
+
+
+def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):  # noqa: F811
+    folder = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    knn = BaselinePredictor.load(folder)
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(25, data.image_dim)).astype(np.float32)
+    gallery = _unit(data.train.features.numpy().astype(np.float16).astype(np.float32))
+    want = (_unit(q) @ gallery.T).argmax(1)
+    preds = knn.predict_features(q, top_k=3)
+    city_ids = data.entity_ids[-1]
+    for b, p in enumerate(preds):
+        assert len(p.answers) == 3
+        lat, lon = data.train.coords[want[b]].tolist()
+        assert (p.best.latitude, p.best.longitude) == pytest.approx((lat, lon))
+        assert p.best.places[-1].entity_id == city_ids[int(data.train.targets[want[b], -1])]
+        assert p.best.places[0].entity_id == data.entity_ids[0][int(data.train.targets[want[b], 0])]
+
+
+def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):  # noqa: F811
+    folder = train_baseline("zeroshot", trained / "h", trained / "store", tmp_path / "z")
+    tables, ids, _ = load_entities(trained / "h")
+    q = data.train.features[:30].numpy()
+    means = _unit(
+        np.asarray(tables.image_mean[-1], np.float32).astype(np.float16).astype(np.float32)
+    )
+    want = (_unit(q) @ means.T).argmax(1)
+    preds = BaselinePredictor.load(folder).predict_features(q, top_k=1)
+    assert [p.best.places[-1].entity_id for p in preds] == [ids[-1][w] for w in want]
+    coords = np.array(tables.coords[-1])[want]
+    assert np.allclose([[p.best.latitude, p.best.longitude] for p in preds], coords)
+
+
+def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_path):  # noqa: F811
+    folder = train_baseline("regress", trained / "h", trained / "store", tmp_path / "r",
+                            ["epochs=20", "lr=3e-3"])  # fmt: skip
+    preds = BaselinePredictor.load(folder).predict_features(data.train.features.numpy(), top_k=1)
+    tables, ids, _ = load_entities(trained / "h")
+    cities = np.array(tables.coords[-1])
+    lat = np.array([p.best.latitude for p in preds])
+    lon = np.array([p.best.longitude for p in preds])
+    for b in range(0, len(preds), 37):
+        nearest = haversine_km(lat[b], lon[b], cities[:, 0], cities[:, 1]).argmin()
+        assert preds[b].best.places[-1].entity_id == ids[-1][nearest]
+    # it learned something: closer to the truth than the mean location is
+    err = haversine_km(lat, lon, data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy())
+    centre = _unit(
+        np.asarray(
+            __import__("hierloc.geo.haversine", fromlist=["x"]).unit_vectors(
+                data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy()
+            )
+        ).mean(0, keepdims=True)
+    )
+    clat, clon = (
+        np.rad2deg(np.arcsin(centre[0, 2])),
+        np.rad2deg(np.arctan2(centre[0, 1], centre[0, 0])),
+    )
+    base = haversine_km(
+        clat, clon, data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy()
+    )
+    assert np.median(err) < np.median(base)
+
+
+def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_path):  # noqa: F811
+    folder = train_baseline("classify", trained / "h", trained / "store", tmp_path / "c",
+                            ["epochs=40", "lr=3e-3", "dropout=0.0"])  # fmt: skip
+    clf = BaselinePredictor.load(folder)
+    preds = clf.predict_features(data.train.features.numpy(), top_k=2)
+    got = np.array([p.best.places[-1].entity_id for p in preds], dtype=object)
+    truth = data.entity_ids[-1][data.train.targets[:, -1].numpy()]
+    majority = pd.Series(truth).value_counts(normalize=True).iloc[0]
+    assert (got == truth).mean() > majority + 0.1
+    confs = [a.confidence for a in preds[0].answers]
+    assert 0 < confs[1] <= confs[0] <= 1
+    with torch.no_grad():  # the folder's answer is the MLP's argmax
+        logits = clf._model(data.train.features[:5])
+    assert [p.best.places[-1].entity_id for p in preds[:5]] == [
+        data.entity_ids[-1][i] for i in logits.argmax(1).tolist()
+    ]
+
+
+def test_evaluate_and_compare_end_to_end(trained, tmp_path):  # noqa: F811
+    args = ["compare", "--hierarchy", str(trained / "h"), "--features", str(trained / "store"),
+            "--data", str(trained / "train.parquet"), "-o", str(tmp_path / "cmp"),
+            "--models", "hierloc,knn,zeroshot", "--set", "model.dim=16", "--set", "model.hidden=32",
+            "--set", "model.heads=4", "--set", "optim.batch_size=32", "--set",
+            "optim.max_steps=3", "-f", "json"]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    table = json.loads(res.stdout[res.stdout.index("{") :])
+    assert set(table) == {"hierloc", "knn", "zeroshot"}
+    assert {"geoscore", "mean_km", "median_km", "acc_country", "acc_city", "acc_25km"} <= set(
+        table["knn"]
+    )
+    # knn on its own training images: every answer is the image itself
+    assert table["knn"]["median_km"] == pytest.approx(0.0, abs=1e-6)
+    assert table["knn"]["acc_city"] == 1.0
+    # the metrics are those of the written predictions (GeoScore's formula)
+    preds = pd.read_parquet(tmp_path / "cmp" / "zeroshot" / "eval" / "predictions.parquet")
+    gs = float(np.mean(5000 * np.exp(-preds["error_km"].to_numpy() / 1492.7)))
+    assert table["zeroshot"]["geoscore"] == pytest.approx(gs, rel=1e-9)
+    for f in ("compare.md", "compare.json", "compare_osv5m.json", "error_cdf.png"):
+        assert (tmp_path / "cmp" / f).exists(), f
+    ev = tmp_path / "cmp" / "hierloc" / "eval"
+    for f in ("metrics.json", "predictions.parquet", "report.md", "error_cdf.png", "error_map.png"):
+        assert (ev / f).exists(), f
+    # a rerun reuses every stage
+    stamp = (tmp_path / "cmp" / "hierloc" / "model" / "manifest.json").stat().st_mtime_ns
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0
+    assert (tmp_path / "cmp" / "hierloc" / "model" / "manifest.json").stat().st_mtime_ns == stamp
