@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from hierloc.baselines import BaselinePredictor, train_baseline
 from hierloc.cli import app
-from hierloc.geo.haversine import haversine_km
+from hierloc.geo.haversine import haversine_km, unit_vectors
 from hierloc.train.data import load_entities, load_training_data
 from tests.test_predict import trained  # noqa: F401 (fixture)
 
@@ -72,17 +72,9 @@ def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_pa
         assert preds[b].best.places[-1].entity_id == ids[-1][nearest]
     # it learned something: closer to the truth than the mean location is
     err = haversine_km(lat, lon, data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy())
-    centre = _unit(
-        np.asarray(
-            __import__("hierloc.geo.haversine", fromlist=["x"]).unit_vectors(
-                data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy()
-            )
-        ).mean(0, keepdims=True)
-    )
-    clat, clon = (
-        np.rad2deg(np.arcsin(centre[0, 2])),
-        np.rad2deg(np.arctan2(centre[0, 1], centre[0, 0])),
-    )
+    lat_t, lon_t = data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy()
+    c = _unit(unit_vectors(lat_t, lon_t).mean(0, keepdims=True))[0]
+    clat, clon = np.rad2deg(np.arcsin(c[2])), np.rad2deg(np.arctan2(c[1], c[0]))
     base = haversine_km(
         clat, clon, data.train.coords[:, 0].numpy(), data.train.coords[:, 1].numpy()
     )
