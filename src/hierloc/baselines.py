@@ -220,8 +220,8 @@ class BaselinePredictor(Predictor):
         return v, i
 
     @torch.no_grad()
-    def predict_features(self, features, ids=None, top_k: int = 5,
-                         beam: int = 10) -> list[Prediction]:  # fmt: skip
+    def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
+                         search: str = "beam") -> list[Prediction]:  # fmt: skip
         x = torch.from_numpy(self.check_features(features))
         n = len(x)
         ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]

@@ -73,16 +73,18 @@ def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: P
     return model_dir
 
 
-def evaluate_model(model_dir: Path, data: Path, out: Path, split: str,
-                   features: Path | None) -> dict:  # fmt: skip
+def evaluate_model(model_dir: Path, data: Path, out: Path, split: str, features: Path | None,
+                   search: str = "beam", beam: int = 10) -> dict:  # fmt: skip
     from hierloc.eval.evaluate import evaluate
 
     manifest = (model_dir / "manifest.json").read_text()
     key = {"manifest": manifest, "data": str(Path(data).resolve()), "split": split,
-           "features": None if features is None else str(Path(features).resolve())}  # fmt: skip
+           "features": None if features is None else str(Path(features).resolve()),
+           "search": search, "beam": beam}  # fmt: skip
     if _stage_done(out, key) and (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
-    metrics = evaluate(model_dir, data, out, split=split, features=features)
+    metrics = evaluate(model_dir, data, out, split=split, features=features, beam=beam,
+                       search=search)  # fmt: skip
     _mark(out, key)
     return metrics
 

@@ -119,8 +119,10 @@ class Predictor:
             raise InputError("features contain NaN or infinite values")
         return x
 
-    def predict_features(self, features, ids=None, top_k: int = 5,
-                         beam: int = 10) -> list[Prediction]:  # fmt: skip
+    def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
+                         search: str = "beam") -> list[Prediction]:  # fmt: skip
+        """Top-``top_k`` answers per row of ``features`` (``search``: ``beam`` or, for
+        HierLoc, ``flat``: each level's nearest entity independently — Table 8's baseline)."""
         raise NotImplementedError
 
     @property
@@ -225,8 +227,12 @@ class Geolocator(Predictor):
             raise InputError("--top-k and --beam must be >= 1")
         return beam_search(self.index, self.embed(features), width=max(beam, top_k))
 
-    def predict_features(self, features, ids=None, top_k: int = 5,
-                         beam: int = 10) -> list[Prediction]:  # fmt: skip
+    def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
+                         search: str = "beam") -> list[Prediction]:  # fmt: skip
+        if search == "flat":
+            return self._predict_flat(features, ids, top_k)
+        if search != "beam":
+            raise InputError(f"search must be 'beam' or 'flat', got {search!r}")
         res = self.search(features, top_k, beam)
         n = res.paths.shape[0]
         ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
@@ -241,5 +247,24 @@ class Geolocator(Predictor):
                 if min(path) < 0:
                     break
                 answers.append(self.names.answer(path, float(scores[b, j]), float(conf[b, j])))
+            out.append(Prediction(ids[b], answers))
+        return out
+
+    def _predict_flat(self, features, ids, top_k: int) -> list[Prediction]:
+        """Each level's ``top_k`` nearest entities independently; answer ``j`` takes the
+        ``j``-th of every level (paths need not be consistent: no hierarchy)."""
+        from hierloc.search import flat_search
+
+        per_level = flat_search(self.index, self.embed(features), k=top_k)
+        n = per_level[0].paths.shape[0]
+        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        k = min(r.paths.shape[1] for r in per_level)
+        out = []
+        for b in range(n):
+            answers = []
+            for j in range(k):
+                path = [int(r.paths[b, j, 0]) for r in per_level]
+                score = float(sum(r.scores[b, j] for r in per_level))
+                answers.append(self.names.answer(path, score, float("nan")))
             out.append(Prediction(ids[b], answers))
         return out

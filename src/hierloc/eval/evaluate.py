@@ -100,7 +100,8 @@ def predictions_frame(predictions) -> pd.DataFrame:
 
 
 def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str = "test",
-             features: str | Path | None = None, beam: int = 10) -> dict:  # fmt: skip
+             features: str | Path | None = None, beam: int = 10,
+             search: str = "beam") -> dict:  # fmt: skip
     """Predict every image of the split, score with both protocols, write the report."""
     from hierloc.eval.score import score_frames
     from hierloc.geo.haversine import haversine_km
@@ -118,7 +119,9 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
     feats, ok = features_for(store, truth["id"].to_numpy(dtype=object))
     rejects = pd.DataFrame({"id": truth.loc[~ok, "id"], "reason": f"no features in {store}"})
     truth = truth[ok].reset_index(drop=True)
-    preds = predictions_frame(predictor.predict_features(feats, truth["id"].tolist(), 1, beam))
+    preds = predictions_frame(
+        predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)
+    )
     raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     osv, origin = osv5m_truth(truth, raw)
     results = {}
@@ -132,6 +135,7 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
                                      preds["true_longitude"].to_numpy())  # fmt: skip
     preds["true_country_id"] = truth["country_id"].to_numpy()
     metrics = {"model": str(model), "data": str(path), "split": split, "n": len(preds),
+               "search": search, "beam": beam,
                "rejected": len(rejects), "without_country": truth.attrs.get("without_country", 0),
                "osv5m_truth": origin, **results}  # fmt: skip
     out = Path(output)
