@@ -106,15 +106,13 @@ class EntityIndex:
         return d.mul_(d).neg_() if self.squared else d.neg_()
 
     def exact_scores(self, z: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
-        """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``)."""
-        z64 = z.double()
-        total = torch.zeros(paths.shape[:2], dtype=torch.float64)
-        for lv in range(paths.shape[2]):
-            ids = paths[:, :, lv]
-            h = self.points[lv][ids.clamp(min=0)].double()  # (B, k, D)
-            d = self.manifold.dist(z64[:, None, :].expand_as(h), h, squared=self.squared)
-            total -= d
-        return total.masked_fill(paths.min(dim=2).values < 0, NEG_INF)
+        """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``),
+        every level in one distance call."""
+        safe = paths.clamp(min=0)
+        h = torch.stack([self.points[lv][safe[:, :, lv]] for lv in range(paths.shape[2])], 2)
+        h = h.double()  # (B, k, L', D)
+        d = self.manifold.dist(z.double()[:, None, None, :].expand_as(h), h, squared=self.squared)
+        return (-d.sum(2)).masked_fill(paths.min(dim=2).values < 0, NEG_INF)
 
     # -- FAISS (optional dependency) ----------------------------------------------------
     def faiss_vectors(self, lv: int) -> np.ndarray:
