@@ -1,5 +1,5 @@
 # Two entry points, each setting up .venv on first use:
-#   make demo   install, then score the example predictions (the main job until `hierloc demo`)
+#   make demo   install, then run `hierloc demo` (the whole pipeline on the offline benchmark)
 #   make test   install, then lint (ruff) and run the test suite (pytest)
 # TORCH_SPEC: the torch to install when the environment has none. The pinned CPU build is
 # what these machines carry locally; a bare `torch` would pull a multi-GB CUDA build.
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(BIN)/hierloc score examples/predictions.csv --truth examples/truth.csv
+	$(BIN)/hierloc demo
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests scripts
