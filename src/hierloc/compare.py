@@ -23,14 +23,16 @@ log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("hierloc", *BASELINES)
 
 
-def _stage_done(folder: Path, key: dict) -> bool:
+def stage_done(folder: Path, key: dict) -> bool:
+    """Whether ``folder`` was made from ``key`` (its ``stage.json``)."""
     try:
         return json.loads((folder / "stage.json").read_text()) == key
     except (OSError, json.JSONDecodeError):
         return False
 
 
-def _mark(folder: Path, key: dict) -> None:
+def mark_stage(folder: Path, key: dict) -> None:
+    """Record that ``folder`` is complete and what it was made from."""
     from hierloc.data.writers import write_file_atomic
 
     write_file_atomic(folder / "stage.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
@@ -54,22 +56,22 @@ def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: P
                             "config": None if config is None else Path(config).read_text(),
                             "overrides": list(overrides)})  # fmt: skip
     model_dir = folder / "model"
-    if _stage_done(model_dir, key):
+    if stage_done(model_dir, key):
         log.info("%s: reusing %s", name, model_dir)
         return model_dir
     if name == "hierloc" or name.startswith("hierloc-"):
         run = folder / "run"
-        if run.exists() and not _stage_done(run, key):
+        if run.exists() and not stage_done(run, key):
             shutil.rmtree(run)  # trained from other inputs: start over
         run.mkdir(parents=True, exist_ok=True)
-        _mark(run, key)
+        mark_stage(run, key)
         train_run(hierarchy, features, run, val, config, overrides, device, on_step=on_step)
         build_index(run, model_dir, overwrite=True)
     elif name in BASELINES:
         train_baseline(name, hierarchy, features, model_dir, overrides, overwrite=True)
     else:
         raise InputError(f"unknown model {name!r}; choose from {DEFAULT_MODELS}")
-    _mark(model_dir, key)
+    mark_stage(model_dir, key)
     return model_dir
 
 
@@ -81,11 +83,11 @@ def evaluate_model(model_dir: Path, data: Path, out: Path, split: str, features:
     key = {"manifest": manifest, "data": str(Path(data).resolve()), "split": split,
            "features": None if features is None else str(Path(features).resolve()),
            "search": search, "beam": beam}  # fmt: skip
-    if _stage_done(out, key) and (out / "metrics.json").exists():
+    if stage_done(out, key) and (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
     metrics = evaluate(model_dir, data, out, split=split, features=features, beam=beam,
                        search=search)  # fmt: skip
-    _mark(out, key)
+    mark_stage(out, key)
     return metrics
 
 

@@ -15,7 +15,6 @@ Stages (each reused when done, so a rerun only re-reads results):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -34,24 +33,11 @@ BASELINE_SET = ["epochs=10"]
 MODELS = ("hierloc", "knn", "classify", "regress", "zeroshot")
 
 
-def _done(folder: Path, key: dict) -> bool:
-    try:
-        return json.loads((folder / ".demo-stage.json").read_text()) == key
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _mark(folder: Path, key: dict) -> None:
-    from hierloc.data.writers import write_file_atomic
-
-    write_file_atomic(folder / ".demo-stage.json", json.dumps(key, sort_keys=True))
-
-
 def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
              hierloc_set: list[str] | None = None, baseline_set: list[str] | None = None,
              say: Callable[[str], None] = print, examples: int = 5) -> dict:  # fmt: skip
     """Run (or reuse) every stage; returns ``{"compare": {model: metrics}, "examples": …}``."""
-    from hierloc.compare import compare
+    from hierloc.compare import compare, mark_stage, stage_done
     from hierloc.data.bluemarble import build as build_bluemarble
     from hierloc.data.extract import extract
     from hierloc.encoders import create_text_encoder
@@ -67,19 +53,19 @@ def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
 
     data, feats, hier = out / "data", out / "features", out / "hierarchy"
     key = {"counts": counts}
-    if not _done(data, key):
+    if not stage_done(data, key):
         stage(f"building the offline benchmark ({sum(counts.values()):,} Blue Marble patches)")
         build_bluemarble(data, counts=counts, overwrite=True)
-        _mark(data, key)
+        mark_stage(data, key)
     stage("extracting features (resumable; reused when complete)")
     extract([data / "metadata.parquet"], feats, encoder=ENCODER)
     key = {"counts": counts, "encoder": ENCODER, "text": TEXT_ENCODER}
-    if not _done(hier, key):
+    if not stage_done(hier, key):
         stage("building the entity hierarchy")
         enc = create_text_encoder(TEXT_ENCODER)
         build_hierarchy(data / "train.parquet", hier, features=feats, text_encoder=enc,
                         text_encoder_name=enc.version, overwrite=True)  # fmt: skip
-        _mark(hier, key)
+        mark_stage(hier, key)
     hset = list(HIERLOC_SET if hierloc_set is None else hierloc_set)
     bset = list(BASELINE_SET if baseline_set is None else baseline_set)
     over = {m: hset if m == "hierloc" else bset for m in MODELS}

@@ -11,6 +11,11 @@ import typer
 
 from hierloc.cli import VerboseOpt, app, handles_errors, write_atomic
 
+HierarchyOpt = Annotated[Path, typer.Option(help="Hierarchy folder (training split).")]
+FeaturesOpt = Annotated[Path, typer.Option(help="Feature store with every split's images.")]
+DataOpt = Annotated[Path, typer.Option(help="Data folder with {split}.parquet, or a file.")]
+SplitOpt = Annotated[str, typer.Option(help="Split to evaluate.")]
+
 
 class PredictFormat(str, Enum):
     table = "table"
@@ -178,15 +183,15 @@ def evaluate_cmd(
 @app.command("compare")
 @handles_errors
 def compare_cmd(
-    hierarchy: Annotated[Path, typer.Option(help="Hierarchy folder (training split).")],
-    features: Annotated[Path, typer.Option(help="Feature store with every split's images.")],
-    data: Annotated[Path, typer.Option(help="Data folder with {split}.parquet, or a file.")],
+    hierarchy: HierarchyOpt,
+    features: FeaturesOpt,
+    data: DataOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Comparison folder.")],
     models: Annotated[
         str, typer.Option(help="Comma-separated: hierloc, knn, classify, regress, zeroshot.")
     ] = "hierloc,knn,classify,regress,zeroshot",
     val: Annotated[Path | None, typer.Option(help="Validation metadata for HierLoc.")] = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    split: SplitOpt = "test",
     config: Annotated[Path | None, typer.Option(help="HierLoc YAML config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="HierLoc override (repeatable).")
@@ -248,12 +253,12 @@ def demo_cmd(
 @app.command("ablate")
 @handles_errors
 def ablate_cmd(
-    hierarchy: Annotated[Path, typer.Option(help="Hierarchy folder (training split).")],
-    features: Annotated[Path, typer.Option(help="Feature store with every split's images.")],
-    data: Annotated[Path, typer.Option(help="Data folder with {split}.parquet, or a file.")],
+    hierarchy: HierarchyOpt,
+    features: FeaturesOpt,
+    data: DataOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Ablation folder.")],
     val: Annotated[Path | None, typer.Option(help="Validation metadata.")] = None,
-    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
+    split: SplitOpt = "test",
     config: Annotated[Path | None, typer.Option(help="Base HierLoc YAML config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Base config override (repeatable).")
