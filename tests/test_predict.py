@@ -183,3 +183,55 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
                               str(tmp_path / "out.csv"), "-f", "csv"])  # fmt: skip
     assert res.exit_code == 0 and "rejected broken" in res.output
     assert "broken" in (tmp_path / "out.rejects.csv").read_text()
+
+
+def test_calibrated_confidences_match_the_accuracy_they_were_fitted_on(trained, tmp_path):
+    """Histogram binning on a labelled split: per level, the mean calibrated confidence of the
+    top answers is close to their accuracy on that split, confidences stay in [0, 1] and do not
+    decrease with the raw confidence."""
+    import shutil
+
+    from hierloc.index import calibrate
+    from hierloc.predict import level_confidences
+    from hierloc.train.data import metadata_entities
+
+    model = tmp_path / "m"
+    shutil.copytree(trained / "model", model)
+    cal = calibrate(model, trained / "train.parquet", trained / "store")
+    geo = Geolocator.load(model)
+    assert geo.manifest["calibration"] == cal
+    truth = metadata_entities(trained / "train.parquet")
+    data_feats = load_feats(trained, truth["id"].to_numpy(dtype=object))
+    preds = geo.predict_features(data_feats, truth["id"].tolist(), top_k=1)
+    res = geo.search(data_feats, top_k=1)
+    raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :]
+    for lv, name in enumerate(["country", "region", "subregion", "city"]):
+        right = (
+            np.array([p.best.places[lv].entity_id for p in preds]) == truth[f"{name}_id"].to_numpy()
+        )
+        conf = np.array([p.best.level_confidence[name] for p in preds])
+        assert np.all((conf >= 0) & (conf <= 1))
+        assert abs(conf.mean() - right.mean()) < 0.1, name
+        assert cal["levels"][name]["accuracy"] == pytest.approx(right.mean())
+        order = np.argsort(raw[:, lv].numpy(), kind="stable")
+        assert np.all(np.diff(conf[order]) >= 0), name  # monotone in the raw confidence
+    assert preds[0].best.confidence == preds[0].best.level_confidence["city"]
+
+
+def load_feats(root, ids):
+    from hierloc.eval.evaluate import features_for
+
+    feats, ok = features_for(root / "store", ids)
+    assert ok.all()
+    return feats
+
+
+def test_isotonic_pooling_by_hand():
+    from hierloc.index import _isotonic
+
+    # 0.5 > 0.1 pool to 0.3 (weights 1, 1); then 0.3 ≤ 0.3 stays; 0.9 > 0.2 pool to 0.4667
+    got = _isotonic(np.array([0.5, 0.1, 0.3, 0.9, 0.2]), np.array([1, 1, 2, 1, 2]))
+    assert np.allclose(got, [0.3, 0.3, 0.3, (0.9 + 0.4) / 3, (0.9 + 0.4) / 3])
+    assert np.all(np.diff(got) >= 0)
+    increasing = np.array([0.1, 0.2, 0.7])
+    assert np.array_equal(_isotonic(increasing, np.ones(3)), increasing)

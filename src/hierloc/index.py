@@ -84,8 +84,11 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
 
 
 def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Path | None = None,
-                half: bool = False, overwrite: bool = False) -> Path:  # fmt: skip
-    """Compute the final entity embeddings of a checkpoint and write an index folder."""
+                half: bool = False, overwrite: bool = False,
+                calibrate_on: str | Path | None = None) -> Path:  # fmt: skip
+    """Compute the final entity embeddings of a checkpoint and write an index folder; the
+    confidences are calibrated on ``calibrate_on`` (default: the run's validation split, when
+    it had one; see :func:`calibrate`)."""
     from safetensors.torch import load_file, save_file
 
     from hierloc.data.writers import staged_folder
@@ -146,6 +149,10 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
             "hierarchy": str(Path(hierarchy).resolve()), "features": sources.get("features"),
         }  # fmt: skip
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if calibrate_on is None:
+        calibrate_on = sources.get("val")
+    if calibrate_on and sources.get("features"):
+        calibrate(output, calibrate_on, sources["features"])
     return output
 
 
@@ -202,3 +209,58 @@ def load_index(path: str | Path) -> LoadedIndex:
     with torch.no_grad():
         context = query.entity_context([p.float() for p in points])
     return LoadedIndex(manifest, index, entities, query, context)
+
+
+def _isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted pool-adjacent-violators: the non-decreasing sequence closest to ``values``
+    (a handful of bins: a loop over bins)."""
+    blocks: list[list[float]] = []  # [value, weight, size]
+    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
+        blocks.append([v, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.concatenate([np.full(n, v) for v, _, n in blocks])
+
+
+def calibrate(model_dir: str | Path, val: str | Path, features: str | Path,
+              beam: int = 10, bins: int = 10) -> dict:  # fmt: skip
+    """Calibrate a model folder's confidences on a labelled validation split (histogram
+    binning, per level): the top answer's raw per-level confidence (see :mod:`hierloc.predict`)
+    is cut into ``bins`` equal-count bins; each bin maps to the share of its validation images
+    whose top answer is right at that level (``(hits + 1)/(n + 2)``, made non-decreasing by
+    pooling adjacent bins, weighted by their counts).
+    Written into ``manifest.json`` as ``calibration``; returns it."""
+    from hierloc.data.writers import write_file_atomic
+    from hierloc.eval.evaluate import LEVELS, features_for
+    from hierloc.predict import Geolocator, level_confidences
+    from hierloc.train.data import metadata_entities
+
+    geo = Geolocator.load(model_dir)
+    truth = metadata_entities(val)
+    feats, ok = features_for(features, truth["id"].to_numpy(dtype=object))
+    truth = truth[ok].reset_index(drop=True)
+    if not len(truth):
+        raise InputError(f"{val}: none of its images are in {features}; cannot calibrate")
+    res = geo.search(feats, top_k=1, beam=beam)
+    raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :].numpy()
+    ent = geo._loaded.entities
+    levels = {}
+    for lv, name in enumerate(LEVELS[: res.paths.shape[2]]):
+        sub = ent[ent["level"] == lv]
+        pos = dict(zip(sub["entity_id"], sub["row"], strict=True))
+        true = truth[f"{name}_id"].map(pos).fillna(-1).astype(np.int64).to_numpy()
+        right = res.paths[:, 0, lv].numpy() == true
+        edges = np.unique(np.quantile(raw[:, lv], np.linspace(0, 1, bins + 1)[1:-1]))
+        which = np.searchsorted(edges, raw[:, lv], side="right")
+        hits = np.bincount(which, right, minlength=len(edges) + 1)
+        count = np.bincount(which, minlength=len(edges) + 1)
+        values = _isotonic((hits + 1) / (count + 2), count + 2)
+        levels[name] = {"edges": edges.tolist(), "values": values.tolist(),
+                        "accuracy": float(right.mean())}  # fmt: skip
+    calibration = {"val": str(Path(val).resolve()), "images": len(truth), "beam": beam,
+                   "method": "histogram binning", "levels": levels}  # fmt: skip
+    manifest = dict(geo.manifest) | {"calibration": calibration}
+    write_file_atomic(Path(model_dir) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return calibration

@@ -6,10 +6,13 @@ else. Per image the answer is the best ``top_k`` paths of a beam search (width `
 country / region / subregion / city names, the city's mean coordinates, the path score and a
 confidence.
 
-Confidence: ``softmax(scores / τ)`` over the final beam's path scores (``τ`` the temperature
-learned with the loss, saved in the manifest); the top answer's confidence is the model's
-probability that it is the right path *among the beam's*, an upper bound on its probability of
-being right (the true path may be outside the beam). It is not calibrated on a held-out split.
+Confidence, per level: the raw confidence of an answer's entity is the total
+``softmax(scores / τ)`` (``τ`` the temperature learned with the loss) of the beam's paths through
+that entity (a country shared by several paths gets their sum). When the model folder was
+calibrated on a validation split (:func:`hierloc.index.calibrate`, done by ``hierloc index`` when
+the run had one), each level's raw confidence is mapped to the share of validation images with
+that raw confidence whose answer was right at that level (histogram binning), i.e. an estimate
+of the probability of being right. ``confidence`` is the finest level's.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class Answer:
     latitude: float  # the finest entity's mean coordinates
     longitude: float
     score: float  # path score (sum over levels of −distance)
-    confidence: float
+    confidence: float  # of the finest level (see the module doc)
+    level_confidence: dict[str, float] = field(default_factory=dict)
 
     def names(self) -> dict[str, str]:
         return {p.level: p.name for p in self.places}
@@ -62,6 +66,15 @@ class Prediction:
 class Rejected:
     id: str
     reason: str
+
+
+def level_confidences(paths: torch.Tensor, scores: torch.Tensor,
+                      temperature: float) -> torch.Tensor:  # fmt: skip
+    """``(B, k, L)``: per answer and level, the total ``softmax(scores / temperature)`` of the
+    beam's paths through the same entity at that level (``−1`` paths have probability 0)."""
+    p = torch.softmax(scores / temperature, dim=1).nan_to_num(0.0)  # (B, k)
+    same = paths[:, :, None, :] == paths[:, None, :, :]  # (B, k, k, L)
+    return (same * p[:, None, :, None]).sum(2)
 
 
 class EntityNames:
@@ -84,7 +97,8 @@ class EntityNames:
         return path
 
     def answer(self, path: list[int], score: float, confidence: float,
-               coords: tuple[float, float] | None = None) -> Answer:  # fmt: skip
+               coords: tuple[float, float] | None = None,
+               level_confidence: list[float] | None = None) -> Answer:  # fmt: skip
         """An answer for entity rows ``path`` (coarse → fine); its location is the finest
         entity's mean coordinates unless ``coords`` are given."""
         places = []
@@ -93,7 +107,9 @@ class EntityNames:
             places.append(Place(LEVEL_NAMES[lv] if lv < 4 else f"level{lv}", str(eid[row]),
                                 str(name[row]), float(xy[row, 0]), float(xy[row, 1])))  # fmt: skip
         lat, lon = coords if coords is not None else (places[-1].latitude, places[-1].longitude)
-        return Answer(places, float(lat), float(lon), float(score), float(confidence))
+        levels = {} if level_confidence is None else {
+            p.level: float(c) for p, c in zip(places, level_confidence, strict=True)}  # fmt: skip
+        return Answer(places, float(lat), float(lon), float(score), float(confidence), levels)
 
 
 class Predictor:
@@ -209,6 +225,25 @@ class Geolocator(Predictor):
 
         return cls(load_index(path), device)
 
+    @property
+    def raw_temperature(self) -> float:
+        """``τ``, the temperature learned with the loss."""
+        return float(self.manifest.get("tau", 1.0))
+
+    def calibrated(self, conf: torch.Tensor) -> torch.Tensor:
+        """Per-level raw confidences ``(…, L)`` → calibrated (unchanged when uncalibrated)."""
+        cal = self.manifest.get("calibration")
+        if not cal:
+            return conf
+        out = conf.clone()
+        for lv, name in enumerate(LEVEL_NAMES[: conf.shape[-1]]):
+            table = cal["levels"].get(name)
+            if table is None:
+                continue
+            which = np.searchsorted(np.asarray(table["edges"]), conf[..., lv].numpy(), "right")
+            out[..., lv] = torch.from_numpy(np.asarray(table["values"])[which])
+        return out
+
     # -- features → answers -------------------------------------------------------------
     @torch.no_grad()
     def embed(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -236,9 +271,8 @@ class Geolocator(Predictor):
         res = self.search(features, top_k, beam)
         n = res.paths.shape[0]
         ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
-        tau = float(self.manifest.get("tau", 1.0))
         scores = res.scores
-        conf = torch.softmax(scores / tau, dim=1).nan_to_num(0.0)
+        conf = self.calibrated(level_confidences(res.paths, scores, self.raw_temperature))
         out = []
         for b in range(n):
             answers = []
@@ -246,7 +280,9 @@ class Geolocator(Predictor):
                 path = res.paths[b, j].tolist()
                 if min(path) < 0:
                     break
-                answers.append(self.names.answer(path, float(scores[b, j]), float(conf[b, j])))
+                c = conf[b, j].tolist()
+                answers.append(self.names.answer(path, float(scores[b, j]), c[-1],
+                                                 level_confidence=c))  # fmt: skip
             out.append(Prediction(ids[b], answers))
         return out
 
