@@ -102,6 +102,7 @@ def _examples(out: Path, data: Path, feats: Path, n: int) -> list[dict]:
             "predicted": ", ".join(pl.name for pl in reversed(a.places)),
             "error_km": float(haversine_km(t["latitude"], t["longitude"], a.latitude, a.longitude)),
             "confidence": a.confidence,
+            "country_confidence": a.level_confidence.get("country", float("nan")),
         })  # fmt: skip
     return rows
 
@@ -119,10 +120,11 @@ def _report(out: Path, results: dict, examples: list[dict]) -> None:
     text = (cmp / "compare.md").read_text().replace("# hierloc compare", "# hierloc demo", 1)
     text += "\n## HierLoc: mean error per country\n\n![error map](hierloc_error_map.png)\n"
     text += "\n## Example predictions (HierLoc, test split)\n\n"
-    text += "| id | truth | predicted (city, subregion, region, country) | error km | conf. |\n"
-    text += "|---|---|---|---|---|\n"
+    text += ("| id | truth | predicted (city, subregion, region, country) | error km | "
+             "confidence (country / city) |\n|---|---|---|---|---|\n")  # fmt: skip
     for r in examples:
+        cc, c = 100 * r["country_confidence"], 100 * r["confidence"]
         text += (f"| {r['id']} | {r['truth']} | {r['predicted']} | {r['error_km']:,.0f} | "
-                 f"{100 * r['confidence']:.0f}% |\n")  # fmt: skip
+                 f"{cc:.0f}% / {c:.0f}% |\n")  # fmt: skip
     text += "\n![example predictions](examples.png)\n"
     write_file_atomic(out / "report.md", text)

@@ -244,9 +244,9 @@ def demo_cmd(
     res = run_demo(output, say=lambda m: typer.echo(m, err=True), **kwargs)
     typer.echo(metrics_table(res["compare"], "entity"))
     for r in res["examples"]:
-        err, conf = r["error_km"], 100 * r["confidence"]
+        err, conf, cc = r["error_km"], 100 * r["confidence"], 100 * r["country_confidence"]
         typer.echo(f"{r['id']}: truth {r['truth']} → predicted {r['predicted']} "
-                   f"({err:,.0f} km, confidence {conf:.0f}%)")  # fmt: skip
+                   f"({err:,.0f} km; confidence country {cc:.0f}%, city {conf:.0f}%)")  # fmt: skip
     typer.echo(f"\nreport: {output / 'report.md'}")
 
 
