@@ -119,9 +119,16 @@ def compare(
     for name in models:
         say = on_event or (lambda m: None)
         say(f"{name}: training (or reusing)")
+
+        def progress(info: dict, name: str = name) -> None:
+            if info["step"] % 25 == 0 or "val_loss" in info:
+                extra = (f", val country {100 * info['val_acc_country']:.1f}%"
+                         if "val_acc_country" in info else "")  # fmt: skip
+                say(f"{name}: step {info['step']}, loss {info['loss']:.3f}{extra}")
+
         model_dir = build_model(name, output / name, hierarchy, features, val,
                                 config if name.startswith("hierloc") else None,
-                                overrides.get(name, []), device)  # fmt: skip
+                                overrides.get(name, []), device, on_step=progress)  # fmt: skip
         say(f"{name}: evaluating on {split}")
         results[name] = evaluate_model(model_dir, data, output / name / "eval", split, features)
         preds = pd.read_parquet(output / name / "eval" / "predictions.parquet")
