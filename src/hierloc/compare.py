@@ -116,8 +116,8 @@ def compare(
     overrides = overrides or {}
     output = Path(output)
     results, errors = {}, {}
+    say = on_event or (lambda m: None)
     for name in models:
-        say = on_event or (lambda m: None)
         say(f"{name}: training (or reusing)")
 
         def progress(info: dict, name: str = name) -> None:
