@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -103,8 +104,6 @@ def test_predict_cli_on_a_feature_store_in_every_format(trained, tmp_path):
     res = runner.invoke(app, ["predict", model, store, "-f", "csv", "-o", str(tmp_path / "p.csv"),
                               "--map", str(tmp_path / "m.html")])  # fmt: skip
     assert res.exit_code == 0, res.output
-    import pandas as pd
-
     csv = pd.read_csv(tmp_path / "p.csv")
     assert len(csv) == 5 * 300
     page = (tmp_path / "m.html").read_text()
@@ -137,6 +136,14 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
     res = runner.invoke(app, ["index", str(trained / "run"), "-o", str(tmp_path / "x"),
                               "--hierarchy", str(tmp_path / "nothing")])  # fmt: skip
     assert res.exit_code != 0 and "Traceback" not in res.output
+    # another hierarchy than the run's: refused, naming both
+    pd.read_parquet(trained / "train.parquet").iloc[:120].to_parquet(tmp_path / "few.parquet")
+    build_hierarchy(tmp_path / "few.parquet", tmp_path / "h2", features=trained / "store",
+                    gazetteer=None, text_encoder=_toy_text)  # fmt: skip
+    res = runner.invoke(app, ["index", str(trained / "run"), "-o", str(tmp_path / "y"),
+                              "--hierarchy", str(tmp_path / "h2")])  # fmt: skip
+    assert res.exit_code != 0 and "pass the hierarchy it was trained with" in res.output
+    assert not (tmp_path / "y").exists()
 
 
 def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_path):
