@@ -91,3 +91,20 @@ def test_chain_bluemarble_extract_hierarchy(bm, tmp_path):
     assert int(ent.loc[ent["level"] == 0, "count"].sum()) == COUNTS["train"]
     assert (tmp_path / "h" / "image_mean.npy").exists() and (tmp_path / "h" / "text.npy").exists()
     assert ent["image_count"].sum() == 4 * COUNTS["train"]
+
+
+def test_random_split_shares_blocks_and_bad_option(tmp_path):
+    """``--split-by random``: locations drawn per split at random, so blocks (and cities) are
+    shared between splits; the manifest records it; an unknown value is refused."""
+    meta_dir = tmp_path / "r"
+    res = runner.invoke(app, ["data", "bluemarble", "-o", str(meta_dir), "--patch", "16",
+                              "--split-by", "random", "--seed", "1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    meta = pd.read_parquet(meta_dir / "metadata.parquet")
+    train, test = (set(meta.loc[meta["split"] == s, "block"]) for s in ("train", "test"))
+    assert len(train & test) > 0.5 * len(test)
+    import json
+
+    assert json.loads((meta_dir / "manifest.json").read_text())["split_by"] == "random"
+    with pytest.raises(Exception, match="split-by"):
+        build(tmp_path / "x", counts=COUNTS, split_by="cities")

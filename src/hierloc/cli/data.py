@@ -429,6 +429,14 @@ def data_bluemarble(
             help="Side in degrees of the grid blocks assigned whole to train, val or test."
         ),
     ] = 4.0,
+    split_by: Annotated[
+        str,
+        typer.Option(
+            help="block: whole grid blocks per split (default, geographically "
+            "disjoint); random: per location (cities shared, patches overlap: a "
+            "memorisation check of the fine levels)."
+        ),  # fmt: skip
+    ] = "block",
     imagery: Annotated[str, typer.Option(help="bmng (Blue Marble) or shadedrelief.")] = "bmng",
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and offsets.")] = 0,
     overwrite: Annotated[
@@ -446,6 +454,7 @@ def data_bluemarble(
     from hierloc.data.bluemarble import build
 
     manifest = build(output, size=size, patch=patch, block=block, imagery=imagery, seed=seed,
+                     split_by=split_by,
                      overwrite=overwrite)  # fmt: skip
     _echo_summary(manifest | {"output": str(output)}, fmt)
 

@@ -116,9 +116,12 @@ def build(
     seed: int = 0,
     overwrite: bool = False,
     counts: dict[str, int] | None = None,
+    split_by: str = "block",
 ) -> dict:
     """Write the benchmark folder; returns its manifest. ``counts`` (train/val/test) overrides
-    the sizes of ``size``."""
+    the sizes of ``size``. ``split_by="random"`` assigns each location to a split at random
+    instead of by whole blocks (cities are then shared between splits — and patches overlap:
+    a memorisation check of the fine levels, not a generalisation benchmark)."""
     from PIL import Image
 
     from hierloc.data.geocode import fill_labels
@@ -131,6 +134,8 @@ def build(
     files = {"bmng": "bmng.jpg", "shadedrelief": "shadedrelief.jpg"}
     if imagery not in files:
         raise HierlocError(f"--imagery must be one of {list(files)}, got {imagery!r}")
+    if split_by not in ("block", "random"):
+        raise HierlocError(f"--split-by must be block or random, got {split_by!r}")
     if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
         raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
     out = Path(out)
@@ -151,6 +156,9 @@ def build(
         split_of |= {b: "test" for b in shuffled[cut2:]}
         locs["block"] = block_id
         locs["split"] = [split_of[b] for b in block_id]
+        if split_by == "random":
+            names = list(SPLIT_SHARES)
+            locs["split"] = rng.choice(names, len(locs), p=[SPLIT_SHARES[n] for n in names])
         wanted = counts if counts is not None else SIZES[size]
         if wanted is not None:
             parts = []
@@ -207,6 +215,7 @@ def build(
             "patch_px": patch,
             "patch_km_equator": round(patch * 40075.0 / w, 1),
             "block_degrees": block,
+            "split_by": split_by,
             "size": size if counts is None else "custom",
             "seed": seed,
             "locations": "GeoCLIP MP16 gallery coordinates_100K.csv (deduplicated)",
