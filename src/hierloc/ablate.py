@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-LEVELS = ("country", "region", "subregion", "city")
+from hierloc.hierarchy.build import LEVEL_NAMES as LEVELS
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ def _unit(x: np.ndarray | torch.Tensor):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return scores.topk(min(k, scores.shape[1]), dim=1)
+
+
 def _fit(model, x: torch.Tensor, target: torch.Tensor, loss_fn, cfg: BaselineConfig, desc: str):
     from hierloc.train.loop import tune_allocator
 
@@ -215,10 +219,6 @@ class BaselinePredictor(Predictor):
                              f"reads version {VERSION}; retrain it")  # fmt: skip
         return cls(path, manifest)
 
-    def _top(self, scores: torch.Tensor, k: int):
-        v, i = scores.topk(min(k, scores.shape[1]), dim=1)
-        return v, i
-
     @torch.no_grad()
     def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
                          search: str = "beam") -> list[Prediction]:  # fmt: skip
@@ -233,16 +233,16 @@ class BaselinePredictor(Predictor):
     def _predict_chunk(self, x: torch.Tensor, ids: list[str], top_k: int) -> list[Prediction]:
         coords = None  # (B, k, 2) answer locations when not the cities' mean coordinates
         if self.kind == "knn":
-            score, nn_idx = self._top(_unit(x) @ self._arrays["gallery"].T, top_k)
+            score, nn_idx = _topk(_unit(x) @ self._arrays["gallery"].T, top_k)
             rows = self._arrays["gallery_city"][nn_idx]
             coords = self._arrays["gallery_coords"][nn_idx]
             conf = torch.softmax(score / self.cfg.temperature, dim=1)
         elif self.kind == "zeroshot":
-            score, rows = self._top(_unit(x) @ self._arrays["city_mean"].T, top_k)
+            score, rows = _topk(_unit(x) @ self._arrays["city_mean"].T, top_k)
             conf = torch.softmax(score / self.cfg.temperature, dim=1)
         elif self.kind == "classify":
             logp = torch.log_softmax(self._model(x), dim=1)
-            score, rows = self._top(logp, top_k)
+            score, rows = _topk(logp, top_k)
             conf = score.exp()
         else:  # regress: one answer, named after the nearest city entity
             p = _unit(self._model(x)).double()

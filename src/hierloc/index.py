@@ -92,7 +92,9 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     from safetensors.torch import load_file, save_file
 
     from hierloc.data.writers import staged_folder
+    from hierloc.losses import GWHInfoNCE
     from hierloc.models import create_model
+    from hierloc.search import csr_children
     from hierloc.train.config import load_config, save_config
     from hierloc.train.data import load_entities
 
@@ -119,7 +121,9 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     model.eval()
     with torch.no_grad():
         points = model.entity_embeddings()
-    tau = float(state["loss.log_tau"].exp()) if "loss.log_tau" in state else 1.0
+    loss = GWHInfoNCE(cfg.loss)  # τ as the loss used it (clamped)
+    loss.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("loss.")})
+    tau = float(loss.tau.detach())
     encoder = None
     feat_manifest = Path(sources.get("features", "")) / "manifest.json"
     if sources.get("features") and feat_manifest.exists():
@@ -131,11 +135,9 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
             np.save(tmp / f"points_{lv}.npy", p.numpy().astype(np.float16 if half else np.float32))
         for lv in range(1, len(points)):
             par = entities.loc[entities["level"] == lv, "parent_row"].to_numpy()
-            order = np.argsort(par, kind="stable")
-            ptr = np.zeros(len(points[lv - 1]) + 1, dtype=np.int64)
-            np.cumsum(np.bincount(par, minlength=len(points[lv - 1])), out=ptr[1:])
+            ptr, child = csr_children(par, len(points[lv - 1]))
             np.save(tmp / f"ptr_{lv - 1}.npy", ptr)
-            np.save(tmp / f"child_{lv - 1}.npy", order.astype(np.int64))
+            np.save(tmp / f"child_{lv - 1}.npy", child)
         entities.to_parquet(tmp / "entities.parquet", index=False)
         save_file({k: v.contiguous() for k, v in model.query_state_dict().items()},
                   str(tmp / "query.safetensors"))  # fmt: skip

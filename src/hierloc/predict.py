@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from hierloc.errors import InputError
+from hierloc.hierarchy.build import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
-LEVEL_NAMES = ("country", "region", "subregion", "city")
 
 
 @dataclass

@@ -98,7 +98,6 @@ def _run(counts, n_images: int, batch: int, d: int) -> dict:
 
     from hierloc.search import EntityIndex, beam_search, flat_search
 
-    torch.set_num_threads(torch.get_num_threads())
     index, tangents = make_index(counts, d)
     rng = np.random.default_rng(1)
     cities = rng.integers(0, counts[-1], batch)

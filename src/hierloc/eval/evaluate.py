@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from hierloc.errors import InputError
+from hierloc.hierarchy.build import LEVEL_NAMES as LEVELS
 
-LEVELS = ("country", "region", "subregion", "city")
 OSV5M = {"country": "unique_country", "region": "unique_region",
          "subregion": "unique_sub-region", "city": "unique_city"}  # fmt: skip
 

@@ -27,6 +27,30 @@ from hierloc.geometry import Manifold
 NEG_INF = float("-inf")
 
 
+def csr_children(parents: np.ndarray, n_parents: int) -> tuple[np.ndarray, np.ndarray]:
+    """Children lists as CSR from the parent row of every child: ``(ptr (n_parents + 1,),
+    child (n_children,))``, the children of parent ``p`` being ``child[ptr[p]:ptr[p + 1]]``."""
+    parents = np.asarray(parents, dtype=np.int64)
+    ptr = np.zeros(n_parents + 1, dtype=np.int64)
+    np.cumsum(np.bincount(parents, minlength=n_parents), out=ptr[1:])
+    return ptr, np.argsort(parents, kind="stable").astype(np.int64)
+
+
+def _expand(
+    ptr: np.ndarray, child: np.ndarray, ids: np.ndarray, alive: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The children of entity rows ``ids (n,)`` (none for entries not ``alive``):
+    ``(slot, cids, count)`` — per child, its parent's position in ``ids`` and its own row, in
+    ``ids`` order; ``count (n,)`` children per entry."""
+    start = ptr[ids]
+    count = ptr[ids + 1] - start
+    if alive is not None:
+        count = np.where(alive, count, 0)
+    slot = np.repeat(np.arange(len(ids)), count)
+    first = np.cumsum(count) - count
+    return slot, child[start[slot] + np.arange(len(slot)) - first[slot]], count
+
+
 @dataclass
 class EntityIndex:
     """Entity points per level and the children lists between levels.
@@ -70,11 +94,9 @@ class EntityIndex:
             E = len(points[lv])
             if len(par) != len(points[lv + 1]) or (len(par) and (par.min() < 0 or par.max() >= E)):
                 raise ValueError(f"level {lv + 1}: parent ids must index the {E} entities above")
-            order = np.argsort(par, kind="stable")
-            ptr = np.zeros(E + 1, dtype=np.int64)
-            np.cumsum(np.bincount(par, minlength=E), out=ptr[1:])
+            ptr, child = csr_children(par, E)
             ptrs.append(torch.from_numpy(ptr))
-            childs.append(torch.from_numpy(order))
+            childs.append(torch.from_numpy(child))
         return cls(manifold, points, ptrs, childs, squared)
 
     @property
@@ -249,12 +271,7 @@ def _beam_single(index: EntityIndex, q: np.ndarray, qn2: float | None,
     ids = np.argpartition(-s, k - 1)[:k]
     score, paths = s[ids], ids[:, None]
     for lv in range(1, index.levels):
-        ptr, child = index._ptr_np[lv - 1], index._child_np[lv - 1]
-        start = ptr[ids]
-        count = ptr[ids + 1] - start
-        slot = np.repeat(np.arange(len(ids)), count)
-        first = np.cumsum(count) - count
-        cids = child[start[slot] + np.arange(len(slot)) - first[slot]]
+        slot, cids, _ = _expand(index._ptr_np[lv - 1], index._child_np[lv - 1], ids)
         cand = score[slot] + index._scores(index._vectors_np[lv][cids] @ q, qn2)
         k = min(width, len(cand))
         if k == 0:  # no children (not in hierarchies built from images)
@@ -275,7 +292,8 @@ def beam_search(
 
     Args:
         z: ``(B, D)`` query points on the index's manifold.
-        backend: ``"torch"`` (gathered row-wise inner products) or ``"faiss"`` (the paper's
+        backend: ``"torch"`` (one sampled dense-dense matmul per level; a single query in
+            NumPy) or ``"faiss"`` (the paper's
             variant: an ``IndexFlatIP`` for the top level, FAISS inner products by id for the
             children of the beam).
     Returns:
@@ -303,15 +321,13 @@ def beam_search(
     for lv in range(1, index.levels):
         # bookkeeping in NumPy (small integer arrays; far less per-call overhead than torch)
         k = ids.shape[1]
-        ptr, child = index._ptr_np[lv - 1], index._child_np[lv - 1]
-        safe = ids.clamp(min=0).numpy()
-        start = ptr[safe].ravel()
-        alive = (score > NEG_INF).numpy().ravel()
-        count = np.where(alive, ptr[safe + 1].ravel() - start, 0)  # children per beam slot
-        slot = np.repeat(np.arange(B * k), count)  # (N,) in query order
+        slot, cids, count = _expand(
+            index._ptr_np[lv - 1],
+            index._child_np[lv - 1],
+            ids.clamp(min=0).numpy().ravel(),
+            (score > NEG_INF).numpy().ravel(),
+        )  # (N,) in query order
         n = len(slot)
-        first = np.cumsum(count) - count
-        cids = child[start[slot] + np.arange(n) - first[slot]]
         qi = slot // k
         per_query = count.reshape(B, k).sum(1)
         m = max(1, int(per_query.max()))

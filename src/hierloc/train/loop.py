@@ -27,6 +27,7 @@ import torch
 
 from hierloc.data.writers import staged_folder
 from hierloc.geo.haversine import haversine_km, pairwise_km, unit_vectors
+from hierloc.hierarchy.build import LEVEL_NAMES
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import create_model
 from hierloc.train.config import TrainConfig, save_config
@@ -300,14 +301,13 @@ class Trainer:
             guess = finest[dists[-1].argmin(dim=1).cpu()]
             km_err.append(haversine_km(coords[:, 0].cpu().double(), coords[:, 1].cpu().double(),
                                        guess[:, 0], guess[:, 1]))  # fmt: skip
-        names = ("country", "region", "subregion", "city")
         out: dict = {}
         n = len(split)
         for k in range(levels):
-            out[f"val_acc_{names[k]}"] = float(hits[k] / n)
-            out[f"val_majority_{names[k]}"] = float(maj_hits[k] / n)
-            out[f"val_seen_{names[k]}"] = float(seen[k] / n)
-            out[f"val_acc_seen_{names[k]}"] = float(seen_hits[k] / max(1.0, seen[k]))
+            out[f"val_acc_{LEVEL_NAMES[k]}"] = float(hits[k] / n)
+            out[f"val_majority_{LEVEL_NAMES[k]}"] = float(maj_hits[k] / n)
+            out[f"val_seen_{LEVEL_NAMES[k]}"] = float(seen[k] / n)
+            out[f"val_acc_seen_{LEVEL_NAMES[k]}"] = float(seen_hits[k] / max(1.0, seen[k]))
         out["val_median_km"] = float(np.median(torch.cat(km_err).numpy())) if km_err else math.nan
         out["val_loss"] = float(sum(losses) / (n * levels))
         return out
