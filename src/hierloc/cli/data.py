@@ -349,6 +349,14 @@ def extract(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")
     ] = False,
+    tokens: Annotated[
+        bool,
+        typer.Option(
+            "--tokens",
+            help="Store the encoder's tokens (patch grid, + CLS for ViTs; T·C values per image) "
+            "instead of pooled features: GeoSURGE's RGB stream (hierloc train --model geosurge).",
+        ),
+    ] = False,
     fmt: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="Summary format.")
     ] = OutputFormat.table,
@@ -365,6 +373,85 @@ def extract(
             sources, output, encoder=encoder, batch_size=batch_size, workers=workers,
             device=device, commit_every=commit_every, overwrite=overwrite, id_column=id_column,
             path_column=path_column, root=root, progress=lambda done, total: update(done),
+            tokens=tokens,
+        )  # fmt: skip
+    _echo_summary(summary, fmt)
+
+
+@app.command()
+@handles_errors
+def semantic(
+    metadata: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV/Parquet metadata file with an id column and the provider's "
+            "column (map paths, or image paths for oneformer).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Semantic store folder.", show_default=False)
+    ],
+    provider: Annotated[
+        str,
+        typer.Option(
+            help="bluemarble (the offline benchmark's maps), files (your own class "
+            "maps), oneformer (ADE20K segmentation of the images; needs its weights)."
+        ),
+    ] = "bluemarble",
+    size: Annotated[
+        int,
+        typer.Option(
+            help="Map side in pixels (nearest-neighbour resize): the backbone's patch "
+            "grid × GeoSURGE's semantic patch, e.g. 224 = 7 × 32 for efficientnet-lite0 "
+            "or 14 × 16 for a ViT-B/16."
+        ),
+    ] = 224,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="files provider: class names 'sky,road,…' (id = position) or a count.",
+            show_default=False,
+        ),
+    ] = None,
+    column: Annotated[
+        str, typer.Option(help="files provider: the column of map paths.")
+    ] = "semantic_path",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="oneformer provider: a local folder or hub id (default: "
+            "shi-labs/oneformer_ade20k_swin_tiny).",
+            show_default=False,
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="oneformer provider: cpu, cuda …")] = "cpu",
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Base folder for relative paths (default: the metadata's folder).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")
+    ] = False,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
+    ] = OutputFormat.table,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Precompute semantic maps (class per pixel) for GeoSURGE into a resumable store.
+
+    One uint8 map of SIZE × SIZE per image, in a feature-store folder (features.npy, ids.parquet, manifest.json naming the provider, its classes and the size). Maps that cannot be made (unreadable, an RGB image instead of class ids, class ids beyond the classes) go to rejects.csv with their reason. Kill and rerun to resume.
+    """  # noqa: E501
+    from hierloc.data.semantic import build_semantic_store, parse_classes
+
+    with row_progress("semantic maps") as update:
+        summary = build_semantic_store(
+            metadata, output, provider, size=size, root=root, overwrite=overwrite,
+            progress=lambda done, total: update(done), classes=parse_classes(classes),
+            column=column, model=model, device=device,
         )  # fmt: skip
     _echo_summary(summary, fmt)
 

@@ -89,8 +89,12 @@ def extract(
     root: str | Path | None = None,
     max_pixels: int = MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
+    tokens: bool = False,
 ) -> dict:
     """Extract features of every image of ``sources`` into the store ``out``.
+
+    ``tokens``: store the encoder's tokens (flattened, ``T·C`` per row; the manifest's encoder
+    entry gives their shape and grid) instead of its pooled features — GeoSURGE's input.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) each rank extracts every WORLD_SIZE-th image into
     ``out/.ranks/rank-R`` and rank 0 merges them, in input order, into one store equal to a
@@ -104,6 +108,10 @@ def extract(
     items = collect_items([Path(s) for s in sources], id_column, path_column,
                           Path(root) if root else None)  # fmt: skip
     enc = create_image_encoder(encoder)
+    if tokens:
+        from hierloc.encoders.base import TokenOutput
+
+        enc = TokenOutput(enc)
     desc = enc.describe()
     fp = fingerprint(items, desc)
     out = Path(out)

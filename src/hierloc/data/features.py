@@ -79,7 +79,11 @@ class FeatureStore:
 
 
 def write_feature_store(
-    path: str | Path, ids: np.ndarray, features: np.ndarray, encoder: str = "unknown"
+    path: str | Path,
+    ids: np.ndarray,
+    features: np.ndarray,
+    encoder: str | dict = "unknown",
+    dtype: str = "float16",
 ) -> FeatureStore:
     """Write a complete store in one go (tests, benchmarks, features computed elsewhere)."""
     import pyarrow as pa
@@ -91,7 +95,7 @@ def write_feature_store(
     if features.ndim != 2 or len(features) != len(ids):
         raise ValueError(f"features {features.shape} do not match {len(ids)} ids")
     mm = np.lib.format.open_memmap(
-        path / "features.npy", mode="w+", dtype=np.float16, shape=features.shape
+        path / "features.npy", mode="w+", dtype=np.dtype(dtype), shape=features.shape
     )
     mm[:] = features
     mm.flush()
@@ -102,7 +106,7 @@ def write_feature_store(
         "version": 1,
         "encoder": encoder,
         "dim": int(features.shape[1]),
-        "dtype": "float16",
+        "dtype": str(np.dtype(dtype)),
         "rows": int(len(ids)),
     }
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -130,6 +134,8 @@ class FeatureStoreWriter:
         encoder: the encoder's description (name, version, preprocessing) for the manifest.
         fingerprint: identifies the inputs + encoder; a store made for other ones is refused.
         overwrite: start afresh even if the folder holds a store.
+        dtype: of the rows (float16 features; uint8 for semantic maps, see
+            :mod:`hierloc.data.semantic`).
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class FeatureStoreWriter:
         encoder: dict,
         fingerprint: str,
         overwrite: bool = False,
+        dtype: str = "float16",
     ) -> None:
         import shutil
 
@@ -165,11 +172,11 @@ class FeatureStoreWriter:
             (self.path / "ids").mkdir(parents=True, exist_ok=True)
             (self.path / "rejects").mkdir(exist_ok=True)
             self.features = np.lib.format.open_memmap(
-                self.path / "features.npy", mode="w+", dtype=np.float16, shape=(n_items, dim)
+                self.path / "features.npy", mode="w+", dtype=np.dtype(dtype), shape=(n_items, dim)
             )
             self.manifest = {
                 "format": FORMAT, "version": 1, "encoder": encoder, "dim": dim,
-                "dtype": "float16", "rows": 0, "items_total": n_items, "items_done": 0,
+                "dtype": str(np.dtype(dtype)), "rows": 0, "items_total": n_items, "items_done": 0,
                 "rejected": 0, "parts": [], "reject_parts": [], "complete": False,
                 "fingerprint": fingerprint,
             }  # fmt: skip

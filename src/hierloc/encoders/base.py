@@ -95,3 +95,40 @@ class TextEncoder:
 
     def describe(self) -> dict:
         return {"name": self.name, "dim": self.dim, "version": self.version}
+
+
+class TokenOutput(ImageEncoder):
+    """An image encoder's tokens as its output, flattened: ``(B, T·C)`` rows for a feature store
+    (``hierloc extract --tokens``; GeoSURGE's RGB stream). ``describe()`` records the token
+    shape, the patch grid and whether a CLS token comes first (``T = h·w + 1``) or not
+    (``T = h·w``: a CNN's feature map or a ViT's patch tokens)."""
+
+    def __init__(self, encoder: ImageEncoder) -> None:
+        import math
+
+        super().__init__()
+        self.encoder = encoder
+        self.name, self.version, self.preprocess = encoder.name, encoder.version, encoder.preprocess
+        size = encoder.preprocess.size
+        with torch.inference_mode():
+            T, C = encoder.eval().tokens(torch.zeros(1, 3, size, size)).shape[1:]
+        side = math.isqrt(T)
+        cls = side * side != T
+        if cls:
+            side = math.isqrt(T - 1)
+            if side * side != T - 1:
+                raise ValueError(
+                    f"{encoder.name}: {T} tokens are neither a square patch grid nor one CLS "
+                    "token + a square grid"
+                )
+        self.tokens_shape, self.grid, self.cls_token = (int(T), int(C)), (side, side), cls
+        self.dim = int(T * C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.tokens(x).flatten(1)
+
+    def describe(self) -> dict:
+        return self.encoder.describe() | {
+            "output": "tokens", "tokens": list(self.tokens_shape), "token_grid": list(self.grid),
+            "cls_token": self.cls_token,
+        }  # fmt: skip

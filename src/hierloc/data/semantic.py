@@ -1,0 +1,291 @@
+"""``hierloc semantic``: a semantic map (class per pixel) per image, precomputed like features —
+GeoSURGE's second input.
+
+The output is a feature store (:mod:`hierloc.data.features`) of ``uint8`` rows: each row is one
+``size × size`` map (nearest-neighbour resized), flattened row-major; the manifest's ``encoder``
+entry names the provider, its classes and the map size. Resumable like ``hierloc extract``
+(same commit protocol); maps that cannot be made go to ``rejects.csv`` with their reason.
+
+Segmentation providers (registry :data:`PROVIDERS`, :func:`register_provider`):
+
+* ``bluemarble`` — the offline benchmark's pixel-aligned maps (``semantic_path`` column of its
+  metadata; ocean, lake, lowland, upland, highland, ice);
+* ``files`` — maps supplied by the user: a column of paths to single-band PNG/TIFF images or
+  ``.npy`` arrays holding class ids, with the class names given (``--classes``);
+* ``oneformer`` — OneFormer trained on ADE20K (150 classes) through transformers, run on the
+  images themselves (``path`` column); a local folder or a hub id when online; a clear error
+  when the weights are absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hierloc.errors import HierlocError, InputError
+
+log = logging.getLogger(__name__)
+PROVIDERS: dict[str, Callable[..., SegmentationProvider]] = {}
+ONEFORMER_DEFAULT = "shi-labs/oneformer_ade20k_swin_tiny"
+
+
+def register_provider(name: str):
+    def deco(factory):
+        PROVIDERS[name] = factory
+        return factory
+
+    return deco
+
+
+class SegmentationProvider:
+    """Makes class maps for items. ``column``: the metadata column it reads (map files or
+    images); ``classes``: class names, index = class id."""
+
+    name = "?"
+    column = "path"
+    classes: tuple[str, ...] = ()
+
+    def describe(self) -> dict:
+        return {"name": f"semantic:{self.name}", "classes": list(self.classes)}
+
+    def maps(self, blobs: list[bytes], size: int) -> list[np.ndarray | str]:
+        """Per item's bytes, a ``(size, size)`` uint8 map or the reason it could not be made."""
+        raise NotImplementedError
+
+
+def resize_nearest(m: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a class map to ``size × size`` (pixel centres)."""
+    h, w = m.shape
+    rows = ((np.arange(size) + 0.5) * h / size).astype(np.int64)
+    cols = ((np.arange(size) + 0.5) * w / size).astype(np.int64)
+    return m[rows][:, cols]
+
+
+class MapFiles(SegmentationProvider):
+    """Class maps stored as files: single-band images (``L``, ``P``, ``I``) or ``.npy``."""
+
+    name = "files"
+    column = "semantic_path"
+
+    def __init__(self, classes: tuple[str, ...], column: str = "semantic_path") -> None:
+        if not classes:
+            raise InputError("the files provider needs the class names: --classes a,b,c "
+                             "(or --classes N for N unnamed classes)")  # fmt: skip
+        self.classes, self.column = tuple(classes), column
+
+    def decode(self, data: bytes) -> np.ndarray | str:
+        if data[:6] == b"\x93NUMPY":
+            try:
+                m = np.load(io.BytesIO(data), allow_pickle=False)
+            except ValueError as e:
+                return f"unreadable .npy: {e}"
+        else:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    if im.mode not in ("L", "P", "I", "I;16"):
+                        return (f"not a class map: a {im.mode} image (use a single-band image "
+                                "of class ids)")  # fmt: skip
+                    m = np.asarray(im)
+            except (UnidentifiedImageError, OSError) as e:
+                return f"unreadable map: {e}"
+        if m.ndim != 2 or m.size == 0:
+            return f"not a class map: shape {m.shape} (expected height × width)"
+        if not np.issubdtype(m.dtype, np.integer):
+            return f"not a class map: {m.dtype} values (expected integer class ids)"
+        if m.min() < 0 or m.max() >= len(self.classes):
+            return (f"class id {int(m.max()) if m.max() >= len(self.classes) else int(m.min())} "
+                    f"outside 0–{len(self.classes) - 1} ({len(self.classes)} classes)")  # fmt: skip
+        return m
+
+    def maps(self, blobs: list[bytes], size: int) -> list[np.ndarray | str]:
+        out = []
+        for data in blobs:
+            m = self.decode(data)
+            out.append(m if isinstance(m, str) else resize_nearest(m, size).astype(np.uint8))
+        return out
+
+
+@register_provider("files")
+def _files(classes: tuple[str, ...] = (), column: str = "semantic_path", **_) -> MapFiles:
+    return MapFiles(classes, column)
+
+
+@register_provider("bluemarble")
+def _bluemarble(**_) -> MapFiles:
+    from hierloc.data.bluemarble import SEMANTIC_CLASSES
+
+    provider = MapFiles(SEMANTIC_CLASSES, "semantic_path")
+    provider.name = "bluemarble"
+    return provider
+
+
+class OneFormer(SegmentationProvider):
+    """OneFormer (ADE20K) semantic segmentation of the images through transformers."""
+
+    name = "oneformer"
+    column = "path"
+
+    def __init__(self, model: str | None = None, device: str = "cpu") -> None:
+        ref = model or ONEFORMER_DEFAULT
+        try:
+            import transformers
+        except ImportError as e:
+            raise HierlocError("the oneformer provider needs transformers: pip install "
+                               "transformers") from e  # fmt: skip
+        local = Path(ref).expanduser()
+        kwargs = {"local_files_only": True} if local.exists() else {}
+        source = str(local) if local.exists() else ref
+        try:
+            self.processor = transformers.OneFormerProcessor.from_pretrained(source, **kwargs)
+            self.model = transformers.OneFormerForUniversalSegmentation.from_pretrained(
+                source, **kwargs
+            ).eval().to(device)  # fmt: skip
+        except (OSError, ValueError) as e:
+            where = f"folder {local}" if local.exists() else f"hub id {ref!r} and the local cache"
+            raise HierlocError(
+                f"segmentation provider 'oneformer': weights not found (looked in the {where}; "
+                f"{type(e).__name__}: {str(e).splitlines()[0][:200]}). Download them on a "
+                f"machine with access (huggingface-cli download {ONEFORMER_DEFAULT} --local-dir "
+                "DIR) and pass --model DIR, or use --provider files with maps you made."
+            ) from e
+        labels = self.model.config.id2label
+        self.classes = tuple(labels[i] for i in range(len(labels)))
+        self.device, self.ref = device, ref
+
+    def describe(self) -> dict:
+        return super().describe() | {"model": self.ref}
+
+    def maps(self, blobs: list[bytes], size: int) -> list[np.ndarray | str]:
+        import torch
+
+        from hierloc.data.images import decode
+
+        images, out = [], []
+        for data in blobs:
+            img, reason = decode(data)
+            out.append(reason if img is None else None)
+            if img is not None:
+                images.append(img)
+        if images:
+            inputs = self.processor(images=images, task_inputs=["semantic"] * len(images),
+                                    return_tensors="pt").to(self.device)  # fmt: skip
+            with torch.inference_mode():
+                raw = self.model(**inputs)
+            segs = self.processor.post_process_semantic_segmentation(
+                raw, target_sizes=[(size, size)] * len(images)
+            )
+            it = iter(segs)
+            out = [next(it).cpu().numpy().astype(np.uint8) if o is None else o for o in out]
+        return out
+
+
+@register_provider("oneformer")
+def _oneformer(model: str | None = None, device: str = "cpu", **_) -> OneFormer:
+    return OneFormer(model, device)
+
+
+def create_provider(name: str, **kwargs) -> SegmentationProvider:
+    if name not in PROVIDERS:
+        raise InputError(f"unknown segmentation provider {name!r}; choose one of "
+                         f"{sorted(PROVIDERS)}")  # fmt: skip
+    return PROVIDERS[name](**kwargs)
+
+
+def parse_classes(spec: str | None) -> tuple[str, ...]:
+    """``"a,b,c"`` → names; ``"N"`` → ``("0", …, "N-1")``; ``None`` → ``()``."""
+    if not spec:
+        return ()
+    if spec.strip().isdigit():
+        n = int(spec)
+        if not 1 <= n <= 256:
+            raise InputError(f"--classes {n}: between 1 and 256 classes (maps are stored as uint8)")
+        return tuple(str(k) for k in range(n))
+    names = tuple(s.strip() for s in spec.split(",") if s.strip())
+    if len(names) > 256:
+        raise InputError(f"--classes: {len(names)} names; at most 256 (maps are stored as uint8)")
+    return names
+
+
+def build_semantic_store(
+    metadata: str | Path,
+    out: str | Path,
+    provider: str | SegmentationProvider = "bluemarble",
+    size: int = 224,
+    id_column: str = "id",
+    root: str | Path | None = None,
+    batch_size: int = 32,
+    commit_every: int = 16,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    **provider_args,
+) -> dict:
+    """Maps of every record of ``metadata`` into the store ``out``; returns a summary."""
+    from hierloc.data.extract import _summary
+    from hierloc.data.features import FeatureStoreWriter
+    from hierloc.data.images import Opener, collect_items
+
+    if size < 1 or size > 4096:
+        raise InputError(f"--size {size}: maps are 1 to 4096 pixels a side")
+    prov = provider if isinstance(provider, SegmentationProvider) else create_provider(
+        provider, **provider_args)  # fmt: skip
+    items = collect_items([Path(metadata)], id_column, prov.column,
+                          Path(root) if root else None)  # fmt: skip
+    desc = prov.describe() | {"map_size": int(size)}
+    h = hashlib.sha256(repr(sorted((k, str(v)) for k, v in desc.items())).encode())
+    for it in items:
+        h.update(f"{it.id}\t{it.container}\t{it.member}\n".encode())
+    writer = FeatureStoreWriter(out, len(items), size * size, desc, h.hexdigest(),
+                                overwrite=overwrite, dtype="uint8")  # fmt: skip
+    resumed = writer.items_done
+    if writer.complete:
+        return _summary(writer, items, resumed)
+    opener = Opener()
+    rows, ids, item_idx, rejects, batches = [], [], [], [], 0
+    try:
+        for start in range(writer.items_done, len(items), batch_size):
+            chunk = list(range(start, min(len(items), start + batch_size)))
+            blobs, readable = [], []
+            for i in chunk:
+                try:
+                    blobs.append(opener.read(items[i]))
+                    readable.append(i)
+                except (OSError, KeyError) as e:
+                    rejects.append((i, items[i].id, f"unreadable: {e}"))
+            for i, m in zip(readable, prov.maps(blobs, size) if blobs else [], strict=True):
+                if isinstance(m, str):
+                    rejects.append((i, items[i].id, m))
+                else:
+                    rows.append(m.reshape(-1))
+                    ids.append(items[i].id)
+                    item_idx.append(i)
+            batches += 1
+            if batches % commit_every == 0 or chunk[-1] == len(items) - 1:
+                writer.commit(np.stack(rows) if rows else None, ids, item_idx, rejects,
+                              chunk[-1] + 1)  # fmt: skip
+                rows, ids, item_idx, rejects = [], [], [], []
+            if progress is not None:
+                progress(chunk[-1] + 1, len(items))
+    finally:
+        opener.close()
+    if writer.items_done < len(items) or not len(items):
+        writer.commit(None, [], [], rejects, len(items))
+    writer.finish()
+    return _summary(writer, items, resumed)
+
+
+def semantic_info(store) -> dict:
+    """``{"classes": [...], "map_size": S, "provider": name}`` of a semantic store, or an error
+    naming the store when it holds something else."""
+    enc = store.manifest.get("encoder") or {}
+    if not str(enc.get("name", "")).startswith("semantic:") or "map_size" not in enc:
+        raise InputError(f"{store.path}: not a semantic map store; make one with hierloc "
+                         "semantic METADATA -o FOLDER")  # fmt: skip
+    return {"classes": list(enc["classes"]), "map_size": int(enc["map_size"]),
+            "provider": enc["name"].split(":", 1)[1]}  # fmt: skip
