@@ -548,6 +548,10 @@ def data_bluemarble(
 
 def _val_line(info: dict) -> str:
     """``val country 40.1% (28.1%) region … median 612 km``: accuracy (majority rate)."""
+    if "val_geoscore" in info:  # GeoSURGE: per partition, then the hierarchical answer
+        parts = [f"{k[8:]} {100 * v:.1f}%" for k, v in info.items() if k.startswith("val_acc_p")]
+        return (f"val {' '.join(parts)}, GeoScore {info['val_geoscore']:.0f}, median "
+                f"{info['val_median_km']:,.0f} km")  # fmt: skip
     parts = [
         f"{k[8:]} {100 * v:.1f}% ({100 * info.get('val_majority_' + k[8:], 0.0):.1f}%)"
         for k, v in info.items()
@@ -559,18 +563,12 @@ def _val_line(info: dict) -> str:
 @app.command()
 @handles_errors
 def train(
-    hierarchy: Annotated[
-        Path,
-        typer.Option(
-            help="Hierarchy folder (built with --features and, for the text modality, "
-            "--text-encoder).",
-            show_default=False,
-        ),
-    ],
     features: Annotated[
         Path,
         typer.Option(
-            help="Feature store holding the training (and validation) images.", show_default=False
+            help="Feature store holding the training (and validation) images (GeoSURGE: a token "
+            "store, hierloc extract --tokens).",
+            show_default=False,
         ),
     ],
     output: Annotated[
@@ -589,6 +587,25 @@ def train(
             show_default=False,
         ),
     ] = None,
+    hierarchy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Hierarchy folder (built with --features and, for the text modality, "
+            "--text-encoder). HierLoc and the baselines.",
+            show_default=False,
+        ),
+    ] = None,
+    cells: Annotated[
+        Path | None,
+        typer.Option(
+            help="GeoSURGE: S2 cells folder (hierloc cells build on the training metadata).",
+            show_default=False,
+        ),
+    ] = None,
+    semantic: Annotated[
+        Path | None,
+        typer.Option(help="GeoSURGE: semantic map store (hierloc semantic).", show_default=False),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="YAML config (model, loss, optim, run sections).", show_default=False),
@@ -604,7 +621,8 @@ def train(
     model: Annotated[
         str,
         typer.Option(
-            help="hierloc, or a baseline: knn (retrieval), classify (softmax over "
+            help="hierloc, geosurge (S2 cells + semantic fusion: --cells, --semantic, a token "
+            "store as --features), or a baseline: knn (retrieval), classify (softmax over "
             "cities), regress (coordinates), zeroshot (nearest city mean "
             "embedding). A baseline writes its model folder to --output; its "
             "--set keys: epochs, lr, hidden, dropout, batch_size, seed."
@@ -613,15 +631,20 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train HierLoc (or a baseline, --model) on precomputed features (resumes from the run folder's last checkpoint).
+    """Train HierLoc, GeoSURGE or a baseline (--model) on precomputed features (resumes from the run folder's last checkpoint).
 
-    Paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
+    GeoSURGE: hierloc train --model geosurge --cells CELLS --features TOKENS --semantic MAPS [--val VAL] -o RUN. Paper defaults (768-d cell embeddings, 7 partitions, 3 fusion blocks, latent 64, τ 0.07 learned per partition, AdamW 1e-4, wd 1e-4, ×0.5 per epoch, early stopping after 4 validations without a better GeoScore); ablations: model.head=classify (Table VI), model.depth (Table VII), model.blocks (Table VIII); model.rgb_dim=N projects the tokens to N dims first (CPU-sized).
+
+    HierLoc: paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
+    from hierloc.errors import InputError
     from hierloc.train.run import train_run
 
-    if model != "hierloc":
+    if model not in ("hierloc", "geosurge"):
         from hierloc.baselines import train_baseline
 
+        if hierarchy is None:
+            raise InputError("the baselines train on a hierarchy: pass --hierarchy")
         out = train_baseline(model, hierarchy, features, output, set_ or [], overwrite=True)
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
@@ -640,7 +663,8 @@ def train(
                            err=True)  # fmt: skip
 
         trainer = train_run(hierarchy, features, output, val, config, set_ or [], device,
-                            on_start=start, on_step=step)  # fmt: skip
+                            on_start=start, on_step=step, model=model, cells=cells,
+                            semantic=semantic)  # fmt: skip
     if trainer.world > 1:
         import torch.distributed as dist
 

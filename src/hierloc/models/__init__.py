@@ -32,4 +32,5 @@ def create_model(name: str, *args, **kwargs):
 
 
 def _load_builtin() -> None:
+    from hierloc.models import geosurge as _geosurge  # noqa: F401 (registers itself)
     from hierloc.models import hierloc as _hierloc  # noqa: F401 (registers itself)

@@ -23,9 +23,13 @@ Shapes: ``B`` images, ``T`` RGB tokens (CLS first), ``C`` semantic classes, ``(H
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
+
+from hierloc.models import register_model
 
 
 class LatentCrossAttention(nn.Module):
@@ -143,3 +147,141 @@ def reference_attention(q, k, v, heads: int) -> torch.Tensor:
     vh = v.view(B, -1, heads, dh).transpose(1, 2)
     w = torch.softmax(qh @ kh.transpose(-1, -2) / math.sqrt(dh), dim=-1)
     return (w @ vh).transpose(1, 2).reshape(B, Tq, d)
+
+
+# -- the model --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GeoSurgeConfig:
+    embed_dim: int = 768  # cell embeddings and the image feature (paper)
+    depth: int = 7  # partitions used, the coarsest first (Table VII: 1, 3, 5, 7)
+    head: str = "cells"  # cells: learned cell embeddings + InfoNCE | classify: a plain
+    # classification layer per partition (Table VI)
+    blocks: int = 3  # fusion blocks (Table VIII: 0–3)
+    fusion_dim: int = 128  # semantic tokens / queries
+    heads: int = 8
+    latent: int = 64  # latent of the keys and values
+    rgb_dim: int = 0  # 0: fuse in the backbone's token dim (paper); N: project the tokens to N
+    # first (a CPU-sized model: 1280-d EfficientNet tokens make 13 M-parameter fusion MLPs)
+    tau_init: float = 0.07  # per-partition temperature (learned)
+    tau_min: float = 0.01  # clamp, as CLIP's logit scale ≤ 100
+    mlp_ratio: int = 4
+
+
+@dataclass(frozen=True)
+class GeoSurgeInputs:
+    """What the model needs to know about its inputs (from the token and semantic stores)."""
+
+    tokens: int  # T (CLS included when there is one)
+    token_dim: int  # C
+    grid: tuple[int, int]  # the backbone's patch grid
+    cls_token: bool  # whether token 0 is a CLS (else the mean token serves as CLS)
+    classes: int  # semantic classes (0 without semantic maps)
+    map_size: int  # semantic map side in pixels (0 without)
+
+
+class GeoSurge(nn.Module):
+    """Tokens + semantic map → image feature → per-partition log-probabilities over cells."""
+
+    def __init__(self, config: GeoSurgeConfig, inputs: GeoSurgeInputs,
+                 cell_counts: list[int]) -> None:  # fmt: skip
+        super().__init__()
+        c = config
+        if c.head not in ("cells", "classify"):
+            raise ValueError(f"model.head must be cells or classify, got {c.head!r}")
+        if not 1 <= c.depth <= len(cell_counts):
+            raise ValueError(f"model.depth {c.depth}: the cells folder has {len(cell_counts)} "
+                             "partitions")  # fmt: skip
+        self.config, self.inputs = config, inputs
+        self.cell_counts = list(cell_counts[: c.depth])
+        rgb = c.rgb_dim or inputs.token_dim
+        self.proj = nn.Linear(inputs.token_dim, rgb) if c.rgb_dim else nn.Identity()
+        patch = 1
+        if c.blocks:
+            side = inputs.grid[0]
+            if not inputs.map_size or inputs.map_size % side or inputs.grid[0] != inputs.grid[1]:
+                raise ValueError(
+                    f"semantic maps of {inputs.map_size} px do not divide into the backbone's "
+                    f"{inputs.grid[0]}×{inputs.grid[1]} patch grid; make them with hierloc "
+                    f"semantic --size N·{side} (e.g. {side * 4})"
+                )
+            patch = inputs.map_size // side
+        self.fusion = SemanticFusion(max(1, inputs.classes), rgb, c.embed_dim, dim=c.fusion_dim,
+                                     blocks=c.blocks, heads=c.heads, latent=c.latent,
+                                     patch=patch, grid=inputs.grid)  # fmt: skip
+        if c.head == "cells":
+            self.cells = nn.ParameterList(
+                [nn.Parameter(torch.randn(n, c.embed_dim) * 0.02) for n in self.cell_counts]
+            )
+            self.log_tau = nn.Parameter(torch.full((c.depth,), math.log(c.tau_init)))
+        else:
+            self.classifiers = nn.ModuleList([nn.Linear(c.embed_dim, n) for n in self.cell_counts])
+
+    def features(self, tokens: torch.Tensor, semantic: torch.Tensor | None) -> torch.Tensor:
+        """``tokens (B, T, C)`` (or flattened ``(B, T·C)``), ``semantic (B, S, S)`` class ids
+        (or flattened) → image features ``(B, embed_dim)``."""
+        i = self.inputs
+        x = tokens.reshape(len(tokens), i.tokens, i.token_dim).float()
+        x = self.proj(x)
+        if not i.cls_token:  # a CNN's feature map: the mean token stands in for the CLS
+            x = torch.cat([x.mean(dim=1, keepdim=True), x], 1)
+        if semantic is not None and self.config.blocks:
+            semantic = semantic.reshape(len(semantic), i.map_size, i.map_size).long()
+        return self.fusion(x, semantic if self.config.blocks else None)
+
+    def tau(self) -> torch.Tensor:
+        return self.log_tau.exp().clamp(min=self.config.tau_min)
+
+    def logits(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """Per partition ``(B, E_p)``: cosine similarity / τ_p (cells) or the classifier's."""
+        if self.config.head == "classify":
+            return [head(feats) for head in self.classifiers]
+        f = nn.functional.normalize(feats.float(), dim=1)
+        tau = self.tau()
+        return [f @ nn.functional.normalize(e, dim=1).T / tau[p] for p, e in enumerate(self.cells)]
+
+    def forward(self, tokens, semantic) -> list[torch.Tensor]:
+        return self.logits(self.features(tokens, semantic))
+
+
+def partition_loss(logits: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                list[float]]:  # fmt: skip
+    """InfoNCE per partition (cross-entropy over the cells; ``-1`` targets — a sample whose cell
+    was dropped — are left out), summed over partitions."""
+    total = logits[0].new_zeros(())
+    parts = []
+    for p, lg in enumerate(logits):
+        t = targets[:, p]
+        ok = t >= 0
+        if not bool(ok.any()):
+            parts.append(0.0)
+            continue
+        loss = nn.functional.cross_entropy(lg[ok].float(), t[ok])
+        total = total + loss
+        parts.append(float(loss.detach()))
+    return total, parts
+
+
+def ancestors(parents: list[np.ndarray]) -> list[np.ndarray]:
+    """For the finest of ``D`` partitions, each cell's row in every partition ``(D, E_leaf)``
+    from the per-partition parent rows (``parents[p][r]`` = row in partition ``p-1``)."""
+    leaf = len(parents) - 1
+    rows = [np.arange(len(parents[leaf]), dtype=np.int64)]
+    for p in range(leaf, 0, -1):
+        rows.insert(0, np.asarray(parents[p], dtype=np.int64)[rows[0]])
+    if any((r < 0).any() for r in rows):
+        raise ValueError("a cell has no parent in the coarser partition: not a nested hierarchy")
+    return rows
+
+
+def product_scores(log_probs: list[torch.Tensor], anc: list[np.ndarray]) -> torch.Tensor:
+    """Hierarchical inference: every finest cell scored by the product of its probability and
+    its ancestors' (a sum of log-probabilities), ``(B, E_leaf)``, vectorised."""
+    out = log_probs[-1].clone()
+    for p in range(len(log_probs) - 1):
+        out += log_probs[p][:, torch.from_numpy(anc[p]).to(out.device)]
+    return out
+
+
+@register_model("geosurge")
+def _create(config: GeoSurgeConfig, inputs: GeoSurgeInputs, cell_counts: list[int]) -> GeoSurge:
+    return GeoSurge(config, inputs, cell_counts)

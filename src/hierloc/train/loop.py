@@ -93,13 +93,13 @@ class Trainer:
                 )
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.model = create_model("hierloc", cfg.model, data.image_dim, data.entities)
+        self.model, self.loss_fn = self._build_model()
         self.model.to(self.device)
+        self.loss_fn.to(self.device)
         self.bf16 = self._use_bf16()
         self.forward_model = self.model
         if self.world > 1:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
-        self.loss_fn = GWHInfoNCE(cfg.loss).to(self.device)
         manifold = [p for p in self.model.parameters() if isinstance(p, geoopt.ManifoldParameter)]
         ids = {id(p) for p in manifold}
         euclid = [p for p in self.model.parameters() if id(p) not in ids]
@@ -110,16 +110,23 @@ class Trainer:
             self.ropt = geoopt.optim.RiemannianAdam(
                 manifold, lr=cfg.optim.riemannian_lr, stabilize=cfg.optim.stabilize
             )
-        self.entity_xyz = [  # unit vectors of the entities' mean locations, (E, 3) float64
-            unit_vectors(*torch.tensor(np.array(c), dtype=torch.float64, device=self.device).T)
-            for c in data.entities.coords
-        ]
         self.step = self.epoch = self.position = 0
         self.best = -1.0
+        self.bad_evals = 0  # validations since the best (early stopping)
         n = len(data.train)
         self.steps_per_epoch = max(1, n // cfg.optim.batch_size)
         self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
         self.lr_factor(0)  # validates optim.schedule before any work
+
+    def _build_model(self):
+        """``(model, loss module)``: HierLoc and its GWH-InfoNCE (subclasses: other models)."""
+        data = self.data
+        self.entity_xyz = [  # unit vectors of the entities' mean locations, (E, 3) float64
+            unit_vectors(*torch.tensor(np.array(c), dtype=torch.float64, device=self.device).T)
+            for c in data.entities.coords
+        ]
+        model = create_model("hierloc", self.cfg.model, data.image_dim, data.entities)
+        return model, GWHInfoNCE(self.cfg.loss)
 
     # -- one step -----------------------------------------------------------------------
     def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
@@ -175,7 +182,15 @@ class Trainer:
                                          targets.to(self.device),
                                          split.coords[idx].to(self.device),
                                          subsets, offsets)  # fmt: skip
-        if self.world > 1:  # DDP averaged the model's gradients; do the same for τ (λ, σ)
+        self._optimizer_step()
+        return {"step": self.step, "epoch": self.epoch, "loss": total,
+                "level_losses": per_level, "tau": float(self.loss_fn.tau.detach()),
+                "images": len(idx)}  # fmt: skip
+
+    def _optimizer_step(self) -> None:
+        """Average the loss module's gradients over processes (DDP did the model's), clip,
+        set the scheduled learning rates, step, re-project the Lorentz anchors; ``step += 1``."""
+        if self.world > 1:
             import torch.distributed as dist
 
             for p in self.loss_fn.parameters():
@@ -194,9 +209,6 @@ class Trainer:
             self.ropt.step()
             project_onto_manifold(self.ropt, self.model.manifold)
         self.step += 1
-        return {"step": self.step, "epoch": self.epoch, "loss": total,
-                "level_losses": per_level, "tau": float(self.loss_fn.tau.detach()),
-                "images": len(idx)}  # fmt: skip
 
     def _entity_sample(self, targets: torch.Tensor):
         """``optim.sampled_entities``: per level, sorted entity indices (or ``None``: all) and
@@ -312,6 +324,10 @@ class Trainer:
         out["val_loss"] = float(sum(losses) / (n * levels))
         return out
 
+    def val_score(self, info: dict) -> float:
+        """What "best" maximises: country + city accuracy on val."""
+        return info.get("val_acc_city", 0.0) + info.get("val_acc_country", 0.0)
+
     # -- the loop -----------------------------------------------------------------------
     def steps(self) -> Iterator[dict]:
         """Yield one info dict per step (with validation results when they were computed)."""
@@ -319,6 +335,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             save_config(self.cfg, self.run_dir / "config.yaml")
+        if run.patience and self.bad_evals >= run.patience:
+            log.info("%s stopped early at step %d; nothing to resume", self.run_dir, self.step)
+            return
         log_file = open(os.devnull if self.rank else self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
         try:
             while self.step < self.total_steps:
@@ -327,18 +346,29 @@ class Trainer:
                 if self.rank != 0:
                     yield info
                     continue
+                stop = False
                 if self.data.val is not None and (self.step % run.val_every == 0 or last):
                     info |= self.validate()
-                    score = info.get("val_acc_city", 0.0) + info.get("val_acc_country", 0.0)
+                    score = self.val_score(info)
                     if score > self.best:
-                        self.best = score
+                        self.best, self.bad_evals = score, 0
                         info["is_best"] = True
                         self.save_checkpoint("best")
-                if self.step % run.checkpoint_every == 0 or last:
+                    else:
+                        self.bad_evals += 1
+                        stop = run.patience > 0 and self.bad_evals >= run.patience
+                        if stop:
+                            info["early_stop"] = True
+                            log.info("early stopping at step %d: %d validations without "
+                                     "improvement", self.step, self.bad_evals)  # fmt: skip
+                if self.step % run.checkpoint_every == 0 or last or stop:
                     self.save_checkpoint()
                 log_file.write(json.dumps(info) + "\n")
                 log_file.flush()
                 yield info
+                if stop:
+                    self.total_steps = self.step
+                    break
         finally:
             log_file.close()
 
@@ -358,7 +388,7 @@ class Trainer:
             save_config(self.cfg, tmp / "config.yaml")
             torch.save({
                 "step": self.step, "epoch": self.epoch, "position": self.position,
-                "best": self.best, "opt": self.opt.state_dict(),
+                "best": self.best, "bad_evals": self.bad_evals, "opt": self.opt.state_dict(),
                 "ropt": None if self.ropt is None else self.ropt.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                         "python": random.getstate()},
@@ -386,6 +416,7 @@ class Trainer:
         ts = torch.load(path / "train_state.pt", weights_only=False)
         self.step, self.epoch, self.position, self.best = (
             ts["step"], ts["epoch"], ts["position"], ts["best"])  # fmt: skip
+        self.bad_evals = int(ts.get("bad_evals", 0))
         self.opt.load_state_dict(ts["opt"])
         if self.ropt is not None and ts["ropt"] is not None:
             self.ropt.load_state_dict(ts["ropt"])

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from hierloc.errors import InputError
+
 
 def train_run(
-    hierarchy: str | Path,
+    hierarchy: str | Path | None,
     features: str | Path,
     output: str | Path,
     val: str | Path | None = None,
@@ -17,23 +19,48 @@ def train_run(
     device: str = "cpu",
     on_start: Callable | None = None,
     on_step: Callable[[dict], None] | None = None,
+    model: str = "hierloc",
+    cells: str | Path | None = None,
+    semantic: str | Path | None = None,
 ):
     """Train (or resume) into ``output``; returns the :class:`~hierloc.train.loop.Trainer`.
 
-    ``on_start(trainer, resumed_from)`` is called before the first step, ``on_step(info)``
-    after every step (``info`` has the validation metrics on validation steps).
+    ``model``: ``hierloc`` (a hierarchy folder + pooled features) or ``geosurge`` (a cells
+    folder + a token store ``features`` + a semantic store). ``on_start(trainer,
+    resumed_from)`` is called before the first step, ``on_step(info)`` after every step
+    (``info`` has the validation metrics on validation steps).
     """
     from hierloc.index import write_sources
     from hierloc.train.config import load_config
-    from hierloc.train.data import load_training_data
-    from hierloc.train.loop import Trainer
 
-    cfg = load_config(config, list(overrides))
-    data = load_training_data(hierarchy, features, val)
-    trainer = Trainer(cfg, data, output, device=device)
-    if trainer.rank == 0:
-        write_sources(Path(output), Path(hierarchy), Path(features),
-                      None if val is None else Path(val))  # fmt: skip
+    cfg = load_config(config, list(overrides), model=model)
+    if model == "geosurge":
+        from hierloc.train.geosurge import (
+            GeoSurgeTrainer,
+            load_geosurge_data,
+            write_geosurge_sources,
+        )
+
+        if cells is None:
+            raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
+        if semantic is None and cfg.model.blocks:
+            raise InputError("GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc "
+                             "semantic), or --set model.blocks=0 to train without fusion")  # fmt: skip
+        data = load_geosurge_data(cells, features, semantic, val)
+        trainer = GeoSurgeTrainer(cfg, data, output, device=device)
+        if trainer.rank == 0:
+            write_geosurge_sources(Path(output), cells, features, semantic, val)
+    else:
+        from hierloc.train.data import load_training_data
+        from hierloc.train.loop import Trainer
+
+        if hierarchy is None:
+            raise InputError("HierLoc trains on a hierarchy: pass --hierarchy")
+        data = load_training_data(hierarchy, features, val)
+        trainer = Trainer(cfg, data, output, device=device)
+        if trainer.rank == 0:
+            write_sources(Path(output), Path(hierarchy), Path(features),
+                          None if val is None else Path(val))  # fmt: skip
     last = trainer.latest_checkpoint()
     if last is not None:
         trainer.load_checkpoint(last)
