@@ -243,8 +243,9 @@ class GeoSurge(nn.Module):
         return self.logits(self.features(tokens, semantic))
 
 
-def partition_loss(logits: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                list[float]]:  # fmt: skip
+def partition_loss(
+    logits: list[torch.Tensor], targets: torch.Tensor
+) -> tuple[torch.Tensor, list[float]]:
     """InfoNCE per partition (cross-entropy over the cells; ``-1`` targets — a sample whose cell
     was dropped — are left out), summed over partitions."""
     total = logits[0].new_zeros(())

@@ -44,8 +44,10 @@ def train_run(
         if cells is None:
             raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
         if semantic is None and cfg.model.blocks:
-            raise InputError("GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc "
-                             "semantic), or --set model.blocks=0 to train without fusion")  # fmt: skip
+            raise InputError(
+                "GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc semantic), "
+                "or --set model.blocks=0 to train without fusion"
+            )
         data = load_geosurge_data(cells, features, semantic, val)
         trainer = GeoSurgeTrainer(cfg, data, output, device=device)
         if trainer.rank == 0:
