@@ -99,6 +99,10 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     from hierloc.train.data import load_entities
 
     ckpt, run = resolve_checkpoint(checkpoint)
+    from hierloc.geosurge_index import build_geosurge_model, is_geosurge_run
+
+    if is_geosurge_run(run):
+        return build_geosurge_model(ckpt, run, Path(output), overwrite)
     sources = json.loads((run / SOURCES).read_text()) if (run / SOURCES).exists() else {}
     hierarchy = hierarchy or sources.get("hierarchy")
     if hierarchy is None:

@@ -141,6 +141,17 @@ class Predictor:
         HierLoc, ``flat``: each level's nearest entity independently — Table 8's baseline)."""
         raise NotImplementedError
 
+    def inputs_for(self, ids: np.ndarray, features: str | Path | None = None,
+                   semantic: str | Path | None = None):  # fmt: skip
+        """``(inputs of the ids found, found mask)`` from a feature store (default: the one the
+        model was trained on), what :meth:`predict_features` takes."""
+        from hierloc.eval.evaluate import features_for
+
+        store = features or self.manifest.get("features")
+        if not store:
+            raise InputError("this model folder names no feature store; pass --features")
+        return features_for(store, np.asarray(ids, dtype=object))
+
     @property
     def encoder_name(self) -> str | None:
         enc = self.manifest.get("encoder")

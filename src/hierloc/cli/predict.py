@@ -46,10 +46,15 @@ def index_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Write a model folder from a trained HierLoc run: final entity embeddings per level, the parent → children lists (CSR), entity names and mean coordinates, the image side of the model and a manifest naming the encoder. hierloc predict needs nothing else."""  # noqa: E501
+    """Write a model folder from a trained HierLoc (or GeoSURGE: cell embeddings, fusion module, cells) run: final entity embeddings per level, the parent → children lists (CSR), entity names and mean coordinates, the image side of the model and a manifest naming the encoder. hierloc predict needs nothing else."""  # noqa: E501
     from hierloc.index import build_index, load_index
 
     out = build_index(run, output, hierarchy=hierarchy, half=half, overwrite=overwrite)
+    m = json.loads((out / "manifest.json").read_text())
+    if m.get("format") == "hierloc-geosurge":
+        typer.echo(json.dumps({"model": str(out), "geosurge_cells": m["cells"],
+                               "encoder": (m.get("encoder") or {}).get("name")}, indent=2))  # fmt: skip
+        return
     m = load_index(out).manifest
     typer.echo(json.dumps({"model": str(out), "counts": m["counts"], "dtype": m["dtype"],
                            "encoder": (m.get("encoder") or {}).get("name")}, indent=2))  # fmt: skip

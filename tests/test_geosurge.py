@@ -1,0 +1,292 @@
+"""GeoSURGE end to end: gradients, product inference vs brute force, cells lookup vs the cells
+builder's own assignment, semantic stores and their rejects, token extraction, training through
+the shared trainer (resume, early stopping), model folders, evaluate and predict."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hierloc.cli import app
+from hierloc.data.features import FeatureStore, write_feature_store
+from hierloc.models.geosurge import (
+    GeoSurge,
+    GeoSurgeConfig,
+    GeoSurgeInputs,
+    ancestors,
+    partition_loss,
+    product_scores,
+)
+from tests.test_hierarchy import pseudo_photos
+
+runner = CliRunner()
+INPUTS = GeoSurgeInputs(tokens=17, token_dim=24, grid=(4, 4), cls_token=True, classes=5,
+                        map_size=8)  # fmt: skip
+
+
+def _model(**kw) -> GeoSurge:
+    cfg = GeoSurgeConfig(embed_dim=16, depth=3, blocks=kw.pop("blocks", 2), fusion_dim=16,
+                         heads=2, latent=8, **kw)  # fmt: skip
+    return GeoSurge(cfg, INPUTS, [2, 4, 8])
+
+
+@pytest.mark.parametrize("head", ["cells", "classify"])
+def test_every_parameter_gets_a_gradient(head):
+    torch.manual_seed(0)
+    model = _model(head=head, rgb_dim=12)
+    tokens = torch.randn(6, 17 * 24)
+    maps = torch.randint(0, 5, (6, 64), dtype=torch.uint8)
+    targets = torch.tensor([[0, 1, 3], [1, 2, 5], [0, 0, 0], [1, 3, 7], [0, -1, -1], [1, 2, 4]])
+    loss, parts = partition_loss(model(tokens, maps), targets)
+    loss.backward()
+    assert len(parts) == 3 and math.isclose(float(loss.detach()), sum(parts), rel_tol=1e-6)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_partition_loss_is_cross_entropy_without_dropped_samples():
+    g = torch.Generator().manual_seed(1)
+    logits = [torch.randn(5, 3, generator=g), torch.randn(5, 6, generator=g)]
+    t = torch.tensor([[0, 5], [1, -1], [2, 0], [0, -1], [1, 3]])
+    total, parts = partition_loss(logits, t)
+    # by hand: mean of −log softmax at the target over the rows with a target
+    ref = []
+    for lg, col in zip(logits, t.T, strict=True):
+        rows = [(r, int(c)) for r, c in enumerate(col) if c >= 0]
+        ref.append(np.mean([-(lg[r, c] - torch.logsumexp(lg[r], 0)).item() for r, c in rows]))
+    np.testing.assert_allclose(parts, ref, rtol=1e-5)
+    assert math.isclose(float(total), sum(ref), rel_tol=1e-5)
+
+
+def test_product_inference_equals_brute_force_on_a_small_tree():
+    parents = [np.array([-1, -1]), np.array([0, 0, 1]), np.array([0, 1, 1, 2, 2, 2])]
+    g = torch.Generator().manual_seed(3)
+    probs = [torch.softmax(torch.randn(4, n, generator=g), 1) for n in (2, 3, 6)]
+    got = product_scores([p.log() for p in probs], ancestors(parents))
+    for b in range(4):
+        for leaf in range(6):  # walk up the tree and multiply
+            mid = parents[2][leaf]
+            top = parents[1][mid]
+            want = probs[2][b, leaf] * probs[1][b, mid] * probs[0][b, top]
+            assert math.isclose(float(got[b, leaf].exp()), float(want), rel_tol=1e-5)
+    with pytest.raises(ValueError, match="nested"):
+        ancestors([np.array([-1]), np.array([0, -1])])
+
+
+def test_cell_lookup_matches_the_builders_assignment(tmp_path):
+    from hierloc.data.cells import build_cells
+    from hierloc.train.geosurge import locate_cells
+
+    df = pseudo_photos(2000, seed=5)
+    df.to_parquet(tmp_path / "m.parquet")
+    build_cells(tmp_path / "m.parquet", tmp_path / "cells", tau_max=(400, 100, 30), tau_min=5)
+    frame = pd.read_parquet(tmp_path / "cells" / "cells.parquet")
+    assign = pd.read_parquet(tmp_path / "cells" / "assignments.parquet")
+    got = locate_cells(frame, df["latitude"].to_numpy(), df["longitude"].to_numpy())
+    np.testing.assert_array_equal(got, assign[["p0", "p1", "p2"]].to_numpy())
+    assert (got[:, -1] == -1).any() and (got >= 0).any()  # both kinds occur
+
+
+def test_semantic_store_from_files_with_rejects(tmp_path):
+    from PIL import Image
+
+    from hierloc.data.semantic import build_semantic_store
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(5):
+        m = rng.integers(0, 3, (32, 32)).astype(np.uint8)
+        Image.fromarray(m, mode="L").save(tmp_path / f"m{i}.png")
+        rows.append({"id": f"a{i}", "semantic_path": f"m{i}.png"})
+    Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.full((8, 8), 7, np.uint8), mode="L").save(tmp_path / "big.png")
+    rows += [{"id": "rgb", "semantic_path": "rgb.png"}, {"id": "big", "semantic_path": "big.png"},
+             {"id": "gone", "semantic_path": "missing.png"}]  # fmt: skip
+    pd.DataFrame(rows).to_parquet(tmp_path / "meta.parquet")
+    summary = build_semantic_store(tmp_path / "meta.parquet", tmp_path / "sem", "files", size=8,
+                                   classes=("a", "b", "c"))  # fmt: skip
+    assert summary["rows"] == 5 and summary["rejected"] == 3
+    reasons = pd.read_csv(tmp_path / "sem" / "rejects.csv").set_index("id")["reason"]
+    assert "RGB" in reasons["rgb"] and "outside 0–2" in reasons["big"]
+    assert reasons["gone"].startswith("unreadable")
+    store = FeatureStore.open(tmp_path / "sem")
+    assert store.features.dtype == np.uint8
+    # nearest-neighbour downsampling by 4: PIL's NEAREST picks the same pixel centres
+    ref = np.asarray(Image.open(tmp_path / "m2.png").resize((8, 8), Image.NEAREST))
+    np.testing.assert_array_equal(np.asarray(store.features[2]).reshape(8, 8), ref)
+
+
+def test_extract_tokens_equals_the_encoders_tokens(tmp_path):
+    from PIL import Image
+
+    from hierloc.data.extract import extract
+    from hierloc.encoders import create_image_encoder
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(
+            tmp_path / f"im{i}.png"
+        )
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    summary = extract([tmp_path], tmp_path / "tok", workers=0, tokens=True)
+    assert summary["rows"] == 3 and summary["rejected"] == 1
+    store = FeatureStore.open(tmp_path / "tok")
+    enc = store.manifest["encoder"]
+    assert enc["output"] == "tokens" and enc["tokens"] == [49, 1280]
+    assert enc["token_grid"] == [7, 7] and enc["cls_token"] is False
+    torch_enc = create_image_encoder("efficientnet-lite0").eval()
+    with Image.open(tmp_path / "im1.png") as im:
+        x = torch_enc.preprocess(im.convert("RGB"))[None]
+    with torch.no_grad():
+        ref = torch_enc.tokens(x).flatten(1).numpy()[0]
+    row = list(store.ids.to_pylist()).index("im1")
+    np.testing.assert_allclose(np.asarray(store.features[row], np.float32), ref, atol=2e-2,
+                               rtol=1e-2)  # fmt: skip
+
+
+def test_ten_crops_cut_the_map_where_the_image_is_cut():
+    from PIL import Image
+
+    from hierloc.geosurge_index import ten_crops
+
+    grid = np.arange(64 * 64, dtype=np.int64).reshape(64, 64)
+    img = Image.fromarray((grid % 251).astype(np.uint8), mode="L")
+    crops = ten_crops(img, grid)
+    assert len(crops) == 10
+    for crop, m in crops:
+        assert m.shape == (56, 56)
+        np.testing.assert_array_equal(np.asarray(crop), (m % 251).astype(np.uint8))
+
+
+# -- training, model folder, evaluation ------------------------------------------------------
+def _toy_inputs(root, df, rng):
+    """Tokens whose CLS encodes the location (+ noise) and maps of 3 classes."""
+    n = len(df)
+    lat, lon = np.deg2rad(df["latitude"].to_numpy()), np.deg2rad(df["longitude"].to_numpy())
+    tok = rng.normal(size=(n, 17, 24)) * 0.1
+    tok[:, 0, :3] = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
+                              np.sin(lat)], 1) * 3  # fmt: skip
+    desc = {"name": "toy", "output": "tokens", "tokens": [17, 24], "token_grid": [4, 4],
+            "cls_token": True}  # fmt: skip
+    write_feature_store(root / "tok", df["id"].to_numpy(), tok.reshape(n, -1), encoder=desc)
+    maps = rng.integers(0, 3, (n, 64))
+    write_feature_store(root / "sem", df["id"].to_numpy(), maps, dtype="uint8",
+                        encoder={"name": "semantic:files", "classes": ["a", "b", "c"],
+                                 "map_size": 8})  # fmt: skip
+
+
+TOY = ["model.embed_dim=16", "model.fusion_dim=16", "model.heads=2", "model.latent=8",
+       "model.blocks=1", "model.depth=3", "optim.batch_size=64", "optim.lr=3e-3",
+       "run.val_every=4", "run.checkpoint_every=4"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from hierloc.data.cells import build_cells
+
+    root = tmp_path_factory.mktemp("geosurge")
+    df = pseudo_photos(600, seed=8)
+    rng = np.random.default_rng(0)
+    _toy_inputs(root, df, rng)
+    df.iloc[:500].to_parquet(root / "train.parquet")
+    df.iloc[500:].to_parquet(root / "val.parquet")
+    build_cells(root / "train.parquet", root / "cells", tau_max=(200, 60, 20), tau_min=3)
+    return root
+
+
+def _train(root, out, steps, extra=()):
+    args = ["train", "--model", "geosurge", "--cells", str(root / "cells"), "--features",
+            str(root / "tok"), "--semantic", str(root / "sem"), "--val",
+            str(root / "val.parquet"), "-o", str(out)]  # fmt: skip
+    for s in [*TOY, f"optim.max_steps={steps}", *extra]:
+        args += ["--set", s]
+    return runner.invoke(app, args)
+
+
+def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
+    from safetensors.torch import load_file
+
+    res = _train(toy, tmp_path / "a", 8)
+    assert res.exit_code == 0, res.output
+    assert _train(toy, tmp_path / "b", 4).exit_code == 0
+    res = _train(toy, tmp_path / "b", 8)  # resumes from step 4
+    assert res.exit_code == 0 and "resuming" in res.output
+    a = load_file(str(tmp_path / "a" / "ckpt-00000008" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "ckpt-00000008" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    metrics = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().split("\n")
+               if x]  # fmt: skip
+    assert "val_geoscore" in metrics[3] and len(metrics[0]["tau"]) == 3
+
+    res = runner.invoke(app, ["index", str(tmp_path / "a"), "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0, res.output
+    from hierloc.geosurge_index import GeoSurgeLocator
+
+    loc = GeoSurgeLocator.load(tmp_path / "model")
+    ids = pd.read_parquet(toy / "val.parquet")["id"].to_numpy()[:20]
+    inputs, ok = loc.inputs_for(ids)
+    assert ok.all()
+    preds = loc.predict_features(inputs, ids, top_k=3)
+    # brute force from the checkpoint: per leaf, the product of the partitions' probabilities
+    model = loc.model
+    with torch.no_grad():
+        lp = [
+            torch.log_softmax(v, 1)
+            for v in model(torch.from_numpy(inputs[0]), torch.from_numpy(inputs[1]).long())
+        ]
+    cells = pd.read_parquet(tmp_path / "model" / "cells.parquet")
+    leaf = cells[cells["partition"] == 2].sort_values("row")
+    par = {p: cells[cells["partition"] == p].sort_values("row")["parent_row"].to_numpy()
+           for p in (1, 2)}  # fmt: skip
+    for b, pred in enumerate(preds):
+        best, best_row = -np.inf, -1
+        for r in range(len(leaf)):
+            m = par[2][r]
+            s = float(lp[2][b, r] + lp[1][b, m] + lp[0][b, par[1][m]])
+            if s > best:
+                best, best_row = s, r
+        a0 = pred.best
+        assert math.isclose(a0.score, best, rel_tol=1e-5, abs_tol=1e-5)
+        assert math.isclose(a0.latitude, leaf["latitude"].iloc[best_row], abs_tol=1e-9)
+        assert [p.level for p in a0.places] == ["country", "region", "subregion", "city"]
+        assert a0.places[0].entity_id.isupper() and 0 < a0.confidence <= 1
+
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "model"), "--data",
+                              str(toy / "val.parquet"), "-o", str(tmp_path / "eval")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["n"] == 100 and 0 <= m["entity"]["acc_country"] <= 1
+
+
+def test_early_stopping_after_patience_validations(toy, tmp_path):
+    """With lr 0 the validation GeoScore never improves: training stops at the validation
+    ``patience`` after the first, and a rerun does not resume past it."""
+    extra = ["optim.lr=0", "run.patience=2"]
+    res = _train(toy, tmp_path / "r", 40, extra)
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().split("\n")
+    steps = [json.loads(x) for x in lines if x]
+    assert steps[-1]["step"] == 12 and steps[-1].get("early_stop")
+    res = _train(toy, tmp_path / "r", 40, extra)
+    assert res.exit_code == 0
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().split("\n")) == len(lines)
+
+
+def test_clear_errors_for_wrong_inputs(toy, tmp_path):
+    res = _train(toy, tmp_path / "x", 2, ["model.depth=9"])
+    assert res.exit_code != 0 and "depth" in res.output and "Traceback" not in res.output
+    args = ["train", "--model", "geosurge", "--cells", str(toy / "cells"), "--features",
+            str(toy / "tok"), "-o", str(tmp_path / "y")]  # fmt: skip
+    res = runner.invoke(app, args)
+    assert res.exit_code != 0 and "--semantic" in res.output
+    res = runner.invoke(
+        app, [*args[:-2], "--semantic", str(toy / "tok"), "-o", str(tmp_path / "z")]
+    )
+    assert res.exit_code != 0 and "not a semantic map store" in res.output
