@@ -42,10 +42,15 @@ def _model_key(name: str, args: dict) -> dict:
     return {"model": name, **{k: str(v) if isinstance(v, Path) else v for k, v in args.items()}}
 
 
+def is_geosurge(name: str) -> bool:
+    return name == "geosurge" or name.startswith("geosurge-")
+
+
 def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: Path | None,
                 config: Path | None, overrides: list[str], device: str = "cpu",
-                on_step: Callable | None = None) -> Path:  # fmt: skip
-    """Train model ``name`` (HierLoc or a baseline) into ``folder/model`` unless done."""
+                on_step: Callable | None = None, geosurge: dict | None = None) -> Path:  # fmt: skip
+    """Train model ``name`` (HierLoc, GeoSURGE or a baseline) into ``folder/model`` unless
+    done. ``geosurge``: GeoSURGE's inputs, ``{"cells", "tokens", "semantic"}`` folders."""
     from hierloc.baselines import train_baseline
     from hierloc.index import build_index
     from hierloc.train.run import train_run
@@ -55,17 +60,28 @@ def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: P
                             "val": None if val is None else str(Path(val).resolve()),
                             "config": None if config is None else Path(config).read_text(),
                             "overrides": list(overrides)})  # fmt: skip
+    if is_geosurge(name):
+        if not geosurge or not geosurge.get("cells") or not geosurge.get("tokens"):
+            raise InputError("geosurge needs --cells, --tokens and --semantic (hierloc cells "
+                             "build, hierloc extract --tokens, hierloc semantic)")  # fmt: skip
+        key["geosurge"] = {k: None if v is None else str(Path(v).resolve())
+                           for k, v in geosurge.items()}  # fmt: skip
     model_dir = folder / "model"
     if stage_done(model_dir, key):
         log.info("%s: reusing %s", name, model_dir)
         return model_dir
-    if name == "hierloc" or name.startswith("hierloc-"):
+    if name == "hierloc" or name.startswith("hierloc-") or is_geosurge(name):
         run = folder / "run"
         if run.exists() and not stage_done(run, key):
             shutil.rmtree(run)  # trained from other inputs: start over
         run.mkdir(parents=True, exist_ok=True)
         mark_stage(run, key)
-        train_run(hierarchy, features, run, val, config, overrides, device, on_step=on_step)
+        if is_geosurge(name):
+            train_run(None, geosurge["tokens"], run, val, config, overrides, device,
+                      on_step=on_step, model="geosurge", cells=geosurge["cells"],
+                      semantic=geosurge.get("semantic"))  # fmt: skip
+        else:
+            train_run(hierarchy, features, run, val, config, overrides, device, on_step=on_step)
         build_index(run, model_dir, overwrite=True)
     elif name in BASELINES:
         train_baseline(name, hierarchy, features, model_dir, overrides, overwrite=True)
@@ -103,8 +119,10 @@ def compare(
     overrides: dict[str, list[str]] | None = None,
     device: str = "cpu",
     on_event: Callable[[str], None] | None = None,
+    geosurge: dict | None = None,
 ) -> dict[str, dict]:
-    """Train (or reuse) and evaluate every model; ``overrides[name]`` are its ``--set``s.
+    """Train (or reuse) and evaluate every model; ``overrides[name]`` are its ``--set``s;
+    ``geosurge``: GeoSURGE's ``{"cells", "tokens", "semantic"}`` folders.
     Returns ``{name: metrics}`` (both protocols) and writes the comparison files."""
     import numpy as np
     import pandas as pd
@@ -124,13 +142,17 @@ def compare(
             if info["step"] % 25 == 0 or "val_loss" in info:
                 extra = (f", val country {100 * info['val_acc_country']:.1f}%"
                          if "val_acc_country" in info else "")  # fmt: skip
+                if "val_geoscore" in info:
+                    extra = f", val GeoScore {info['val_geoscore']:.0f}"
                 say(f"{name}: step {info['step']}, loss {info['loss']:.3f}{extra}")
 
         model_dir = build_model(name, output / name, hierarchy, features, val,
                                 config if name.startswith("hierloc") else None,
-                                overrides.get(name, []), device, on_step=progress)  # fmt: skip
+                                overrides.get(name, []), device, on_step=progress,
+                                geosurge=geosurge)  # fmt: skip
         say(f"{name}: evaluating on {split}")
-        results[name] = evaluate_model(model_dir, data, output / name / "eval", split, features)
+        results[name] = evaluate_model(model_dir, data, output / name / "eval", split,
+                                       None if is_geosurge(name) else features)  # fmt: skip
         preds = pd.read_parquet(output / name / "eval" / "predictions.parquet")
         errors[name] = preds["error_km"].to_numpy(dtype=np.float64)
     for protocol, fname in (("entity", "compare.json"), ("osv5m", "compare_osv5m.json")):

@@ -52,8 +52,9 @@ def index_cmd(
     out = build_index(run, output, hierarchy=hierarchy, half=half, overwrite=overwrite)
     m = json.loads((out / "manifest.json").read_text())
     if m.get("format") == "hierloc-geosurge":
-        typer.echo(json.dumps({"model": str(out), "geosurge_cells": m["cells"],
-                               "encoder": (m.get("encoder") or {}).get("name")}, indent=2))  # fmt: skip
+        enc = (m.get("encoder") or {}).get("name")
+        typer.echo(json.dumps({"model": str(out), "geosurge_cells": m["cells"], "encoder": enc},
+                              indent=2))  # fmt: skip
         return
     m = load_index(out).manifest
     typer.echo(json.dumps({"model": str(out), "counts": m["counts"], "dtype": m["dtype"],
@@ -113,15 +114,30 @@ def predict_cmd(
         Path | None, typer.Option("--map", help="Also write a map of the answers (.html or .png).")
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
+    ten_crop: Annotated[
+        bool,
+        typer.Option(
+            "--ten-crop",
+            help="GeoSURGE: average over the four corner and the centre "
+            "crops and their mirror images (the paper's evaluation).",
+        ),
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Where were these photos taken? Per image the top-k hierarchical answers (country / region / subregion / city names, coordinates, score, confidence) by beam search. Unreadable images are reported on stderr and in rejects.csv beside --output, never silently dropped."""  # noqa: E501
     import pandas as pd
 
-    from hierloc.predict import Geolocator
+    from hierloc.errors import InputError
+    from hierloc.eval.evaluate import load_predictor
+    from hierloc.geosurge_index import GeoSurgeLocator
 
-    geo = Geolocator.load(model, device=device)
-    predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam)
+    geo = load_predictor(model, device=device)
+    extra = {}
+    if ten_crop:
+        if not isinstance(geo, GeoSurgeLocator):
+            raise InputError("--ten-crop applies to GeoSURGE models only")
+        extra["ten_crop"] = True
+    predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam, **extra)
     for r in rejected:
         typer.echo(f"hierloc: rejected {r.id}: {r.reason}", err=True)
     rows = _rows(predictions)
@@ -165,6 +181,14 @@ def evaluate_cmd(
             "model was trained on)."
         ),  # fmt: skip
     ] = None,
+    semantic: Annotated[
+        Path | None,
+        typer.Option(
+            help="GeoSURGE: semantic store of the split's images (default: the one it "
+            "was trained on).",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Report folder (default MODEL/eval-SPLIT)."),
@@ -177,7 +201,9 @@ def evaluate_cmd(
     from hierloc.eval.evaluate import evaluate, report_markdown
 
     out = output or (model / f"eval-{split}")
-    metrics = evaluate(model, data, out, split=split, features=features, beam=beam)
+    metrics = evaluate(
+        model, data, out, split=split, features=features, beam=beam, semantic=semantic
+    )
     if fmt == "json":
         typer.echo(json.dumps(metrics, indent=2))
     else:
@@ -193,13 +219,32 @@ def compare_cmd(
     data: DataOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Comparison folder.")],
     models: Annotated[
-        str, typer.Option(help="Comma-separated: hierloc, knn, classify, regress, zeroshot.")
+        str,
+        typer.Option(
+            help="Comma-separated: hierloc, geosurge, knn, classify, regress, "
+            "zeroshot (geosurge needs --cells, --tokens, --semantic)."
+        ),
     ] = "hierloc,knn,classify,regress,zeroshot",
     val: Annotated[Path | None, typer.Option(help="Validation metadata for HierLoc.")] = None,
     split: SplitOpt = "test",
     config: Annotated[Path | None, typer.Option(help="HierLoc YAML config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="HierLoc override (repeatable).")
+    ] = None,
+    cells: Annotated[
+        Path | None, typer.Option(help="GeoSURGE: cells folder (hierloc cells build).")
+    ] = None,
+    tokens: Annotated[
+        Path | None, typer.Option(help="GeoSURGE: token store (hierloc extract --tokens).")
+    ] = None,
+    semantic: Annotated[
+        Path | None, typer.Option(help="GeoSURGE: semantic store (hierloc semantic).")
+    ] = None,
+    geosurge_set: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--geosurge-set", help="GeoSURGE override (repeatable), e.g. model.rgb_dim=256."
+        ),
     ] = None,
     baseline_set: Annotated[
         list[str] | None,
@@ -216,9 +261,12 @@ def compare_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     over = {n: list(set_ or []) if n.startswith("hierloc") else list(baseline_set or [])
             for n in names}  # fmt: skip
+    over |= {n: list(geosurge_set or []) for n in names if n.startswith("geosurge")}
+    gs = {"cells": cells, "tokens": tokens, "semantic": semantic}
     results = compare(names, hierarchy, features, data, output, val=val, split=split,
                       config=config, overrides=over, device=device,
-                      on_event=lambda m: typer.echo(f"compare: {m}", err=True))  # fmt: skip
+                      on_event=lambda m: typer.echo(f"compare: {m}", err=True),
+                      geosurge=gs)  # fmt: skip
     if fmt == "json":
         typer.echo(json.dumps({n: m["entity"] for n, m in results.items()}, indent=2))
     else:

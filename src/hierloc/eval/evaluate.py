@@ -68,7 +68,7 @@ def osv5m_truth(frame: pd.DataFrame, raw: pd.DataFrame | None) -> tuple[pd.DataF
     return pd.DataFrame({c: gaz.level_keys(lv)[near] for lv, c in OSV5M.items()}), "geonames"
 
 
-def load_predictor(model: str | Path):
+def load_predictor(model: str | Path, device: str = "cpu"):
     """A :class:`~hierloc.predict.Geolocator` or a baseline predictor, by the folder's format."""
     path = Path(model)
     try:
@@ -82,10 +82,10 @@ def load_predictor(model: str | Path):
     if fmt == "hierloc-geosurge":
         from hierloc.geosurge_index import GeoSurgeLocator
 
-        return GeoSurgeLocator.load(path)
+        return GeoSurgeLocator.load(path, device)
     from hierloc.predict import Geolocator
 
-    return Geolocator.load(path)
+    return Geolocator.load(path, device)
 
 
 def predictions_frame(predictions) -> pd.DataFrame:
