@@ -290,3 +290,37 @@ def test_clear_errors_for_wrong_inputs(toy, tmp_path):
         app, [*args[:-2], "--semantic", str(toy / "tok"), "-o", str(tmp_path / "z")]
     )
     assert res.exit_code != 0 and "not a semantic map store" in res.output
+
+
+def test_ablate_geosurge_tables(toy, tmp_path):
+    """Tables VI–VIII: every row evaluated; the base config trained once for all three; the
+    depth and block variants really train what their rows say."""
+    from hierloc.data.cells import build_cells
+
+    build_cells(toy / "train.parquet", tmp_path / "cells7", tau_max=(300, 200, 120, 80, 50, 30, 20),
+                tau_min=3)  # fmt: skip
+    args = ["ablate", "--hierarchy", str(toy / "unused"), "--features", str(toy / "tok"),
+            "--data", str(toy / "val.parquet"), "--val", str(toy / "val.parquet"),
+            "-o", str(tmp_path / "abl"), "--tables", "VI,VII,VIII", "--cells",
+            str(tmp_path / "cells7"), "--tokens", str(toy / "tok"), "--semantic",
+            str(toy / "sem")]  # fmt: skip
+    base = [s for s in TOY if not s.startswith(("model.depth", "model.blocks"))]
+    for s in [*base, "optim.max_steps=2", "run.val_every=2"]:
+        args += ["--geosurge-set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert [r["label"] for r in results["VII"]] == [f"depth {d}" for d in (1, 3, 5, 7)]
+    assert [r["variant"] for r in results["VIII"]] == ["gs-blocks0", "gs-blocks1", "gs-blocks2",
+                                                       "gs-base"]  # fmt: skip
+    assert [r["paper_best"] for r in results["VI"]] == [False, True]
+    cfg = (tmp_path / "abl" / "runs" / "gs-blocks0" / "run" / "config.yaml").read_text()
+    assert "blocks: 0" in cfg
+    runs = sorted(p.name for p in (tmp_path / "abl" / "runs").iterdir())
+    assert runs == sorted(["gs-classify", "gs-base", "gs-depth1", "gs-depth3", "gs-depth5",
+                           "gs-blocks0", "gs-blocks1", "gs-blocks2"])  # fmt: skip
+    man = json.loads((tmp_path / "abl" / "runs" / "gs-depth1" / "model" / "manifest.json")
+                     .read_text())  # fmt: skip
+    assert man["depth"] == 1 and len(man["cells"]) == 1
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert "## Table VIII (GeoSURGE)" in md and "no fusion" in md

@@ -3,6 +3,8 @@
 Tables (paper numbering): 6 — manifold; 7 — zero shot (the ``zeroshot`` baseline), InfoNCE,
 no attention, unsquared distance, no text and location; 8 — flat per-level search, beam 1,
 beam 10 (one trained model, three searches); 11 — curvature K; 12 — τ; 13 — λ; 14 — kernel.
+GeoSURGE's (given its inputs): VI — learned cell embeddings vs a plain classification head;
+VII — hierarchy depth 1, 3, 5, 7 (the coarsest partitions first); VIII — fusion blocks 0–3.
 Each distinct training config is trained once (the base config serves every table) under
 ``OUT/runs/<variant>`` with ``hierloc compare``'s stages, so an interrupted ablation resumes
 and a rerun only re-reads results. Output: ``ablation.md`` (the tables in the paper's layout,
@@ -16,12 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierloc.hierarchy.build import LEVEL_NAMES as LEVELS
-
 
 @dataclass(frozen=True)
 class Row:
-    table: int
+    table: int | str  # HierLoc's tables are numbers, GeoSURGE's roman numerals
     label: str
     variant: str  # training variant name ("base" = the base config)
     overrides: tuple[str, ...] = ()
@@ -57,19 +57,52 @@ def rows() -> list[Row]:
         *[v(14, k.capitalize(), "base" if k == "laplace" else k,
             () if k == "laplace" else (f"loss.kernel={k}",), paper_best=k == "laplace")
           for k in ("gauss", "inverse", "laplace")],
+        v("VI", "Classification head (no geographic embeddings)", "gs-classify",
+          ("model.head=classify",)),
+        v("VI", "GeoSURGE (learned cell embeddings)", "gs-base", paper_best=True),
+        *[v("VII", f"depth {d}", "gs-base" if d == 7 else f"gs-depth{d}",
+            () if d == 7 else (f"model.depth={d}",), paper_best=d == 7) for d in (1, 3, 5, 7)],
+        *[v("VIII", "no fusion" if b == 0 else f"{b} fusion block{'s' * (b > 1)}",
+            "gs-base" if b == 3 else f"gs-blocks{b}", () if b == 3 else (f"model.blocks={b}",),
+            paper_best=b == 3) for b in (0, 1, 2, 3)],
     ]  # fmt: skip
+
+
+GEOSURGE_TABLES = ("VI", "VII", "VIII")
+
+
+def parse_tables(spec: str | None) -> list[int | str] | None:
+    """``"6,VII"`` → ``[6, "VII"]``; ``None`` → all."""
+    if not spec:
+        return None
+    out: list[int | str] = []
+    for t in (x.strip() for x in spec.split(",") if x.strip()):
+        out.append(int(t) if t.isdigit() else t.upper())
+    known = {r.table for r in rows()}
+    bad = [t for t in out if t not in known]
+    if bad:
+        from hierloc.errors import InputError
+
+        raise InputError(f"--tables: unknown {bad}; choose from 6, 7, 8, 11, 12, 13, 14 "
+                         "(HierLoc) and VI, VII, VIII (GeoSURGE)")  # fmt: skip
+    return out
 
 
 def ablate(hierarchy: Path, features: Path, data: Path, output: Path, val: Path | None = None,
            split: str = "test", config: Path | None = None, base: list[str] | None = None,
-           tables: list[int] | None = None,
-           say: Callable[[str], None] = print) -> dict:  # fmt: skip
+           tables: list[int | str] | None = None,
+           say: Callable[[str], None] = print, geosurge: dict | None = None,
+           geosurge_base: list[str] | None = None) -> dict:  # fmt: skip
     """Train every variant the selected tables need (reusing finished ones), evaluate every
-    row, write ``ablation.md`` and ``ablation.json``; returns ``{table: [row results]}``."""
+    row, write ``ablation.md`` and ``ablation.json``; returns ``{table: [row results]}``.
+    ``geosurge``: GeoSURGE's ``{"cells", "tokens", "semantic"}`` (its tables are left out
+    when not given and ``tables`` does not ask for them); ``geosurge_base``: its overrides."""
     from hierloc.compare import build_model, evaluate_model
     from hierloc.data.writers import write_file_atomic
 
-    selected = [r for r in rows() if tables is None or r.table in tables]
+    have_gs = bool(geosurge and geosurge.get("cells"))
+    selected = [r for r in rows() if (r.table in tables if tables is not None
+                                      else have_gs or r.table not in GEOSURGE_TABLES)]  # fmt: skip
     base = list(base or [])
     output = Path(output)
     models: dict[str, Path] = {}
@@ -77,35 +110,47 @@ def ablate(hierarchy: Path, features: Path, data: Path, output: Path, val: Path 
         if r.variant in models:
             continue
         say(f"variant {r.variant}: training (or reusing)")
+        folder = output / "runs" / r.variant
+        if r.variant.startswith("gs-"):
+            over = list(geosurge_base or []) + list(r.overrides)
+            name = f"geosurge-{r.variant[3:]}"
+            models[r.variant] = build_model(name, folder, hierarchy, features, val, None, over,
+                                            geosurge=geosurge)  # fmt: skip
+            continue
         name = "zeroshot" if r.variant == "zeroshot" else f"hierloc-{r.variant}"
         over = [] if r.variant == "zeroshot" else base + list(r.overrides)
         cfg = config if name != "zeroshot" else None
-        folder = output / "runs" / r.variant
         models[r.variant] = build_model(name, folder, hierarchy, features, val, cfg, over)
     results: dict[int, list[dict]] = {}
     for r in selected:
         tag = f"{r.variant}-{r.search}{r.beam if r.search == 'beam' else ''}"
         say(f"table {r.table}: {r.label}")
-        m = evaluate_model(models[r.variant], data, output / "evals" / tag, split, features,
+        feats = None if r.variant.startswith("gs-") else features
+        m = evaluate_model(models[r.variant], data, output / "evals" / tag, split, feats,
                            search=r.search, beam=r.beam)  # fmt: skip
         results.setdefault(r.table, []).append({"label": r.label, "paper_best": r.paper_best,
                                                 "variant": r.variant, **m["entity"]})  # fmt: skip
     write_file_atomic(output / "ablation.json", json.dumps(results, indent=2) + "\n")
-    write_file_atomic(output / "ablation.md", render(results, base))
+    write_file_atomic(output / "ablation.md", render(results, base, geosurge_base))
     return results
 
 
-def render(results: dict[int, list[dict]], base: list[str]) -> str:
+def render(results: dict, base: list[str], geosurge_base: list[str] | None = None) -> str:
     """The tables in the paper's layout (GeoScore, mean km, accuracy per level), each with
     the paper's best row and ours (by GeoScore)."""
-    out = ["# hierloc ablate\n", f"\nBase config overrides: `{' '.join(base) or '(defaults)'}`. "
-           "Entity protocol; accuracies in %.\n"]  # fmt: skip
-    for table, rs in sorted(results.items()):
-        out.append(f"\n## Table {table}\n\n| row | GeoScore | mean km | median km | country | "
-                   "region | subregion | city |\n|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    out = ["# hierloc ablate\n", f"\nBase config overrides: `{' '.join(base) or '(defaults)'}`"
+           + (f"; GeoSURGE's: `{' '.join(geosurge_base) or '(defaults)'}`"
+              if any(str(t) in GEOSURGE_TABLES for t in results) else "")
+           + ". Entity protocol; accuracies and recall at km in %.\n"]  # fmt: skip
+    keys = ("country", "region", "subregion", "city", "25km", "200km", "750km", "2500km")
+    for table, rs in results.items():
+        name = f"{table} (GeoSURGE)" if str(table) in GEOSURGE_TABLES else str(table)
+        out.append(f"\n## Table {name}\n\n| row | GeoScore | mean km | median km | country | "
+                   "region | subregion | city | 25 km | 200 km | 750 km | 2500 km |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
         for r in rs:
-            accs = " | ".join("—" if r[f"acc_{lv}"] is None else f"{100 * r[f'acc_{lv}']:.1f}"
-                              for lv in LEVELS)  # fmt: skip
+            accs = " | ".join("—" if r.get(f"acc_{k}") is None else f"{100 * r[f'acc_{k}']:.1f}"
+                              for k in keys)  # fmt: skip
             mark = " (paper's best)" if r["paper_best"] else ""
             out.append(f"| {r['label']}{mark} | {r['geoscore']:.0f} | {r['mean_km']:,.0f} | "
                        f"{r['median_km']:,.0f} | {accs} |\n")  # fmt: skip

@@ -317,14 +317,33 @@ def ablate_cmd(
         list[str] | None, typer.Option("--set", help="Base config override (repeatable).")
     ] = None,
     tables: Annotated[
-        str | None, typer.Option(help="Comma-separated paper tables (6,7,8,11,12,13,14); all.")
+        str | None,
+        typer.Option(
+            help="Comma-separated paper tables: HierLoc's 6,7,8,11,12,13,14 and "
+            "GeoSURGE's VI,VII,VIII (default: all those whose inputs are given)."
+        ),
+    ] = None,
+    cells: Annotated[
+        Path | None, typer.Option(help="GeoSURGE: cells folder (hierloc cells build).")
+    ] = None,
+    tokens: Annotated[
+        Path | None, typer.Option(help="GeoSURGE: token store (hierloc extract --tokens).")
+    ] = None,
+    semantic: Annotated[
+        Path | None, typer.Option(help="GeoSURGE: semantic store (hierloc semantic).")
+    ] = None,
+    geosurge_set: Annotated[
+        list[str] | None,
+        typer.Option("--geosurge-set", help="GeoSURGE base override (repeatable)."),
     ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """The paper's ablation rows from one base config: manifold (Table 6), zero shot / InfoNCE / no attention / unsquared distance / no text and location (7), flat vs beam 1 vs beam 10 (8), curvature (11), τ (12), λ (13), kernel (14). Each distinct config is trained once; interrupted runs resume. Writes ablation.md (paper layout, with whether the paper's best row is ours too) and ablation.json."""  # noqa: E501
-    from hierloc.ablate import ablate
+    """The papers' ablation rows from one base config. GeoSURGE (with --cells, --tokens, --semantic): cell embeddings vs classification head (Table VI), depth 1/3/5/7 (VII), fusion blocks 0–3 (VIII). HierLoc: manifold (Table 6), zero shot / InfoNCE / no attention / unsquared distance / no text and location (7), flat vs beam 1 vs beam 10 (8), curvature (11), τ (12), λ (13), kernel (14). Each distinct config is trained once; interrupted runs resume. Writes ablation.md (paper layout, with whether the paper's best row is ours too) and ablation.json."""  # noqa: E501
+    from hierloc.ablate import ablate, parse_tables
 
-    chosen = None if not tables else [int(t) for t in tables.split(",") if t.strip()]
+    gs = {"cells": cells, "tokens": tokens, "semantic": semantic}
     ablate(hierarchy, features, data, output, val=val, split=split, config=config,
-           base=list(set_ or []), tables=chosen, say=lambda m: typer.echo(m, err=True))  # fmt: skip
+           base=list(set_ or []), tables=parse_tables(tables),
+           say=lambda m: typer.echo(m, err=True), geosurge=gs,
+           geosurge_base=list(geosurge_set or []))  # fmt: skip
     typer.echo((output / "ablation.md").read_text())
