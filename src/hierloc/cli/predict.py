@@ -285,7 +285,7 @@ def demo_cmd(
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """The whole pipeline on the offline benchmark from nothing: Blue Marble patches at real photo locations → features → entity hierarchy → HierLoc and the baselines (knn retrieval, classification, regression, zero-shot) trained and evaluated side by side → runs/demo/report.md (table, error CDF, per-country error map, example predictions) and compare.json. About 10–15 minutes on 2 CPU cores; a rerun reuses every finished stage."""  # noqa: E501
+    """The whole pipeline on the offline benchmark from nothing: Blue Marble patches at real photo locations → features (and tokens, semantic maps, S2 cells) → entity hierarchy → HierLoc, GeoSURGE and the baselines (knn retrieval, classification, regression, zero-shot) trained and evaluated side by side → runs/demo/report.md (table, error CDF, per-country error map, example predictions) and compare.json. About 20 minutes on 2 CPU cores; a rerun reuses every finished stage."""  # noqa: E501
     from hierloc.demo import run_demo
     from hierloc.eval.evaluate import metrics_table
 
@@ -293,6 +293,9 @@ def demo_cmd(
     if quick:
         kwargs = {"counts": {"train": 400, "val": 60, "test": 80},
                   "hierloc_set": ["optim.max_steps=6", "optim.batch_size=64", "run.val_every=3"],
+                  "geosurge_set": ["model.rgb_dim=32", "model.embed_dim=64", "optim.max_steps=4",
+                                   "optim.batch_size=64", "run.val_every=2"],
+                  "cells_tau": ((200, 60, 30, 20, 15, 10, 8), 3),
                   "baseline_set": ["epochs=1"], "examples": 3}  # fmt: skip
     res = run_demo(output, say=lambda m: typer.echo(m, err=True), **kwargs)
     typer.echo(metrics_table(res["compare"], "entity"))
