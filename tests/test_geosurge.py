@@ -324,3 +324,85 @@ def test_ablate_geosurge_tables(toy, tmp_path):
     assert man["depth"] == 1 and len(man["cells"]) == 1
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "## Table VIII (GeoSURGE)" in md and "no fusion" in md
+
+
+def test_predict_from_images_equals_predict_from_stores(tmp_path):
+    """hierloc predict on images (tokens by the model's encoder, maps by its provider from the
+    metadata's map column) gives the answers the precomputed stores give; --ten-crop answers
+    every image too; an image without a map is rejected with its reason."""
+    from PIL import Image
+
+    from hierloc.data.cells import build_cells
+    from hierloc.data.extract import extract
+    from hierloc.data.semantic import build_semantic_store
+    from hierloc.geosurge_index import GeoSurgeLocator
+
+    df = pseudo_photos(40, seed=2)
+    rng = np.random.default_rng(1)
+    (tmp_path / "img").mkdir()
+    paths, maps = [], []
+    for _i, r in df.iterrows():
+        px = np.full(
+            (32, 32, 3), [int(r.latitude + 90), int(r.longitude + 180) % 256, 60], np.uint8
+        )
+        px[:16] = rng.integers(0, 255, (16, 32, 3))
+        Image.fromarray(px).save(tmp_path / "img" / f"{r.id}.png")
+        Image.fromarray(rng.integers(0, 3, (32, 32)).astype(np.uint8), mode="L").save(
+            tmp_path / "img" / f"{r.id}.map.png"
+        )
+        paths.append(f"img/{r.id}.png")
+        maps.append(f"img/{r.id}.map.png")
+    df["path"], df["semantic_path"] = paths, maps
+    df.to_parquet(tmp_path / "meta.parquet")
+    extract([tmp_path / "meta.parquet"], tmp_path / "tok", encoder="efficientnet-lite0",
+            workers=0, tokens=True)  # fmt: skip
+    build_semantic_store(tmp_path / "meta.parquet", tmp_path / "sem", "files", size=28,
+                         classes=("a", "b", "c"))  # fmt: skip
+    build_cells(tmp_path / "meta.parquet", tmp_path / "cells", tau_max=(20, 10), tau_min=2)
+    args = [
+        "train",
+        "--model",
+        "geosurge",
+        "--cells",
+        str(tmp_path / "cells"),
+        "--features",
+        str(tmp_path / "tok"),
+        "--semantic",
+        str(tmp_path / "sem"),
+        "-o",
+        str(tmp_path / "run"),
+    ]
+    for s in ["model.rgb_dim=8", "model.embed_dim=16", "model.fusion_dim=16", "model.heads=2",
+              "model.latent=8", "model.blocks=2", "model.depth=2", "optim.batch_size=16",
+              "optim.max_steps=3"]:  # fmt: skip
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, ["index", str(tmp_path / "run"), "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0, res.output
+    loc = GeoSurgeLocator.load(tmp_path / "model")
+    ids = df["id"].to_numpy()
+    inputs, ok = loc.inputs_for(ids)
+    from_stores = loc.predict_features(inputs, ids[ok], top_k=2)
+    df.iloc[:5].drop(columns="semantic_path").assign(semantic_path="img/none.png").to_parquet(
+        tmp_path / "nomap.parquet"
+    )
+    res = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "meta.parquet"),
+                              "-f", "json", "--top-k", "2"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["predictions"]
+    top = {r["id"]: r for r in rows if r["rank"] == 1}
+    assert len(top) == len(from_stores) == 40
+    for p in from_stores:  # features stored as float16: the same answers, scores to ~1e-2
+        assert top[p.id]["latitude"] == pytest.approx(p.best.latitude, abs=1e-9)
+        assert top[p.id]["score"] == pytest.approx(p.best.score, abs=5e-2)
+        assert top[p.id]["country"] == p.best.places[0].name
+    res = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "meta.parquet"),
+                              "-f", "json", "--ten-crop"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert len({r["id"] for r in json.loads(res.output)["predictions"]}) == 40
+    res = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "nomap.parquet"),
+                              "-f", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert len(out["rejected"]) == 5 and not out["predictions"]
+    assert out["rejected"][0]["reason"].startswith("no semantic map (unreadable")

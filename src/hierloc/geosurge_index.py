@@ -249,8 +249,9 @@ class GeoSurgeLocator(Predictor):
         maps = self.semantic_maps(sources, items) if self.model.config.blocks else None
         return self.predict_images(items, maps, top_k, ten_crop)
 
-    def semantic_maps(self, sources: list[Path], items) -> dict[str, np.ndarray]:
-        """Full-resolution class maps by id, from the model's segmentation provider."""
+    def semantic_maps(self, sources: list[Path], items) -> dict[str, np.ndarray | str]:
+        """Full-resolution class maps by id, from the model's segmentation provider (or the
+        reason there is none)."""
         from hierloc.data.images import Opener, collect_items
         from hierloc.data.semantic import MapFiles, create_provider
 
@@ -267,15 +268,17 @@ class GeoSurgeLocator(Predictor):
                                      f"({name}): give a metadata file with ids, image paths "
                                      f"and a {provider.column!r} column")  # fmt: skip
                 for map_item in collect_items(meta, path_column=provider.column):
-                    m = provider.decode(opener.read(map_item))
-                    if not isinstance(m, str):
-                        out[map_item.id] = m
+                    try:
+                        out[map_item.id] = provider.decode(opener.read(map_item))
+                    except (OSError, KeyError) as e:
+                        out[map_item.id] = f"unreadable: {e}"
             else:
                 side = 4 * self.inputs.map_size
                 for item in items:
-                    m = provider.maps([opener.read(item)], side)[0]
-                    if not isinstance(m, str):
-                        out[item.id] = m
+                    try:
+                        out[item.id] = provider.maps([opener.read(item)], side)[0]
+                    except (OSError, KeyError) as e:
+                        out[item.id] = f"unreadable: {e}"
         finally:
             opener.close()
         return out
@@ -307,8 +310,9 @@ class GeoSurgeLocator(Predictor):
                 sem = None
                 if self.model.config.blocks:
                     sem = (maps or {}).get(item.id)
-                    if sem is None:
-                        rejected.append(Rejected(item.id, "no semantic map"))
+                    if sem is None or isinstance(sem, str):
+                        why = "no semantic map" + ("" if sem is None else f" ({sem})")
+                        rejected.append(Rejected(item.id, why))
                         continue
                 crops = ten_crops(img, sem) if ten_crop else [(img, sem)]
                 x = torch.stack([enc.preprocess(c) for c, _ in crops])
