@@ -406,3 +406,16 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
     out = json.loads(res.stdout)
     assert len(out["rejected"]) == 5 and not out["predictions"]
     assert out["rejected"][0]["reason"].startswith("no semantic map (unreadable")
+
+
+def test_oneformer_without_weights_is_a_clear_error(tmp_path, monkeypatch):
+    from hierloc.data.semantic import create_provider
+    from hierloc.errors import HierlocError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = tmp_path / "oneformer"
+    empty.mkdir()
+    with pytest.raises(HierlocError, match="weights not found.*--provider files"):
+        create_provider("oneformer", model=str(empty))
+    with pytest.raises(Exception, match="unknown segmentation provider"):
+        create_provider("segformer")
