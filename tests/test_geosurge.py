@@ -419,3 +419,45 @@ def test_oneformer_without_weights_is_a_clear_error(tmp_path, monkeypatch):
         create_provider("oneformer", model=str(empty))
     with pytest.raises(Exception, match="unknown segmentation provider"):
         create_provider("segformer")
+
+
+def test_torchrun_two_processes_equal_one(toy, tmp_path):
+    """Data-parallel GeoSURGE: each process's loss is divided by the global batch's count of
+    valid targets / processes, so 2 processes equal 1 with the same global batch (also with
+    samples whose cell was dropped)."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    over = [*TOY, "optim.max_steps=3", "run.checkpoint_every=3", "run.precision=fp32"]
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
+           "--model", "geosurge", "--cells", str(toy / "cells"), "--features", str(toy / "tok"),
+           "--semantic", str(toy / "sem"), "-o", str(tmp_path / "ddp")]  # fmt: skip
+    for s in over:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    args = [
+        "train",
+        "--model",
+        "geosurge",
+        "--cells",
+        str(toy / "cells"),
+        "--features",
+        str(toy / "tok"),
+        "--semantic",
+        str(toy / "sem"),
+        "-o",
+        str(tmp_path / "one"),
+    ]
+    for s in over:
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    assert (pd.read_parquet(toy / "cells" / "assignments.parquet")[["p2"]] < 0).any().item()
+    a = load_file(str(tmp_path / "ddp" / "ckpt-00000003" / "model.safetensors"))
+    b = load_file(str(tmp_path / "one" / "ckpt-00000003" / "model.safetensors"))
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)

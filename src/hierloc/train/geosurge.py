@@ -196,7 +196,9 @@ class GeoSurgeTrainer(Trainer):
         with self._autocast():
             logits = self.forward_model(tok.to(self.device),
                                         None if sem is None else sem.to(self.device))  # fmt: skip
-        total, parts = partition_loss(logits, targets)
+        valid = self.data.train.targets[self._global_batch][:, : self.cfg.model.depth] >= 0
+        denominators = (valid.sum(0).double() / self.world).tolist()
+        total, parts = partition_loss(logits, targets, denominators)
         total.backward()
         self._optimizer_step()
         tau = self.model.tau().tolist() if self.cfg.model.head == "cells" else []
