@@ -81,14 +81,14 @@ def test_product_inference_equals_brute_force_on_a_small_tree():
 
 def test_cell_lookup_matches_the_builders_assignment(tmp_path):
     from hierloc.data.cells import build_cells
-    from hierloc.train.geosurge import locate_cells
+    from hierloc.train.geosurge import locate_cells, partitions
 
     df = pseudo_photos(2000, seed=5)
     df.to_parquet(tmp_path / "m.parquet")
     build_cells(tmp_path / "m.parquet", tmp_path / "cells", tau_max=(400, 100, 30), tau_min=5)
     frame = pd.read_parquet(tmp_path / "cells" / "cells.parquet")
     assign = pd.read_parquet(tmp_path / "cells" / "assignments.parquet")
-    got = locate_cells(frame, df["latitude"].to_numpy(), df["longitude"].to_numpy())
+    got = locate_cells(partitions(frame), df["latitude"].to_numpy(), df["longitude"].to_numpy())
     np.testing.assert_array_equal(got, assign[["p0", "p1", "p2"]].to_numpy())
     assert (got[:, -1] == -1).any() and (got >= 0).any()  # both kinds occur
 
@@ -254,7 +254,7 @@ def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
                 best, best_row = s, r
         a0 = pred.best
         assert math.isclose(a0.score, best, rel_tol=1e-5, abs_tol=1e-5)
-        assert math.isclose(a0.latitude, leaf["latitude"].iloc[best_row], abs_tol=1e-9)
+        assert math.isclose(a0.latitude, leaf["mean_lat"].iloc[best_row], abs_tol=1e-9)
         assert [p.level for p in a0.places] == ["country", "region", "subregion", "city"]
         assert a0.places[0].entity_id.isupper() and 0 < a0.confidence <= 1
 

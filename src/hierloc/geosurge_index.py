@@ -4,8 +4,8 @@
 
 * ``model.safetensors`` + ``config.yaml`` — the fusion module, the cell embeddings (or the
   classification heads) and the temperatures;
-* ``cells.parquet`` — the cells of the partitions in use: ``partition, row, token, count,
-  latitude, longitude`` (the mean of the cell's training samples), ``parent_row``;
+* ``cells.parquet`` — the rows of the cells folder's ``cells.parquet`` for the partitions in
+  use (a cell's location: ``mean_lat, mean_lon``, the mean of its training samples);
 * ``manifest.json`` — ``format: hierloc-geosurge``, the token encoder (name, token shape, grid),
   the semantic provider (classes, map size), depth, cell counts, the gazetteer that names the
   answers, and the stores it was trained from (the defaults of ``hierloc evaluate``).
@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from hierloc.errors import InputError
@@ -60,7 +59,8 @@ def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = 
     tokens = FeatureStore.open(sources["features"])
     semantic = FeatureStore.open(sources["semantic"]) if sources.get("semantic") else None
     inputs = store_inputs(tokens, semantic)
-    frame, counts, _, _ = load_cells(sources["cells"])
+    frame, parts = load_cells(sources["cells"])
+    counts = [len(p) for p in parts]
     model = create_model("geosurge", cfg.model, inputs, counts)
     state = load_file(str(ckpt / "model.safetensors"))
     try:
@@ -68,9 +68,7 @@ def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = 
     except RuntimeError as e:
         raise InputError(f"{ckpt}: does not fit the cells in {sources['cells']} or the stores "
                          f"it names ({str(e).splitlines()[0]})") from e  # fmt: skip
-    cells = frame[frame["partition"] < cfg.model.depth].rename(
-        columns={"mean_lat": "latitude", "mean_lon": "longitude"}
-    )[["partition", "row", "token", "count", "latitude", "longitude", "parent_row"]]
+    cells = frame[frame["partition"] < cfg.model.depth]
     manifest = {
         "format": FORMAT, "version": VERSION, "model": "geosurge",
         "encoder": tokens.manifest.get("encoder"),
@@ -100,6 +98,7 @@ class GeoSurgeLocator(Predictor):
         from hierloc.models import create_model
         from hierloc.models.geosurge import GeoSurgeInputs, ancestors
         from hierloc.train.config import load_config
+        from hierloc.train.geosurge import load_cells
 
         self.path, self.manifest = path, manifest
         self.device = torch.device(device)
@@ -109,10 +108,8 @@ class GeoSurgeLocator(Predictor):
         self.model = create_model("geosurge", cfg.model, self.inputs, manifest["cells"])
         self.model.load_state_dict(load_file(str(path / "model.safetensors")))
         self.model.eval().to(self.device)
-        cells = pd.read_parquet(path / "cells.parquet")
-        parts = [cells[cells["partition"] == p].sort_values("row")
-                 for p in range(manifest["depth"])]  # fmt: skip
-        self.anc = ancestors([p["parent_row"].to_numpy(np.int64) for p in parts])
+        _, parts = load_cells(path)
+        self.anc = ancestors([p.parent for p in parts])
         self.leaf = parts[-1]
         self._encoder = None
         self._gazetteer = None
@@ -168,8 +165,8 @@ class GeoSurgeLocator(Predictor):
                 raise InputError(f"semantic maps have shape {m.shape}; this model takes "
                                  f"({len(x)}, {side}, {side}) class maps")  # fmt: skip
             if m.size and (int(m.max()) >= self.inputs.classes or int(m.min()) < 0):
-                raise InputError(f"semantic class id {int(m.max())} ≥ the model's "
-                                 f"{self.inputs.classes} classes")  # fmt: skip
+                raise InputError(f"semantic class ids span {int(m.min())}–{int(m.max())}; this "
+                                 f"model knows classes 0–{self.inputs.classes - 1}")  # fmt: skip
             return x, torch.from_numpy(m.reshape(len(x), side, side).astype(np.int64))
         return x, None
 
@@ -188,8 +185,7 @@ class GeoSurgeLocator(Predictor):
         k = min(top_k, scores.shape[1])
         top = scores.topk(k, dim=1)
         rows = top.indices.numpy()
-        lat = self.leaf["latitude"].to_numpy()[rows]
-        lon = self.leaf["longitude"].to_numpy()[rows]
+        lat, lon = self.leaf.mean_lat[rows], self.leaf.mean_lon[rows]
         names = self.place_names(lat.ravel(), lon.ravel())
         out = []
         for b, ident in enumerate(ids):
@@ -291,6 +287,7 @@ class GeoSurgeLocator(Predictor):
         model's segmentation provider when ``None``) → predictions; ``ten_crop`` averages the
         log-probabilities over ten crops."""
         from hierloc.data.images import Opener, decode
+        from hierloc.data.semantic import resize_nearest
         from hierloc.encoders import create_image_encoder
         from hierloc.encoders.base import TokenOutput
 
@@ -320,8 +317,6 @@ class GeoSurgeLocator(Predictor):
                     tok = enc(x)
                 m = None
                 if sem is not None:
-                    from hierloc.data.semantic import resize_nearest
-
                     side = self.inputs.map_size
                     m = np.stack([resize_nearest(s, side) for _, s in crops]).reshape(
                         len(crops), -1

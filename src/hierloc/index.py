@@ -32,11 +32,11 @@ VERSION = 1
 SOURCES = "sources.json"  # written by `hierloc train` in the run folder
 
 
-def write_sources(run_dir: Path, hierarchy: Path, features: Path, val: Path | None) -> None:
-    """Record a run's inputs (absolute paths) so that ``hierloc index`` finds them."""
+def write_sources(run_dir: Path, model: str = "hierloc", **paths: Path | None) -> None:
+    """Record a run's model and inputs (absolute paths) so that ``hierloc index`` finds them."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = {"hierarchy": str(Path(hierarchy).resolve()), "features": str(Path(features).resolve()),
-            "val": None if val is None else str(Path(val).resolve())}  # fmt: skip
+    data = {"model": model} | {k: None if v is None else str(Path(v).resolve())
+                               for k, v in paths.items()}  # fmt: skip
     (run_dir / SOURCES).write_text(json.dumps(data, indent=2) + "\n")
 
 

@@ -54,6 +54,19 @@ StrictOpt = Annotated[
 ChunkOpt = Annotated[int, typer.Option(min=1000, help="Rows read per chunk.")]
 
 
+SummaryFormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Summary format.")]
+ResumeOverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Base folder for relative paths in a metadata source (default: its folder).",
+        show_default=False,
+    ),
+]
+
+
 def _total_rows(path: Path) -> int | None:
     if path.suffix.lower() in (".parquet", ".pq"):
         try:
@@ -108,9 +121,7 @@ def geocode(
         ),
     ] = None,
     chunk_rows: ChunkOpt = 500_000,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Add country / region / subregion / city labels by offline reverse geocoding.
@@ -167,9 +178,7 @@ def hierarchy_build(
         bool, typer.Option("--overwrite", help="Replace an existing folder.")
     ] = False,
     chunk_rows: ChunkOpt = 500_000,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Build the entity hierarchy (HierLoc Algorithm 1) in one streaming pass.
@@ -271,9 +280,7 @@ def cells_build(
         bool, typer.Option("--overwrite", help="Replace an existing folder.")
     ] = False,
     chunk_rows: ChunkOpt = 500_000,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Build GeoSURGE's nested S2 partitions.
@@ -339,16 +346,8 @@ def extract(
     path_column: Annotated[
         str, typer.Option(help="Image path column of a metadata source.")
     ] = "path",
-    root: Annotated[
-        Path | None,
-        typer.Option(
-            help="Base folder for relative paths in a metadata source (default: its folder).",
-            show_default=False,
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")
-    ] = False,
+    root: RootOpt = None,
+    overwrite: ResumeOverwriteOpt = False,
     tokens: Annotated[
         bool,
         typer.Option(
@@ -357,9 +356,7 @@ def extract(
             "instead of pooled features: GeoSURGE's RGB stream (hierloc train --model geosurge).",
         ),
     ] = False,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Extract frozen-encoder features into a resumable feature store.
@@ -426,19 +423,9 @@ def semantic(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="oneformer provider: cpu, cuda …")] = "cpu",
-    root: Annotated[
-        Path | None,
-        typer.Option(
-            help="Base folder for relative paths (default: the metadata's folder).",
-            show_default=False,
-        ),
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start afresh instead of resuming.")
-    ] = False,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    root: RootOpt = None,
+    overwrite: ResumeOverwriteOpt = False,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Precompute semantic maps (class per pixel) for GeoSURGE into a resumable store.
@@ -481,9 +468,7 @@ def data_from_photos(
             show_default=False,
         ),
     ] = None,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Make a metadata file from the EXIF GPS of your photos.
@@ -529,9 +514,7 @@ def data_bluemarble(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing folder.")
     ] = False,
-    fmt: Annotated[
-        OutputFormat, typer.Option("--format", "-f", help="Summary format.")
-    ] = OutputFormat.table,
+    fmt: SummaryFormatOpt = OutputFormat.table,
     verbose: VerboseOpt = False,
 ) -> None:
     """Build the offline benchmark: NASA Blue Marble patches at 100k real photo locations.

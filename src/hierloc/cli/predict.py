@@ -15,6 +15,15 @@ HierarchyOpt = Annotated[Path, typer.Option(help="Hierarchy folder (training spl
 FeaturesOpt = Annotated[Path, typer.Option(help="Feature store with every split's images.")]
 DataOpt = Annotated[Path, typer.Option(help="Data folder with {split}.parquet, or a file.")]
 SplitOpt = Annotated[str, typer.Option(help="Split to evaluate.")]
+CellsOpt = Annotated[
+    Path | None, typer.Option(help="GeoSURGE: cells folder (hierloc cells build).")
+]
+TokensOpt = Annotated[
+    Path | None, typer.Option(help="GeoSURGE: token store (hierloc extract --tokens).")
+]
+SemanticOpt = Annotated[
+    Path | None, typer.Option(help="GeoSURGE: semantic store (hierloc semantic).")
+]
 
 
 class PredictFormat(str, Enum):
@@ -231,15 +240,9 @@ def compare_cmd(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="HierLoc override (repeatable).")
     ] = None,
-    cells: Annotated[
-        Path | None, typer.Option(help="GeoSURGE: cells folder (hierloc cells build).")
-    ] = None,
-    tokens: Annotated[
-        Path | None, typer.Option(help="GeoSURGE: token store (hierloc extract --tokens).")
-    ] = None,
-    semantic: Annotated[
-        Path | None, typer.Option(help="GeoSURGE: semantic store (hierloc semantic).")
-    ] = None,
+    cells: CellsOpt = None,
+    tokens: TokensOpt = None,
+    semantic: SemanticOpt = None,
     geosurge_set: Annotated[
         list[str] | None,
         typer.Option(
@@ -326,15 +329,9 @@ def ablate_cmd(
             "GeoSURGE's VI,VII,VIII (default: all those whose inputs are given)."
         ),
     ] = None,
-    cells: Annotated[
-        Path | None, typer.Option(help="GeoSURGE: cells folder (hierloc cells build).")
-    ] = None,
-    tokens: Annotated[
-        Path | None, typer.Option(help="GeoSURGE: token store (hierloc extract --tokens).")
-    ] = None,
-    semantic: Annotated[
-        Path | None, typer.Option(help="GeoSURGE: semantic store (hierloc semantic).")
-    ] = None,
+    cells: CellsOpt = None,
+    tokens: TokensOpt = None,
+    semantic: SemanticOpt = None,
     geosurge_set: Annotated[
         list[str] | None,
         typer.Option("--geosurge-set", help="GeoSURGE base override (repeatable)."),

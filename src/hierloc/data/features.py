@@ -78,6 +78,16 @@ class FeatureStore:
         return cls(path=path, manifest=manifest, features=features[:rows], ids=ids[:rows])
 
 
+def read_rows(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``features[rows]`` read in ascending row order (sequential on a memory map), returned
+    in the order of ``rows``."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    out = np.empty((len(rows), features.shape[1]), dtype=features.dtype)
+    out[order] = features[rows[order]]
+    return out
+
+
 def write_feature_store(
     path: str | Path,
     ids: np.ndarray,

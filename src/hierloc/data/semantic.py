@@ -19,7 +19,6 @@ Segmentation providers (registry :data:`PROVIDERS`, :func:`register_provider`):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 from collections.abc import Callable
@@ -227,7 +226,7 @@ def build_semantic_store(
     **provider_args,
 ) -> dict:
     """Maps of every record of ``metadata`` into the store ``out``; returns a summary."""
-    from hierloc.data.extract import _summary
+    from hierloc.data.extract import _summary, fingerprint
     from hierloc.data.features import FeatureStoreWriter
     from hierloc.data.images import Opener, collect_items
 
@@ -238,10 +237,7 @@ def build_semantic_store(
     items = collect_items([Path(metadata)], id_column, prov.column,
                           Path(root) if root else None)  # fmt: skip
     desc = prov.describe() | {"map_size": int(size)}
-    h = hashlib.sha256(repr(sorted((k, str(v)) for k, v in desc.items())).encode())
-    for it in items:
-        h.update(f"{it.id}\t{it.container}\t{it.member}\n".encode())
-    writer = FeatureStoreWriter(out, len(items), size * size, desc, h.hexdigest(),
+    writer = FeatureStoreWriter(out, len(items), size * size, desc, fingerprint(items, desc),
                                 overwrite=overwrite, dtype="uint8")  # fmt: skip
     resumed = writer.items_done
     if writer.complete:

@@ -41,13 +41,12 @@ class TrainingData:
 
 
 def _features_by_id(store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from hierloc.data.features import read_rows
     from hierloc.data.ids import IdIndex
 
     pos = IdIndex(store.ids).lookup(np.asarray(ids, dtype=object))
     ok = pos >= 0
-    feats = np.asarray(store.features[np.sort(pos[ok])], dtype=np.float32)
-    order = np.argsort(np.argsort(pos[ok]))
-    return feats[order], ok
+    return read_rows(store.features, pos[ok]).astype(np.float32), ok
 
 
 def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:

@@ -11,7 +11,6 @@ and the GeoScore (mean ``5000·exp(−km/1492.7)``), which "best" and early stop
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -46,9 +45,7 @@ class GeoSurgeData:
     semantic: object | None  # FeatureStore of uint8 maps
     inputs: GeoSurgeInputs
     cells: pd.DataFrame  # cells.parquet
-    counts: list[int]  # cells per partition
-    parents: list[np.ndarray]  # per partition, parent rows
-    cell_coords: list[np.ndarray]  # per partition, (E, 2) mean coordinates of the samples
+    parts: list  # the partitions (hierloc.geo.s2cells.Partition), coarse → fine
     train: SurgeSplit
     val: SurgeSplit | None
     dropped: dict
@@ -56,18 +53,13 @@ class GeoSurgeData:
     def batch(self, split: SurgeSplit, idx) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Tokens ``(B, T·C)`` float32 and maps ``(B, S·S)`` uint8 of samples ``idx``, read
         from the memory-mapped stores in sorted order."""
+        from hierloc.data.features import read_rows
+
         idx = np.asarray(idx)
-
-        def read(store, rows):
-            order = np.argsort(rows, kind="stable")
-            out = np.empty((len(rows), store.features.shape[1]), dtype=store.features.dtype)
-            out[order] = store.features[rows[order]]
-            return torch.from_numpy(out)
-
-        tok = read(self.tokens, split.token_rows[idx]).float()
+        tok = torch.from_numpy(read_rows(self.tokens.features, split.token_rows[idx])).float()
         sem = None
         if self.semantic is not None and split.semantic_rows is not None:
-            sem = read(self.semantic, split.semantic_rows[idx])
+            sem = torch.from_numpy(read_rows(self.semantic.features, split.semantic_rows[idx]))
         return tok, sem
 
 
@@ -86,43 +78,41 @@ def store_inputs(tokens, semantic) -> GeoSurgeInputs:
                           map_size=int(info["map_size"]))  # fmt: skip
 
 
-def load_cells(cells: str | Path) -> tuple[pd.DataFrame, list[int], list[np.ndarray],
-                                           list[np.ndarray]]:  # fmt: skip
-    """``(cells frame, counts, parent rows, mean coordinates)`` per partition of a cells folder."""
+def partitions(frame: pd.DataFrame) -> list:
+    """A cells frame (``cells.parquet``) as the builder's :class:`~hierloc.geo.s2cells.Partition`
+    objects, coarse → fine (rows are sorted by cell id, as the builder wrote them)."""
+    from hierloc.geo.s2cells import Partition
+
+    out = []
+    for p in sorted(frame["partition"].unique()):
+        sub = frame[frame["partition"] == p].sort_values("row")
+        out.append(Partition(
+            tau_max=int(sub["tau_max"].iloc[0]), ids=sub["cell_id"].to_numpy(np.uint64),
+            levels=sub["level"].to_numpy(np.int64), counts=sub["count"].to_numpy(np.int64),
+            center_lat=sub["center_lat"].to_numpy(), center_lon=sub["center_lon"].to_numpy(),
+            mean_lat=sub["mean_lat"].to_numpy(), mean_lon=sub["mean_lon"].to_numpy(),
+            parent=sub["parent_row"].to_numpy(np.int64),
+        ))  # fmt: skip
+    return out
+
+
+def load_cells(cells: str | Path) -> tuple[pd.DataFrame, list]:
+    """``(cells frame, partitions)`` of a cells folder (``hierloc cells build``)."""
     path = Path(cells)
     if not (path / "cells.parquet").exists():
         raise InputError(f"{path}: not a cells folder (no cells.parquet); make one with "
                          "hierloc cells build TRAIN_METADATA -o FOLDER")  # fmt: skip
     frame = pd.read_parquet(path / "cells.parquet")
-    counts, parents, coords = [], [], []
-    for p in sorted(frame["partition"].unique()):
-        sub = frame[frame["partition"] == p].sort_values("row")
-        counts.append(len(sub))
-        parents.append(sub["parent_row"].to_numpy(np.int64))
-        coords.append(sub[["mean_lat", "mean_lon"]].to_numpy(np.float64))
-    return frame, counts, parents, coords
+    return frame, partitions(frame)
 
 
-def locate_cells(frame: pd.DataFrame, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+def locate_cells(parts: list, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """``(N, P)``: the row of the cell holding each point in every partition, ``-1`` if none."""
     from hierloc.geo import s2
     from hierloc.geo.gazetteer import unit_xyz
 
     leaf = s2.leaf_cells(unit_xyz(np.asarray(lat, np.float64), np.asarray(lon, np.float64)))[0]
-    parts = sorted(frame["partition"].unique())
-    out = np.full((len(lat), len(parts)), -1, dtype=np.int64)
-    for k, p in enumerate(parts):
-        sub = frame[frame["partition"] == p].sort_values("row")
-        ids = sub["cell_id"].to_numpy(np.uint64)
-        levels = sub["level"].to_numpy(np.int64)
-        order = np.argsort(ids)
-        lo = s2.range_min(ids[order], levels[order])
-        hi = s2.range_max(ids[order], levels[order])
-        pos = np.searchsorted(lo, leaf, side="right") - 1
-        ok = pos >= 0
-        ok[ok] &= leaf[ok] <= hi[pos[ok]]
-        out[ok, k] = sub["row"].to_numpy(np.int64)[order][pos[ok]]
-    return out
+    return np.stack([part.locate(leaf) for part in parts], 1).astype(np.int64)
 
 
 def _rows_of(store, ids: np.ndarray) -> np.ndarray:
@@ -139,9 +129,9 @@ def load_geosurge_data(cells: str | Path, tokens: str | Path, semantic: str | Pa
     tok_store = FeatureStore.open(tokens)
     sem_store = FeatureStore.open(semantic) if semantic is not None else None
     inputs = store_inputs(tok_store, sem_store)
-    frame, counts, parents, coords = load_cells(cells)
+    frame, parts = load_cells(cells)
     assign = pd.read_parquet(Path(cells) / "assignments.parquet")
-    P = len(counts)
+    P = len(parts)
 
     def split(ids, targets, latlon):
         t_rows = _rows_of(tok_store, ids)
@@ -168,12 +158,11 @@ def load_geosurge_data(cells: str | Path, tokens: str | Path, semantic: str | Pa
         lat = np.concatenate([c.lat for c in chunks])
         lon = np.concatenate([c.lon for c in chunks])
         val_split, dropped["val_without_inputs"] = split(
-            vid, locate_cells(frame, lat, lon), np.stack([lat, lon], 1).astype(np.float64)
+            vid, locate_cells(parts, lat, lon), np.stack([lat, lon], 1).astype(np.float64)
         )
     if missing:
         log.warning("%d training samples have no tokens or semantic map; left out", missing)
-    return GeoSurgeData(tok_store, sem_store, inputs, frame, counts, parents, coords, train,
-                        val_split, dropped)  # fmt: skip
+    return GeoSurgeData(tok_store, sem_store, inputs, frame, parts, train, val_split, dropped)
 
 
 class GeoSurgeTrainer(Trainer):
@@ -183,8 +172,8 @@ class GeoSurgeTrainer(Trainer):
         from hierloc.models import create_model
 
         d = self.data
-        model = create_model("geosurge", self.cfg.model, d.inputs, d.counts)
-        self.anc = ancestors(d.parents[: self.cfg.model.depth])
+        model = create_model("geosurge", self.cfg.model, d.inputs, [len(p) for p in d.parts])
+        self.anc = ancestors([p.parent for p in d.parts[: self.cfg.model.depth]])
         return model, torch.nn.Module()  # the temperatures live in the model
 
     def train_step(self) -> dict:
@@ -215,7 +204,8 @@ class GeoSurgeTrainer(Trainer):
         self.model.eval()
         depth = self.cfg.model.depth
         hits, seen, km, losses = np.zeros(depth), np.zeros(depth), [], []
-        leaf_xy = torch.from_numpy(np.array(self.data.cell_coords[depth - 1]))
+        leaf = self.data.parts[depth - 1]
+        leaf_xy = torch.from_numpy(np.stack([leaf.mean_lat, leaf.mean_lon], 1))
         for start in range(0, len(split), batch):
             idx = np.arange(start, min(len(split), start + batch))
             tok, sem = self.data.batch(split, idx)
@@ -244,12 +234,3 @@ class GeoSurgeTrainer(Trainer):
 
     def val_score(self, info: dict) -> float:
         return info.get("val_geoscore", -math.inf)
-
-
-def write_geosurge_sources(run_dir: Path, cells, tokens, semantic, val) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = {"model": "geosurge"} | {
-        k: None if v is None else str(Path(v).resolve())
-        for k, v in (("cells", cells), ("features", tokens), ("semantic", semantic), ("val", val))
-    }
-    (run_dir / "sources.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -367,7 +367,6 @@ class Trainer:
                 log_file.flush()
                 yield info
                 if stop:
-                    self.total_steps = self.step
                     break
         finally:
             log_file.close()

@@ -35,11 +35,7 @@ def train_run(
 
     cfg = load_config(config, list(overrides), model=model)
     if model == "geosurge":
-        from hierloc.train.geosurge import (
-            GeoSurgeTrainer,
-            load_geosurge_data,
-            write_geosurge_sources,
-        )
+        from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
 
         if cells is None:
             raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
@@ -51,7 +47,8 @@ def train_run(
         data = load_geosurge_data(cells, features, semantic, val)
         trainer = GeoSurgeTrainer(cfg, data, output, device=device)
         if trainer.rank == 0:
-            write_geosurge_sources(Path(output), cells, features, semantic, val)
+            write_sources(Path(output), "geosurge", cells=cells, features=features,
+                          semantic=semantic, val=val)  # fmt: skip
     else:
         from hierloc.train.data import load_training_data
         from hierloc.train.loop import Trainer
@@ -61,8 +58,7 @@ def train_run(
         data = load_training_data(hierarchy, features, val)
         trainer = Trainer(cfg, data, output, device=device)
         if trainer.rank == 0:
-            write_sources(Path(output), Path(hierarchy), Path(features),
-                          None if val is None else Path(val))  # fmt: skip
+            write_sources(Path(output), hierarchy=hierarchy, features=features, val=val)
     last = trainer.latest_checkpoint()
     if last is not None:
         trainer.load_checkpoint(last)
