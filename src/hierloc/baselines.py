@@ -122,13 +122,14 @@ def train_baseline(
     from safetensors.torch import save_file
 
     from hierloc.data.features import FeatureStore
-    from hierloc.data.writers import staged_folder
+    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
     from hierloc.index import encoder_description, entity_frame
     from hierloc.train.data import load_entities, load_training_data
 
     if name not in BASELINES:
         raise InputError(f"unknown baseline {name!r}; choose one of {BASELINES} or hierloc")
     cfg = baseline_config(overrides)
+    check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, [hierarchy, features])
     torch.manual_seed(cfg.seed)
     data = load_training_data(hierarchy, features)
     tables, ids, frame = load_entities(hierarchy)
@@ -165,7 +166,7 @@ def train_baseline(
         "features": str(Path(features).resolve()), "hierarchy": str(Path(hierarchy).resolve()),
     }  # fmt: skip
     output = Path(output)
-    with staged_folder(output, overwrite) as tmp:
+    with staged_folder(output, overwrite, MODEL_FOLDER_KINDS, [hierarchy, features]) as tmp:
         entity_frame(ids, frame).to_parquet(tmp / "entities.parquet", index=False)
         for key, arr in arrays.items():
             np.save(tmp / f"{key}.npy", arr)

@@ -46,6 +46,36 @@ def is_geosurge(name: str) -> bool:
     return name == "geosurge" or name.startswith("geosurge-")
 
 
+def check_geosurge_inputs(geosurge: dict | None) -> None:
+    if not geosurge or not geosurge.get("cells") or not geosurge.get("tokens"):
+        raise InputError("geosurge needs --cells, --tokens and --semantic (hierloc cells "
+                         "build, hierloc extract --tokens, hierloc semantic)")  # fmt: skip
+
+
+def check_models(
+    models: list[str], config: Path | None, overrides: dict[str, list[str]], geosurge: dict | None
+) -> None:
+    """Every model name known and every model's config valid — before anything is trained or
+    written."""
+    from hierloc.baselines import baseline_config
+    from hierloc.train.config import load_config
+
+    if not models:
+        raise InputError("--models: name at least one model")
+    for name in models:
+        over = overrides.get(name, [])
+        if is_geosurge(name):
+            check_geosurge_inputs(geosurge)
+            load_config(None, over, model="geosurge")
+        elif name == "hierloc" or name.startswith("hierloc-"):
+            load_config(config, over)
+        elif name in BASELINES:
+            baseline_config(over)
+        else:
+            raise InputError(f"--models: unknown model {name!r}; choose from "
+                             f"{(*DEFAULT_MODELS, 'geosurge')}")  # fmt: skip
+
+
 def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: Path | None,
                 config: Path | None, overrides: list[str], device: str = "cpu",
                 on_step: Callable | None = None, geosurge: dict | None = None) -> Path:  # fmt: skip
@@ -61,9 +91,7 @@ def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: P
                             "config": None if config is None else Path(config).read_text(),
                             "overrides": list(overrides)})  # fmt: skip
     if is_geosurge(name):
-        if not geosurge or not geosurge.get("cells") or not geosurge.get("tokens"):
-            raise InputError("geosurge needs --cells, --tokens and --semantic (hierloc cells "
-                             "build, hierloc extract --tokens, hierloc semantic)")  # fmt: skip
+        check_geosurge_inputs(geosurge)
         key["geosurge"] = {k: None if v is None else str(Path(v).resolve())
                            for k, v in geosurge.items()}  # fmt: skip
     model_dir = folder / "model"
@@ -127,12 +155,15 @@ def compare(
     import numpy as np
     import pandas as pd
 
-    from hierloc.data.writers import write_file_atomic
+    from hierloc.data.writers import check_not_input, write_file_atomic
     from hierloc.eval.evaluate import metrics_table
     from hierloc.eval.plots import error_cdf_plot
 
     overrides = overrides or {}
     output = Path(output)
+    check_models(models, config, overrides, geosurge)
+    check_not_input(output, [hierarchy, features, data, val, config,
+                             *(geosurge or {}).values()])  # fmt: skip
     results, errors = {}, {}
     say = on_event or (lambda m: None)
     for name in models:

@@ -49,12 +49,14 @@ def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = 
     from safetensors.torch import load_file, save_file
 
     from hierloc.data.features import FeatureStore
-    from hierloc.data.writers import staged_folder
+    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
     from hierloc.models import create_model
     from hierloc.train.config import load_config, save_config
     from hierloc.train.geosurge import load_cells, store_inputs
 
     sources = json.loads((run / "sources.json").read_text())
+    reads = [ckpt, run, sources.get("cells"), sources.get("features"), sources.get("semantic")]
+    check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, reads)
     cfg = load_config(ckpt / "config.yaml", model="geosurge")
     tokens = FeatureStore.open(sources["features"])
     semantic = FeatureStore.open(sources["semantic"]) if sources.get("semantic") else None
@@ -80,7 +82,7 @@ def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = 
         "features": sources["features"], "semantic_store": sources.get("semantic"),
         "checkpoint": str(ckpt),
     }  # fmt: skip
-    with staged_folder(Path(output), overwrite) as tmp:
+    with staged_folder(Path(output), overwrite, MODEL_FOLDER_KINDS, reads) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()},
                   str(tmp / "model.safetensors"))  # fmt: skip
         save_config(cfg, tmp / "config.yaml")

@@ -91,7 +91,7 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     it had one; see :func:`calibrate`)."""
     from safetensors.torch import load_file, save_file
 
-    from hierloc.data.writers import staged_folder
+    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
     from hierloc.losses import GWHInfoNCE
     from hierloc.models import create_model
     from hierloc.search import csr_children
@@ -107,6 +107,8 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     hierarchy = hierarchy or sources.get("hierarchy")
     if hierarchy is None:
         raise InputError(f"{run}: no {SOURCES} naming the hierarchy; pass --hierarchy")
+    reads = [ckpt, run, hierarchy, sources.get("features"), calibrate_on]
+    check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, reads)
     cfg = load_config(ckpt / "config.yaml")
     tables, ids, frame = load_entities(hierarchy)
     state = load_file(str(ckpt / "model.safetensors"))
@@ -134,7 +136,7 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
         encoder = encoder_description(json.loads(feat_manifest.read_text()).get("encoder"))
     entities = entity_frame(ids, frame)
     output = Path(output)
-    with staged_folder(output, overwrite) as tmp:
+    with staged_folder(output, overwrite, MODEL_FOLDER_KINDS, reads) as tmp:
         for lv, p in enumerate(points):
             np.save(tmp / f"points_{lv}.npy", p.numpy().astype(np.float16 if half else np.float32))
         for lv in range(1, len(points)):

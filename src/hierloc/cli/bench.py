@@ -11,6 +11,13 @@ import typer
 from hierloc.cli import FileFormat, VerboseOpt, bench_app, handles_errors, write_atomic
 
 
+def _check(output: Path | None) -> None:
+    """Refuse a bad --output before the benchmark runs."""
+    from hierloc.data.writers import check_output_file  # local: pulls pandas, slow CLI start
+
+    check_output_file(output)
+
+
 def _emit(report: dict, output: Path | None) -> None:
     """Print the JSON report (stdout) and also write it to ``output`` atomically."""
     text = json.dumps(report, indent=2) + "\n"
@@ -48,6 +55,7 @@ def bench_score(
     """  # noqa: E501
     from hierloc.bench import score as bench
 
+    _check(output)
     report = bench.run(
         rows=rows, file_format=file_format.value, workdir=workdir, compare_rows=compare_rows
     )
@@ -90,6 +98,7 @@ def bench_geocode(
     verbose: VerboseOpt = False,
 ) -> None:
     """Time `hierloc geocode` end to end on photo-like coordinates (target: 4.7 million in at most 60 s on 2 cores), and compare lookup speed with reverse_geocoder side by side."""  # noqa: E501
+    _check(output)
     from hierloc.bench import geocode as bench
 
     report = bench.run(rows=rows, gazetteer=gazetteer, compare_rows=compare_rows, workdir=workdir)
@@ -108,6 +117,7 @@ def bench_hierarchy(
     verbose: VerboseOpt = False,
 ) -> None:
     """Build the hierarchy from generated records with the paper's entity counts (233 / 4,946 / 29,214 / 209,894). Targets: 5 million rows with labels in at most 60 s; with 1024-d float16 embeddings in at most 5 min. Also builds a fifth of the rows with the same entities, to show that peak memory follows the entities, not the rows."""  # noqa: E501
+    _check(output)
     from hierloc.bench import hierarchy as bench
 
     report = bench.run(rows=rows, dim=dim, workdir=workdir)
@@ -125,6 +135,7 @@ def bench_cells(
     verbose: VerboseOpt = False,
 ) -> None:
     """Build all seven GeoSURGE partitions of photo-like points (target: 5 million in at most 120 s) and compare S2 leaf-id speed with s2sphere side by side."""  # noqa: E501
+    _check(output)
     from hierloc.bench import cells as bench
 
     report = bench.run(rows=rows, compare_rows=compare_rows)
@@ -145,6 +156,7 @@ def bench_extract(
     verbose: VerboseOpt = False,
 ) -> None:
     """Extraction throughput vs the encoder's bare forward throughput on the same batch size (target: at least 90 %)."""  # noqa: E501
+    _check(output)
     from hierloc.bench import extract as bench
 
     report = bench.run(images=images, encoder=encoder, batch_size=batch_size, workers=workers,
@@ -167,6 +179,7 @@ def bench_bluemarble(
     verbose: VerboseOpt = False,
 ) -> None:
     """Difficulty of the offline benchmark: a 1-NN retrieval baseline (cosine on frozen features) at several patch sizes, side by side — pick defaults where country accuracy is between 30 % and 70 %."""  # noqa: E501
+    _check(output)
     from hierloc.bench import bluemarble as bench
 
     sizes = tuple(int(p) for p in patches.split(","))
@@ -195,6 +208,7 @@ def bench_train(
     verbose: VerboseOpt = False,
 ) -> None:
     """Full HierLoc training steps at the paper's scale (233 / 4,946 / 29,214 / 209,894 entities): images_per_s, peak_rss_gb and osv5m_epoch_hours (target on 2 CPU cores: ≥ 100 images/s within 16 GB). About 3 minutes at the defaults; add --set run.precision=bf16 on CPUs with native bf16."""  # noqa: E501
+    _check(output)
     from hierloc.bench import train as bench
 
     report = bench.run(batch_size=batch_size, steps=steps, quick=quick,
@@ -216,6 +230,7 @@ def bench_search(
     verbose: VerboseOpt = False,
 ) -> None:
     """Entity search vs exhaustive image retrieval at the paper's scale (233 / 4,946 / 29,214 / 209,894 entities, d = 128, 4.8 M image embeddings), measured in one run: beam search (k = 10; torch and the FAISS variant), flat per-level search, exhaustive retrieval, each with its fastest implementation at the batch size; queries/s at batch 1 and 1024, index storage (float32, float16) and ratios. Needs faiss-cpu and ~6 GB of memory; a few minutes."""  # noqa: E501
+    _check(output)
     from hierloc.bench import search as bench
 
     _emit(bench.run(quick=quick, batch=batch), output)

@@ -251,8 +251,10 @@ def hierarchy_export(
     verbose: VerboseOpt = False,
 ) -> None:
     """Export the tree as nested JSON: countries → regions → subregions → cities, each with id, name, level, mean coordinates and count."""  # noqa: E501
+    from hierloc.data.writers import check_output_file
     from hierloc.hierarchy.io import HierarchyFolder, export_tree
 
+    check_output_file(output, [folder])
     text = json.dumps(export_tree(HierarchyFolder.open(folder)), ensure_ascii=False) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -476,7 +478,10 @@ def data_from_photos(
     Writes id (path without suffix, as hierloc extract names images), latitude, longitude (decimal degrees from the degrees/minutes/seconds and N/S/E/W references), path and captured_at. Photos without GPS, with malformed or out-of-range GPS, or unreadable, are listed in the rejects file with the reason and counted.
     """  # noqa: E501
     from hierloc.data.photos import from_photos
+    from hierloc.data.writers import check_output_file
 
+    check_output_file(output, [folder], (".parquet", ".pq", ".csv", ".gz", ".tsv"))
+    check_output_file(rejects, [folder, output], option="--rejects")
     _echo_summary(from_photos(folder, output, rejects), fmt)
 
 
@@ -612,6 +617,14 @@ def train(
         ),
     ] = "hierloc",
     device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Baselines: replace an existing model folder at --output (HierLoc and "
+            "GeoSURGE resume a run folder instead).",
+        ),
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Train HierLoc, GeoSURGE or a baseline (--model) on precomputed features (resumes from the run folder's last checkpoint).
@@ -628,7 +641,7 @@ def train(
 
         if hierarchy is None:
             raise InputError("the baselines train on a hierarchy: pass --hierarchy")
-        out = train_baseline(model, hierarchy, features, output, set_ or [], overwrite=True)
+        out = train_baseline(model, hierarchy, features, output, set_ or [], overwrite=overwrite)
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
     with contextlib.ExitStack() as stack:

@@ -136,10 +136,16 @@ def predict_cmd(
     """Where were these photos taken? Per image the top-k hierarchical answers (country / region / subregion / city names, coordinates, score, confidence) by beam search. Unreadable images are reported on stderr and in rejects.csv beside --output, never silently dropped."""  # noqa: E501
     import pandas as pd
 
+    from hierloc.data.writers import check_output_file
     from hierloc.errors import InputError
     from hierloc.eval.evaluate import load_predictor
     from hierloc.geosurge_index import GeoSurgeLocator
 
+    reads = [model, *inputs]
+    check_output_file(output, reads)
+    if output is not None:
+        check_output_file(_rejects_path(output), reads, option="--output's rejects file")
+    check_output_file(map_, [*reads, output], (".html", ".htm", ".png"), option="--map")
     geo = load_predictor(model, device=device)
     extra = {}
     if ten_crop:
@@ -164,7 +170,7 @@ def predict_cmd(
         write_atomic(output, text)
         if rejected:
             table = pd.DataFrame([r.__dict__ for r in rejected]).to_csv(index=False)
-            write_atomic(output.with_name(output.stem + ".rejects.csv"), table)
+            write_atomic(_rejects_path(output), table)
     if map_ is not None:
         from hierloc.eval.maps import prediction_map
 
@@ -207,9 +213,11 @@ def evaluate_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Score a model on a labelled split: GeoScore, mean / median km, accuracy at country, region, subregion and city under the entity and OSV5M protocols, recall at 1 / 25 / 200 / 750 / 2,500 km. Writes metrics.json, predictions.parquet, report.md, error_cdf.png and error_map.png."""  # noqa: E501
+    from hierloc.data.writers import check_not_input
     from hierloc.eval.evaluate import evaluate, report_markdown
 
     out = output or (model / f"eval-{split}")
+    check_not_input(out, [model, data, features, semantic])
     metrics = evaluate(
         model, data, out, split=split, features=features, beam=beam, semantic=semantic
     )
@@ -347,3 +355,7 @@ def ablate_cmd(
            say=lambda m: typer.echo(m, err=True), geosurge=gs,
            geosurge_base=list(geosurge_set or []))  # fmt: skip
     typer.echo((output / "ablation.md").read_text())
+
+
+def _rejects_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".rejects.csv")

@@ -129,8 +129,10 @@ def score(
 
     Bad input (missing file or column, unknown format, non-numeric, missing or out-of-range coordinates, duplicate ids, ids on one side only, empty file) stops with a one-line error naming the file, row and column.
     """  # noqa: E501
+    from hierloc.data.writers import check_output_file
     from hierloc.eval.score import score_files
 
+    check_output_file(output, [predictions, truth])
     result = score_files(
         predictions,
         truth,

@@ -139,7 +139,8 @@ def build(
     if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
         raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
     out = Path(out)
-    with staged_folder(out, overwrite) as tmp:
+    with staged_folder(out, overwrite, ("hierloc-bluemarble",),
+                       inputs=[gallery_path(), basemap_dir()]) as tmp:  # fmt: skip
         rng = np.random.default_rng(seed)
         locs = load_locations()
         n_rows = int(np.ceil(180 / block))

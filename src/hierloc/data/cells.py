@@ -47,7 +47,7 @@ def build_cells(
     from hierloc.data.writers import staged_folder
 
     out = Path(out)
-    with staged_folder(out, overwrite) as tmp:
+    with staged_folder(out, overwrite, (FORMAT,), inputs=[metadata]) as tmp:
         rejects = Rejects(tmp / "rejects.csv")
         reader = MetadataReader(
             metadata, columns=columns, strict=strict, rejects=rejects, chunk_rows=chunk_rows

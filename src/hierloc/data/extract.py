@@ -103,8 +103,10 @@ def extract(
     Returns:
         A summary: images total / done, rows, rejected (by reason), encoder, whether resumed.
     """
+    from hierloc.data.features import check_store_output
     from hierloc.encoders import create_image_encoder
 
+    check_store_output(out, overwrite, [*sources, root])
     items = collect_items([Path(s) for s in sources], id_column, path_column,
                           Path(root) if root else None)  # fmt: skip
     enc = create_image_encoder(encoder)

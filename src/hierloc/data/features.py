@@ -163,6 +163,7 @@ class FeatureStoreWriter:
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if overwrite and self.path.exists():
+            check_store_output(self.path, overwrite)
             shutil.rmtree(self.path)
         if manifest_path.exists():
             m = json.loads(manifest_path.read_text())
@@ -268,3 +269,13 @@ class FeatureStoreWriter:
         self.manifest["complete"] = True
         _write_json_atomic(self.path / "manifest.json", self.manifest)
         return self.manifest
+
+
+def check_store_output(out: str | Path, overwrite: bool, inputs=()) -> None:
+    """A store is written (or resumed) at ``out``: never one of ``inputs`` or a folder holding
+    one, and ``--overwrite`` deletes only a store (or an empty folder), never other files."""
+    from hierloc.data.writers import check_not_input, check_replaceable
+
+    check_not_input(out, inputs)
+    if overwrite:
+        check_replaceable(out, overwrite, (FORMAT,))

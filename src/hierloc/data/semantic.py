@@ -227,11 +227,12 @@ def build_semantic_store(
 ) -> dict:
     """Maps of every record of ``metadata`` into the store ``out``; returns a summary."""
     from hierloc.data.extract import _summary, fingerprint
-    from hierloc.data.features import FeatureStoreWriter
+    from hierloc.data.features import FeatureStoreWriter, check_store_output
     from hierloc.data.images import Opener, collect_items
 
     if size < 1 or size > 4096:
         raise InputError(f"--size {size}: maps are 1 to 4096 pixels a side")
+    check_store_output(out, overwrite, [metadata, root])
     prov = provider if isinstance(provider, SegmentationProvider) else create_provider(
         provider, **provider_args)  # fmt: skip
     items = collect_items([Path(metadata)], id_column, prov.column,

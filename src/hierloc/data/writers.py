@@ -120,12 +120,76 @@ class FixedRowGroupWriter:
         self._writer.close()
 
 
-def staging_dir(out: Path, overwrite: bool) -> Path:
-    """A fresh temp folder beside ``out`` (``out`` must not exist unless ``overwrite``)."""
-    if out.exists() and not overwrite:
+# the formats of model folders (``hierloc index``, ``hierloc train --model <baseline>``): one
+# may replace another with --overwrite
+MODEL_FOLDER_KINDS = ("hierloc-index", "hierloc-geosurge", "hierloc-baseline")
+
+
+def _inputs(inputs) -> list[Path]:
+    return [Path(p) for p in inputs if p is not None and str(p) != ""]
+
+
+def check_not_input(out: str | Path, inputs, option: str = "--output") -> None:
+    """Refuse an output path that is, or holds, one of the command's inputs: writing there
+    would replace what the command reads. Outputs inside an input folder are allowed (an
+    evaluation report inside its model folder). The check runs before any work.
+    ``inputs``: paths (files or folders; ``None`` entries are ignored)."""
+    target = Path(out).resolve()
+    for given in _inputs(inputs):
+        inp = given.resolve()
+        if target == inp:
+            why = "is the input"
+        elif target in inp.parents:
+            why = "holds the input"
+        else:
+            continue
+        raise InputError(f"{out}: {option} {why} {given}; writing there would replace what "
+                         f"the command reads — choose another {option} path")  # fmt: skip
+
+
+def folder_kind(path: Path) -> str | None:
+    """The ``format`` a folder's ``manifest.json`` declares (None without a readable one)."""
+    import json
+
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("format") if isinstance(manifest, dict) else None
+
+
+def check_replaceable(out: str | Path, overwrite: bool, kinds: tuple[str, ...] | None,
+                      option: str = "--output") -> None:  # fmt: skip
+    """``out`` may be replaced only with ``overwrite`` and only if it is an output of the same
+    kind: an empty folder or one whose manifest declares one of ``kinds`` (None: any folder;
+    for the command's own internal folders)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not overwrite:
         raise InputError(f"{out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
+    if not out.is_dir():
         raise InputError(f"{out}: is a file; give a folder path")
+    if kinds is None or not any(out.iterdir()):
+        return
+    kind = folder_kind(out)
+    if kind not in kinds:
+        held = f"a {kind} folder" if kind else "files that are not a hierloc output"
+        raise InputError(f"{out}: holds {held}; --overwrite only replaces a {' or '.join(kinds)} "
+                         f"folder — choose another {option} path")  # fmt: skip
+
+
+def check_folder_output(out: str | Path, overwrite: bool, kinds: tuple[str, ...] | None,
+                        inputs=(), option: str = "--output") -> None:  # fmt: skip
+    """Both checks of :func:`staged_folder`, to run before any work starts."""
+    check_not_input(out, inputs, option)
+    check_replaceable(out, overwrite, kinds, option)
+
+
+def staging_dir(out: Path, overwrite: bool, kinds: tuple[str, ...] | None,
+                inputs=()) -> Path:  # fmt: skip
+    """A fresh temp folder beside ``out`` (see :func:`staged_folder`)."""
+    check_folder_output(out, overwrite, kinds, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -144,16 +208,35 @@ def commit_dir(tmp: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+def staged_folder(out: Path, overwrite: bool, kinds: tuple[str, ...] | None,
+                  inputs=()) -> Iterator[Path]:  # fmt: skip
     """Write a whole output folder atomically: yields a temp folder beside ``out``, swapped in
-    place of ``out`` when the block succeeds and removed when it fails."""
-    tmp = staging_dir(out, overwrite)
+    place of ``out`` when the block succeeds and removed when it fails.
+
+    ``out`` must not exist unless ``overwrite``, and then only as an output of the same kind
+    (its manifest's ``format`` in ``kinds``; ``None``: any folder, for internal folders such
+    as checkpoints); it must not be, hold or lie inside any of ``inputs``."""
+    tmp = staging_dir(out, overwrite, kinds, inputs)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     commit_dir(tmp, out)
+
+
+def check_output_file(out: str | Path | None, inputs=(), suffixes: tuple[str, ...] | None = None,
+                      option: str = "--output") -> None:  # fmt: skip
+    """Check an output file before any work: not a folder, not one of the inputs, and with
+    one of ``suffixes`` when given."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give {option} a file name, e.g. {out}/out.json")
+    if suffixes is not None and out.suffix.lower() not in suffixes:
+        raise InputError(f"{out}: {option} must end in {' or '.join(suffixes)}")
+    check_not_input(out, inputs, option)
 
 
 def write_file_atomic(path: str | Path, data: bytes | str) -> None:

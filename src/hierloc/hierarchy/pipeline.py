@@ -61,7 +61,7 @@ def build_hierarchy(
     from hierloc.data.geocode import fill_labels, is_missing
 
     metadata, out = Path(metadata), Path(out)
-    with staged_folder(out, overwrite) as tmp:
+    with staged_folder(out, overwrite, (FORMAT,), inputs=[metadata, features]) as tmp:
         rejects = Rejects(tmp / "rejects.csv")
         store = FeatureStore.open(features) if features is not None else None
         if store is not None:  # keep a chunk's embeddings near 256 MB

@@ -377,7 +377,7 @@ class Trainer:
 
         name = tag or f"ckpt-{self.step:08d}"
         final = self.run_dir / name
-        with staged_folder(final, overwrite=True) as tmp:
+        with staged_folder(final, overwrite=True, kinds=None) as tmp:
             state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
             state |= {
                 f"loss.{k}": v.detach().contiguous().cpu()

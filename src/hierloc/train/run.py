@@ -33,6 +33,7 @@ def train_run(
     from hierloc.index import write_sources
     from hierloc.train.config import load_config
 
+    check_run_folder(output, [hierarchy, features, val, config, cells, semantic])
     cfg = load_config(config, list(overrides), model=model)
     if model == "geosurge":
         from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
@@ -68,3 +69,24 @@ def train_run(
         if on_step is not None:
             on_step(info)
     return trainer
+
+
+RUN_FILES = ("sources.json", "config.yaml", "metrics.jsonl", "stage.json")  # stage: compare
+
+
+def check_run_folder(output: str | Path, inputs) -> None:
+    """A run folder is new, empty or a run (which is resumed): never one of the inputs, nor a
+    folder of something else that checkpoints would be written into."""
+    from hierloc.data.writers import check_not_input, folder_kind
+
+    check_not_input(output, inputs)
+    out = Path(output)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out}: is a file; give --output a folder for the run")
+    kind = folder_kind(out)  # a run folder has no manifest; model folders have config.yaml too
+    if kind is not None or (any(out.iterdir()) and not any((out / f).exists() for f in RUN_FILES)):
+        held = f"a {kind} folder" if kind else "files that are not a training run"
+        raise InputError(f"{out}: holds {held}; give --output a new or empty folder, or a run "
+                         "folder to resume")  # fmt: skip

@@ -1,0 +1,189 @@
+"""Commands never destroy their own input: an output that is (or holds) an input is refused,
+``--overwrite`` replaces only an output of the same kind, and arguments are checked before any
+work — each through the CLI, with exit status 2, one line, and the files byte-identical."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hierloc.cli import app
+from tests.test_predict import trained  # noqa: F401 (fixture)
+
+runner = CliRunner()
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (or the file itself) with its bytes."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def refused(args: list[str], *needles: str) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hierloc: error: "), res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture()
+def work(trained, tmp_path):  # noqa: F811
+    """A private copy of the trained fixture (hierarchy h, store, run, model)."""
+    for name in ("h", "store", "run", "model"):
+        shutil.copytree(trained / name, tmp_path / name)
+    shutil.copy(trained / "train.parquet", tmp_path / "train.parquet")
+    return tmp_path
+
+
+def test_baseline_output_equal_to_its_hierarchy_is_refused(work):
+    before = snapshot(work / "h")
+    for extra in ([], ["--overwrite"]):
+        refused(["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
+                 str(work / "store"), "-o", str(work / "h"), *extra], "is the input")  # fmt: skip
+    assert snapshot(work / "h") == before
+
+
+def test_baseline_output_holding_an_input_is_refused(work):
+    """-o a folder that holds the feature store: replacing it would delete the store."""
+    before = snapshot(work)
+    refused(["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
+             str(work / "store"), "-o", str(work), "--overwrite"], "holds the input")  # fmt: skip
+    assert snapshot(work) == before
+
+
+def test_existing_model_folder_is_replaced_only_with_overwrite(work):
+    args = ["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
+            str(work / "store"), "-o", str(work / "model")]  # fmt: skip
+    before = snapshot(work / "model")
+    refused(args, "already exists", "--overwrite")
+    assert snapshot(work / "model") == before
+    res = runner.invoke(app, [*args, "--overwrite"])  # a model folder may replace a model folder
+    assert res.exit_code == 0, res.output
+    assert '"hierloc-baseline"' in (work / "model" / "manifest.json").read_text()
+
+
+def test_overwrite_never_replaces_another_kind_of_folder(work):
+    """--overwrite on a hierarchy (not an input here) or a folder of user files is refused."""
+    other = work / "other-h"
+    shutil.copytree(work / "h", other)
+    mine = work / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes\n")
+    for target, needle in ((other, "hierloc-hierarchy"), (mine, "not a hierloc output")):
+        before = snapshot(target)
+        refused(["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
+                 str(work / "store"), "-o", str(target), "--overwrite"], needle)  # fmt: skip
+        refused(["index", str(work / "run"), "-o", str(target), "--overwrite"], needle)
+        assert snapshot(target) == before
+
+
+def test_training_run_into_an_input_or_a_foreign_folder_is_refused(work):
+    before = snapshot(work / "h")
+    refused(["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
+             "-o", str(work / "h")], "is the input")  # fmt: skip
+    assert snapshot(work / "h") == before
+    before = snapshot(work / "model")
+    refused(["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
+             "-o", str(work / "model")], "hierloc-index", "run folder")  # fmt: skip
+    assert snapshot(work / "model") == before
+
+
+def test_index_into_its_own_run_is_refused(work):
+    before = snapshot(work / "run")
+    refused(["index", str(work / "run"), "-o", str(work / "run"), "--overwrite"], "the input")
+    assert snapshot(work / "run") == before
+
+
+def test_hierarchy_build_over_a_folder_holding_its_metadata_is_refused(work):
+    folder = work / "meta"
+    folder.mkdir()
+    shutil.copy(work / "train.parquet", folder / "train.parquet")
+    before = snapshot(folder)
+    refused(["hierarchy", "build", str(folder / "train.parquet"), "-o", str(folder),
+             "--overwrite", "--gazetteer", "none"], "holds the input")  # fmt: skip
+    assert snapshot(folder) == before
+
+
+def test_bluemarble_overwrite_keeps_a_folder_holding_its_locations(tmp_path, monkeypatch):
+    import hierloc.data.bluemarble as bm
+
+    folder = tmp_path / "bm"
+    folder.mkdir()
+    locations = folder / "coordinates_100K.csv"
+    locations.write_text("LAT,LON\n48.85,2.35\n")
+    monkeypatch.setattr(bm, "gallery_path", lambda: locations)
+    before = snapshot(folder)
+    refused(["data", "bluemarble", "-o", str(folder), "--overwrite"], "holds the input")
+    assert snapshot(folder) == before
+
+
+def test_score_output_equal_to_an_input_is_refused(tmp_path):
+    preds = tmp_path / "preds.csv"
+    pd.DataFrame({"id": ["a", "b"], "latitude": [1.0, 2.0], "longitude": [3.0, 4.0]}).to_csv(
+        preds, index=False
+    )
+    before = preds.read_bytes()
+    refused(["score", str(preds), "--truth", str(preds), "-o", str(preds)], "is the input")
+    assert preds.read_bytes() == before
+
+
+def test_predict_never_overwrites_a_photo_and_checks_the_map_first(work):
+    from PIL import Image
+
+    photo = work / "photo.png"
+    Image.new("RGB", (40, 30), (10, 120, 200)).save(photo)
+    before = photo.read_bytes()
+    refused(["predict", str(work / "model"), str(photo), "-o", str(photo)], "is the input")
+    refused(["predict", str(work / "model"), str(photo), "--map", str(photo)], "is the input")
+    assert photo.read_bytes() == before
+    answers = work / "answers.csv"
+    refused(["predict", str(work / "model"), str(photo), "-o", str(answers), "--map",
+             str(work / "map.gif")], ".html or .htm or .png")  # fmt: skip
+    assert not answers.exists()  # nothing written before the bad --map was seen
+
+
+def test_evaluate_report_into_the_model_folder_itself_is_refused(work):
+    before = snapshot(work / "model")
+    refused(["evaluate", str(work / "model"), "--data", str(work / "train.parquet"), "-o",
+             str(work / "model")], "is the input")  # fmt: skip
+    assert snapshot(work / "model") == before
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [(["--models", "knn,telepathy"], "unknown model 'telepathy'"),
+     (["--models", "hierloc,knn", "--set", "optim.lr=fast"], "optim.lr")],
+)  # fmt: skip
+def test_compare_checks_every_model_before_training_any(work, extra, needle):
+    out = work / "cmp"
+    refused(["compare", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
+             "--data", str(work / "train.parquet"), "-o", str(out), *extra], needle)  # fmt: skip
+    assert not out.exists()  # nothing trained, staged or written
+
+
+def test_extract_overwrite_never_deletes_its_images_or_other_files(tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(photos / "a.png")
+    before = snapshot(tmp_path)
+    for out in (photos, tmp_path):
+        refused(["extract", str(photos), "-o", str(out), "--overwrite"], "the input")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    refused(["extract", str(photos), "-o", str(mine), "--overwrite"], "not a hierloc output")
+    assert (mine / "notes.txt").read_text() == "keep me\n"
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("mine")} == before
