@@ -242,3 +242,29 @@ def test_isotonic_pooling_by_hand():
     assert np.all(np.diff(got) >= 0)
     increasing = np.array([0.1, 0.2, 0.7])
     assert np.array_equal(_isotonic(increasing, np.ones(3)), increasing)
+
+
+def test_half_index_refuses_coordinates_beyond_float16(trained, tmp_path):
+    """x0 = R·cosh(r/R) passes float16's 65,504 near tangent norm 10.6: --half must refuse
+    instead of writing infinities; the float32 index of the same run works."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from hierloc.geometry import get_manifold
+    from hierloc.index import resolve_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    ckpt, _ = resolve_checkpoint(run)
+    state = load_file(str(ckpt / "model.safetensors"))
+    a = state["anchors.3"]
+    v = torch.randn(a.shape[0], a.shape[1] - 1, dtype=torch.float64)
+    v *= 12.0 / v.norm(dim=1, keepdim=True)
+    state["anchors.3"] = get_manifold("lorentz", K=0.8).expmap0(v).float()
+    save_file(state, str(ckpt / "model.safetensors"))
+    res = runner.invoke(app, ["index", str(run), "-o", str(tmp_path / "m16"), "--half"])
+    assert res.exit_code == 2 and "beyond float16's 65,504" in res.stderr, res.output
+    assert not (tmp_path / "m16").exists()
+    res = runner.invoke(app, ["index", str(run), "-o", str(tmp_path / "m32")])
+    assert res.exit_code == 0, res.output

@@ -152,3 +152,62 @@ def test_single_queries_equal_the_batched_search(manifold):
             k = one.paths.shape[1]
             assert torch.equal(one.paths[0], batch.paths[b, :k]), (width, b)
             assert torch.allclose(one.scores[0], batch.scores[b, :k], rtol=1e-12)
+
+
+def _mp_dist2(K, q, h):
+    """Squared Lorentz distance in 50-digit arithmetic from the space parts (time coordinates
+    recomputed on the hyperboloid): ``d = R·acosh(−<q,h>_L/K)``."""
+    import mpmath as mp
+
+    with mp.workdps(50):
+        qs = [mp.mpf(float(v)) for v in q[1:]]
+        hs = [mp.mpf(float(v)) for v in h[1:]]
+        q0 = mp.sqrt(K + sum(v * v for v in qs))
+        h0 = mp.sqrt(K + sum(v * v for v in hs))
+        x = (q0 * h0 - sum(a * b for a, b in zip(qs, hs, strict=True))) / K
+        return mp.sqrt(K) ** 2 * mp.acosh(max(x, mp.mpf(1))) ** 2
+
+
+def _mp_beam(K, points, parents, q, width):
+    """Beam search by hand: at every level every child of the beam scored in 50 digits, the
+    ``width`` best prefixes kept (the gap at each cut asserted to be unambiguous)."""
+    beams = [((), 0)]
+    for lv, pts in enumerate(points):
+        cands = []
+        for path, score in beams:
+            kids = range(len(pts)) if lv == 0 else np.flatnonzero(parents[lv - 1] == path[-1])
+            cands += [((*path, int(c)), score - _mp_dist2(K, q, pts[c])) for c in kids]
+        cands.sort(key=lambda c: c[1], reverse=True)
+        if len(cands) > width:
+            assert cands[width - 1][1] - cands[width][1] > 1e-9  # no near-tie at the cut
+        beams = cands[:width]
+    return beams[0][0]
+
+
+@pytest.mark.parametrize("width", [2, 3, 5, 10])
+def test_pruning_far_from_the_origin_equals_50_digit_beam_search(width):
+    """Siblings close together far from the origin (tangent norms 6–9, siblings 1e-4 apart in
+    the tangent space: where the float32 acosh form of the inner product loses the ranking):
+    every kept prefix must be the one exact arithmetic keeps."""
+    rng = np.random.default_rng(7)
+    K, d = 0.8, 4
+    M = get_manifold("lorentz", K=K)
+    counts = (5, 20, 60)
+    tangent = [rng.normal(size=(counts[0], d))]
+    tangent[0] *= rng.uniform(6, 9, (counts[0], 1)) / np.linalg.norm(tangent[0], axis=1)[:, None]
+    parents = []
+    for lv in range(1, len(counts)):
+        extra = rng.integers(0, counts[lv - 1], counts[lv] - counts[lv - 1])
+        par = np.concatenate([np.arange(counts[lv - 1]), extra])
+        parents.append(rng.permutation(par))
+        tangent.append(tangent[lv - 1][parents[-1]] + rng.normal(size=(counts[lv], d)) * 1e-4)
+    points = [M.expmap0(torch.from_numpy(t)).float() for t in tangent]  # stored as float32
+    index = EntityIndex.from_parents(M, points, parents)
+    leaves = rng.integers(0, counts[-1], 24)
+    z = M.expmap0(torch.from_numpy(tangent[-1][leaves] + rng.normal(size=(24, d)) * 5e-5)).float()
+    pts64 = [p.double().numpy() for p in points]
+    want = [_mp_beam(K, pts64, parents, zq.double().numpy(), width) for zq in z]
+    batched = beam_search(index, z, width=width).paths[:, 0].tolist()
+    single = [beam_search(index, zq[None], width=width).paths[0, 0].tolist() for zq in z]
+    assert [tuple(p) for p in batched] == want
+    assert [tuple(p) for p in single] == want

@@ -330,3 +330,99 @@ def test_riemannian_adam_keeps_anchors_on_the_hyperboloid_for_10000_steps():
         project_onto_manifold(opt, M)
     xd = x.detach().double()
     assert float((L.inner(xd, xd) + K).abs().max()) < 1e-5
+
+
+def test_validation_loss_and_geoscore_as_brute_force(setup):
+    """val_loss: the mean GWH-InfoNCE over the (image, level) pairs whose entity exists in
+    training (unknown targets have no loss and leave the denominator); val_geoscore: the mean
+    GeoScore of the best path over every root-to-leaf path (a validation beam wider than any
+    level makes beam search exhaustive)."""
+    from hierloc.geo.haversine import haversine_km
+
+    data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
+    over = SMALL + ["model.dropout=0.0", "run.val_beam=1000"]
+    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    got = tr.validate(batch=7)
+    v = data.val
+    with torch.no_grad():
+        z, ents = tr.model(v.features)
+        dists = tr.model.distances(z, ents)
+    km = tr._geo_km(v.coords)
+    total, pairs = 0.0, 0
+    for k, d in enumerate(dists):
+        known = v.targets[:, k] >= 0
+        with torch.no_grad():
+            loss = tr.loss_fn.level_loss(d[known], v.targets[known, k], km[k][known])
+        total += float(loss.sum())
+        pairs += int(known.sum())
+    assert pairs < len(v) * len(dists)  # some targets are unknown: the denominators differ
+    assert got["val_loss"] == pytest.approx(total / pairs, rel=1e-5)
+    # every path, from the ids (an entity's parent is its id without the last part)
+    ids = data.entity_ids
+    paths = []
+    for leaf in range(len(ids[-1])):
+        path = [leaf]
+        for lv in range(len(ids) - 1, 0, -1):
+            parent = ids[lv][path[-1]].rsplit("/", 1)[0]
+            path.append(list(ids[lv - 1]).index(parent))
+        paths.append(path[::-1])
+    paths = np.array(paths)
+    d2 = [(d.double() ** 2).numpy() for d in dists]
+    score = sum(d2[lv][:, paths[:, lv]] for lv in range(len(ids)))  # (B, P)
+    leaf = paths[score.argmin(1), -1]
+    city = np.array(data.entities.coords[-1])[leaf]
+    err = haversine_km(v.coords[:, 0].numpy(), v.coords[:, 1].numpy(), city[:, 0], city[:, 1])
+    assert got["val_geoscore"] == pytest.approx(np.mean(5000 * np.exp(-err / 1492.7)), rel=1e-9)
+
+
+def test_weight_decay_leaves_the_log_scalars_alone(setup, tmp_path):
+    """AdamW's decay pulls every decayed parameter towards 0 whatever its gradient; log τ and
+    log α must move the same with and without it, the weights must not."""
+    data = load_training_data(setup / "h", setup / "store")
+    after = []
+    for wd in (0.0, 0.5):
+        torch.manual_seed(0)
+        over = SMALL + ["model.dropout=0.0", "run.precision=fp32", f"optim.weight_decay={wd}",
+                        "optim.lr=0.01"]  # fmt: skip
+        tr = Trainer(load_config(overrides=over), data, tmp_path / f"wd{wd}")
+        tr.train_step()
+        named = dict(tr.model.named_parameters()) | {
+            f"loss.{n}": p for n, p in tr.loss_fn.named_parameters()
+        }
+        after.append({n: p.detach().clone() for n, p in named.items()})
+    logs = [n for n in after[0] if n.rsplit(".", 1)[-1].startswith("log_")]
+    assert {"loss.log_tau", "log_alpha_img", "log_alpha_node"} <= set(logs)
+    for n in logs:
+        assert torch.equal(after[0][n], after[1][n]), n
+    assert not torch.equal(after[0]["image_mlp.0.weight"], after[1]["image_mlp.0.weight"])
+
+
+def test_gradient_clipping_covers_the_anchors(setup, tmp_path, monkeypatch):
+    data = load_training_data(setup / "h", setup / "store")
+    tr = Trainer(load_config(overrides=SMALL), data, tmp_path / "clip")
+    seen = []
+    real = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        params = list(params)
+        seen.append({id(p) for p in params})
+        return real(params, max_norm, *a, **k)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    tr.train_step()
+    every = {id(p) for p in tr.model.parameters()} | {id(p) for p in tr.loss_fn.parameters()}
+    anchors = {id(p) for n, p in tr.model.named_parameters() if n.startswith("anchors")}
+    assert anchors and seen == [every]
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused(setup, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    data = load_training_data(setup / "h", setup / "store")
+    tr = Trainer(load_config(overrides=SMALL), data, tmp_path / "run")
+    ckpt = tr.save_checkpoint()
+    state = load_file(str(ckpt / "model.safetensors"))
+    state.pop("image_mlp.0.weight")
+    save_file(state, str(ckpt / "model.safetensors"))
+    with pytest.raises(InputError, match=r"ckpt-00000000: does not fit this run's model"):
+        Trainer(load_config(overrides=SMALL), data, tmp_path / "run").load_checkpoint(ckpt)

@@ -136,6 +136,12 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
         encoder = encoder_description(json.loads(feat_manifest.read_text()).get("encoder"))
     entities = entity_frame(ids, frame)
     output = Path(output)
+    if half:  # float16 holds magnitudes up to 65,504 (Lorentz x0 = R·cosh(r/R): r ≈ 10.6)
+        for lv, p in enumerate(points):
+            big = float(p.abs().max())
+            if not big < float(np.finfo(np.float16).max):
+                raise InputError(f"{ckpt}: level {lv} has coordinates up to {big:.4g}, beyond "
+                                 "float16's 65,504; build the index without --half")  # fmt: skip
     with staged_folder(output, overwrite, MODEL_FOLDER_KINDS, reads) as tmp:
         for lv, p in enumerate(points):
             np.save(tmp / f"points_{lv}.npy", p.numpy().astype(np.float16 if half else np.float32))

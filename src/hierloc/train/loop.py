@@ -26,10 +26,13 @@ import numpy as np
 import torch
 
 from hierloc.data.writers import staged_folder
+from hierloc.errors import InputError
+from hierloc.eval.metrics import geoscore
 from hierloc.geo.haversine import haversine_km, pairwise_km, unit_vectors
 from hierloc.hierarchy.build import LEVEL_NAMES
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import create_model
+from hierloc.search import EntityIndex, beam_search
 from hierloc.train.config import TrainConfig, save_config
 from hierloc.train.data import Split, TrainingData
 
@@ -102,9 +105,15 @@ class Trainer:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model)
         manifold = [p for p in self.model.parameters() if isinstance(p, geoopt.ManifoldParameter)]
         ids = {id(p) for p in manifold}
-        euclid = [p for p in self.model.parameters() if id(p) not in ids]
-        euclid += list(self.loss_fn.parameters())
-        self.opt = torch.optim.AdamW(euclid, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        named = [(n, p) for n, p in self.model.named_parameters() if id(p) not in ids]
+        named += [(f"loss.{n}", p) for n, p in self.loss_fn.named_parameters()]
+        # log-parameters of positive scalars (τ, λ, σ, α) are not decayed: decay would pull
+        # them to 1 (log 0), a bias towards τ = 1 rather than a regulariser
+        scalars = [p for n, p in named if n.rsplit(".", 1)[-1].startswith("log_")]
+        weights = [p for n, p in named if not n.rsplit(".", 1)[-1].startswith("log_")]
+        self.opt = torch.optim.AdamW(
+            [{"params": weights, "weight_decay": cfg.optim.weight_decay},
+             {"params": scalars, "weight_decay": 0.0}], lr=cfg.optim.lr)  # fmt: skip
         self.ropt = None
         if manifold:
             self.ropt = geoopt.optim.RiemannianAdam(
@@ -197,8 +206,9 @@ class Trainer:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= self.world
-        params = [p for group in self.opt.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        opts = [o for o in (self.opt, self.ropt) if o is not None]
+        params = [p for o in opts for group in o.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)  # anchors included
         factor = self.lr_factor(self.step)
         for opt, base in ((self.opt, self.cfg.optim.lr), (self.ropt, self.cfg.optim.riemannian_lr)):
             if opt is not None:
@@ -289,8 +299,9 @@ class Trainer:
         majority = [int(torch.bincount(t).argmax()) for t in self.data.train.targets.T]
         levels = len(ents)
         hits, seen, seen_hits, maj_hits = (np.zeros(levels) for _ in range(4))
-        losses, km_err = [], []
+        losses, known_n, km_err, beam_km = [], np.zeros(len(ents)), [], []
         finest = torch.tensor(np.array(self.data.entities.coords[-1]), dtype=torch.float64)
+        index = self._val_index(ents)
         for start in range(0, len(split), batch):
             x = split.features[start : start + batch].to(self.device)
             t = split.targets[start : start + batch].to(self.device)
@@ -307,12 +318,16 @@ class Trainer:
                 seen_hits[k] += float((correct & known).sum())
                 maj_hits[k] += float((t[:, k] == majority[k]).sum())
                 if known.any():
+                    known_n[k] += float(known.sum())
                     losses.append(
                         float(self.loss_fn.level_loss(d[known], t[known, k], km[k][known]).sum())
                     )
             guess = finest[dists[-1].argmin(dim=1).cpu()]
-            km_err.append(haversine_km(coords[:, 0].cpu().double(), coords[:, 1].cpu().double(),
-                                       guess[:, 0], guess[:, 1]))  # fmt: skip
+            lat, lon = coords[:, 0].cpu().double(), coords[:, 1].cpu().double()
+            km_err.append(haversine_km(lat, lon, guess[:, 0], guess[:, 1]))
+            leaf = beam_search(index, z.detach().cpu(), width=self.cfg.run.val_beam).paths[:, 0, -1]
+            guess = finest[leaf.clamp(min=0)]
+            beam_km.append(haversine_km(lat, lon, guess[:, 0], guess[:, 1]))
         out: dict = {}
         n = len(split)
         for k in range(levels):
@@ -321,12 +336,31 @@ class Trainer:
             out[f"val_seen_{LEVEL_NAMES[k]}"] = float(seen[k] / n)
             out[f"val_acc_seen_{LEVEL_NAMES[k]}"] = float(seen_hits[k] / max(1.0, seen[k]))
         out["val_median_km"] = float(np.median(torch.cat(km_err).numpy())) if km_err else math.nan
-        out["val_loss"] = float(sum(losses) / (n * levels))
+        if beam_km:  # what prediction answers: beam search (run.val_beam), the city's location
+            km = torch.cat(beam_km).numpy()
+            out["val_geoscore"] = float(geoscore(km).mean())
+            out["val_beam_median_km"] = float(np.median(km))
+        # the mean over the images whose entity exists in training (only those have a loss)
+        out["val_loss"] = float(sum(losses) / max(1.0, known_n.sum()))
         return out
 
     def val_score(self, info: dict) -> float:
-        """What "best" maximises: country + city accuracy on val."""
-        return info.get("val_acc_city", 0.0) + info.get("val_acc_country", 0.0)
+        """What "best" (and early stopping) maximises: the validation GeoScore of beam search,
+        what ``hierloc predict`` answers (the flat country + city accuracy it replaced rewards
+        the city level, which a geographically disjoint split cannot reach)."""
+        return info.get("val_geoscore", 0.0)
+
+    def _val_index(self, ents: list[torch.Tensor]):
+        """The entity index of the current embeddings (parents from the ids' paths)."""
+        if "_val_parents" not in self.__dict__:
+            ids = self.data.entity_ids
+            self._val_parents = []
+            for lv in range(1, len(ids)):
+                pos = {e: k for k, e in enumerate(ids[lv - 1])}
+                self._val_parents.append(np.array([pos[e.rsplit("/", 1)[0]] for e in ids[lv]]))
+        pts = [h.detach().float().cpu() for h in ents]
+        return EntityIndex.from_parents(self.model.manifold, pts, self._val_parents,
+                                        squared=self.cfg.loss.squared_distance)  # fmt: skip
 
     # -- the loop -----------------------------------------------------------------------
     def steps(self) -> Iterator[dict]:
@@ -410,8 +444,13 @@ class Trainer:
         state = load_file(str(path / "model.safetensors"))
         loss_state = {k[5:]: v for k, v in state.items() if k.startswith("loss.")}
         model_state = {k: v for k, v in state.items() if not k.startswith("loss.")}
-        self.model.load_state_dict(model_state, strict=False)
-        self.loss_fn.load_state_dict(loss_state)
+        try:
+            self.model.load_state_dict(model_state)
+            self.loss_fn.load_state_dict(loss_state)
+        except RuntimeError as e:
+            first = str(e).splitlines()[0]
+            raise InputError(f"{path}: does not fit this run's model ({first}); train into a "
+                             "new --output or restore the run's config") from e  # fmt: skip
         ts = torch.load(path / "train_state.pt", weights_only=False)
         self.step, self.epoch, self.position, self.best = (
             ts["step"], ts["epoch"], ts["position"], ts["best"])  # fmt: skip

@@ -1,0 +1,104 @@
+"""HierLoc recipe search on the validation split (issue 13): train each variant with several
+seeds on the demo's data and report the validation GeoScore of beam search (mean ± std), so an
+ordering counts only beyond the seed spread. The test split is never read.
+
+    python scripts/recipe_search.py --demo runs/demo -o runs/recipe [--variants base,steps1000]
+                                    [--seeds 0,1,2]
+
+``--demo``: a folder made by ``hierloc demo`` (its data/, features/ and hierarchy/). Each run is
+resumable and reused (``hierloc train``'s run folders); ``results.md`` and ``results.json`` are
+rewritten after every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from hierloc.demo import HIERLOC_SET
+from hierloc.train.run import train_run
+
+BASE = [s for s in HIERLOC_SET if not s.startswith("optim.max_steps")]
+VARIANTS: dict[str, list[str]] = {
+    "base": ["optim.max_steps=250"],  # the demo's recipe
+    "steps500": ["optim.max_steps=500"],
+    "steps1000": ["optim.max_steps=1000"],
+    "no_city_mean": ["optim.max_steps=250", "model.drop_image_mean_levels=[3]"],
+    "no_fine_means": ["optim.max_steps=250", "model.drop_image_mean_levels=[2,3]"],
+    "reg": ["optim.max_steps=250", "model.dropout=0.3", "optim.weight_decay=0.1"],
+    "lr3e-4": ["optim.max_steps=250", "optim.lr=3e-4", "optim.riemannian_lr=3e-4"],
+    "batch1024": ["optim.max_steps=250", "optim.batch_size=1024"],
+    "image_only": ["optim.max_steps=250", "model.modalities=[image]"],
+    "steps1000_reg": ["optim.max_steps=1000", "model.dropout=0.3", "optim.weight_decay=0.1"],
+}
+
+
+def best_val(run: Path) -> dict:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if "val_geoscore" in r]
+    best = max(vals, key=lambda r: r["val_geoscore"])
+    return {"step": best["step"], "val_geoscore": best["val_geoscore"],
+            "val_beam_median_km": best["val_beam_median_km"],
+            "val_acc_country": best["val_acc_country"], "last_step": rows[-1]["step"],
+            "last_val_geoscore": vals[-1]["val_geoscore"]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--demo", type=Path, default=Path("runs/demo"))
+    ap.add_argument("-o", "--output", type=Path, default=Path("runs/recipe"))
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seeds", default="0,1,2")
+    args = ap.parse_args()
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    d = args.demo
+    results: dict = {}
+    if (args.output / "results.json").exists():
+        results = json.loads((args.output / "results.json").read_text())
+    for name in names:
+        for seed in seeds:
+            run = args.output / name / f"seed{seed}"
+            key = f"{name}/seed{seed}"
+            if key not in results:
+                t0 = time.perf_counter()
+                sets = [*BASE, *VARIANTS[name], f"run.seed={seed}"]
+                train_run(d / "hierarchy", d / "features", run, d / "data" / "val.parquet",
+                          overrides=sets)  # fmt: skip
+                results[key] = best_val(run) | {"seconds": round(time.perf_counter() - t0)}
+                print(key, results[key], flush=True)
+            write(args.output, results)
+
+
+def write(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = ["| variant | overrides | seeds | val GeoScore (best) | val median km | val country % "
+             "| best step | s/run |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    by: dict[str, list[dict]] = {}
+    for key, r in results.items():
+        by.setdefault(key.split("/")[0], []).append(r)
+
+    def ms(vals: list[float], fmt: str) -> str:
+        sd = statistics.stdev(vals) if len(vals) > 1 else float("nan")
+        return f"{format(statistics.mean(vals), fmt)} ± {format(sd, fmt)}"
+
+    for name, rs in by.items():
+        lines.append(
+            f"| {name} | `{' '.join(VARIANTS.get(name, []))}` | {len(rs)} "
+            f"| {ms([r['val_geoscore'] for r in rs], '.0f')} "
+            f"| {ms([r['val_beam_median_km'] for r in rs], '.0f')} "
+            f"| {ms([100 * r['val_acc_country'] for r in rs], '.1f')} "
+            f"| {ms([r['step'] for r in rs], '.0f')} | {ms([r['seconds'] for r in rs], '.0f')} |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
