@@ -356,8 +356,11 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
     df.to_parquet(tmp_path / "meta.parquet")
     extract([tmp_path / "meta.parquet"], tmp_path / "tok", encoder="efficientnet-lite0",
             workers=0, tokens=True)  # fmt: skip
+    from hierloc.encoders import create_image_encoder
+
     build_semantic_store(tmp_path / "meta.parquet", tmp_path / "sem", "files", size=28,
-                         classes=("a", "b", "c"))  # fmt: skip
+                         classes=("a", "b", "c"),
+                         crop=create_image_encoder("efficientnet-lite0").preprocess)  # fmt: skip
     build_cells(tmp_path / "meta.parquet", tmp_path / "cells", tau_max=(20, 10), tau_min=2)
     args = [
         "train",
@@ -461,3 +464,38 @@ def test_torchrun_two_processes_equal_one(toy, tmp_path):
     b = load_file(str(tmp_path / "one" / "ckpt-00000003" / "model.safetensors"))
     for k in b:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("size", [(300, 200), (200, 300), (224, 224), (97, 61)])
+def test_map_cells_lie_under_the_tokens_that_see_them(size):
+    """Image pixels encode their own coordinates; after the encoder's real preprocessing
+    (nearest resize, centre crop) the pixel at the centre of token cell (i, j) must be the one
+    map cell (i, j) was sampled from — for the plain crop and for each of the ten crops."""
+    from PIL import Image
+
+    from hierloc.data.semantic import aligned_map
+    from hierloc.encoders.base import Preprocess
+    from hierloc.geosurge_index import ten_crops
+
+    W, H = size
+    pre = Preprocess(size=224, crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1),
+                     interpolation="nearest")  # fmt: skip
+    x, y = np.meshgrid(np.arange(W), np.arange(H))
+    img = Image.fromarray(np.stack([x % 256, y % 256, (x // 256) * 16 + y // 256], -1)
+                          .astype(np.uint8))  # fmt: skip
+    xs, ys = x.astype(np.int32), y.astype(np.int32)  # the "maps": each cell its coordinates
+    grid = 28  # 8 preprocessed pixels per cell
+    crops = [(img, (xs, ys))] + [
+        (c, (mx, my))
+        for (c, mx), (_, my) in zip(
+            ten_crops(img, xs), ten_crops(img, ys), strict=True
+        )  # fmt: skip
+    ]
+    for crop, (mx, my) in crops:
+        arr = (pre(crop).numpy().transpose(1, 2, 0) * 255).round().astype(int)  # (224, 224, 3)
+        centre = arr[4::8, 4::8]  # the pixel at each cell's centre (crop pixel 8i + 4)
+        seen_x = centre[..., 0] + 256 * (centre[..., 2] // 16)
+        seen_y = centre[..., 1] + 256 * (centre[..., 2] % 16)
+        # nearest sampling on either side: at most one source pixel apart
+        assert np.abs(aligned_map(mx, grid, pre) - seen_x).max() <= 1
+        assert np.abs(aligned_map(my, grid, pre) - seen_y).max() <= 1

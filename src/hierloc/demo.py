@@ -99,12 +99,14 @@ def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
     from hierloc.data.cells import build_cells
     from hierloc.data.extract import extract
     from hierloc.data.semantic import build_semantic_store
+    from hierloc.encoders import create_image_encoder
 
     stage("GeoSURGE: extracting tokens (resumable; reused when complete)")
     extract([data / "metadata.parquet"], out / "tokens", encoder=ENCODER, tokens=True)
     stage("GeoSURGE: semantic maps")
     build_semantic_store(data / "metadata.parquet", out / "semantic", "bluemarble",
-                         size=SEMANTIC_SIZE)  # fmt: skip
+                         size=SEMANTIC_SIZE,
+                         crop=create_image_encoder(ENCODER).preprocess)  # fmt: skip
     key = {"counts": counts, "tau_max": list(tau[0]), "tau_min": tau[1]}
     if not stage_done(out / "cells", key):
         stage("GeoSURGE: S2 cells of the training split")

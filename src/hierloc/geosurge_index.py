@@ -271,10 +271,9 @@ class GeoSurgeLocator(Predictor):
                     except (OSError, KeyError) as e:
                         out[map_item.id] = f"unreadable: {e}"
             else:
-                side = 4 * self.inputs.map_size
-                for item in items:
+                for item in items:  # at the image's own size, cut per crop later
                     try:
-                        out[item.id] = provider.maps([opener.read(item)], side)[0]
+                        out[item.id] = provider.native([opener.read(item)])[0]
                     except (OSError, KeyError) as e:
                         out[item.id] = f"unreadable: {e}"
         finally:
@@ -289,7 +288,7 @@ class GeoSurgeLocator(Predictor):
         model's segmentation provider when ``None``) → predictions; ``ten_crop`` averages the
         log-probabilities over ten crops."""
         from hierloc.data.images import Opener, decode
-        from hierloc.data.semantic import resize_nearest
+        from hierloc.data.semantic import aligned_map
         from hierloc.encoders import create_image_encoder
         from hierloc.encoders.base import TokenOutput
 
@@ -320,7 +319,7 @@ class GeoSurgeLocator(Predictor):
                 m = None
                 if sem is not None:
                     side = self.inputs.map_size
-                    m = np.stack([resize_nearest(s, side) for _, s in crops]).reshape(
+                    m = np.stack([aligned_map(s, side, enc.preprocess) for _, s in crops]).reshape(
                         len(crops), -1
                     )
                 tx, tm = self.check_inputs((tok.numpy(), m))

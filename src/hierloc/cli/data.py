@@ -425,6 +425,14 @@ def semantic(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="oneformer provider: cpu, cuda …")] = "cpu",
+    encoder: Annotated[
+        str,
+        typer.Option(
+            help="The image encoder of the token store (hierloc extract --tokens --encoder): "
+            "each map is cut as it cuts its images (resize, centre crop), so that map cell "
+            "(i, j) lies under token (i, j)."
+        ),
+    ] = "efficientnet-lite0",
     root: RootOpt = None,
     overwrite: ResumeOverwriteOpt = False,
     fmt: SummaryFormatOpt = OutputFormat.table,
@@ -435,12 +443,14 @@ def semantic(
     One uint8 map of SIZE × SIZE per image, in a feature-store folder (features.npy, ids.parquet, manifest.json naming the provider, its classes and the size). Maps that cannot be made (unreadable, an RGB image instead of class ids, class ids beyond the classes) go to rejects.csv with their reason. Kill and rerun to resume.
     """  # noqa: E501
     from hierloc.data.semantic import build_semantic_store, parse_classes
+    from hierloc.encoders import create_image_encoder
 
+    crop = create_image_encoder(encoder).preprocess
     with row_progress("semantic maps") as update:
         summary = build_semantic_store(
             metadata, output, provider, size=size, root=root, overwrite=overwrite,
             progress=lambda done, total: update(done), classes=parse_classes(classes),
-            column=column, model=model, device=device,
+            column=column, model=model, device=device, crop=crop,
         )  # fmt: skip
     _echo_summary(summary, fmt)
 

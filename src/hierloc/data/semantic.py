@@ -52,17 +52,36 @@ class SegmentationProvider:
     def describe(self) -> dict:
         return {"name": f"semantic:{self.name}", "classes": list(self.classes)}
 
-    def maps(self, blobs: list[bytes], size: int) -> list[np.ndarray | str]:
-        """Per item's bytes, a ``(size, size)`` uint8 map or the reason it could not be made."""
+    def native(self, blobs: list[bytes]) -> list[np.ndarray | str]:
+        """Per item's bytes, its class map covering the whole image (any resolution, the
+        image's aspect) or the reason it could not be made."""
         raise NotImplementedError
+
+    def maps(self, blobs: list[bytes], size: int, preprocess=None) -> list[np.ndarray | str]:
+        """Per item's bytes, a ``(size, size)`` uint8 map of exactly the pixels the encoder
+        sees after ``preprocess`` (its resize and centre crop; ``None``: the whole image), or
+        the reason it could not be made."""
+        return [m if isinstance(m, str) else aligned_map(m, size, preprocess).astype(np.uint8)
+                for m in self.native(blobs)]  # fmt: skip
+
+
+def aligned_map(m: np.ndarray, size: int, preprocess=None) -> np.ndarray:
+    """Nearest-neighbour ``size × size`` samples (at cell centres) of the part of the map that
+    the encoder sees after ``preprocess`` (a :class:`~hierloc.encoders.base.Preprocess`; the map
+    covers the whole image, at any resolution); ``None``: the whole map. Map cell ``(i, j)``
+    then covers the same pixels as the encoder's token ``(i, j)`` of a ``size × size`` grid."""
+    h, w = m.shape
+    left, top, right, bottom = (0.0, 0.0, 1.0, 1.0) if preprocess is None else (
+        preprocess.crop_box(w, h))  # fmt: skip
+    centres = (np.arange(size) + 0.5) / size
+    rows = np.floor((top + centres * (bottom - top)) * h).astype(np.int64).clip(0, h - 1)
+    cols = np.floor((left + centres * (right - left)) * w).astype(np.int64).clip(0, w - 1)
+    return m[rows][:, cols]
 
 
 def resize_nearest(m: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of a class map to ``size × size`` (pixel centres)."""
-    h, w = m.shape
-    rows = ((np.arange(size) + 0.5) * h / size).astype(np.int64)
-    cols = ((np.arange(size) + 0.5) * w / size).astype(np.int64)
-    return m[rows][:, cols]
+    """Nearest-neighbour resize of a whole class map to ``size × size`` (pixel centres)."""
+    return aligned_map(m, size)
 
 
 class MapFiles(SegmentationProvider):
@@ -103,12 +122,8 @@ class MapFiles(SegmentationProvider):
                     f"outside 0–{len(self.classes) - 1} ({len(self.classes)} classes)")  # fmt: skip
         return m
 
-    def maps(self, blobs: list[bytes], size: int) -> list[np.ndarray | str]:
-        out = []
-        for data in blobs:
-            m = self.decode(data)
-            out.append(m if isinstance(m, str) else resize_nearest(m, size).astype(np.uint8))
-        return out
+    def native(self, blobs: list[bytes]) -> list[np.ndarray | str]:
+        return [self.decode(data) for data in blobs]
 
 
 @register_provider("files")
@@ -161,7 +176,9 @@ class OneFormer(SegmentationProvider):
     def describe(self) -> dict:
         return super().describe() | {"model": self.ref}
 
-    def maps(self, blobs: list[bytes], size: int) -> list[np.ndarray | str]:
+    def native(self, blobs: list[bytes]) -> list[np.ndarray | str]:
+        """Segmentation at each image's own size (so training, evaluation and prediction cut
+        the same pixels from it)."""
         import torch
 
         from hierloc.data.images import decode
@@ -178,7 +195,7 @@ class OneFormer(SegmentationProvider):
             with torch.inference_mode():
                 raw = self.model(**inputs)
             segs = self.processor.post_process_semantic_segmentation(
-                raw, target_sizes=[(size, size)] * len(images)
+                raw, target_sizes=[(im.height, im.width) for im in images]
             )
             it = iter(segs)
             out = [next(it).cpu().numpy().astype(np.uint8) if o is None else o for o in out]
@@ -223,9 +240,15 @@ def build_semantic_store(
     commit_every: int = 16,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    crop=None,
     **provider_args,
 ) -> dict:
-    """Maps of every record of ``metadata`` into the store ``out``; returns a summary."""
+    """Maps of every record of ``metadata`` into the store ``out``; returns a summary.
+
+    ``crop``: the image encoder's :class:`~hierloc.encoders.base.Preprocess`; each map then
+    covers exactly the pixels the encoder sees (its resize and centre crop), cell ``(i, j)``
+    of the map under token ``(i, j)``. Recorded in the manifest; GeoSURGE refuses a token
+    store whose encoder crops differently."""
     from hierloc.data.extract import _summary, fingerprint
     from hierloc.data.features import FeatureStoreWriter, check_store_output
     from hierloc.data.images import Opener, collect_items
@@ -237,7 +260,10 @@ def build_semantic_store(
         provider, **provider_args)  # fmt: skip
     items = collect_items([Path(metadata)], id_column, prov.column,
                           Path(root) if root else None)  # fmt: skip
-    desc = prov.describe() | {"map_size": int(size)}
+    desc = prov.describe() | {
+        "map_size": int(size),
+        "crop": None if crop is None else _crop_key(crop.to_dict()),
+    }
     writer = FeatureStoreWriter(out, len(items), size * size, desc, fingerprint(items, desc),
                                 overwrite=overwrite, dtype="uint8")  # fmt: skip
     resumed = writer.items_done
@@ -255,7 +281,8 @@ def build_semantic_store(
                     readable.append(i)
                 except (OSError, KeyError) as e:
                     rejects.append((i, items[i].id, f"unreadable: {e}"))
-            for i, m in zip(readable, prov.maps(blobs, size) if blobs else [], strict=True):
+            made = prov.maps(blobs, size, crop) if blobs else []
+            for i, m in zip(readable, made, strict=True):
                 if isinstance(m, str):
                     rejects.append((i, items[i].id, m))
                 else:
@@ -285,4 +312,23 @@ def semantic_info(store) -> dict:
         raise InputError(f"{store.path}: not a semantic map store; make one with hierloc "
                          "semantic METADATA -o FOLDER")  # fmt: skip
     return {"classes": list(enc["classes"]), "map_size": int(enc["map_size"]),
-            "provider": enc["name"].split(":", 1)[1]}  # fmt: skip
+            "provider": enc["name"].split(":", 1)[1], "crop": enc.get("crop")}  # fmt: skip
+
+
+def _crop_key(preprocess: dict) -> dict:
+    """What decides which pixels a map covers: the encoder's input size and crop fraction."""
+    return {"size": int(preprocess["size"]), "crop_pct": float(preprocess["crop_pct"])}
+
+
+def check_alignment(tokens_store, semantic_store) -> None:
+    """The semantic maps must have been cut as the token store's encoder cuts its images."""
+    crop = semantic_info(semantic_store)["crop"]
+    pre = ((tokens_store.manifest.get("encoder") or {}).get("preprocess")) or {}
+    want = _crop_key(pre) if "size" in pre and "crop_pct" in pre else None
+    if crop != want:
+        raise InputError(
+            f"{semantic_store.path}: its maps are cut as {crop or 'the whole image'} but "
+            f"{tokens_store.path}'s encoder sees {want}; rebuild the maps with hierloc "
+            f"semantic --encoder {((tokens_store.manifest.get('encoder') or {}).get('name'))} "
+            "so that each map cell lies under its token"
+        )

@@ -33,6 +33,19 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def layout(self, w: int, h: int) -> tuple[tuple[int, int], int, int]:
+        """For a ``w × h`` image: the resized size and the crop's left and top, in pixels."""
+        short = max(1, round(self.size / self.crop_pct))
+        scale = short / min(w, h)
+        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        return new, (new[0] - self.size) // 2, (new[1] - self.size) // 2
+
+    def crop_box(self, w: int, h: int) -> tuple[float, float, float, float]:
+        """The part of a ``w × h`` image the network sees, as fractions of its width and
+        height: ``(left, top, right, bottom)`` (a semantic map is cut the same way)."""
+        (nw, nh), left, top = self.layout(w, h)
+        return left / nw, top / nh, (left + self.size) / nw, (top + self.size) / nh
+
     def __call__(self, image) -> torch.Tensor:
         """A PIL RGB image → ``(3, size, size)`` float32 tensor."""
         from PIL import Image
@@ -42,13 +55,8 @@ class Preprocess:
             "bicubic": Image.BICUBIC,
             "nearest": Image.NEAREST,
         }[self.interpolation]
-        short = max(1, round(self.size / self.crop_pct))
-        w, h = image.size
-        scale = short / min(w, h)
-        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        new, left, top = self.layout(*image.size)
         image = image.resize(new, resample)
-        left = (new[0] - self.size) // 2
-        top = (new[1] - self.size) // 2
         image = image.crop((left, top, left + self.size, top + self.size))
         arr = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3)
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)

@@ -65,7 +65,7 @@ class GeoSurgeData:
 
 def store_inputs(tokens, semantic) -> GeoSurgeInputs:
     """The model's input description from the stores' manifests (clear errors otherwise)."""
-    from hierloc.data.semantic import semantic_info
+    from hierloc.data.semantic import check_alignment, semantic_info
 
     enc = tokens.manifest.get("encoder") or {}
     if enc.get("output") != "tokens":
@@ -73,6 +73,8 @@ def store_inputs(tokens, semantic) -> GeoSurgeInputs:
                          "hierloc extract --tokens")  # fmt: skip
     T, C = enc["tokens"]
     info = semantic_info(semantic) if semantic is not None else {"classes": [], "map_size": 0}
+    if semantic is not None:
+        check_alignment(tokens, semantic)
     return GeoSurgeInputs(tokens=int(T), token_dim=int(C), grid=tuple(enc["token_grid"]),
                           cls_token=bool(enc["cls_token"]), classes=len(info["classes"]),
                           map_size=int(info["map_size"]))  # fmt: skip
