@@ -58,3 +58,18 @@ def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
     assert runner.invoke(app, args).exit_code == 0
     again = (tmp_path / "abl" / "runs" / "lam2.0" / "model" / "manifest.json").stat().st_mtime_ns
     assert again == stamp
+
+
+def test_table_10_removes_mean_embeddings_coarse_to_fine():
+    """The paper's Table 10 rows: none, then country, country & region, … all four removed."""
+    from hierloc.ablate import parse_tables, rows
+
+    assert parse_tables("10") == [10]
+    got = [(r.label, r.overrides) for r in rows() if r.table == 10]
+    assert got == [
+        ("None removed", ()),
+        ("Country", ("model.drop_image_mean_levels=[0]",)),
+        ("Country & Region", ("model.drop_image_mean_levels=[0,1]",)),
+        ("Country & Region & Sub-region", ("model.drop_image_mean_levels=[0,1,2]",)),
+        ("Country & Region & Sub-region & City", ("model.drop_image_mean_levels=[0,1,2,3]",)),
+    ]

@@ -2,7 +2,8 @@
 
 Tables (paper numbering): 6 — manifold; 7 — zero shot (the ``zeroshot`` baseline), InfoNCE,
 no attention, unsquared distance, no text and location; 8 — flat per-level search, beam 1,
-beam 10 (one trained model, three searches); 11 — curvature K; 12 — τ; 13 — λ; 14 — kernel.
+beam 10 (one trained model, three searches); 10 — mean image embeddings removed level by level,
+coarse → fine; 11 — curvature K; 12 — τ; 13 — λ; 14 — kernel.
 GeoSURGE's (given its inputs): VI — learned cell embeddings vs a plain classification head;
 VII — hierarchy depth 1, 3, 5, 7 (the coarsest partitions first); VIII — fusion blocks 0–3.
 Each distinct training config is trained once (the base config serves every table) under
@@ -45,6 +46,14 @@ def rows() -> list[Row]:
         v(8, "Flat per-level (no hierarchy)", "base", search="flat"),
         v(8, "Hierarchical (beam=1)", "base", beam=1),
         v(8, "Hierarchical (beam=10)", "base", paper_best=True),
+        # Table 10: mean image embeddings removed coarse → fine, cumulatively (paper's order)
+        *[v(10, label, "base" if not drop else f"nomean{''.join(map(str, drop))}",
+            () if not drop else (f"model.drop_image_mean_levels=[{','.join(map(str, drop))}]",),
+            paper_best=not drop)
+          for label, drop in (("None removed", ()), ("Country", (0,)),
+                              ("Country & Region", (0, 1)),
+                              ("Country & Region & Sub-region", (0, 1, 2)),
+                              ("Country & Region & Sub-region & City", (0, 1, 2, 3)))],
         *[v(11, f"K = {k}", "base" if k == 0.8 else f"K{k}",
             () if k == 0.8 else (f"model.K={k}",), paper_best=k == 0.8)
           for k in (0.25, 0.5, 0.75, 0.8, 1.0)],
@@ -83,7 +92,7 @@ def parse_tables(spec: str | None) -> list[int | str] | None:
     if bad:
         from hierloc.errors import InputError
 
-        raise InputError(f"--tables: unknown {bad}; choose from 6, 7, 8, 11, 12, 13, 14 "
+        raise InputError(f"--tables: unknown {bad}; choose from 6, 7, 8, 10, 11, 12, 13, 14 "
                          "(HierLoc) and VI, VII, VIII (GeoSURGE)")  # fmt: skip
     return out
 

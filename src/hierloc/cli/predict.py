@@ -333,7 +333,7 @@ def ablate_cmd(
     tables: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated paper tables: HierLoc's 6,7,8,11,12,13,14 and "
+            help="Comma-separated paper tables: HierLoc's 6,7,8,10,11,12,13,14 and "
             "GeoSURGE's VI,VII,VIII (default: all those whose inputs are given)."
         ),
     ] = None,
