@@ -426,3 +426,24 @@ def test_a_checkpoint_that_does_not_fit_is_refused(setup, tmp_path):
     save_file(state, str(ckpt / "model.safetensors"))
     with pytest.raises(InputError, match=r"ckpt-00000000: does not fit this run's model"):
         Trainer(load_config(overrides=SMALL), data, tmp_path / "run").load_checkpoint(ckpt)
+
+
+def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
+    """Every process takes rank 0's early-stopping decision: a two-process run that stops
+    early must end (before the fix, rank 1 waited in the next all-reduce for ever)."""
+    import os
+    import subprocess
+    import sys
+
+    overrides = SMALL + ["optim.max_steps=40", "run.val_every=1", "run.patience=1",
+                         "optim.lr=1e-12", "optim.riemannian_lr=1e-12"]  # fmt: skip
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
+           "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
+           "--val", str(setup / "val.parquet"), "-o", str(tmp_path / "ddp")]  # fmt: skip
+    for s in overrides:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1].get("early_stop") and rows[-1]["step"] < 40

@@ -362,6 +362,15 @@ class Trainer:
         return EntityIndex.from_parents(self.model.manifold, pts, self._val_parents,
                                         squared=self.cfg.loss.squared_distance)  # fmt: skip
 
+    def _agree_to_stop(self, stop: bool) -> bool:
+        """Rank 0's early-stopping decision, broadcast so that every process stops at the same
+        step (a process that went on would wait in the next all-reduce for ever)."""
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
     # -- the loop -----------------------------------------------------------------------
     def steps(self) -> Iterator[dict]:
         """Yield one info dict per step (with validation results when they were computed)."""
@@ -377,11 +386,15 @@ class Trainer:
             while self.step < self.total_steps:
                 info = self.train_step()
                 last = self.step == self.total_steps
+                validating = self.data.val is not None and (self.step % run.val_every == 0
+                                                            or last)  # fmt: skip
                 if self.rank != 0:
                     yield info
+                    if validating and self._agree_to_stop(False):  # rank 0 decides
+                        break
                     continue
                 stop = False
-                if self.data.val is not None and (self.step % run.val_every == 0 or last):
+                if validating:
                     info |= self.validate()
                     score = self.val_score(info)
                     if score > self.best:
@@ -395,6 +408,8 @@ class Trainer:
                             info["early_stop"] = True
                             log.info("early stopping at step %d: %d validations without "
                                      "improvement", self.step, self.bad_evals)  # fmt: skip
+                if validating and self.world > 1:
+                    stop = self._agree_to_stop(stop)
                 if self.step % run.checkpoint_every == 0 or last or stop:
                     self.save_checkpoint()
                 log_file.write(json.dumps(info) + "\n")
