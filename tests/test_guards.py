@@ -187,3 +187,48 @@ def test_extract_overwrite_never_deletes_its_images_or_other_files(tmp_path):
     refused(["extract", str(photos), "-o", str(mine), "--overwrite"], "not a hierloc output")
     assert (mine / "notes.txt").read_text() == "keep me\n"
     assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("mine")} == before
+
+
+@pytest.mark.parametrize(
+    "sets, needle",
+    [(["optim.lr=[1,2]"], "optim.lr: [1, 2] is not a number"),
+     (["optim.lr=.nan"], "optim.lr=nan: a finite number > 0"),
+     (["optim.lr=-0.1"], "optim.lr=-0.1: a finite number > 0"),
+     (["optim.batch_size=0"], "optim.batch_size=0: an integer ≥ 1"),
+     (["optim.max_steps=-1"], "optim.max_steps=-1: an integer ≥ 1"),
+     (["model.manifold=banana"], "model.manifold='banana': one of"),
+     (["model.heads=3", "model.dim=16"], "model.heads=3: a divisor of dim (16)"),
+     (["optim.schedule=linear"], "optim.schedule='linear': one of"),
+     (["model.attention=maybe"], "model.attention: 'maybe' is not true or false")],
+)  # fmt: skip
+def test_bad_config_values_are_one_line_before_any_work(work, sets, needle):
+    args = ["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
+            "-o", str(work / "new-run")]  # fmt: skip
+    for s in sets:
+        args += ["--set", s]
+    refused(args, needle)
+    assert not (work / "new-run").exists()
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [("- optim\n- model\n", "the top level must be a mapping"),
+     ("optim: 3\n", "section 'optim' must be a mapping")],
+)  # fmt: skip
+def test_bad_config_files_are_named(work, text, needle):
+    cfg = work / "run.yaml"
+    cfg.write_text(text)
+    refused(["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
+             "--config", str(cfg), "-o", str(work / "new-run")], "run.yaml", needle)  # fmt: skip
+    assert not (work / "new-run").exists()
+
+
+@pytest.mark.parametrize(
+    "item, needle",
+    [("epochs=0", "epochs=0: an integer ≥ 1"), ("lr=.nan", "not a finite number"),
+     ("epochs=2.5", "not an integer"), ("dropout=1", "dropout=1.0: a finite number ≥ 0")],
+)  # fmt: skip
+def test_bad_baseline_options_are_one_line(work, item, needle):
+    refused(["train", "--model", "classify", "--hierarchy", str(work / "h"), "--features",
+             str(work / "store"), "-o", str(work / "cls"), "--set", item], needle)  # fmt: skip
+    assert not (work / "cls").exists()

@@ -50,7 +50,7 @@ SMALL = ["model.dim=16", "model.hidden=32", "model.heads=4", "optim.batch_size=3
 def test_config_errors():
     with pytest.raises(InputError, match="did you mean 'batch_size'"):
         load_config(overrides=["optim.batchsize=3"])
-    with pytest.raises(InputError, match="not a float"):
+    with pytest.raises(InputError, match="'fast' is not a number"):
         load_config(overrides=["optim.lr=fast"])
     assert load_config(overrides=["optim.lr=1e-3"]).optim.lr == 1e-3
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +48,23 @@ class BaselineConfig:
     seed: int = 0
     temperature: float = 0.05  # cosine-similarity softmax for knn / zeroshot confidences
 
+    def __post_init__(self) -> None:
+        from hierloc.checks import integer, number
+
+        for key in ("epochs", "hidden", "batch_size"):
+            integer(key, getattr(self, key), 1)
+        integer("seed", self.seed, 0)
+        number("lr", self.lr, 0, low_open=True)
+        number("weight_decay", self.weight_decay, 0)
+        number("dropout", self.dropout, 0, 1, high_open=True)
+        number("temperature", self.temperature, 0, low_open=True)
+
 
 def baseline_config(overrides: list[str] | None) -> BaselineConfig:
     """``KEY=VALUE`` overrides of :class:`BaselineConfig` (unknown keys rejected)."""
     import yaml
+
+    from hierloc.checks import ConfigValueError
 
     cfg = BaselineConfig()
     fields = {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
@@ -61,11 +75,21 @@ def baseline_config(overrides: list[str] | None) -> BaselineConfig:
             raise InputError(f"baseline override {item!r}: use KEY=VALUE with KEY one of "
                              f"{sorted(fields)}")  # fmt: skip
         value = yaml.safe_load(raw)
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        want = "an integer" if fields[key] == "int" else "a finite number"
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (fields[key] == "float" or value == int(value))
+        if not ok:
+            raise InputError(f"baseline override {item!r}: not {want}")
+        value = float(value) if fields[key] == "float" else int(value)
         try:
-            value = float(value) if fields[key] == "float" else int(value)
-        except (TypeError, ValueError):
-            raise InputError(f"baseline override {item!r}: not a {fields[key]}") from None
-        cfg = dataclasses.replace(cfg, **{key: value})
+            cfg = dataclasses.replace(cfg, **{key: value})
+        except ConfigValueError as e:
+            raise InputError(f"baseline override {e}") from None
     return cfg
 
 

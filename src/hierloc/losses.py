@@ -95,6 +95,24 @@ class LossConfig:
     squared_distance: bool = True
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
 
+    def __post_init__(self) -> None:
+        from hierloc.checks import ConfigValueError, flag, number, one_of
+
+        one_of("loss", self.loss, ("gwh", "infonce"))
+        one_of("kernel", self.kernel, KERNELS)
+        number("lam", self.lam, 0)
+        number("sigma_km", self.sigma_km, 0, low_open=True)
+        number("p", self.p, 0, low_open=True)
+        flag("learnable", self.learnable)
+        number("tau_min", self.tau_min, 0, low_open=True)
+        number("tau_max", self.tau_max, self.tau_min)
+        number("tau_init", self.tau_init, self.tau_min, self.tau_max)
+        flag("squared_distance", self.squared_distance)
+        for w in self.level_weights:
+            number("level_weights", w, 0)
+        if not any(self.level_weights):
+            raise ConfigValueError("level_weights", list(self.level_weights), "not all zero")
+
 
 class GWHInfoNCE(torch.nn.Module):
     """The loss with its positive scalars as log-parameters (τ always learned; λ, σ only with

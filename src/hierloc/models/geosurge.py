@@ -166,6 +166,21 @@ class GeoSurgeConfig:
     tau_min: float = 0.01  # clamp, as CLIP's logit scale ≤ 100
     mlp_ratio: int = 4
 
+    def __post_init__(self) -> None:
+        from hierloc.checks import ConfigValueError, integer, number, one_of
+
+        for key in ("embed_dim", "depth", "fusion_dim", "heads", "latent", "mlp_ratio"):
+            integer(key, getattr(self, key), 1)
+        integer("blocks", self.blocks, 0)
+        integer("rgb_dim", self.rgb_dim, 0)
+        one_of("head", self.head, ("cells", "classify"))
+        if self.fusion_dim % self.heads:
+            raise ConfigValueError(
+                "heads", self.heads, f"a divisor of fusion_dim ({self.fusion_dim})"
+            )
+        number("tau_min", self.tau_min, 0, low_open=True)
+        number("tau_init", self.tau_init, self.tau_min)
+
 
 @dataclass(frozen=True)
 class GeoSurgeInputs:

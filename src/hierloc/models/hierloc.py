@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hierloc.checks import ConfigValueError, flag, integer, number, one_of
 from hierloc.errors import InputError
 from hierloc.geo.location_encoding import sphere_m_plus
 from hierloc.geometry import get_manifold
@@ -49,6 +50,26 @@ class HierLocConfig:
     anchor_std: float = 0.1
     location_scales: int = 16
     alpha_init: float = 1.0
+
+    def __post_init__(self) -> None:
+        from hierloc.geometry import available_manifolds
+
+        integer("dim", self.dim, 1)
+        one_of("manifold", self.manifold, available_manifolds())
+        number("K", self.K, 0, low_open=True)
+        integer("hidden", self.hidden, 1)
+        number("dropout", self.dropout, 0, 1, high_open=True)
+        flag("attention", self.attention)
+        integer("heads", self.heads, 1)
+        if self.dim % self.heads:
+            raise ConfigValueError("heads", self.heads, f"a divisor of dim ({self.dim})")
+        for m in self.modalities:
+            one_of("modalities", m, MODALITIES)
+        for lv in self.drop_image_mean_levels:
+            one_of("drop_image_mean_levels", lv, range(4))
+        number("anchor_std", self.anchor_std, 0, low_open=True)
+        integer("location_scales", self.location_scales, 1)
+        number("alpha_init", self.alpha_init, 0, low_open=True)
 
 
 @dataclass

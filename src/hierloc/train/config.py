@@ -13,10 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from hierloc.checks import ConfigValueError, integer, number, one_of
 from hierloc.errors import InputError
 from hierloc.losses import LossConfig
 from hierloc.models.geosurge import GeoSurgeConfig
 from hierloc.models.hierloc import HierLocConfig
+
+SCHEDULES = ("constant", "cosine", "step")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,21 @@ class OptimConfig:
     # used as the negatives, with the sampled-softmax correction log((E-1)/(n-1)).
     sampled_entities: int = 0
 
+    def __post_init__(self) -> None:
+        number("lr", self.lr, 0, low_open=True)
+        number("weight_decay", self.weight_decay, 0)
+        number("riemannian_lr", self.riemannian_lr, 0, low_open=True)
+        integer("stabilize", self.stabilize, 1)
+        integer("batch_size", self.batch_size, 1)
+        integer("epochs", self.epochs, 1)
+        if self.max_steps is not None:
+            integer("max_steps", self.max_steps, 1)
+        number("grad_clip", self.grad_clip, 0, low_open=True)
+        one_of("schedule", self.schedule, SCHEDULES)
+        integer("warmup_steps", self.warmup_steps, 0)
+        number("step_gamma", self.step_gamma, 0, 1, low_open=True)
+        integer("sampled_entities", self.sampled_entities, 0)
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -57,6 +75,13 @@ class RunConfig:
     patience: int = 0
     # beam width of the validation GeoScore (what "best" and early stopping follow)
     val_beam: int = 10
+
+    def __post_init__(self) -> None:
+        integer("seed", self.seed, 0)
+        for key in ("val_every", "checkpoint_every", "keep_last", "log_every", "val_beam"):
+            integer(key, getattr(self, key), 1)
+        one_of("precision", self.precision, ("auto", "fp32", "bf16"))
+        integer("patience", self.patience, 0)
 
 
 @dataclass(frozen=True)
@@ -83,12 +108,13 @@ GEOSURGE_DEFAULTS = {"optim": {"lr": 1e-4, "weight_decay": 1e-4, "schedule": "st
 
 def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise InputError(f"{where}: expected a mapping (key: value lines), got "
+                         f"{type(data).__name__} {data!r}")  # fmt: skip
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InputError(f"unknown config key {where}.{key}{hint}; known: {sorted(fields)}")
         ftype = fields[key].type
@@ -97,38 +123,66 @@ def _build(cls, data: dict, where: str):
                "GeoSurgeConfig": GeoSurgeConfig}.get(str(ftype))  # fmt: skip
         if sub is not None:
             kwargs[key] = _build(sub, value, f"{where}.{key}")
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
         else:
             kwargs[key] = _coerce(value, str(ftype), f"{where}.{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigValueError as e:
+        raise e.under(where) from None
 
 
 def _coerce(value, ftype: str, where: str):
-    """YAML reads ``1e-3`` as a string (YAML 1.1 floats need a dot): convert to the field type."""
-    if value is None or not isinstance(value, str):
-        if isinstance(value, int) and not isinstance(value, bool) and ftype.startswith("float"):
-            return float(value)
-        return value
-    try:
-        if ftype.startswith("float"):
-            return float(value)
-        if ftype.startswith("int"):
-            return int(value)
-    except ValueError:
-        raise InputError(f"{where}: {value!r} is not a {ftype}") from None
+    """A YAML value as the field's type, strictly: a bool is ``true``/``false``, an int a whole
+    number, a float a number (YAML 1.1 reads ``1e-3`` as a string: converted), a tuple a list.
+    Ranges are the dataclasses' own checks."""
+    base = ftype.replace(" | None", "")
+    if value is None:
+        if "None" in ftype:
+            return None
+        raise InputError(f"{where}: null is not allowed; give a {base}")
+    if base.startswith("tuple["):
+        if not isinstance(value, list | tuple):
+            raise InputError(f"{where}: {value!r} is not a list; write it as [a, b]")
+        inner = base[len("tuple[") : -1].split(",")[0].strip()
+        return tuple(_coerce(v, inner, where) for v in value)
+    bad = InputError(f"{where}: {value!r} is not {_TYPE_WORDS.get(base, 'a ' + base)}")
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise bad
+    elif base in ("float", "int"):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise bad
+        if isinstance(value, str):
+            try:
+                value = float(value) if base == "float" else int(value)
+            except ValueError:
+                raise bad from None
+        if base == "int" and isinstance(value, float):
+            raise bad
+        return float(value) if base == "float" else value
+    elif base == "str" and not isinstance(value, str):
+        raise bad
     return value
+
+
+_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number",
+               "str": "a string"}  # fmt: skip
 
 
 def _set_dotted(data: dict, dotted: str) -> None:
     if "=" not in dotted:
         raise InputError(f"override {dotted!r} is not KEY=VALUE (e.g. optim.lr=1e-3)")
     key, raw = dotted.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise InputError(f"override {dotted!r}: the value is not valid YAML") from None
     node = data
     parts = key.strip().split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise InputError(f"override {dotted!r}: {'.'.join(parts[: i + 1])} is not a section")
     node[parts[-1]] = value
 
 
@@ -161,14 +215,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise InputError(f"{path}: cannot read the config ({e})") from e
+            raise InputError(f"{path}: cannot read the config ({' '.join(str(e).split())})") from e
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: the top level must be a mapping of sections (model:, "
+                             f"loss:, optim:, run:), got a {type(data).__name__}")  # fmt: skip
+        for section, body in data.items():
+            if not isinstance(body, dict):
+                raise InputError(f"{path}: section {section!r} must be a mapping of keys, got "
+                                 f"{type(body).__name__} {body!r}")  # fmt: skip
     for o in overrides or []:
         _set_dotted(data, o)
-    if model == "geosurge":
-        return _build(GeoSurgeTrainConfig, _merge(GEOSURGE_DEFAULTS, data), "config")
-    if model != "hierloc":
+    if model not in ("hierloc", "geosurge"):
         raise InputError(f"unknown model {model!r}; hierloc or geosurge")
-    return _build(TrainConfig, data, "config")
+    cls, data = ((GeoSurgeTrainConfig, _merge(GEOSURGE_DEFAULTS, data)) if model == "geosurge"
+                 else (TrainConfig, data))  # fmt: skip
+    try:
+        return _build(cls, data, "config")
+    except InputError as e:
+        raise InputError(f"{path}: {e}" if path is not None else str(e)) from None
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
