@@ -52,3 +52,16 @@ def test_from_photos(tmp_path):
     assert rejects.loc["nogps.jpg", "reason"] == "no GPS position in EXIF"
     assert "reference" in rejects.loc["badref.jpg", "reason"]
     assert "out of range" in rejects.loc["range.jpg", "reason"]
+
+
+def test_gps_without_hemisphere_references_is_rejected_not_read_as_north_east(tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    photo(d / "noref.jpg", {2: (33.0, 52.0, 0.0), 4: (151.0, 12.0, 0.0)})  # Sydney, no S/E
+    photo(d / "ok.jpg", {1: "S", 2: (33.0, 52.0, 0.0), 3: "E", 4: (151.0, 12.0, 0.0)})
+    out = tmp_path / "meta.parquet"
+    res = runner.invoke(app, ["data", "from-photos", str(d), "-o", str(out), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    assert list(pd.read_parquet(out)["id"]) == ["ok"]
+    rejects = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path")
+    assert "without GPSLatitudeRef and GPSLongitudeRef" in rejects.loc["noref.jpg", "reason"]

@@ -38,8 +38,12 @@ def gps_from_exif(exif) -> tuple[float, float]:
     if not gps or 2 not in gps or 4 not in gps:
         raise ValueError("no GPS position in EXIF")
     lat, lon = _dms(gps[2]), _dms(gps[4])
-    lat_ref = str(gps.get(1, "N")).strip().upper()[:1]
-    lon_ref = str(gps.get(3, "E")).strip().upper()[:1]
+    missing = [name for tag, name in ((1, "GPSLatitudeRef"), (3, "GPSLongitudeRef"))
+               if not str(gps.get(tag, "")).strip()]  # fmt: skip
+    if missing:  # without them the hemisphere is unknown: never guess north/east
+        raise ValueError(f"GPS position without {' and '.join(missing)} (N/S, E/W unknown)")
+    lat_ref = str(gps[1]).strip().upper()[:1]
+    lon_ref = str(gps[3]).strip().upper()[:1]
     if lat_ref not in ("N", "S") or lon_ref not in ("E", "W"):
         raise ValueError(f"bad GPS reference {lat_ref!r}/{lon_ref!r}")
     lat = -lat if lat_ref == "S" else lat
