@@ -232,3 +232,21 @@ def test_bad_baseline_options_are_one_line(work, item, needle):
     refused(["train", "--model", "classify", "--hierarchy", str(work / "h"), "--features",
              str(work / "store"), "-o", str(work / "cls"), "--set", item], needle)  # fmt: skip
     assert not (work / "cls").exists()
+
+
+def test_evaluate_counts_and_writes_rows_it_cannot_use(work):
+    """A non-numeric latitude is a rejected row with its reason, never silently dropped."""
+    import json
+
+    df = pd.read_parquet(work / "train.parquet").iloc[:30].copy()
+    df["latitude"] = df["latitude"].astype(object)
+    df.loc[df.index[3], "latitude"] = "north-ish"
+    df.to_csv(work / "eval.csv", index=False)
+    res = runner.invoke(app, ["evaluate", str(work / "model"), "--data", str(work / "eval.csv"),
+                              "-o", str(work / "ev"), "-f", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((work / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 29 and metrics["rejected"] == 1
+    rejects = pd.read_csv(work / "ev" / "rejects.csv")
+    assert rejects["id"].astype(str).tolist() == [str(df["id"].iloc[3])]
+    assert "latitude" in rejects["reason"].iloc[0]

@@ -76,6 +76,7 @@ class Rejects:
 
     path: Path | None = None
     counts: Counter = field(default_factory=Counter)
+    keep: list | None = None  # also collect ``(row, id, reason)`` here (1-based rows)
     _file: object = None
     _writer: object = None
 
@@ -87,6 +88,9 @@ class Rejects:
         if len(rows) == 0:
             return
         self.counts.update(Counter(kinds.tolist()))
+        if self.keep is not None:
+            triples = zip(rows.tolist(), ids.tolist(), reasons.tolist(), strict=True)
+            self.keep += [(r + 1, i, why) for r, i, why in triples]
         if self.path is None:
             return
         if self._writer is None:

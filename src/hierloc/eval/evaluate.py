@@ -113,14 +113,18 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
 
     predictor = load_predictor(model)
     path = split_file(data, split)
-    truth = metadata_entities(path)
+    bad: list = []
+    truth = metadata_entities(path, rejected=bad)
     if truth.empty:
         raise InputError(f"{path}: no labelled records to evaluate")
     truth["id"] = truth["id"].astype(str)
     store = features or predictor.manifest.get("features")
     feats, ok = predictor.inputs_for(truth["id"].to_numpy(dtype=object), features, semantic)
-    rejects = pd.DataFrame({"id": truth.loc[~ok, "id"],
-                            "reason": f"no features (or semantic map) in {store}"})  # fmt: skip
+    rejects = pd.concat([
+        pd.DataFrame(bad, columns=["row", "id", "reason"]).drop(columns="row"),
+        pd.DataFrame({"id": truth.loc[~ok, "id"],
+                      "reason": f"no features (or semantic map) in {store}"}),
+    ], ignore_index=True)  # fmt: skip
     truth = truth[ok].reset_index(drop=True)
     preds = predictions_frame(
         predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)
@@ -139,7 +143,10 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
     preds["true_country_id"] = truth["country_id"].to_numpy()
     metrics = {"model": str(model), "data": str(path), "split": split, "n": len(preds),
                "search": search, "beam": beam,
-               "rejected": len(rejects), "without_country": truth.attrs.get("without_country", 0),
+               "rejected": len(rejects),
+               "rejected_by_reason": {str(k): int(v) for k, v in
+                                      rejects["reason"].value_counts().items()},
+               "without_country": truth.attrs.get("without_country", 0),
                "osv5m_truth": origin, **results}  # fmt: skip
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -132,20 +132,25 @@ def label_entities(labels: dict[str, np.ndarray | None], lat: np.ndarray, lon: n
     return ids, names, known
 
 
-def metadata_entities(path) -> pd.DataFrame:
+def metadata_entities(path, rejected: list | None = None) -> pd.DataFrame:
     """A labelled metadata file's records with the hierarchy's entity ids of their labels
     (``id, latitude, longitude, country_id, region_id, subregion_id, city_id``), the ids a
     hierarchy built from them would give. Records without a recognisable country are left out
-    (their count is ``frame.attrs["without_country"]``)."""
-    from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader
+    (their count is ``frame.attrs["without_country"]``); ``rejected`` collects every record left
+    out, bad rows included, as ``(row, id, reason)``."""
+    from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
 
     parts, unknown = [], 0
-    for chunk in MetadataReader(path):
+    reader = MetadataReader(path, rejects=Rejects(keep=rejected))
+    for chunk in reader:
         labels = {c: chunk.labels(c) for c in LABEL_COLUMNS}
         if labels["country"] is None:
             raise InputError(f"{path}: records need labels (run hierloc geocode)")
         got, _, known = label_entities(labels, chunk.lat, chunk.lon)
         unknown += int((~known).sum())
+        if rejected is not None:
+            rejected += [(int(chunk.rows[k]) + 1, chunk.ids[k], "no recognisable country label")
+                         for k in np.flatnonzero(~known)]  # fmt: skip
         part = {"id": chunk.ids[known], "latitude": chunk.lat[known],
                 "longitude": chunk.lon[known]}  # fmt: skip
         part |= {f"{lv}_id": got[lv] for lv in LEVEL_NAMES}
