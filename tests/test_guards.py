@@ -250,3 +250,26 @@ def test_evaluate_counts_and_writes_rows_it_cannot_use(work):
     rejects = pd.read_csv(work / "ev" / "rejects.csv")
     assert rejects["id"].astype(str).tolist() == [str(df["id"].iloc[3])]
     assert "latitude" in rejects["reason"].iloc[0]
+
+
+@pytest.mark.parametrize(
+    "damage, args, needle",
+    [("h/entities.parquet", ["hierarchy", "stats", "{h}"], "h/entities.parquet: damaged"),
+     ("model/points_0.npy", ["predict", "{model}", "{h}/../train.parquet"],
+      "points_0.npy: damaged"),
+     ("model/query.safetensors", ["predict", "{model}", "{h}/../train.parquet"],
+      "query.safetensors: damaged"),
+     ("run/LATEST/model.safetensors", ["index", "{run}", "-o", "{out}"],
+      "model.safetensors: damaged")],
+)  # fmt: skip
+def test_a_damaged_file_is_named_with_the_fix(work, damage, args, needle):
+    if "LATEST" in damage:
+        latest = sorted((work / "run").glob("ckpt-*"))[-1]
+        damage = damage.replace("LATEST", latest.name)
+    target = work / damage
+    target.write_bytes(target.read_bytes()[:40])  # truncated
+    fill = {"h": str(work / "h"), "model": str(work / "model"), "run": str(work / "run"),
+            "out": str(work / "new-model")}  # fmt: skip
+    line = refused([a.format(**fill) for a in args], needle)
+    assert "rebuild" in line or "train again" in line
+    assert not (work / "new-model").exists()

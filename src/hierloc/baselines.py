@@ -206,24 +206,25 @@ class BaselinePredictor(Predictor):
     """A baseline's model folder (see the module doc), answering like a Geolocator."""
 
     def __init__(self, path: Path, manifest: dict) -> None:
-        import pandas as pd
+        from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
 
+        fix = "train the baseline again into a new folder (hierloc train --model …)"
         self.path, self.manifest = path, manifest
         self.kind = manifest["model"]
-        self.names = EntityNames(pd.read_parquet(path / "entities.parquet"))
+        self.names = EntityNames(read_parquet(path / "entities.parquet", "entity table", fix))
         self.cfg = BaselineConfig(**manifest["config"])
         self._encoder = None
-        self._arrays = {p.stem: torch.from_numpy(np.load(p)) for p in path.glob("*.npy")}
+        self._arrays = {p.stem: torch.from_numpy(read_npy(p, "baseline array", fix))
+                        for p in path.glob("*.npy")}  # fmt: skip
         for key in ("gallery", "city_mean"):  # float16 on disk, float32 to compute
             if key in self._arrays:
                 self._arrays[key] = self._arrays[key].float()
         self._model = None
         if self.kind in ("classify", "regress"):
-            from safetensors.torch import load_file
-
             out = self.manifest["cities"] if self.kind == "classify" else 3
             self._model = _mlp(self.image_dim, out, self.cfg)
-            self._model.load_state_dict(load_file(str(path / "model.safetensors")))
+            weights = read_safetensors(path / "model.safetensors", "baseline weights", fix)
+            self._model.load_state_dict(weights)
             self._model.eval()
         city_xy = self.names.levels[-1][2]
         from hierloc.geo.haversine import unit_vectors
@@ -233,10 +234,10 @@ class BaselinePredictor(Predictor):
     @classmethod
     def load(cls, path: str | Path) -> BaselinePredictor:
         path = Path(path)
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{path}: not a model folder ({e})") from e
+        from hierloc.data.artifacts import read_json
+
+        manifest = read_json(path / "manifest.json", "model-folder manifest",
+                             "train the baseline again (hierloc train --model …)")  # fmt: skip
         if manifest.get("format") != FORMAT or manifest.get("model") not in BASELINES:
             raise InputError(f"{path}: not a hierloc baseline folder")
         if manifest.get("version") != VERSION:

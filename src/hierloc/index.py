@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hierloc.data.artifacts import read_json, read_npy, read_parquet, read_safetensors
 from hierloc.errors import InputError
 
 FORMAT = "hierloc-index"
@@ -89,7 +90,7 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     """Compute the final entity embeddings of a checkpoint and write an index folder; the
     confidences are calibrated on ``calibrate_on`` (default: the run's validation split, when
     it had one; see :func:`calibrate`)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
     from hierloc.losses import GWHInfoNCE
@@ -111,7 +112,8 @@ def build_index(checkpoint: str | Path, output: str | Path, hierarchy: str | Pat
     check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, reads)
     cfg = load_config(ckpt / "config.yaml")
     tables, ids, frame = load_entities(hierarchy)
-    state = load_file(str(ckpt / "model.safetensors"))
+    state = read_safetensors(ckpt / "model.safetensors", "checkpoint's weights",
+                             "train again, or pass another checkpoint")  # fmt: skip
     key = "image_mlp.0.weight"
     if key not in state:
         raise InputError(f"{ckpt}: not a HierLoc checkpoint (no {key})")
@@ -181,7 +183,6 @@ class LoadedIndex:
 
 def load_index(path: str | Path) -> LoadedIndex:
     """Open an index folder written by :func:`build_index` (checks format and version)."""
-    from safetensors.torch import load_file
 
     from hierloc.geometry import get_manifold
     from hierloc.models.hierloc import HierLocQuery
@@ -193,25 +194,22 @@ def load_index(path: str | Path) -> LoadedIndex:
     if not mpath.exists():
         raise InputError(f"{path}: not a model folder (no manifest.json); build one with "
                          "hierloc index RUN -o MODEL_DIR")  # fmt: skip
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{mpath}: not valid JSON ({e})") from e
+    fix = "rebuild the folder with hierloc index RUN -o MODEL_DIR --overwrite"
+    manifest = read_json(mpath, "model-folder manifest", fix)
     if manifest.get("format") != FORMAT:
         raise InputError(f"{path}: not a hierloc index folder (format {manifest.get('format')!r})")
     if manifest.get("version") != VERSION:
         raise InputError(f"{path}: index version {manifest.get('version')} but this hierloc reads "
                          f"version {VERSION}; rebuild it with hierloc index")  # fmt: skip
     L = int(manifest["levels"])
-    try:
-        points = [torch.from_numpy(np.load(path / f"points_{lv}.npy")) for lv in range(L)]
-        ptr = [torch.from_numpy(np.load(path / f"ptr_{lv}.npy")) for lv in range(L - 1)]
-        child = [torch.from_numpy(np.load(path / f"child_{lv}.npy")) for lv in range(L - 1)]
-        entities = pd.read_parquet(path / "entities.parquet")
-        state = load_file(str(path / "query.safetensors"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: incomplete or damaged model folder ({e}); rebuild it with "
-                         "hierloc index") from e  # fmt: skip
+    points = [torch.from_numpy(read_npy(path / f"points_{lv}.npy", "entity points", fix))
+              for lv in range(L)]  # fmt: skip
+    ptr = [torch.from_numpy(read_npy(path / f"ptr_{lv}.npy", "children offsets", fix))
+           for lv in range(L - 1)]  # fmt: skip
+    child = [torch.from_numpy(read_npy(path / f"child_{lv}.npy", "children lists", fix))
+             for lv in range(L - 1)]  # fmt: skip
+    entities = read_parquet(path / "entities.parquet", "entity table", fix)
+    state = read_safetensors(path / "query.safetensors", "image-side weights", fix)
     if [len(p) for p in points] != manifest["counts"]:
         raise InputError(f"{path}: the point arrays do not match manifest.json's counts")
     manifold = get_manifold(manifest["manifold"], K=manifest["K"])

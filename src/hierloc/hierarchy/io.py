@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hierloc.data.artifacts import read_json, read_npy, read_parquet
 from hierloc.errors import InputError
 from hierloc.hierarchy.build import LEVEL_NAMES, Hierarchy
 
 FORMAT = "hierloc-hierarchy"
+REBUILD = "rebuild the folder with hierloc hierarchy build … --overwrite"
 VERSION = 1
 
 
@@ -63,7 +65,7 @@ class HierarchyFolder:
                 f"{path}: not a hierarchy folder (entities.parquet / manifest.json missing); "
                 "build one with hierloc hierarchy build"
             )
-        manifest = json.loads((path / "manifest.json").read_text())
+        manifest = read_json(path / "manifest.json", "hierarchy manifest", REBUILD)
         if manifest.get("format") != FORMAT:
             raise InputError(f"{path}/manifest.json: not a {FORMAT} manifest")
         if manifest.get("version", 0) > VERSION:
@@ -71,17 +73,16 @@ class HierarchyFolder:
                 f"{path}: hierarchy format version {manifest['version']} is newer than this "
                 f"hierloc reads ({VERSION}); upgrade hierloc"
             )
-        return cls(
-            path=path, entities=pd.read_parquet(path / "entities.parquet"), manifest=manifest
-        )
+        entities = read_parquet(path / "entities.parquet", "entity table", REBUILD)
+        return cls(path=path, entities=entities, manifest=manifest)
 
     def image_mean(self) -> np.ndarray | None:
         f = self.path / "image_mean.npy"
-        return np.load(f, mmap_mode="r") if f.exists() else None
+        return read_npy(f, "mean image embeddings", REBUILD, mmap=True) if f.exists() else None
 
     def text(self) -> np.ndarray | None:
         f = self.path / "text.npy"
-        return np.load(f, mmap_mode="r") if f.exists() else None
+        return read_npy(f, "text embeddings", REBUILD, mmap=True) if f.exists() else None
 
 
 def stats(folder: HierarchyFolder, top: int = 10) -> dict:

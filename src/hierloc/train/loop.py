@@ -453,10 +453,11 @@ class Trainer:
         return ckpts[-1] if ckpts else None
 
     def load_checkpoint(self, path: str | Path) -> None:
-        from safetensors.torch import load_file
+        from hierloc.data.artifacts import read_safetensors
 
         path = Path(path)
-        state = load_file(str(path / "model.safetensors"))
+        fix = f"delete {path} to resume from the previous checkpoint"
+        state = read_safetensors(path / "model.safetensors", "checkpoint's weights", fix)
         loss_state = {k[5:]: v for k, v in state.items() if k.startswith("loss.")}
         model_state = {k: v for k, v in state.items() if not k.startswith("loss.")}
         try:
