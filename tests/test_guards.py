@@ -273,3 +273,16 @@ def test_a_damaged_file_is_named_with_the_fix(work, damage, args, needle):
     line = refused([a.format(**fill) for a in args], needle)
     assert "rebuild" in line or "train again" in line
     assert not (work / "new-model").exists()
+
+
+def test_predict_with_only_unreadable_photos_says_so(work):
+    bad = work / "bad.jpg"
+    bad.write_bytes(b"not a photo")
+    res = runner.invoke(app, ["predict", str(work / "model"), str(bad), "-o",
+                              str(work / "out.csv")])  # fmt: skip
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert lines[0].startswith("hierloc: rejected bad: ")
+    assert lines[-1].startswith("hierloc: error: none of the 1 images could be read")
+    assert not (work / "out.csv").exists()
+    assert "bad" in (work / "out.rejects.csv").read_text()

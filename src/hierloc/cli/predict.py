@@ -155,6 +155,14 @@ def predict_cmd(
     predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam, **extra)
     for r in rejected:
         typer.echo(f"hierloc: rejected {r.id}: {r.reason}", err=True)
+    if rejected and not predictions:
+        if output is not None:
+            table = pd.DataFrame([r.__dict__ for r in rejected]).to_csv(index=False)
+            write_atomic(_rejects_path(output), table)
+        raise InputError(
+            f"none of the {len(rejected)} images could be read (reasons above"
+            f"{'' if output is None else ', and in ' + str(_rejects_path(output))})"
+        )
     rows = _rows(predictions)
     if fmt == PredictFormat.json:
         text = json.dumps({"predictions": rows,

@@ -310,6 +310,9 @@ def beam_search(
         raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
     q, qn2 = index._queries(z)
     B = q.shape[0]
+    if B == 0:
+        return SearchResult(torch.zeros(0, width, index.levels, dtype=torch.long),
+                            torch.zeros(0, width, dtype=torch.float64))  # fmt: skip
     if B == 1 and backend == "torch":
         extra = None if qn2 is None else float(qn2[0])
         return _rerank(index, z, _beam_single(index, q[0].numpy(), extra, width))
