@@ -275,14 +275,27 @@ def test_a_damaged_file_is_named_with_the_fix(work, damage, args, needle):
     assert not (work / "new-model").exists()
 
 
-def test_predict_with_only_unreadable_photos_says_so(work):
-    bad = work / "bad.jpg"
-    bad.write_bytes(b"not a photo")
-    res = runner.invoke(app, ["predict", str(work / "model"), str(bad), "-o",
+def test_predict_with_only_unreadable_photos_says_so(work, monkeypatch):
+    """No image readable: one line naming the rejects file, exit 2, no answers file; and the
+    model answers an empty batch with an empty list (it used to fail inside beam search)."""
+    import numpy as np
+
+    import hierloc.eval.evaluate as ev
+    from hierloc.predict import Geolocator, Rejected
+
+    geo = Geolocator.load(work / "model")
+    assert geo.predict_features(np.zeros((0, geo.image_dim), np.float32)) == []
+
+    class Unreadable:
+        def predict(self, inputs, top_k, beam):
+            return [], [Rejected("bad", "not an image (unrecognised format)")]
+
+    monkeypatch.setattr(ev, "load_predictor", lambda model, device="cpu": Unreadable())
+    res = runner.invoke(app, ["predict", str(work / "model"), str(work / "bad.jpg"), "-o",
                               str(work / "out.csv")])  # fmt: skip
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
-    assert lines[0].startswith("hierloc: rejected bad: ")
+    assert lines[0] == "hierloc: rejected bad: not an image (unrecognised format)"
     assert lines[-1].startswith("hierloc: error: none of the 1 images could be read")
     assert not (work / "out.csv").exists()
     assert "bad" in (work / "out.rejects.csv").read_text()
