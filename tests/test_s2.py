@@ -145,3 +145,10 @@ def test_cells_build_cli_on_osv5m_and_coordinates_only_files(tmp_path):
     res = runner.invoke(app, ["cells", "build", str(tmp_path / "mp16.parquet"), "-o",
                               str(tmp_path / "cells3"), "--tau-max", "8x"])  # fmt: skip
     assert res.exit_code == 2 and "--tau-max" in res.stderr
+    for bad in ("3,6", "100,-5", "100,100"):  # not strictly decreasing, or not positive
+        res = runner.invoke(app, ["cells", "build", str(tmp_path / "mp16.parquet"), "-o",
+                                  str(tmp_path / "cells4"), "--columns", "id=IMG,lat=LAT,lon=LON",
+                                  "--tau-max", bad])  # fmt: skip
+        assert res.exit_code == 2 and "strictly decreasing" in res.stderr, res.output
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "cells4").exists()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hierloc.data.metadata import MetadataReader, Rejects
+from hierloc.errors import InputError
 from hierloc.geo import s2
 from hierloc.geo.s2cells import PAPER_TAU_MAX, PAPER_TAU_MIN, build_partitions
 
@@ -46,6 +47,12 @@ def build_cells(
 
     from hierloc.data.writers import staged_folder
 
+    taus = list(tau_max)
+    if not taus or any(t < 1 for t in taus) or taus != sorted(set(taus), reverse=True):
+        raise InputError(f"--tau-max {','.join(map(str, taus))}: give thresholds ≥ 1, strictly "
+                         "decreasing from coarse to fine (e.g. 25000,10000,5000)")  # fmt: skip
+    if tau_min < 0:
+        raise InputError(f"--tau-min {tau_min}: give a count ≥ 0")
     out = Path(out)
     with staged_folder(out, overwrite, (FORMAT,), inputs=[metadata]) as tmp:
         rejects = Rejects(tmp / "rejects.csv")
