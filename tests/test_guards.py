@@ -299,3 +299,19 @@ def test_predict_with_only_unreadable_photos_says_so(work, monkeypatch):
     assert lines[-1].startswith("hierloc: error: none of the 1 images could be read")
     assert not (work / "out.csv").exists()
     assert "bad" in (work / "out.rejects.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [(["predict", "m", "x.jpg", "--top-k", "0"], "Invalid value for '--top-k'"),
+     (["predict", "--bogus"], "No such option: --bogus"),
+     (["nonsense"], "No such command 'nonsense'")],
+)  # fmt: skip
+def test_usage_errors_are_one_line_through_the_console_entry_point(argv, needle, capsys):
+    from hierloc.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hierloc: error: ") and needle in err[0], err

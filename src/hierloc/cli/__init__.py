@@ -170,8 +170,26 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=argv, prog_name="hierloc")
+    """Console-script entry point. A usage error (unknown option, a value out of range, a
+    missing argument) is one line like every other error, exit status 2."""
+    usage_error = type(typer.BadParameter("")).__mro__[1]  # click's UsageError (vendored)
+    try:
+        code = app(args=argv, prog_name="hierloc", standalone_mode=False)
+    except usage_error as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare ``hierloc`` or ``hierloc bench``
+            typer.echo(ctx.get_help() if ctx is not None else e.format_message())
+            raise SystemExit(2) from None
+        where = ctx.command_path if ctx is not None else "hierloc"
+        message = " ".join(e.format_message().split())
+        typer.echo(f"hierloc: error: {message} (see {where} --help)", err=True)
+        raise SystemExit(2) from None
+    except typer.Abort:
+        typer.echo("hierloc: error: interrupted", err=True)
+        raise SystemExit(130) from None
+    else:
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
 
 
 # the commands register themselves on ``app`` when imported
