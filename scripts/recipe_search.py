@@ -33,6 +33,9 @@ VARIANTS: dict[str, list[str]] = {
     "batch1024": ["optim.max_steps=250", "optim.batch_size=1024"],
     "image_only": ["optim.max_steps=250", "model.modalities=[image]"],
     "steps1000_reg": ["optim.max_steps=1000", "model.dropout=0.3", "optim.weight_decay=0.1"],
+    "steps500_reg": ["optim.max_steps=500", "model.dropout=0.3", "optim.weight_decay=0.1"],
+    "steps500_no_city_mean": ["optim.max_steps=500", "model.drop_image_mean_levels=[3]"],
+    "steps500_lr3e-4": ["optim.max_steps=500", "optim.lr=3e-4", "optim.riemannian_lr=3e-4"],
 }
 
 

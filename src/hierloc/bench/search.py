@@ -103,7 +103,7 @@ def _run(counts, n_images: int, batch: int, d: int) -> dict:
     cities = rng.integers(0, counts[-1], batch)
     noise = rng.normal(size=(batch, d)).astype(np.float32) * 0.05
     z = index.manifold.expmap0(torch.from_numpy(tangents[-1][cities] + noise) * 0.3)
-    q_np = np.ascontiguousarray(index._queries(z)[0].numpy())
+    q_np = np.ascontiguousarray(index._queries(z)[0].numpy(), dtype=np.float32)  # FAISS: f32
     out: dict = {}
     # beam search, batch 1 (interactive) and batch B
     singles = [z[i : i + 1] for i in range(min(200, batch))]
