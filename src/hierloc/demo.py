@@ -19,6 +19,7 @@ Stages (each reused when done, so a rerun only re-reads results):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -104,9 +105,15 @@ def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
     stage("GeoSURGE: extracting tokens (resumable; reused when complete)")
     extract([data / "metadata.parquet"], out / "tokens", encoder=ENCODER, tokens=True)
     stage("GeoSURGE: semantic maps")
-    build_semantic_store(data / "metadata.parquet", out / "semantic", "bluemarble",
-                         size=SEMANTIC_SIZE,
-                         crop=create_image_encoder(ENCODER).preprocess)  # fmt: skip
+    from hierloc.data.writers import folder_kind
+
+    sem = out / "semantic"
+    # a store from before maps were cut like the images (no "crop") is rebuilt, not refused
+    stale = folder_kind(sem) is not None and "crop" not in (
+        json.loads((sem / "manifest.json").read_text()).get("encoder") or {})  # fmt: skip
+    build_semantic_store(data / "metadata.parquet", sem, "bluemarble", size=SEMANTIC_SIZE,
+                         crop=create_image_encoder(ENCODER).preprocess,
+                         overwrite=stale)  # fmt: skip
     key = {"counts": counts, "tau_max": list(tau[0]), "tau_min": tau[1]}
     if not stage_done(out / "cells", key):
         stage("GeoSURGE: S2 cells of the training split")
