@@ -111,5 +111,5 @@ def test_tau_is_clamped():
     with torch.no_grad():
         loss.log_tau.fill_(math.log(1e-4))
     assert loss.tau.detach().item() == pytest.approx(0.05)
-    with pytest.raises(ValueError, match="loss must be"):
+    with pytest.raises(ValueError, match=r"loss='triplet': one of \['gwh', 'infonce'\]"):
         GWHInfoNCE(LossConfig(loss="triplet"))

@@ -94,7 +94,7 @@ def test_switches_change_what_they_should():
     drop = create_model("hierloc", VARIANTS["drop_means"], 16, tables())
     assert torch.all(drop.feat_3[:, 128:144] == 0) and torch.any(drop.feat_1[:, 128:144] != 0)
     assert not hasattr(create_model("hierloc", VARIANTS["no_attention"], 16, tables()), "attn")
-    with pytest.raises(ValueError, match="unknown modalities"):
+    with pytest.raises(ValueError, match=r"modalities='audio': one of \['location'"):
         create_model("hierloc", HierLocConfig(modalities=("audio",)), 16, tables())
     with pytest.raises(ValueError, match="Did you mean 'hierloc'"):
         create_model("hierlock")
