@@ -22,8 +22,13 @@ from hierloc.train.run import train_run
 
 # the settings every variant shares (the demo's recipe before this search: no dropout, no
 # weight decay); the demo now ships steps500_reg
-BASE = ["optim.lr=1e-3", "optim.riemannian_lr=1e-3", "optim.schedule=cosine",
-        "optim.warmup_steps=20", "run.val_every=50"]  # fmt: skip
+BASE = [
+    "optim.lr=1e-3",
+    "optim.riemannian_lr=1e-3",
+    "optim.schedule=cosine",
+    "optim.warmup_steps=20",
+    "run.val_every=50",
+]
 VARIANTS: dict[str, list[str]] = {
     "base": ["optim.max_steps=250"],  # the demo's earlier recipe
     "steps500": ["optim.max_steps=500"],
@@ -45,10 +50,14 @@ def best_val(run: Path) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     vals = [r for r in rows if "val_geoscore" in r]
     best = max(vals, key=lambda r: r["val_geoscore"])
-    return {"step": best["step"], "val_geoscore": best["val_geoscore"],
-            "val_beam_median_km": best["val_beam_median_km"],
-            "val_acc_country": best["val_acc_country"], "last_step": rows[-1]["step"],
-            "last_val_geoscore": vals[-1]["val_geoscore"]}  # fmt: skip
+    return {
+        "step": best["step"],
+        "val_geoscore": best["val_geoscore"],
+        "val_beam_median_km": best["val_beam_median_km"],
+        "val_acc_country": best["val_acc_country"],
+        "last_step": rows[-1]["step"],
+        "last_val_geoscore": vals[-1]["val_geoscore"],
+    }
 
 
 def main() -> None:
@@ -74,8 +83,9 @@ def main() -> None:
             if key not in results:
                 t0 = time.perf_counter()
                 sets = [*BASE, *VARIANTS[name], f"run.seed={seed}"]
-                train_run(d / "hierarchy", d / "features", run, d / "data" / "val.parquet",
-                          overrides=sets)  # fmt: skip
+                train_run(
+                    d / "hierarchy", d / "features", run, d / "data" / "val.parquet", overrides=sets
+                )
                 results[key] = best_val(run) | {"seconds": round(time.perf_counter() - t0)}
                 print(key, results[key], flush=True)
             write(args.output, results)
@@ -84,8 +94,11 @@ def main() -> None:
 def write(out: Path, results: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["| variant | overrides | seeds | val GeoScore (best) | val median km | val country % "
-             "| best step | s/run |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| variant | overrides | seeds | val GeoScore (best) | val median km | val country % "
+        "| best step | s/run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     by: dict[str, list[dict]] = {}
     for key, r in results.items():
         by.setdefault(key.split("/")[0], []).append(r)

@@ -13,14 +13,29 @@ from hierloc.cli import app
 from tests.test_predict import trained  # noqa: F401 (fixture)
 
 runner = CliRunner()
-TINY = ["model.dim=16", "model.hidden=32", "model.heads=4", "optim.batch_size=32",
-        "optim.max_steps=3"]  # fmt: skip
+TINY = [
+    "model.dim=16",
+    "model.hidden=32",
+    "model.heads=4",
+    "optim.batch_size=32",
+    "optim.max_steps=3",
+]
 
 
 def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
-    args = ["ablate", "--hierarchy", str(trained / "h"), "--features", str(trained / "store"),
-            "--data", str(trained / "train.parquet"), "-o", str(tmp_path / "abl"),
-            "--tables", "8,13"]  # fmt: skip
+    args = [
+        "ablate",
+        "--hierarchy",
+        str(trained / "h"),
+        "--features",
+        str(trained / "store"),
+        "--data",
+        str(trained / "train.parquet"),
+        "-o",
+        str(tmp_path / "abl"),
+        "--tables",
+        "8,13",
+    ]
     for s in TINY:
         args += ["--set", s]
     res = runner.invoke(app, args)
@@ -43,7 +58,7 @@ def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "## Table 8" in md and "## Table 13" in md and "Paper's best" in md
     # flat search: the city is the nearest city entity, whatever its parents
-    from hierloc.predict import Geolocator
+    from hierloc.locate.hierloc import Geolocator
     from hierloc.train.data import load_training_data
 
     geo = Geolocator.load(tmp_path / "abl" / "runs" / "base" / "model")
@@ -62,7 +77,7 @@ def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
 
 def test_table_10_removes_mean_embeddings_coarse_to_fine():
     """The paper's Table 10 rows: none, then country, country & region, … all four removed."""
-    from hierloc.ablate import parse_tables, rows
+    from hierloc.workflows.ablate import parse_tables, rows
 
     assert parse_tables("10") == [10]
     got = [(r.label, r.overrides) for r in rows() if r.table == 10]

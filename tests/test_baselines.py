@@ -10,9 +10,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from hierloc.baselines import BaselinePredictor, train_baseline
 from hierloc.cli import app
 from hierloc.geo.haversine import haversine_km, unit_vectors
+from hierloc.locate.baselines import BaselineLocator, train_baseline
 from hierloc.train.data import load_entities, load_training_data
 from tests.test_predict import trained  # noqa: F401 (fixture)
 
@@ -30,7 +30,7 @@ def data(trained):  # noqa: F811
 
 def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):  # noqa: F811
     folder = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
-    knn = BaselinePredictor.load(folder)
+    knn = BaselineLocator.load(folder)
     rng = np.random.default_rng(3)
     q = rng.normal(size=(25, data.image_dim)).astype(np.float32)
     gallery = _unit(data.train.features.numpy().astype(np.float16).astype(np.float32))
@@ -53,16 +53,17 @@ def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):  
         np.asarray(tables.image_mean[-1], np.float32).astype(np.float16).astype(np.float32)
     )
     want = (_unit(q) @ means.T).argmax(1)
-    preds = BaselinePredictor.load(folder).predict_features(q, top_k=1)
+    preds = BaselineLocator.load(folder).predict_features(q, top_k=1)
     assert [p.best.places[-1].entity_id for p in preds] == [ids[-1][w] for w in want]
     coords = np.array(tables.coords[-1])[want]
     assert np.allclose([[p.best.latitude, p.best.longitude] for p in preds], coords)
 
 
 def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_path):  # noqa: F811
-    folder = train_baseline("regress", trained / "h", trained / "store", tmp_path / "r",
-                            ["epochs=20", "lr=3e-3"])  # fmt: skip
-    preds = BaselinePredictor.load(folder).predict_features(data.train.features.numpy(), top_k=1)
+    folder = train_baseline(
+        "regress", trained / "h", trained / "store", tmp_path / "r", ["epochs=20", "lr=3e-3"]
+    )
+    preds = BaselineLocator.load(folder).predict_features(data.train.features.numpy(), top_k=1)
     tables, ids, _ = load_entities(trained / "h")
     cities = np.array(tables.coords[-1])
     lat = np.array([p.best.latitude for p in preds])
@@ -82,9 +83,14 @@ def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_pa
 
 
 def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_path):  # noqa: F811
-    folder = train_baseline("classify", trained / "h", trained / "store", tmp_path / "c",
-                            ["epochs=40", "lr=3e-3", "dropout=0.0"])  # fmt: skip
-    clf = BaselinePredictor.load(folder)
+    folder = train_baseline(
+        "classify",
+        trained / "h",
+        trained / "store",
+        tmp_path / "c",
+        ["epochs=40", "lr=3e-3", "dropout=0.0"],
+    )
+    clf = BaselineLocator.load(folder)
     preds = clf.predict_features(data.train.features.numpy(), top_k=2)
     got = np.array([p.best.places[-1].entity_id for p in preds], dtype=object)
     truth = data.entity_ids[-1][data.train.targets[:, -1].numpy()]
@@ -100,11 +106,31 @@ def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_
 
 
 def test_evaluate_and_compare_end_to_end(trained, tmp_path):  # noqa: F811
-    args = ["compare", "--hierarchy", str(trained / "h"), "--features", str(trained / "store"),
-            "--data", str(trained / "train.parquet"), "-o", str(tmp_path / "cmp"),
-            "--models", "hierloc,knn,zeroshot", "--set", "model.dim=16", "--set", "model.hidden=32",
-            "--set", "model.heads=4", "--set", "optim.batch_size=32", "--set",
-            "optim.max_steps=3", "-f", "json"]  # fmt: skip
+    args = [
+        "compare",
+        "--hierarchy",
+        str(trained / "h"),
+        "--features",
+        str(trained / "store"),
+        "--data",
+        str(trained / "train.parquet"),
+        "-o",
+        str(tmp_path / "cmp"),
+        "--models",
+        "hierloc,knn,zeroshot",
+        "--set",
+        "model.dim=16",
+        "--set",
+        "model.hidden=32",
+        "--set",
+        "model.heads=4",
+        "--set",
+        "optim.batch_size=32",
+        "--set",
+        "optim.max_steps=3",
+        "-f",
+        "json",
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     table = json.loads(res.stdout[res.stdout.index("{") :])

@@ -55,8 +55,15 @@ def test_bench_search_quick_through_the_cli():
     res = CliRunner().invoke(app, ["bench", "search", "--quick", "--batch", "256"])
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
-    names = {"beam_qps_b1", "beam_qps_b1024", "flat_qps_b1024", "faiss_qps_b1024",
-             "exhaustive_qps_b1024", "index_bytes", "image_index_bytes"}  # fmt: skip
+    names = {
+        "beam_qps_b1",
+        "beam_qps_b1024",
+        "flat_qps_b1024",
+        "faiss_qps_b1024",
+        "exhaustive_qps_b1024",
+        "index_bytes",
+        "image_index_bytes",
+    }
     assert set(r) >= names and all(r[k] > 0 for k in names)
     assert r["index_bytes_fp16"] < r["index_bytes"]
     assert r["beam_top1_city_is_query_city"] > 0.9

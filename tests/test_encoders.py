@@ -54,8 +54,14 @@ def test_text_encoders_are_normalised_and_semantic():
 def _tiny_dinov2(path):
     from transformers import Dinov2Config, Dinov2Model
 
-    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=37, image_size=28, patch_size=14)  # fmt: skip
+    cfg = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=28,
+        patch_size=14,
+    )
     Dinov2Model(cfg).save_pretrained(path)
 
 
@@ -68,10 +74,21 @@ def test_hf_loader_on_tiny_local_models(tmp_path):
     with torch.no_grad():
         assert enc(x).shape == (2, 32) and enc.tokens(x).shape == (2, 5, 32)
     assert enc.dim == 32 and enc.preprocess.size == 28
-    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                  intermediate_size=37, image_size=28, patch_size=14)  # fmt: skip
-    text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=37, vocab_size=49408)  # fmt: skip
+    vision = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=28,
+        patch_size=14,
+    )
+    text = dict(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        vocab_size=49408,
+    )
     clip = CLIPConfig(vision_config=vision, text_config=text, projection_dim=16)
     CLIPModel(clip).save_pretrained(tmp_path / "clip")
     enc = create_image_encoder(f"hf:{tmp_path / 'clip'}")
@@ -99,8 +116,9 @@ def test_onnx_fast_path_matches_torch(tmp_path, monkeypatch, lite0):
     monkeypatch.setenv("HIERLOC_CACHE", str(tmp_path))
     fast = create_image_encoder("efficientnet-lite0-onnx")
     assert list((tmp_path / "onnx").glob("*.onnx"))  # exported once, cached
-    x = torch.stack([lite0.preprocess(Image.new("RGB", (64, 48), c))
-                     for c in ((200, 10, 10), (10, 200, 10))])  # fmt: skip
+    x = torch.stack(
+        [lite0.preprocess(Image.new("RGB", (64, 48), c)) for c in ((200, 10, 10), (10, 200, 10))]
+    )
     with torch.no_grad():
         ref = lite0(x)
     got = fast(x)

@@ -110,11 +110,16 @@ def test_zip_tar_and_metadata_sources_give_the_same_store(tmp_path):
     with tarfile.open(tmp_path / "shard-000.tar", "w") as t:
         for f in files:
             t.add(f, arcname=f.name)
-    pd.DataFrame({"id": [f.stem for f in files], "path": [f"imgs/{f.name}" for f in files]}
-                 ).to_csv(tmp_path / "meta.csv", index=False)  # fmt: skip
+    pd.DataFrame({"id": [f.stem for f in files], "path": [f"imgs/{f.name}" for f in files]}).to_csv(
+        tmp_path / "meta.csv", index=False
+    )
     stores = {}
-    sources = {"folder": tmp_path / "imgs", "zip": tmp_path / "osv",
-               "tar": tmp_path / "shard-000.tar", "meta": tmp_path / "meta.csv"}  # fmt: skip
+    sources = {
+        "folder": tmp_path / "imgs",
+        "zip": tmp_path / "osv",
+        "tar": tmp_path / "shard-000.tar",
+        "meta": tmp_path / "meta.csv",
+    }
     for name, src in sources.items():
         extract([src], tmp_path / name, batch_size=4, workers=0)
         stores[name] = FeatureStore.open(tmp_path / name)
@@ -139,9 +144,21 @@ def test_inputs_and_store_mismatch_errors(tmp_path):
 
 def test_kill_and_resume_gives_every_image_exactly_once(tmp_path):
     make_images(tmp_path / "imgs", 96, seed=5)
-    cmd = [sys.executable, "-m", "hierloc", "extract", str(tmp_path / "imgs"), "-o",
-           str(tmp_path / "store"), "--batch-size", "4", "--commit-every", "1",
-           "--workers", "0"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hierloc",
+        "extract",
+        str(tmp_path / "imgs"),
+        "-o",
+        str(tmp_path / "store"),
+        "--batch-size",
+        "4",
+        "--commit-every",
+        "1",
+        "--workers",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = tmp_path / "store" / "manifest.json"
     deadline = time.time() + 120
@@ -169,25 +186,42 @@ def test_kill_and_resume_gives_every_image_exactly_once(tmp_path):
     clean = extract([tmp_path / "imgs"], tmp_path / "clean", batch_size=4, workers=0)
     assert clean["rows"] == 96
     ref = FeatureStore.open(tmp_path / "clean")
-    assert np.allclose(np.asarray(store.features, np.float32), np.asarray(ref.features, np.float32),
-                       atol=2e-3)  # fmt: skip
+    assert np.allclose(
+        np.asarray(store.features, np.float32), np.asarray(ref.features, np.float32), atol=2e-3
+    )
 
 
 def test_torchrun_two_processes_equal_a_single_process_run(tmp_path):
     make_images(tmp_path / "imgs", 13, seed=9)
     (tmp_path / "imgs" / "img0005.jpg").write_bytes(b"")  # a reject in the middle
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "extract",
-           str(tmp_path / "imgs"), "-o", str(tmp_path / "dist"), "--workers", "0",
-           "--batch-size", "4", "--commit-every", "1"]  # fmt: skip
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hierloc",
+        "extract",
+        str(tmp_path / "imgs"),
+        "-o",
+        str(tmp_path / "dist"),
+        "--workers",
+        "0",
+        "--batch-size",
+        "4",
+        "--commit-every",
+        "1",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     single = extract([tmp_path / "imgs"], tmp_path / "single", batch_size=4, workers=0)
     a, b = FeatureStore.open(tmp_path / "dist"), FeatureStore.open(tmp_path / "single")
     assert a.manifest["complete"] and a.manifest["fingerprint"] == b.manifest["fingerprint"]
     assert a.ids.to_pylist() == b.ids.to_pylist() and len(a) == single["rows"] == 12
-    assert np.allclose(np.asarray(a.features, np.float32), np.asarray(b.features, np.float32),
-                       atol=2e-3)  # fmt: skip
+    assert np.allclose(
+        np.asarray(a.features, np.float32), np.asarray(b.features, np.float32), atol=2e-3
+    )
     ra = pd.read_csv(tmp_path / "dist" / "rejects.csv")
     rb = pd.read_csv(tmp_path / "single" / "rejects.csv")
     assert ra.to_dict() == rb.to_dict() and ra["id"].tolist() == ["img0005"]

@@ -10,13 +10,16 @@ import itertools
 import pytest
 import torch
 
-from hierloc.fused_loss import asinh_stable, fused_level_loss
 from hierloc.geo.haversine import pairwise_km
 from hierloc.geometry import get_manifold
 from hierloc.losses import gwh_infonce
+from hierloc.losses.fused import asinh_stable, fused_level_loss
 
-CASES = list(itertools.product(["lorentz", "sphere", "euclidean"], [True, False],
-                               ["laplace", "gauss", "inverse"]))  # fmt: skip
+CASES = list(
+    itertools.product(
+        ["lorentz", "sphere", "euclidean"], [True, False], ["laplace", "gauss", "inverse"]
+    )
+)
 
 
 def _inputs(seed, B=9, E=37, d=6):
@@ -41,14 +44,27 @@ def test_fused_equals_autograd_of_the_reference(manifold, squared, kernel, learn
 
     def reference():
         D = M.pairwise_dist(M.expmap0(v1), M.expmap0(v2), squared=squared)
-        return gwh_infonce(D, t, pairwise_km(ix, ex), log_tau.exp(), log_lam.exp(),
-                           log_sigma.exp(), kernel, 1.5).mean()  # fmt: skip
+        return gwh_infonce(
+            D, t, pairwise_km(ix, ex), log_tau.exp(), log_lam.exp(), log_sigma.exp(), kernel, 1.5
+        ).mean()
 
     def fused():  # 4-row blocks × 10-entity tiles
-        return fused_level_loss(M, M.expmap0(v1), M.expmap0(v2), t, log_tau.exp(),
-                                squared=squared, img_xyz=ix, ent_xyz=ex, lam=log_lam.exp(),
-                                sigma_km=log_sigma.exp(), kernel=kernel, p=1.5,
-                                chunk_elems=40, max_rows=4)  # fmt: skip
+        return fused_level_loss(
+            M,
+            M.expmap0(v1),
+            M.expmap0(v2),
+            t,
+            log_tau.exp(),
+            squared=squared,
+            img_xyz=ix,
+            ent_xyz=ex,
+            lam=log_lam.exp(),
+            sigma_km=log_sigma.exp(),
+            kernel=kernel,
+            p=1.5,
+            chunk_elems=40,
+            max_rows=4,
+        )
 
     results = []
     for f in (reference, fused):
@@ -109,9 +125,20 @@ def test_negative_offset_shifts_every_negative_logit():
         return gwh_infonce(D - tau * c * negative, t, pairwise_km(ix, ex), tau).mean()
 
     def fused():
-        return fused_level_loss(M, M.expmap0(v1), M.expmap0(v2), t, log_tau.exp(), img_xyz=ix,
-                                ent_xyz=ex, lam=1.0, sigma_km=1000.0, chunk_elems=40,
-                                max_rows=4, neg_offset=c)  # fmt: skip
+        return fused_level_loss(
+            M,
+            M.expmap0(v1),
+            M.expmap0(v2),
+            t,
+            log_tau.exp(),
+            img_xyz=ix,
+            ent_xyz=ex,
+            lam=1.0,
+            sigma_km=1000.0,
+            chunk_elems=40,
+            max_rows=4,
+            neg_offset=c,
+        )
 
     results = []
     for fn in (reference, fused):
@@ -119,6 +146,15 @@ def test_negative_offset_shifts_every_negative_logit():
         results.append([loss.detach(), *torch.autograd.grad(loss, [v1, v2, log_tau])])
     for r, f in zip(*results, strict=True):
         assert torch.allclose(f, r, rtol=1e-10, atol=1e-12)
-    plain = fused_level_loss(M, M.expmap0(v1), M.expmap0(v2), t, log_tau.exp(), img_xyz=ix,
-                             ent_xyz=ex, lam=1.0, sigma_km=1000.0)  # fmt: skip
+    plain = fused_level_loss(
+        M,
+        M.expmap0(v1),
+        M.expmap0(v2),
+        t,
+        log_tau.exp(),
+        img_xyz=ix,
+        ent_xyz=ex,
+        lam=1.0,
+        sigma_km=1000.0,
+    )
     assert float(results[1][0]) > float(plain.detach())  # a larger denominator, a larger loss

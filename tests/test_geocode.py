@@ -77,14 +77,27 @@ def test_fill_only_missing_overwrite_and_country_conflict():
 def test_geocode_cli_on_coordinates_only_file(tmp_path):
     src = tmp_path / "mp16.csv"
     pd.DataFrame(
-        {"IMG_ID": ["a", "b", "c"], "LAT": ["40.6782", "bad", "35.6762"],
-         "LON": ["-73.9442", "0", "139.6503"], "extra": ["x", "y", "z"]}
-    ).to_csv(src, index=False)  # fmt: skip
+        {
+            "IMG_ID": ["a", "b", "c"],
+            "LAT": ["40.6782", "bad", "35.6762"],
+            "LON": ["-73.9442", "0", "139.6503"],
+            "extra": ["x", "y", "z"],
+        }
+    ).to_csv(src, index=False)
     out = tmp_path / "labelled.parquet"
     res = runner.invoke(
-        app, ["geocode", str(src), "-o", str(out), "--columns", "id=IMG_ID,lat=LAT,lon=LON",
-              "-f", "json"],
-    )  # fmt: skip
+        app,
+        [
+            "geocode",
+            str(src),
+            "-o",
+            str(out),
+            "--columns",
+            "id=IMG_ID,lat=LAT,lon=LON",
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     df = pd.read_parquet(out)
     assert list(df["IMG_ID"]) == ["a", "c"] and list(df["extra"]) == ["x", "z"]
@@ -103,11 +116,28 @@ def test_geocode_refuses_to_overwrite_its_input(tmp_path):
     assert src.read_text() == "id,latitude,longitude\na,1,2\n"
 
 
-@pytest.mark.parametrize("value,iso2", [("FR", "FR"), ("fra", "FR"), ("250", "FR"),
-    ("France", "FR"), ("French Republic", "FR"), ("UK", "GB"), ("USA", "US"),
-    ("Russia", "RU"), ("South Korea", "KR"), ("Côte d’Ivoire", "CI"), ("Kosovo", "XK"),
-    ("Türkiye", "TR"), ("Turkey", "TR"), ("Viet Nam", "VN"), ("Atlantis", None),
-    ("", None), ("nan", None)])  # fmt: skip
+@pytest.mark.parametrize(
+    "value,iso2",
+    [
+        ("FR", "FR"),
+        ("fra", "FR"),
+        ("250", "FR"),
+        ("France", "FR"),
+        ("French Republic", "FR"),
+        ("UK", "GB"),
+        ("USA", "US"),
+        ("Russia", "RU"),
+        ("South Korea", "KR"),
+        ("Côte d’Ivoire", "CI"),
+        ("Kosovo", "XK"),
+        ("Türkiye", "TR"),
+        ("Turkey", "TR"),
+        ("Viet Nam", "VN"),
+        ("Atlantis", None),
+        ("", None),
+        ("nan", None),
+    ],
+)
 def test_country_canonicalisation(value, iso2):
     from hierloc.geo.countries import to_iso2
 

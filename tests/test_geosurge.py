@@ -15,24 +15,24 @@ from typer.testing import CliRunner
 
 from hierloc.cli import app
 from hierloc.data.features import FeatureStore, write_feature_store
+from hierloc.losses import partition_loss
 from hierloc.models.geosurge import (
     GeoSurge,
     GeoSurgeConfig,
     GeoSurgeInputs,
     ancestors,
-    partition_loss,
     product_scores,
 )
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
-INPUTS = GeoSurgeInputs(tokens=17, token_dim=24, grid=(4, 4), cls_token=True, classes=5,
-                        map_size=8)  # fmt: skip
+INPUTS = GeoSurgeInputs(tokens=17, token_dim=24, grid=(4, 4), cls_token=True, classes=5, map_size=8)
 
 
 def _model(**kw) -> GeoSurge:
-    cfg = GeoSurgeConfig(embed_dim=16, depth=3, blocks=kw.pop("blocks", 2), fusion_dim=16,
-                         heads=2, latent=8, **kw)  # fmt: skip
+    cfg = GeoSurgeConfig(
+        embed_dim=16, depth=3, blocks=kw.pop("blocks", 2), fusion_dim=16, heads=2, latent=8, **kw
+    )
     return GeoSurge(cfg, INPUTS, [2, 4, 8])
 
 
@@ -80,8 +80,7 @@ def test_product_inference_equals_brute_force_on_a_small_tree():
 
 
 def test_cell_lookup_matches_the_builders_assignment(tmp_path):
-    from hierloc.data.cells import build_cells
-    from hierloc.train.geosurge import locate_cells, partitions
+    from hierloc.data.cells import build_cells, locate_cells, partitions
 
     df = pseudo_photos(2000, seed=5)
     df.to_parquet(tmp_path / "m.parquet")
@@ -106,11 +105,15 @@ def test_semantic_store_from_files_with_rejects(tmp_path):
         rows.append({"id": f"a{i}", "semantic_path": f"m{i}.png"})
     Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(tmp_path / "rgb.png")
     Image.fromarray(np.full((8, 8), 7, np.uint8), mode="L").save(tmp_path / "big.png")
-    rows += [{"id": "rgb", "semantic_path": "rgb.png"}, {"id": "big", "semantic_path": "big.png"},
-             {"id": "gone", "semantic_path": "missing.png"}]  # fmt: skip
+    rows += [
+        {"id": "rgb", "semantic_path": "rgb.png"},
+        {"id": "big", "semantic_path": "big.png"},
+        {"id": "gone", "semantic_path": "missing.png"},
+    ]
     pd.DataFrame(rows).to_parquet(tmp_path / "meta.parquet")
-    summary = build_semantic_store(tmp_path / "meta.parquet", tmp_path / "sem", "files", size=8,
-                                   classes=("a", "b", "c"))  # fmt: skip
+    summary = build_semantic_store(
+        tmp_path / "meta.parquet", tmp_path / "sem", "files", size=8, classes=("a", "b", "c")
+    )
     assert summary["rows"] == 5 and summary["rejected"] == 3
     reasons = pd.read_csv(tmp_path / "sem" / "rejects.csv").set_index("id")["reason"]
     assert "RGB" in reasons["rgb"] and "outside 0–2" in reasons["big"]
@@ -146,14 +149,15 @@ def test_extract_tokens_equals_the_encoders_tokens(tmp_path):
     with torch.no_grad():
         ref = torch_enc.tokens(x).flatten(1).numpy()[0]
     row = list(store.ids.to_pylist()).index("im1")
-    np.testing.assert_allclose(np.asarray(store.features[row], np.float32), ref, atol=2e-2,
-                               rtol=1e-2)  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(store.features[row], np.float32), ref, atol=2e-2, rtol=1e-2
+    )
 
 
 def test_ten_crops_cut_the_map_where_the_image_is_cut():
     from PIL import Image
 
-    from hierloc.geosurge_index import ten_crops
+    from hierloc.locate.geosurge import ten_crops
 
     grid = np.arange(64 * 64, dtype=np.int64).reshape(64, 64)
     img = Image.fromarray((grid % 251).astype(np.uint8), mode="L")
@@ -170,20 +174,39 @@ def _toy_inputs(root, df, rng):
     n = len(df)
     lat, lon = np.deg2rad(df["latitude"].to_numpy()), np.deg2rad(df["longitude"].to_numpy())
     tok = rng.normal(size=(n, 17, 24)) * 0.1
-    tok[:, 0, :3] = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
-                              np.sin(lat)], 1) * 3  # fmt: skip
-    desc = {"name": "toy", "output": "tokens", "tokens": [17, 24], "token_grid": [4, 4],
-            "cls_token": True}  # fmt: skip
+    tok[:, 0, :3] = (
+        np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1) * 3
+    )
+    desc = {
+        "name": "toy",
+        "output": "tokens",
+        "tokens": [17, 24],
+        "token_grid": [4, 4],
+        "cls_token": True,
+    }
     write_feature_store(root / "tok", df["id"].to_numpy(), tok.reshape(n, -1), encoder=desc)
     maps = rng.integers(0, 3, (n, 64))
-    write_feature_store(root / "sem", df["id"].to_numpy(), maps, dtype="uint8",
-                        encoder={"name": "semantic:files", "classes": ["a", "b", "c"],
-                                 "map_size": 8})  # fmt: skip
+    write_feature_store(
+        root / "sem",
+        df["id"].to_numpy(),
+        maps,
+        dtype="uint8",
+        encoder={"name": "semantic:files", "classes": ["a", "b", "c"], "map_size": 8},
+    )
 
 
-TOY = ["model.embed_dim=16", "model.fusion_dim=16", "model.heads=2", "model.latent=8",
-       "model.blocks=1", "model.depth=3", "optim.batch_size=64", "optim.lr=3e-3",
-       "run.val_every=4", "run.checkpoint_every=4"]  # fmt: skip
+TOY = [
+    "model.embed_dim=16",
+    "model.fusion_dim=16",
+    "model.heads=2",
+    "model.latent=8",
+    "model.blocks=1",
+    "model.depth=3",
+    "optim.batch_size=64",
+    "optim.lr=3e-3",
+    "run.val_every=4",
+    "run.checkpoint_every=4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +224,21 @@ def toy(tmp_path_factory):
 
 
 def _train(root, out, steps, extra=()):
-    args = ["train", "--model", "geosurge", "--cells", str(root / "cells"), "--features",
-            str(root / "tok"), "--semantic", str(root / "sem"), "--val",
-            str(root / "val.parquet"), "-o", str(out)]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        "geosurge",
+        "--cells",
+        str(root / "cells"),
+        "--features",
+        str(root / "tok"),
+        "--semantic",
+        str(root / "sem"),
+        "--val",
+        str(root / "val.parquet"),
+        "-o",
+        str(out),
+    ]
     for s in [*TOY, f"optim.max_steps={steps}", *extra]:
         args += ["--set", s]
     return runner.invoke(app, args)
@@ -221,13 +256,14 @@ def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
     b = load_file(str(tmp_path / "b" / "ckpt-00000008" / "model.safetensors"))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    metrics = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().split("\n")
-               if x]  # fmt: skip
+    metrics = [
+        json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().split("\n") if x
+    ]
     assert "val_geoscore" in metrics[3] and len(metrics[0]["tau"]) == 3
 
     res = runner.invoke(app, ["index", str(tmp_path / "a"), "-o", str(tmp_path / "model")])
     assert res.exit_code == 0, res.output
-    from hierloc.geosurge_index import GeoSurgeLocator
+    from hierloc.locate.geosurge import GeoSurgeLocator
 
     loc = GeoSurgeLocator.load(tmp_path / "model")
     ids = pd.read_parquet(toy / "val.parquet")["id"].to_numpy()[:20]
@@ -243,8 +279,10 @@ def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
         ]
     cells = pd.read_parquet(tmp_path / "model" / "cells.parquet")
     leaf = cells[cells["partition"] == 2].sort_values("row")
-    par = {p: cells[cells["partition"] == p].sort_values("row")["parent_row"].to_numpy()
-           for p in (1, 2)}  # fmt: skip
+    par = {
+        p: cells[cells["partition"] == p].sort_values("row")["parent_row"].to_numpy()
+        for p in (1, 2)
+    }
     for b, pred in enumerate(preds):
         best, best_row = -np.inf, -1
         for r in range(len(leaf)):
@@ -258,8 +296,17 @@ def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
         assert [p.level for p in a0.places] == ["country", "region", "subregion", "city"]
         assert a0.places[0].entity_id.isupper() and 0 < a0.confidence <= 1
 
-    res = runner.invoke(app, ["evaluate", str(tmp_path / "model"), "--data",
-                              str(toy / "val.parquet"), "-o", str(tmp_path / "eval")])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "model"),
+            "--data",
+            str(toy / "val.parquet"),
+            "-o",
+            str(tmp_path / "eval"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert m["n"] == 100 and 0 <= m["entity"]["acc_country"] <= 1
@@ -283,8 +330,17 @@ def test_early_stopping_after_patience_validations(toy, tmp_path):
 def test_clear_errors_for_wrong_inputs(toy, tmp_path):
     res = _train(toy, tmp_path / "x", 2, ["model.depth=9"])
     assert res.exit_code != 0 and "depth" in res.output and "Traceback" not in res.output
-    args = ["train", "--model", "geosurge", "--cells", str(toy / "cells"), "--features",
-            str(toy / "tok"), "-o", str(tmp_path / "y")]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        "geosurge",
+        "--cells",
+        str(toy / "cells"),
+        "--features",
+        str(toy / "tok"),
+        "-o",
+        str(tmp_path / "y"),
+    ]
     res = runner.invoke(app, args)
     assert res.exit_code != 0 and "--semantic" in res.output
     res = runner.invoke(
@@ -298,13 +354,33 @@ def test_ablate_geosurge_tables(toy, tmp_path):
     depth and block variants really train what their rows say."""
     from hierloc.data.cells import build_cells
 
-    build_cells(toy / "train.parquet", tmp_path / "cells7", tau_max=(300, 200, 120, 80, 50, 30, 20),
-                tau_min=3)  # fmt: skip
-    args = ["ablate", "--hierarchy", str(toy / "unused"), "--features", str(toy / "tok"),
-            "--data", str(toy / "val.parquet"), "--val", str(toy / "val.parquet"),
-            "-o", str(tmp_path / "abl"), "--tables", "VI,VII,VIII", "--cells",
-            str(tmp_path / "cells7"), "--tokens", str(toy / "tok"), "--semantic",
-            str(toy / "sem")]  # fmt: skip
+    build_cells(
+        toy / "train.parquet",
+        tmp_path / "cells7",
+        tau_max=(300, 200, 120, 80, 50, 30, 20),
+        tau_min=3,
+    )
+    args = [
+        "ablate",
+        "--hierarchy",
+        str(toy / "unused"),
+        "--features",
+        str(toy / "tok"),
+        "--data",
+        str(toy / "val.parquet"),
+        "--val",
+        str(toy / "val.parquet"),
+        "-o",
+        str(tmp_path / "abl"),
+        "--tables",
+        "VI,VII,VIII",
+        "--cells",
+        str(tmp_path / "cells7"),
+        "--tokens",
+        str(toy / "tok"),
+        "--semantic",
+        str(toy / "sem"),
+    ]
     base = [s for s in TOY if not s.startswith(("model.depth", "model.blocks"))]
     for s in [*base, "optim.max_steps=2", "run.val_every=2"]:
         args += ["--geosurge-set", s]
@@ -312,16 +388,31 @@ def test_ablate_geosurge_tables(toy, tmp_path):
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert [r["label"] for r in results["VII"]] == [f"depth {d}" for d in (1, 3, 5, 7)]
-    assert [r["variant"] for r in results["VIII"]] == ["gs-blocks0", "gs-blocks1", "gs-blocks2",
-                                                       "gs-base"]  # fmt: skip
+    assert [r["variant"] for r in results["VIII"]] == [
+        "gs-blocks0",
+        "gs-blocks1",
+        "gs-blocks2",
+        "gs-base",
+    ]
     assert [r["paper_best"] for r in results["VI"]] == [False, True]
     cfg = (tmp_path / "abl" / "runs" / "gs-blocks0" / "run" / "config.yaml").read_text()
     assert "blocks: 0" in cfg
     runs = sorted(p.name for p in (tmp_path / "abl" / "runs").iterdir())
-    assert runs == sorted(["gs-classify", "gs-base", "gs-depth1", "gs-depth3", "gs-depth5",
-                           "gs-blocks0", "gs-blocks1", "gs-blocks2"])  # fmt: skip
-    man = json.loads((tmp_path / "abl" / "runs" / "gs-depth1" / "model" / "manifest.json")
-                     .read_text())  # fmt: skip
+    assert runs == sorted(
+        [
+            "gs-classify",
+            "gs-base",
+            "gs-depth1",
+            "gs-depth3",
+            "gs-depth5",
+            "gs-blocks0",
+            "gs-blocks1",
+            "gs-blocks2",
+        ]
+    )
+    man = json.loads(
+        (tmp_path / "abl" / "runs" / "gs-depth1" / "model" / "manifest.json").read_text()
+    )
     assert man["depth"] == 1 and len(man["cells"]) == 1
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert "## Table VIII (GeoSURGE)" in md and "no fusion" in md
@@ -336,7 +427,7 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
     from hierloc.data.cells import build_cells
     from hierloc.data.extract import extract
     from hierloc.data.semantic import build_semantic_store
-    from hierloc.geosurge_index import GeoSurgeLocator
+    from hierloc.locate.geosurge import GeoSurgeLocator
 
     df = pseudo_photos(40, seed=2)
     rng = np.random.default_rng(1)
@@ -355,13 +446,23 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         maps.append(f"img/{r.id}.map.png")
     df["path"], df["semantic_path"] = paths, maps
     df.to_parquet(tmp_path / "meta.parquet")
-    extract([tmp_path / "meta.parquet"], tmp_path / "tok", encoder="efficientnet-lite0",
-            workers=0, tokens=True)  # fmt: skip
+    extract(
+        [tmp_path / "meta.parquet"],
+        tmp_path / "tok",
+        encoder="efficientnet-lite0",
+        workers=0,
+        tokens=True,
+    )
     from hierloc.encoders import create_image_encoder
 
-    build_semantic_store(tmp_path / "meta.parquet", tmp_path / "sem", "files", size=28,
-                         classes=("a", "b", "c"),
-                         crop=create_image_encoder("efficientnet-lite0").preprocess)  # fmt: skip
+    build_semantic_store(
+        tmp_path / "meta.parquet",
+        tmp_path / "sem",
+        "files",
+        size=28,
+        classes=("a", "b", "c"),
+        crop=create_image_encoder("efficientnet-lite0").preprocess,
+    )
     build_cells(tmp_path / "meta.parquet", tmp_path / "cells", tau_max=(20, 10), tau_min=2)
     args = [
         "train",
@@ -376,9 +477,17 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         "-o",
         str(tmp_path / "run"),
     ]
-    for s in ["model.rgb_dim=8", "model.embed_dim=16", "model.fusion_dim=16", "model.heads=2",
-              "model.latent=8", "model.blocks=2", "model.depth=2", "optim.batch_size=16",
-              "optim.max_steps=3"]:  # fmt: skip
+    for s in [
+        "model.rgb_dim=8",
+        "model.embed_dim=16",
+        "model.fusion_dim=16",
+        "model.heads=2",
+        "model.latent=8",
+        "model.blocks=2",
+        "model.depth=2",
+        "optim.batch_size=16",
+        "optim.max_steps=3",
+    ]:
         args += ["--set", s]
     assert runner.invoke(app, args).exit_code == 0
     res = runner.invoke(app, ["index", str(tmp_path / "run"), "-o", str(tmp_path / "model")])
@@ -390,8 +499,18 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
     df.iloc[:5].drop(columns="semantic_path").assign(semantic_path="img/none.png").to_parquet(
         tmp_path / "nomap.parquet"
     )
-    res = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "meta.parquet"),
-                              "-f", "json", "--top-k", "2"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "model"),
+            str(tmp_path / "meta.parquet"),
+            "-f",
+            "json",
+            "--top-k",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)["predictions"]
     top = {r["id"]: r for r in rows if r["rank"] == 1}
@@ -400,12 +519,22 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         assert top[p.id]["latitude"] == pytest.approx(p.best.latitude, abs=1e-9)
         assert top[p.id]["score"] == pytest.approx(p.best.score, abs=5e-2)
         assert top[p.id]["country"] == p.best.places[0].name
-    res = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "meta.parquet"),
-                              "-f", "json", "--ten-crop"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "model"),
+            str(tmp_path / "meta.parquet"),
+            "-f",
+            "json",
+            "--ten-crop",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len({r["id"] for r in json.loads(res.output)["predictions"]}) == 40
-    res = runner.invoke(app, ["predict", str(tmp_path / "model"), str(tmp_path / "nomap.parquet"),
-                              "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app, ["predict", str(tmp_path / "model"), str(tmp_path / "nomap.parquet"), "-f", "json"]
+    )
     assert res.exit_code == 2, res.output  # nothing could be answered: one line says so
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 6 and lines[0].startswith("hierloc: rejected p0: no semantic map (unr")
@@ -437,9 +566,25 @@ def test_torchrun_two_processes_equal_one(toy, tmp_path):
 
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     over = [*TOY, "optim.max_steps=3", "run.checkpoint_every=3", "run.precision=fp32"]
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
-           "--model", "geosurge", "--cells", str(toy / "cells"), "--features", str(toy / "tok"),
-           "--semantic", str(toy / "sem"), "-o", str(tmp_path / "ddp")]  # fmt: skip
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hierloc",
+        "train",
+        "--model",
+        "geosurge",
+        "--cells",
+        str(toy / "cells"),
+        "--features",
+        str(toy / "tok"),
+        "--semantic",
+        str(toy / "sem"),
+        "-o",
+        str(tmp_path / "ddp"),
+    ]
     for s in over:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -476,21 +621,21 @@ def test_map_cells_lie_under_the_tokens_that_see_them(size):
 
     from hierloc.data.semantic import aligned_map
     from hierloc.encoders.base import Preprocess
-    from hierloc.geosurge_index import ten_crops
+    from hierloc.locate.geosurge import ten_crops
 
     W, H = size
-    pre = Preprocess(size=224, crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1),
-                     interpolation="nearest")  # fmt: skip
+    pre = Preprocess(
+        size=224, crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1), interpolation="nearest"
+    )
     x, y = np.meshgrid(np.arange(W), np.arange(H))
-    img = Image.fromarray(np.stack([x % 256, y % 256, (x // 256) * 16 + y // 256], -1)
-                          .astype(np.uint8))  # fmt: skip
+    img = Image.fromarray(
+        np.stack([x % 256, y % 256, (x // 256) * 16 + y // 256], -1).astype(np.uint8)
+    )
     xs, ys = x.astype(np.int32), y.astype(np.int32)  # the "maps": each cell its coordinates
     grid = 28  # 8 preprocessed pixels per cell
     crops = [(img, (xs, ys))] + [
         (c, (mx, my))
-        for (c, mx), (_, my) in zip(
-            ten_crops(img, xs), ten_crops(img, ys), strict=True
-        )  # fmt: skip
+        for (c, mx), (_, my) in zip(ten_crops(img, xs), ten_crops(img, ys), strict=True)
     ]
     for crop, (mx, my) in crops:
         arr = (pre(crop).numpy().transpose(1, 2, 0) * 255).round().astype(int)  # (224, 224, 3)

@@ -24,12 +24,14 @@ def test_latent_attention_with_identity_latent_is_standard_attention():
     assert small.down.weight.shape == (3, 12)
 
 
-@pytest.mark.parametrize(("size", "patch"), [((224, 224), 16), ((112, 112), 16),
-                                             ((224, 112), 16), ((56, 84), 14)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "patch"), [((224, 224), 16), ((112, 112), 16), ((224, 112), 16), ((56, 84), 14)]
+)
 def test_shapes_for_several_grids(size, patch):
     torch.manual_seed(1)
-    fusion = SemanticFusion(classes=6, rgb_dim=40, out_dim=24, blocks=2, heads=4, latent=8,
-                            patch=patch, grid=(14, 14))  # fmt: skip
+    fusion = SemanticFusion(
+        classes=6, rgb_dim=40, out_dim=24, blocks=2, heads=4, latent=8, patch=patch, grid=(14, 14)
+    )
     sem = torch.randint(0, 6, (2, *size))
     n = 1 + (size[0] // patch) * (size[1] // patch)
     tokens = fusion.semantic_tokens(sem)
@@ -44,8 +46,17 @@ def test_shapes_for_several_grids(size, patch):
 def test_every_parameter_gets_a_gradient(blocks):
     """From two blocks on, the semantic patches reach the fused CLS (see the module doc)."""
     torch.manual_seed(2)
-    fusion = SemanticFusion(classes=5, rgb_dim=32, out_dim=8, dim=16, blocks=blocks, heads=4,
-                            latent=8, patch=8, grid=(4, 4))  # fmt: skip
+    fusion = SemanticFusion(
+        classes=5,
+        rgb_dim=32,
+        out_dim=8,
+        dim=16,
+        blocks=blocks,
+        heads=4,
+        latent=8,
+        patch=8,
+        grid=(4, 4),
+    )
     out = fusion(torch.randn(3, 17, 32), torch.randint(0, 5, (3, 32, 32)))
     (out**2).sum().backward()
     for name, p in fusion.named_parameters():
@@ -54,8 +65,9 @@ def test_every_parameter_gets_a_gradient(blocks):
 
 def test_semantic_input_matters_and_bad_maps_are_refused():
     torch.manual_seed(3)
-    fusion = SemanticFusion(classes=4, rgb_dim=16, out_dim=8, dim=16, blocks=2, heads=2,
-                            latent=4, patch=4, grid=(2, 2))  # fmt: skip
+    fusion = SemanticFusion(
+        classes=4, rgb_dim=16, out_dim=8, dim=16, blocks=2, heads=2, latent=4, patch=4, grid=(2, 2)
+    )
     rgb = torch.randn(1, 5, 16)
     a = fusion(rgb, torch.zeros(1, 8, 8, dtype=torch.long))
     b = fusion(rgb, torch.full((1, 8, 8), 3))

@@ -49,22 +49,57 @@ def work(trained, tmp_path):  # noqa: F811
 def test_baseline_output_equal_to_its_hierarchy_is_refused(work):
     before = snapshot(work / "h")
     for extra in ([], ["--overwrite"]):
-        refused(["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
-                 str(work / "store"), "-o", str(work / "h"), *extra], "is the input")  # fmt: skip
+        refused(
+            [
+                "train",
+                "--model",
+                "knn",
+                "--hierarchy",
+                str(work / "h"),
+                "--features",
+                str(work / "store"),
+                "-o",
+                str(work / "h"),
+                *extra,
+            ],
+            "is the input",
+        )
     assert snapshot(work / "h") == before
 
 
 def test_baseline_output_holding_an_input_is_refused(work):
     """-o a folder that holds the feature store: replacing it would delete the store."""
     before = snapshot(work)
-    refused(["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
-             str(work / "store"), "-o", str(work), "--overwrite"], "holds the input")  # fmt: skip
+    refused(
+        [
+            "train",
+            "--model",
+            "knn",
+            "--hierarchy",
+            str(work / "h"),
+            "--features",
+            str(work / "store"),
+            "-o",
+            str(work),
+            "--overwrite",
+        ],
+        "holds the input",
+    )
     assert snapshot(work) == before
 
 
 def test_existing_model_folder_is_replaced_only_with_overwrite(work):
-    args = ["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
-            str(work / "store"), "-o", str(work / "model")]  # fmt: skip
+    args = [
+        "train",
+        "--model",
+        "knn",
+        "--hierarchy",
+        str(work / "h"),
+        "--features",
+        str(work / "store"),
+        "-o",
+        str(work / "model"),
+    ]
     before = snapshot(work / "model")
     refused(args, "already exists", "--overwrite")
     assert snapshot(work / "model") == before
@@ -82,20 +117,54 @@ def test_overwrite_never_replaces_another_kind_of_folder(work):
     (mine / "notes.txt").write_text("my notes\n")
     for target, needle in ((other, "hierloc-hierarchy"), (mine, "not a hierloc output")):
         before = snapshot(target)
-        refused(["train", "--model", "knn", "--hierarchy", str(work / "h"), "--features",
-                 str(work / "store"), "-o", str(target), "--overwrite"], needle)  # fmt: skip
+        refused(
+            [
+                "train",
+                "--model",
+                "knn",
+                "--hierarchy",
+                str(work / "h"),
+                "--features",
+                str(work / "store"),
+                "-o",
+                str(target),
+                "--overwrite",
+            ],
+            needle,
+        )
         refused(["index", str(work / "run"), "-o", str(target), "--overwrite"], needle)
         assert snapshot(target) == before
 
 
 def test_training_run_into_an_input_or_a_foreign_folder_is_refused(work):
     before = snapshot(work / "h")
-    refused(["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
-             "-o", str(work / "h")], "is the input")  # fmt: skip
+    refused(
+        [
+            "train",
+            "--hierarchy",
+            str(work / "h"),
+            "--features",
+            str(work / "store"),
+            "-o",
+            str(work / "h"),
+        ],
+        "is the input",
+    )
     assert snapshot(work / "h") == before
     before = snapshot(work / "model")
-    refused(["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
-             "-o", str(work / "model")], "hierloc-index", "run folder")  # fmt: skip
+    refused(
+        [
+            "train",
+            "--hierarchy",
+            str(work / "h"),
+            "--features",
+            str(work / "store"),
+            "-o",
+            str(work / "model"),
+        ],
+        "hierloc-index",
+        "run folder",
+    )
     assert snapshot(work / "model") == before
 
 
@@ -110,8 +179,19 @@ def test_hierarchy_build_over_a_folder_holding_its_metadata_is_refused(work):
     folder.mkdir()
     shutil.copy(work / "train.parquet", folder / "train.parquet")
     before = snapshot(folder)
-    refused(["hierarchy", "build", str(folder / "train.parquet"), "-o", str(folder),
-             "--overwrite", "--gazetteer", "none"], "holds the input")  # fmt: skip
+    refused(
+        [
+            "hierarchy",
+            "build",
+            str(folder / "train.parquet"),
+            "-o",
+            str(folder),
+            "--overwrite",
+            "--gazetteer",
+            "none",
+        ],
+        "holds the input",
+    )
     assert snapshot(folder) == before
 
 
@@ -148,27 +228,61 @@ def test_predict_never_overwrites_a_photo_and_checks_the_map_first(work):
     refused(["predict", str(work / "model"), str(photo), "--map", str(photo)], "is the input")
     assert photo.read_bytes() == before
     answers = work / "answers.csv"
-    refused(["predict", str(work / "model"), str(photo), "-o", str(answers), "--map",
-             str(work / "map.gif")], ".html or .htm or .png")  # fmt: skip
+    refused(
+        [
+            "predict",
+            str(work / "model"),
+            str(photo),
+            "-o",
+            str(answers),
+            "--map",
+            str(work / "map.gif"),
+        ],
+        ".html or .htm or .png",
+    )
     assert not answers.exists()  # nothing written before the bad --map was seen
 
 
 def test_evaluate_report_into_the_model_folder_itself_is_refused(work):
     before = snapshot(work / "model")
-    refused(["evaluate", str(work / "model"), "--data", str(work / "train.parquet"), "-o",
-             str(work / "model")], "is the input")  # fmt: skip
+    refused(
+        [
+            "evaluate",
+            str(work / "model"),
+            "--data",
+            str(work / "train.parquet"),
+            "-o",
+            str(work / "model"),
+        ],
+        "is the input",
+    )
     assert snapshot(work / "model") == before
 
 
 @pytest.mark.parametrize(
     "extra, needle",
-    [(["--models", "knn,telepathy"], "unknown model 'telepathy'"),
-     (["--models", "hierloc,knn", "--set", "optim.lr=fast"], "optim.lr")],
-)  # fmt: skip
+    [
+        (["--models", "knn,telepathy"], "unknown model 'telepathy'"),
+        (["--models", "hierloc,knn", "--set", "optim.lr=fast"], "optim.lr"),
+    ],
+)
 def test_compare_checks_every_model_before_training_any(work, extra, needle):
     out = work / "cmp"
-    refused(["compare", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
-             "--data", str(work / "train.parquet"), "-o", str(out), *extra], needle)  # fmt: skip
+    refused(
+        [
+            "compare",
+            "--hierarchy",
+            str(work / "h"),
+            "--features",
+            str(work / "store"),
+            "--data",
+            str(work / "train.parquet"),
+            "-o",
+            str(out),
+            *extra,
+        ],
+        needle,
+    )
     assert not out.exists()  # nothing trained, staged or written
 
 
@@ -191,19 +305,28 @@ def test_extract_overwrite_never_deletes_its_images_or_other_files(tmp_path):
 
 @pytest.mark.parametrize(
     "sets, needle",
-    [(["optim.lr=[1,2]"], "optim.lr: [1, 2] is not a number"),
-     (["optim.lr=.nan"], "optim.lr=nan: a finite number > 0"),
-     (["optim.lr=-0.1"], "optim.lr=-0.1: a finite number > 0"),
-     (["optim.batch_size=0"], "optim.batch_size=0: an integer ≥ 1"),
-     (["optim.max_steps=-1"], "optim.max_steps=-1: an integer ≥ 1"),
-     (["model.manifold=banana"], "model.manifold='banana': one of"),
-     (["model.heads=3", "model.dim=16"], "model.heads=3: a divisor of dim (16)"),
-     (["optim.schedule=linear"], "optim.schedule='linear': one of"),
-     (["model.attention=maybe"], "model.attention: 'maybe' is not true or false")],
-)  # fmt: skip
+    [
+        (["optim.lr=[1,2]"], "optim.lr: [1, 2] is not a number"),
+        (["optim.lr=.nan"], "optim.lr=nan: a finite number > 0"),
+        (["optim.lr=-0.1"], "optim.lr=-0.1: a finite number > 0"),
+        (["optim.batch_size=0"], "optim.batch_size=0: an integer ≥ 1"),
+        (["optim.max_steps=-1"], "optim.max_steps=-1: an integer ≥ 1"),
+        (["model.manifold=banana"], "model.manifold='banana': one of"),
+        (["model.heads=3", "model.dim=16"], "model.heads=3: a divisor of dim (16)"),
+        (["optim.schedule=linear"], "optim.schedule='linear': one of"),
+        (["model.attention=maybe"], "model.attention: 'maybe' is not true or false"),
+    ],
+)
 def test_bad_config_values_are_one_line_before_any_work(work, sets, needle):
-    args = ["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
-            "-o", str(work / "new-run")]  # fmt: skip
+    args = [
+        "train",
+        "--hierarchy",
+        str(work / "h"),
+        "--features",
+        str(work / "store"),
+        "-o",
+        str(work / "new-run"),
+    ]
     for s in sets:
         args += ["--set", s]
     refused(args, needle)
@@ -212,25 +335,58 @@ def test_bad_config_values_are_one_line_before_any_work(work, sets, needle):
 
 @pytest.mark.parametrize(
     "text, needle",
-    [("- optim\n- model\n", "the top level must be a mapping"),
-     ("optim: 3\n", "section 'optim' must be a mapping")],
-)  # fmt: skip
+    [
+        ("- optim\n- model\n", "the top level must be a mapping"),
+        ("optim: 3\n", "section 'optim' must be a mapping"),
+    ],
+)
 def test_bad_config_files_are_named(work, text, needle):
     cfg = work / "run.yaml"
     cfg.write_text(text)
-    refused(["train", "--hierarchy", str(work / "h"), "--features", str(work / "store"),
-             "--config", str(cfg), "-o", str(work / "new-run")], "run.yaml", needle)  # fmt: skip
+    refused(
+        [
+            "train",
+            "--hierarchy",
+            str(work / "h"),
+            "--features",
+            str(work / "store"),
+            "--config",
+            str(cfg),
+            "-o",
+            str(work / "new-run"),
+        ],
+        "run.yaml",
+        needle,
+    )
     assert not (work / "new-run").exists()
 
 
 @pytest.mark.parametrize(
     "item, needle",
-    [("epochs=0", "epochs=0: an integer ≥ 1"), ("lr=.nan", "not a finite number"),
-     ("epochs=2.5", "not an integer"), ("dropout=1", "dropout=1.0: a finite number ≥ 0")],
-)  # fmt: skip
+    [
+        ("epochs=0", "epochs=0: an integer ≥ 1"),
+        ("lr=.nan", "not a finite number"),
+        ("epochs=2.5", "not an integer"),
+        ("dropout=1", "dropout=1.0: a finite number ≥ 0"),
+    ],
+)
 def test_bad_baseline_options_are_one_line(work, item, needle):
-    refused(["train", "--model", "classify", "--hierarchy", str(work / "h"), "--features",
-             str(work / "store"), "-o", str(work / "cls"), "--set", item], needle)  # fmt: skip
+    refused(
+        [
+            "train",
+            "--model",
+            "classify",
+            "--hierarchy",
+            str(work / "h"),
+            "--features",
+            str(work / "store"),
+            "-o",
+            str(work / "cls"),
+            "--set",
+            item,
+        ],
+        needle,
+    )
     assert not (work / "cls").exists()
 
 
@@ -242,8 +398,19 @@ def test_evaluate_counts_and_writes_rows_it_cannot_use(work):
     df["latitude"] = df["latitude"].astype(object)
     df.loc[df.index[3], "latitude"] = "north-ish"
     df.to_csv(work / "eval.csv", index=False)
-    res = runner.invoke(app, ["evaluate", str(work / "model"), "--data", str(work / "eval.csv"),
-                              "-o", str(work / "ev"), "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(work / "model"),
+            "--data",
+            str(work / "eval.csv"),
+            "-o",
+            str(work / "ev"),
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((work / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 29 and metrics["rejected"] == 1
@@ -254,22 +421,37 @@ def test_evaluate_counts_and_writes_rows_it_cannot_use(work):
 
 @pytest.mark.parametrize(
     "damage, args, needle",
-    [("h/entities.parquet", ["hierarchy", "stats", "{h}"], "h/entities.parquet: damaged"),
-     ("model/points_0.npy", ["predict", "{model}", "{h}/../train.parquet"],
-      "points_0.npy: damaged"),
-     ("model/query.safetensors", ["predict", "{model}", "{h}/../train.parquet"],
-      "query.safetensors: damaged"),
-     ("run/LATEST/model.safetensors", ["index", "{run}", "-o", "{out}"],
-      "model.safetensors: damaged")],
-)  # fmt: skip
+    [
+        ("h/entities.parquet", ["hierarchy", "stats", "{h}"], "h/entities.parquet: damaged"),
+        (
+            "model/points_0.npy",
+            ["predict", "{model}", "{h}/../train.parquet"],
+            "points_0.npy: damaged",
+        ),
+        (
+            "model/query.safetensors",
+            ["predict", "{model}", "{h}/../train.parquet"],
+            "query.safetensors: damaged",
+        ),
+        (
+            "run/LATEST/model.safetensors",
+            ["index", "{run}", "-o", "{out}"],
+            "model.safetensors: damaged",
+        ),
+    ],
+)
 def test_a_damaged_file_is_named_with_the_fix(work, damage, args, needle):
     if "LATEST" in damage:
         latest = sorted((work / "run").glob("ckpt-*"))[-1]
         damage = damage.replace("LATEST", latest.name)
     target = work / damage
     target.write_bytes(target.read_bytes()[:40])  # truncated
-    fill = {"h": str(work / "h"), "model": str(work / "model"), "run": str(work / "run"),
-            "out": str(work / "new-model")}  # fmt: skip
+    fill = {
+        "h": str(work / "h"),
+        "model": str(work / "model"),
+        "run": str(work / "run"),
+        "out": str(work / "new-model"),
+    }
     line = refused([a.format(**fill) for a in args], needle)
     assert "rebuild" in line or "train again" in line
     assert not (work / "new-model").exists()
@@ -280,19 +462,21 @@ def test_predict_with_only_unreadable_photos_says_so(work, monkeypatch):
     model answers an empty batch with an empty list (it used to fail inside beam search)."""
     import numpy as np
 
-    import hierloc.eval.evaluate as ev
-    from hierloc.predict import Geolocator, Rejected
+    import hierloc.locate
+    from hierloc.locate import Rejected
+    from hierloc.locate.hierloc import Geolocator
 
     geo = Geolocator.load(work / "model")
     assert geo.predict_features(np.zeros((0, geo.image_dim), np.float32)) == []
 
     class Unreadable:
-        def predict(self, inputs, top_k, beam):
+        def predict(self, inputs, top_k, beam, ten_crop=False):
             return [], [Rejected("bad", "not an image (unrecognised format)")]
 
-    monkeypatch.setattr(ev, "load_predictor", lambda model, device="cpu": Unreadable())
-    res = runner.invoke(app, ["predict", str(work / "model"), str(work / "bad.jpg"), "-o",
-                              str(work / "out.csv")])  # fmt: skip
+    monkeypatch.setattr(hierloc.locate, "load_locator", lambda model, device="cpu": Unreadable())
+    res = runner.invoke(
+        app, ["predict", str(work / "model"), str(work / "bad.jpg"), "-o", str(work / "out.csv")]
+    )
     assert res.exit_code == 2, res.output
     lines = res.stderr.strip().splitlines()
     assert lines[0] == "hierloc: rejected bad: not an image (unrecognised format)"
@@ -303,10 +487,12 @@ def test_predict_with_only_unreadable_photos_says_so(work, monkeypatch):
 
 @pytest.mark.parametrize(
     "argv, needle",
-    [(["predict", "m", "x.jpg", "--top-k", "0"], "Invalid value for '--top-k'"),
-     (["predict", "--bogus"], "No such option: --bogus"),
-     (["nonsense"], "No such command 'nonsense'")],
-)  # fmt: skip
+    [
+        (["predict", "m", "x.jpg", "--top-k", "0"], "Invalid value for '--top-k'"),
+        (["predict", "--bogus"], "No such option: --bogus"),
+        (["nonsense"], "No such command 'nonsense'"),
+    ],
+)
 def test_usage_errors_are_one_line_through_the_console_entry_point(argv, needle, capsys):
     from hierloc.cli import main
 

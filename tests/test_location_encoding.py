@@ -20,9 +20,16 @@ def test_matches_the_formula_term_by_term():
         p, lm = math.radians(lat[n]), math.radians(lon[n])
         ref = []
         for ws in w:
-            ref += [math.sin(ws * p), math.cos(ws * p), math.sin(ws * lm), math.cos(ws * lm),
-                    math.cos(ws * p) * math.cos(lm), math.cos(p) * math.cos(ws * lm),
-                    math.cos(ws * p) * math.sin(lm), math.cos(p) * math.sin(ws * lm)]  # fmt: skip
+            ref += [
+                math.sin(ws * p),
+                math.cos(ws * p),
+                math.sin(ws * lm),
+                math.cos(ws * lm),
+                math.cos(ws * p) * math.cos(lm),
+                math.cos(p) * math.cos(ws * lm),
+                math.cos(ws * p) * math.sin(lm),
+                math.cos(p) * math.sin(ws * lm),
+            ]
         assert np.allclose(enc[n], ref, atol=1e-12)
     assert np.all(np.abs(enc) <= 1)
 

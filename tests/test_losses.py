@@ -17,9 +17,13 @@ def test_lambda_zero_is_plain_infonce():
     t = torch.randint(0, 9, (6,), generator=g)
     km = torch.rand(6, 9, generator=g, dtype=torch.float64) * 5000
     tau = 0.1
-    ref = torch.tensor([-math.log(math.exp(-d[b, t[b]] / tau)
-                                  / sum(math.exp(-d[b, k] / tau) for k in range(9)))
-                        for b in range(6)], dtype=torch.float64)  # fmt: skip
+    ref = torch.tensor(
+        [
+            -math.log(math.exp(-d[b, t[b]] / tau) / sum(math.exp(-d[b, k] / tau) for k in range(9)))
+            for b in range(6)
+        ],
+        dtype=torch.float64,
+    )
     assert torch.allclose(gwh_infonce(d, t, km, tau, lam=0.0), ref, rtol=1e-12)
     assert torch.allclose(infonce(d, t, tau), ref, rtol=1e-12)
 
@@ -27,8 +31,9 @@ def test_lambda_zero_is_plain_infonce():
 @pytest.mark.parametrize("kernel", ["laplace", "gauss", "inverse"])
 def test_kernels_match_their_formulas(kernel):
     u = torch.linspace(0, 7, 50, dtype=torch.float64)
-    formula = {"laplace": torch.exp(-u), "gauss": torch.exp(-(u**2)),
-               "inverse": (1 + u) ** -2.5}[kernel]  # fmt: skip
+    formula = {"laplace": torch.exp(-u), "gauss": torch.exp(-(u**2)), "inverse": (1 + u) ** -2.5}[
+        kernel
+    ]
     assert torch.allclose(log_kernel(u, kernel, p=2.5).exp(), formula, rtol=1e-12)
     with pytest.raises(ValueError, match="Did you mean 'gauss'"):
         log_kernel(u, "gaus")
@@ -36,13 +41,19 @@ def test_kernels_match_their_formulas(kernel):
 
 def brute_force(d, t, km, tau, lam, sigma, kernel="laplace"):
     """The paper's formula, term by term, with Python loops."""
-    k = {"laplace": lambda u: math.exp(-u), "gauss": lambda u: math.exp(-u * u),
-         "inverse": lambda u: (1 + u) ** -1.0}[kernel]  # fmt: skip
+    k = {
+        "laplace": lambda u: math.exp(-u),
+        "gauss": lambda u: math.exp(-u * u),
+        "inverse": lambda u: (1 + u) ** -1.0,
+    }[kernel]
     out = []
     for b in range(d.shape[0]):
         pos = math.exp(-float(d[b, t[b]]) / tau)
-        neg = sum((1 + lam * k(float(km[b, j]) / sigma)) * math.exp(-float(d[b, j]) / tau)
-                  for j in range(d.shape[1]) if j != t[b])  # fmt: skip
+        neg = sum(
+            (1 + lam * k(float(km[b, j]) / sigma)) * math.exp(-float(d[b, j]) / tau)
+            for j in range(d.shape[1])
+            if j != t[b]
+        )
         out.append(-math.log(pos / (pos + neg)))
     return torch.tensor(out, dtype=torch.float64)
 
@@ -51,23 +62,31 @@ def brute_force(d, t, km, tau, lam, sigma, kernel="laplace"):
 def test_two_level_toy_tree_equals_brute_force(kernel):
     # 3 countries, 5 regions (parents 0,0,1,2,2); 4 images with real coordinates
     g = torch.Generator().manual_seed(1)
-    img = torch.tensor([[48.85, 2.35], [40.7, -74.0], [35.7, 139.7], [-33.9, 151.2]],
-                       dtype=torch.float64)  # fmt: skip
-    ent = [torch.tensor([[46.0, 2.0], [39.0, -98.0], [36.0, 138.0]], dtype=torch.float64),
-           torch.tensor([[48.8, 2.3], [43.3, 5.4], [40.7, -74.0], [35.7, 139.7], [34.7, 135.5]],
-                        dtype=torch.float64)]  # fmt: skip
+    img = torch.tensor(
+        [[48.85, 2.35], [40.7, -74.0], [35.7, 139.7], [-33.9, 151.2]], dtype=torch.float64
+    )
+    ent = [
+        torch.tensor([[46.0, 2.0], [39.0, -98.0], [36.0, 138.0]], dtype=torch.float64),
+        torch.tensor(
+            [[48.8, 2.3], [43.3, 5.4], [40.7, -74.0], [35.7, 139.7], [34.7, 135.5]],
+            dtype=torch.float64,
+        ),
+    ]
     targets = [torch.tensor([0, 1, 2, 2]), torch.tensor([0, 2, 3, 4])]
     dists = [torch.rand(4, len(e), generator=g, dtype=torch.float64) * 2 for e in ent]
     km = [haversine_km(img[:, None, 0], img[:, None, 1], e[None, :, 0], e[None, :, 1]) for e in ent]
-    cfg = LossConfig(kernel=kernel, lam=1.5, sigma_km=800.0, p=1.0, tau_init=0.2,
-                     level_weights=(0.5, 2.0))  # fmt: skip
+    cfg = LossConfig(
+        kernel=kernel, lam=1.5, sigma_km=800.0, p=1.0, tau_init=0.2, level_weights=(0.5, 2.0)
+    )
     loss = GWHInfoNCE(cfg).double()
     total, per_level = loss(dists, targets, km)
     # the module stores its scalars as log-parameters: use the values it actually holds
     tau, lam, sigma = (float(v.detach()) for v in (loss.tau, loss.lam, loss.sigma_km))
     assert tau == pytest.approx(0.2, rel=1e-6) and lam == pytest.approx(1.5, rel=1e-6)
-    refs = [brute_force(d**2, t, k, tau, lam, sigma, kernel).mean()
-            for d, t, k in zip(dists, targets, km, strict=True)]  # fmt: skip
+    refs = [
+        brute_force(d**2, t, k, tau, lam, sigma, kernel).mean()
+        for d, t, k in zip(dists, targets, km, strict=True)
+    ]
     for got, ref in zip(per_level, refs, strict=True):
         assert float(got.detach()) == pytest.approx(float(ref), rel=1e-10)
     expected = 0.5 * float(refs[0]) + 2.0 * float(refs[1])

@@ -132,9 +132,12 @@ def test_strict_stops_at_the_first_bad_row(tmp_path):
 def test_duplicates_across_chunks_and_streaming(tmp_path):
     n = 5000
     df = pd.DataFrame(
-        {"id": [f"x{i}" for i in range(n)], "latitude": np.linspace(-80, 80, n),
-         "longitude": np.linspace(-170, 170, n)}
-    )  # fmt: skip
+        {
+            "id": [f"x{i}" for i in range(n)],
+            "latitude": np.linspace(-80, 80, n),
+            "longitude": np.linspace(-170, 170, n),
+        }
+    )
     df.loc[4321, "id"] = "x17"  # a duplicate far from its first occurrence
     path = tmp_path / "m.parquet"
     df.to_parquet(path)

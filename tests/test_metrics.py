@@ -173,6 +173,8 @@ def test_pairwise_km_equals_haversine():
     ref = haversine_km(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
     got = pairwise_km(unit_vectors(a[:, 0], a[:, 1]), unit_vectors(b[:, 0], b[:, 1]))
     assert np.allclose(got, ref, rtol=1e-9, atol=1e-6)
-    t = pairwise_km(unit_vectors(torch.tensor(a[:, 0]), torch.tensor(a[:, 1])),
-                    unit_vectors(torch.tensor(b[:, 0]), torch.tensor(b[:, 1]))).numpy()  # fmt: skip
+    t = pairwise_km(
+        unit_vectors(torch.tensor(a[:, 0]), torch.tensor(a[:, 1])),
+        unit_vectors(torch.tensor(b[:, 0]), torch.tensor(b[:, 1])),
+    ).numpy()
     assert np.allclose(t, ref, rtol=1e-9, atol=1e-6)

@@ -19,7 +19,7 @@ def tables(image_dim=16, text_dim=8, seed=0):
     return EntityTables(
         coords=[
             np.column_stack([rng.uniform(-60, 60, n), rng.uniform(-180, 180, n)]) for n in COUNTS
-        ],  # fmt: skip
+        ],
         image_mean=[rng.normal(size=(n, image_dim)) for n in COUNTS],
         text=[rng.normal(size=(n, text_dim)) for n in COUNTS],
     )

@@ -26,8 +26,11 @@ def photo(path, gps=None, when=None):
 def test_from_photos(tmp_path):
     d = tmp_path / "photos"
     (d / "trip").mkdir(parents=True)
-    photo(d / "eiffel.jpg", {1: "N", 2: (48.0, 51.0, 29.6), 3: "E", 4: (2.0, 17.0, 40.2)},
-          "2024:05:01 10:00:00")  # fmt: skip
+    photo(
+        d / "eiffel.jpg",
+        {1: "N", 2: (48.0, 51.0, 29.6), 3: "E", 4: (2.0, 17.0, 40.2)},
+        "2024:05:01 10:00:00",
+    )
     photo(d / "trip" / "rio.jpg", {1: "S", 2: (22.0, 57.0, 7.2), 3: "W", 4: (43.0, 12.0, 36.0)})
     photo(d / "nogps.jpg")
     photo(d / "badref.jpg", {1: "X", 2: (10.0, 0.0, 0.0), 3: "E", 4: (10.0, 0.0, 0.0)})
@@ -39,8 +42,7 @@ def test_from_photos(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert (summary["photos"], summary["with_gps"], summary["rejected"]) == (7, 2, 5)
-    assert summary["rejected_by_reason"] == {"malformed GPS": 3, "no GPS": 1,
-                                             "unreadable image": 1}  # fmt: skip
+    assert summary["rejected_by_reason"] == {"malformed GPS": 3, "no GPS": 1, "unreadable image": 1}
     df = pd.read_parquet(out).set_index("id")
     assert df.loc["eiffel", "latitude"] == pytest.approx(48 + 51 / 60 + 29.6 / 3600)
     assert df.loc["eiffel", "longitude"] == pytest.approx(2 + 17 / 60 + 40.2 / 3600)

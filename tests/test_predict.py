@@ -15,7 +15,7 @@ from hierloc.cli import app
 from hierloc.data.features import write_feature_store
 from hierloc.errors import InputError
 from hierloc.hierarchy.pipeline import build_hierarchy
-from hierloc.predict import Geolocator
+from hierloc.locate.hierloc import Geolocator
 from tests.test_hierarchy import pseudo_photos
 from tests.test_train import SMALL
 
@@ -36,10 +36,22 @@ def trained(tmp_path_factory):
     feats = np.column_stack([np.sin(lat), np.cos(lon), rng.normal(size=(300, 14)) * 0.1])
     write_feature_store(root / "store", df["id"].to_numpy(), feats.astype(np.float16))
     df.to_parquet(root / "train.parquet")
-    build_hierarchy(root / "train.parquet", root / "h", features=root / "store", gazetteer=None,
-                    text_encoder=_toy_text)  # fmt: skip
-    args = ["train", "--hierarchy", str(root / "h"), "--features", str(root / "store"),
-            "-o", str(root / "run")]  # fmt: skip
+    build_hierarchy(
+        root / "train.parquet",
+        root / "h",
+        features=root / "store",
+        gazetteer=None,
+        text_encoder=_toy_text,
+    )
+    args = [
+        "train",
+        "--hierarchy",
+        str(root / "h"),
+        "--features",
+        str(root / "store"),
+        "-o",
+        str(root / "run"),
+    ]
     for s in SMALL + ["optim.max_steps=6"]:
         args += ["--set", s]
     res = runner.invoke(app, args)
@@ -54,7 +66,7 @@ def test_top_answer_is_the_best_path_of_the_trained_model(trained):
     over every root-to-leaf path with the checkpoint's embeddings."""
     from safetensors.torch import load_file
 
-    from hierloc.index import resolve_checkpoint
+    from hierloc.locate import resolve_checkpoint
     from hierloc.models import create_model
     from hierloc.train.config import load_config
     from hierloc.train.data import load_training_data
@@ -74,8 +86,9 @@ def test_top_answer_is_the_best_path_of_the_trained_model(trained):
     # every path, from the hierarchy's own parent links
     geo = Geolocator.load(trained / "model")
     ent = geo._loaded.entities
-    parent = [ent[ent["level"] == lv].sort_values("row")["parent_row"].to_numpy()
-              for lv in range(4)]  # fmt: skip
+    parent = [
+        ent[ent["level"] == lv].sort_values("row")["parent_row"].to_numpy() for lv in range(4)
+    ]
     leaves = np.arange(len(parent[3]))
     paths = [leaves]
     for lv in (3, 2, 1):
@@ -101,8 +114,20 @@ def test_predict_cli_on_a_feature_store_in_every_format(trained, tmp_path):
     rows = json.loads(res.stdout)["predictions"]
     assert len(rows) == 2 * 300 and {r["rank"] for r in rows} == {1, 2}
     assert {"country", "city", "latitude", "confidence", "city_id"} <= set(rows[0])
-    res = runner.invoke(app, ["predict", model, store, "-f", "csv", "-o", str(tmp_path / "p.csv"),
-                              "--map", str(tmp_path / "m.html")])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "predict",
+            model,
+            store,
+            "-f",
+            "csv",
+            "-o",
+            str(tmp_path / "p.csv"),
+            "--map",
+            str(tmp_path / "m.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     csv = pd.read_csv(tmp_path / "p.csv")
     assert len(csv) == 5 * 300
@@ -133,15 +158,38 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(InputError, match="version 99"):
         Geolocator.load(bad)
-    res = runner.invoke(app, ["index", str(trained / "run"), "-o", str(tmp_path / "x"),
-                              "--hierarchy", str(tmp_path / "nothing")])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(trained / "run"),
+            "-o",
+            str(tmp_path / "x"),
+            "--hierarchy",
+            str(tmp_path / "nothing"),
+        ],
+    )
     assert res.exit_code != 0 and "Traceback" not in res.output
     # another hierarchy than the run's: refused, naming both
     pd.read_parquet(trained / "train.parquet").iloc[:120].to_parquet(tmp_path / "few.parquet")
-    build_hierarchy(tmp_path / "few.parquet", tmp_path / "h2", features=trained / "store",
-                    gazetteer=None, text_encoder=_toy_text)  # fmt: skip
-    res = runner.invoke(app, ["index", str(trained / "run"), "-o", str(tmp_path / "y"),
-                              "--hierarchy", str(tmp_path / "h2")])  # fmt: skip
+    build_hierarchy(
+        tmp_path / "few.parquet",
+        tmp_path / "h2",
+        features=trained / "store",
+        gazetteer=None,
+        text_encoder=_toy_text,
+    )
+    res = runner.invoke(
+        app,
+        [
+            "index",
+            str(trained / "run"),
+            "-o",
+            str(tmp_path / "y"),
+            "--hierarchy",
+            str(tmp_path / "h2"),
+        ],
+    )
     assert res.exit_code != 0 and "pass the hierarchy it was trained with" in res.output
     assert not (tmp_path / "y").exists()
 
@@ -156,13 +204,26 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
     enc = create_image_encoder("efficientnet-lite0").eval()
     df = pseudo_photos(60, seed=9)
     feats = np.random.default_rng(1).normal(size=(60, enc.dim)).astype(np.float16)
-    write_feature_store(tmp_path / "store", df["id"].to_numpy(), feats,
-                        encoder="efficientnet-lite0")  # fmt: skip
+    write_feature_store(
+        tmp_path / "store", df["id"].to_numpy(), feats, encoder="efficientnet-lite0"
+    )
     df.to_parquet(tmp_path / "t.parquet")
-    build_hierarchy(tmp_path / "t.parquet", tmp_path / "h", features=tmp_path / "store",
-                    gazetteer=None, text_encoder=_toy_text)  # fmt: skip
-    args = ["train", "--hierarchy", str(tmp_path / "h"), "--features", str(tmp_path / "store"),
-            "-o", str(tmp_path / "run")]  # fmt: skip
+    build_hierarchy(
+        tmp_path / "t.parquet",
+        tmp_path / "h",
+        features=tmp_path / "store",
+        gazetteer=None,
+        text_encoder=_toy_text,
+    )
+    args = [
+        "train",
+        "--hierarchy",
+        str(tmp_path / "h"),
+        "--features",
+        str(tmp_path / "store"),
+        "-o",
+        str(tmp_path / "run"),
+    ]
     for s in SMALL + ["optim.max_steps=1"]:
         args += ["--set", s]
     assert runner.invoke(app, args).exit_code == 0
@@ -186,8 +247,10 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
     got = next(p for p in preds if p.id == "a0").best
     assert got.places[-1].entity_id == want.places[-1].entity_id
     assert got.score == pytest.approx(want.score, rel=1e-5)
-    res = runner.invoke(app, ["predict", str(tmp_path / "m"), str(imgs), "-o",
-                              str(tmp_path / "out.csv"), "-f", "csv"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        ["predict", str(tmp_path / "m"), str(imgs), "-o", str(tmp_path / "out.csv"), "-f", "csv"],
+    )
     assert res.exit_code == 0 and "rejected broken" in res.output
     assert "broken" in (tmp_path / "out.rejects.csv").read_text()
 
@@ -198,8 +261,7 @@ def test_calibrated_confidences_match_the_accuracy_they_were_fitted_on(trained, 
     decrease with the raw confidence."""
     import shutil
 
-    from hierloc.index import calibrate
-    from hierloc.predict import level_confidences
+    from hierloc.locate.hierloc import calibrate, level_confidences
     from hierloc.train.data import metadata_entities
 
     model = tmp_path / "m"
@@ -226,15 +288,15 @@ def test_calibrated_confidences_match_the_accuracy_they_were_fitted_on(trained, 
 
 
 def load_feats(root, ids):
-    from hierloc.eval.evaluate import features_for
+    from hierloc.data.features import FeatureStore
 
-    feats, ok = features_for(root / "store", ids)
+    feats, ok = FeatureStore.open(root / "store").lookup(ids)
     assert ok.all()
     return feats
 
 
 def test_isotonic_pooling_by_hand():
-    from hierloc.index import _isotonic
+    from hierloc.locate.hierloc import _isotonic
 
     # 0.5 > 0.1 pool to 0.3 (weights 1, 1); then 0.3 ≤ 0.3 stays; 0.9 > 0.2 pool to 0.4667
     got = _isotonic(np.array([0.5, 0.1, 0.3, 0.9, 0.2]), np.array([1, 1, 2, 1, 2]))
@@ -252,7 +314,7 @@ def test_half_index_refuses_coordinates_beyond_float16(trained, tmp_path):
     from safetensors.torch import load_file, save_file
 
     from hierloc.geometry import get_manifold
-    from hierloc.index import resolve_checkpoint
+    from hierloc.locate import resolve_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained / "run", run)

@@ -21,10 +21,12 @@ runner = CliRunner()
 
 def reference_ids(lat, lon):
     return np.array(
-        [s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).id()
-         for a, b in zip(lat, lon, strict=True)],
+        [
+            s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).id()
+            for a, b in zip(lat, lon, strict=True)
+        ],
         dtype=np.uint64,
-    )  # fmt: skip
+    )
 
 
 def special_points():
@@ -94,8 +96,12 @@ def test_partitions_nest_and_follow_the_split_rule(tau_min):
             assert np.all(part.parent >= 0)
             plevels = coarse.levels[part.parent]
             assert np.all(plevels <= part.levels)
-            got = np.array([s2.parent(np.array([c], np.uint64), int(lv))[0]
-                            for c, lv in zip(part.ids, plevels, strict=True)])  # fmt: skip
+            got = np.array(
+                [
+                    s2.parent(np.array([c], np.uint64), int(lv))[0]
+                    for c, lv in zip(part.ids, plevels, strict=True)
+                ]
+            )
             assert np.array_equal(got, coarse.ids[part.parent])
     # every finest cell has exactly one ancestor in each coarser partition
     row = np.arange(len(parts[-1]))
@@ -109,8 +115,12 @@ def test_cell_centres_lie_in_their_cells():
     parts, _ = build_partitions(lat, lon, tau_max=(800, 100), tau_min=5)
     for part in parts:
         leaf, *_ = s2.leaf_cells(unit_xyz(part.center_lat, part.center_lon))
-        got = np.array([s2.parent(np.array([x], np.uint64), int(lv))[0]
-                        for x, lv in zip(leaf, part.levels, strict=True)])  # fmt: skip
+        got = np.array(
+            [
+                s2.parent(np.array([x], np.uint64), int(lv))[0]
+                for x, lv in zip(leaf, part.levels, strict=True)
+            ]
+        )
         assert np.array_equal(got, part.ids)
 
 
@@ -121,13 +131,33 @@ def test_bad_thresholds():
 
 def test_cells_build_cli_on_osv5m_and_coordinates_only_files(tmp_path):
     lat, lon = clustered_points(3000, seed=4)
-    osv = pd.DataFrame({"id": np.arange(3000), "latitude": lat, "longitude": lon,
-                        "country": "FR", "unique_city": "x"})  # fmt: skip
+    osv = pd.DataFrame(
+        {
+            "id": np.arange(3000),
+            "latitude": lat,
+            "longitude": lon,
+            "country": "FR",
+            "unique_city": "x",
+        }
+    )
     osv.loc[5, "latitude"] = 123.0  # rejected, counted
     osv.to_csv(tmp_path / "train.csv", index=False)
-    res = runner.invoke(app, ["cells", "build", str(tmp_path / "train.csv"), "-o",
-                              str(tmp_path / "cells"), "--tau-max", "800,300,100",
-                              "--tau-min", "10", "-f", "json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "cells",
+            "build",
+            str(tmp_path / "train.csv"),
+            "-o",
+            str(tmp_path / "cells"),
+            "--tau-max",
+            "800,300,100",
+            "--tau-min",
+            "10",
+            "-f",
+            "json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)
     assert summary["rows_rejected"] == 1
@@ -138,17 +168,51 @@ def test_cells_build_cli_on_osv5m_and_coordinates_only_files(tmp_path):
     assert (cells["token"].str.len() > 0).all()
     coords = pd.DataFrame({"IMG": np.arange(3000), "LAT": lat, "LON": lon})
     coords.to_parquet(tmp_path / "mp16.parquet")
-    res = runner.invoke(app, ["cells", "build", str(tmp_path / "mp16.parquet"), "-o",
-                              str(tmp_path / "cells2"), "--columns", "id=IMG,lat=LAT,lon=LON",
-                              "--tau-max", "800,300,100", "--tau-min", "10"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "cells",
+            "build",
+            str(tmp_path / "mp16.parquet"),
+            "-o",
+            str(tmp_path / "cells2"),
+            "--columns",
+            "id=IMG,lat=LAT,lon=LON",
+            "--tau-max",
+            "800,300,100",
+            "--tau-min",
+            "10",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["cells", "build", str(tmp_path / "mp16.parquet"), "-o",
-                              str(tmp_path / "cells3"), "--tau-max", "8x"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "cells",
+            "build",
+            str(tmp_path / "mp16.parquet"),
+            "-o",
+            str(tmp_path / "cells3"),
+            "--tau-max",
+            "8x",
+        ],
+    )
     assert res.exit_code == 2 and "--tau-max" in res.stderr
     for bad in ("3,6", "100,-5", "100,100"):  # not strictly decreasing, or not positive
-        res = runner.invoke(app, ["cells", "build", str(tmp_path / "mp16.parquet"), "-o",
-                                  str(tmp_path / "cells4"), "--columns", "id=IMG,lat=LAT,lon=LON",
-                                  "--tau-max", bad])  # fmt: skip
+        res = runner.invoke(
+            app,
+            [
+                "cells",
+                "build",
+                str(tmp_path / "mp16.parquet"),
+                "-o",
+                str(tmp_path / "cells4"),
+                "--columns",
+                "id=IMG,lat=LAT,lon=LON",
+                "--tau-max",
+                bad,
+            ],
+        )
         assert res.exit_code == 2 and "strictly decreasing" in res.stderr, res.output
         assert len(res.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "cells4").exists()

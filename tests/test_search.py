@@ -120,7 +120,6 @@ def test_reranking_distance_equals_the_geometry_distance_near_and_far():
     """The re-ranker's float64 Lorentz distance (precomputed entity norms, query polar parts
     once, one contraction) equals :func:`hierloc.geometry.lorentz.dist`, in torch and NumPy,
     including coincident and very close pairs."""
-    from hierloc.search import _lorentz_path_dist
 
     M = get_manifold("lorentz", K=0.8)
     g = torch.Generator().manual_seed(0)
@@ -132,8 +131,8 @@ def test_reranking_distance_equals_the_geometry_distance_near_and_far():
     index = EntityIndex(M, [points], [], [])
     paths = torch.stack([torch.tensor([0, 5, 11, 12 + b, 18 + b]) for b in range(6)])[:, :, None]
     want = M.dist(z[:, None, :].expand(6, 5, -1), points[paths[:, :, 0]])
-    got_t = _lorentz_path_dist(index, z, paths)[:, :, 0]
-    got_n = _lorentz_path_dist(index, z.numpy(), paths.numpy())[:, :, 0]
+    got_t = index._lorentz_path_dist(z, paths)[:, :, 0]
+    got_n = index._lorentz_path_dist(z.numpy(), paths.numpy())[:, :, 0]
     for got in (got_t, torch.from_numpy(got_n)):
         assert torch.allclose(got, want, rtol=1e-9, atol=1e-15)
         assert torch.all(got[:, -1] == 0) and torch.all(got[:, 3] > 0)

@@ -17,6 +17,7 @@ from hierloc.hierarchy.pipeline import build_hierarchy
 from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
 from hierloc.train.loop import Trainer
+from hierloc.train.runtime import start_trainer
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
@@ -38,13 +39,24 @@ def setup(tmp_path_factory):
     def toy_text(texts):
         return np.array([[len(t) % 7, t.count(",")] for t in texts], dtype=np.float32)
 
-    build_hierarchy(root / "train.parquet", root / "h", features=root / "store", gazetteer=None,
-                    text_encoder=toy_text)  # fmt: skip
+    build_hierarchy(
+        root / "train.parquet",
+        root / "h",
+        features=root / "store",
+        gazetteer=None,
+        text_encoder=toy_text,
+    )
     return root
 
 
-SMALL = ["model.dim=16", "model.hidden=32", "model.heads=4", "optim.batch_size=32",
-         "run.val_every=5", "run.checkpoint_every=4"]  # fmt: skip
+SMALL = [
+    "model.dim=16",
+    "model.hidden=32",
+    "model.heads=4",
+    "optim.batch_size=32",
+    "run.val_every=5",
+    "run.checkpoint_every=4",
+]
 
 
 def test_config_errors():
@@ -65,13 +77,13 @@ def _params(tr):
 def test_resume_equals_straight_run(setup, tmp_path, extra):
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     cfg = load_config(overrides=SMALL + extra + ["optim.max_steps=8"])
-    straight = Trainer(cfg, data, tmp_path / "a")
+    straight = start_trainer(Trainer, cfg, data, tmp_path / "a")
     list(straight.steps())
-    half = Trainer(cfg, data, tmp_path / "b")
+    half = start_trainer(Trainer, cfg, data, tmp_path / "b")
     for info in half.steps():  # stop after the checkpoint of step 4 (checkpoint_every=4)
         if info["step"] == 4:
             break
-    resumed = Trainer(cfg, data, tmp_path / "b")
+    resumed = start_trainer(Trainer, cfg, data, tmp_path / "b")
     resumed.load_checkpoint(resumed.latest_checkpoint())
     assert resumed.step == 4
     list(resumed.steps())
@@ -86,9 +98,12 @@ def test_trainer_gradients_equal_autograd_of_the_reference_loss(setup, attention
     from hierloc.geo.haversine import pairwise_km, unit_vectors
 
     data = load_training_data(setup / "h", setup / "store")
-    over = SMALL + ["model.dropout=0.0", "run.precision=fp32",
-                    f"model.attention={str(attention).lower()}"]  # fmt: skip
-    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    over = SMALL + [
+        "model.dropout=0.0",
+        "run.precision=fp32",
+        f"model.attention={str(attention).lower()}",
+    ]
+    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
     idx = torch.arange(23)
     x, t, c = data.train.features[idx], data.train.targets[idx], data.train.coords[idx]
     loss, _ = tr.backward(x, t, c)
@@ -99,8 +114,10 @@ def test_trainer_gradients_equal_autograd_of_the_reference_loss(setup, attention
     # reference: everything in one graph, km by the haversine-equivalent matmul in float64
     z, ents = tr.model(x)
     xyz = unit_vectors(c[:, 0], c[:, 1])
-    km = [pairwise_km(xyz, unit_vectors(*torch.tensor(np.array(e), dtype=torch.float64).T))
-          for e in data.entities.coords]  # fmt: skip
+    km = [
+        pairwise_km(xyz, unit_vectors(*torch.tensor(np.array(e), dtype=torch.float64).T))
+        for e in data.entities.coords
+    ]
     ref, _ = tr.loss_fn(tr.model.distances(z, ents), list(t.T), [k.float() for k in km])
     ref.backward()
     assert loss == pytest.approx(float(ref.detach()), rel=1e-5)
@@ -121,7 +138,7 @@ def test_sampled_entities_equal_the_reference_loss_on_the_sample(setup):
     data = load_training_data(setup / "h", setup / "store")
     n = 6
     over = SMALL + ["model.dropout=0.0", "run.precision=fp32", f"optim.sampled_entities={n}"]
-    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
     counts = tr.model.entity_counts
     assert max(counts) > 3 * n  # the toy hierarchy is large enough to sample
     idx = torch.arange(23)
@@ -171,7 +188,9 @@ def test_validation_reports_majority_seen_and_median_km_as_brute_force(setup):
     from hierloc.geo.haversine import haversine_km
 
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
-    tr = Trainer(load_config(overrides=SMALL + ["model.dropout=0.0"]), data, setup / "unused")
+    tr = start_trainer(
+        Trainer, load_config(overrides=SMALL + ["model.dropout=0.0"]), data, setup / "unused"
+    )
     got = tr.validate(batch=7)  # several batches, a ragged last one
     v, train_t = data.val, data.train.targets.numpy()
     t = v.targets.numpy()
@@ -197,25 +216,44 @@ def test_learning_rate_schedules_follow_their_formulas(setup, schedule):
     import math
 
     data = load_training_data(setup / "h", setup / "store")
-    over = SMALL + [f"optim.schedule={schedule}", "optim.warmup_steps=2", "optim.max_steps=7",
-                    "optim.lr=1e-3", "optim.riemannian_lr=2e-3"]  # fmt: skip
-    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    over = SMALL + [
+        f"optim.schedule={schedule}",
+        "optim.warmup_steps=2",
+        "optim.max_steps=7",
+        "optim.lr=1e-3",
+        "optim.riemannian_lr=2e-3",
+    ]
+    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
     spe = tr.steps_per_epoch  # 320 images / 32 = 10 steps per epoch
     assert spe == 10
     for step in range(7):
         tr.train_step()
         warm = min(1.0, (step + 1) / 2)
-        want = {"constant": warm, "cosine": warm * 0.5 * (1 + math.cos(math.pi * step / 7)),
-                "step": warm * 0.5 ** (step // spe)}[schedule]  # fmt: skip
+        want = {
+            "constant": warm,
+            "cosine": warm * 0.5 * (1 + math.cos(math.pi * step / 7)),
+            "step": warm * 0.5 ** (step // spe),
+        }[schedule]
         assert tr.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * want)
         assert tr.ropt.param_groups[0]["lr"] == pytest.approx(2e-3 * want)
     with pytest.raises(ValueError, match="optim.schedule"):
-        Trainer(load_config(overrides=SMALL + ["optim.schedule=linear"]), data, setup / "u2")
+        start_trainer(
+            Trainer, load_config(overrides=SMALL + ["optim.schedule=linear"]), data, setup / "u2"
+        )
 
 
 def test_cli_train_end_to_end(setup, tmp_path):
-    args = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
-            "--val", str(setup / "val.parquet"), "-o", str(tmp_path / "run")]  # fmt: skip
+    args = [
+        "train",
+        "--hierarchy",
+        str(setup / "h"),
+        "--features",
+        str(setup / "store"),
+        "--val",
+        str(setup / "val.parquet"),
+        "-o",
+        str(tmp_path / "run"),
+    ]
     for s in SMALL + ["optim.max_steps=10"]:
         args += ["--set", s]
     res = runner.invoke(app, args)
@@ -234,7 +272,7 @@ def test_cli_train_end_to_end(setup, tmp_path):
 def test_anchors_stay_on_the_hyperboloid(setup, tmp_path):
     data = load_training_data(setup / "h", setup / "store")
     cfg = load_config(overrides=SMALL + ["optim.max_steps=30", "optim.riemannian_lr=0.05"])
-    tr = Trainer(cfg, data, tmp_path / "r")
+    tr = start_trainer(Trainer, cfg, data, tmp_path / "r")
     list(tr.steps())
     for a in tr.model.anchors:
         a = a.detach().double()
@@ -252,8 +290,18 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
     from safetensors.torch import load_file
 
     overrides = SMALL + ["optim.max_steps=16", "run.checkpoint_every=2", "run.keep_last=3"]
-    cmd = [sys.executable, "-m", "hierloc", "train", "--hierarchy", str(setup / "h"),
-           "--features", str(setup / "store"), "-o", str(tmp_path / "run")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hierloc",
+        "train",
+        "--hierarchy",
+        str(setup / "h"),
+        "--features",
+        str(setup / "store"),
+        "-o",
+        str(tmp_path / "run"),
+    ]
     for s in overrides:
         cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -268,7 +316,7 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
     assert done and done[-1].name < "ckpt-00000016", [d.name for d in done]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     data = load_training_data(setup / "h", setup / "store")
-    straight = Trainer(load_config(overrides=overrides), data, tmp_path / "straight")
+    straight = start_trainer(Trainer, load_config(overrides=overrides), data, tmp_path / "straight")
     list(straight.steps())
     got = load_file(str(tmp_path / "run" / "ckpt-00000016" / "model.safetensors"))
     for name, p in straight.model.state_dict().items():
@@ -289,15 +337,27 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         "run.precision=fp32",
     ]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
-           "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
-           "-o", str(tmp_path / "ddp")]  # fmt: skip
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hierloc",
+        "train",
+        "--hierarchy",
+        str(setup / "h"),
+        "--features",
+        str(setup / "store"),
+        "-o",
+        str(tmp_path / "ddp"),
+    ]
     for s in overrides:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     data = load_training_data(setup / "h", setup / "store")
-    single = Trainer(load_config(overrides=overrides), data, tmp_path / "single")
+    single = start_trainer(Trainer, load_config(overrides=overrides), data, tmp_path / "single")
     list(single.steps())
     got = load_file(str(tmp_path / "ddp" / "ckpt-00000006" / "model.safetensors"))
     for name, p in single.model.state_dict().items():
@@ -317,8 +377,9 @@ def test_riemannian_adam_keeps_anchors_on_the_hyperboloid_for_10000_steps():
 
     torch.manual_seed(0)
     K = 0.8
-    x = geoopt.ManifoldParameter(L.expmap0(torch.randn(64, 16) * 0.5, K),
-                                 manifold=geoopt.Lorentz(k=K))  # fmt: skip
+    x = geoopt.ManifoldParameter(
+        L.expmap0(torch.randn(64, 16) * 0.5, K), manifold=geoopt.Lorentz(k=K)
+    )
     opt = geoopt.optim.RiemannianAdam([x], lr=1e-3)
     M = get_manifold("lorentz", K=K)
     for step in range(10_000):
@@ -341,7 +402,7 @@ def test_validation_loss_and_geoscore_as_brute_force(setup):
 
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     over = SMALL + ["model.dropout=0.0", "run.val_beam=1000"]
-    tr = Trainer(load_config(overrides=over), data, setup / "unused")
+    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
     got = tr.validate(batch=7)
     v = data.val
     with torch.no_grad():
@@ -382,9 +443,13 @@ def test_weight_decay_leaves_the_log_scalars_alone(setup, tmp_path):
     after = []
     for wd in (0.0, 0.5):
         torch.manual_seed(0)
-        over = SMALL + ["model.dropout=0.0", "run.precision=fp32", f"optim.weight_decay={wd}",
-                        "optim.lr=0.01"]  # fmt: skip
-        tr = Trainer(load_config(overrides=over), data, tmp_path / f"wd{wd}")
+        over = SMALL + [
+            "model.dropout=0.0",
+            "run.precision=fp32",
+            f"optim.weight_decay={wd}",
+            "optim.lr=0.01",
+        ]
+        tr = start_trainer(Trainer, load_config(overrides=over), data, tmp_path / f"wd{wd}")
         tr.train_step()
         named = dict(tr.model.named_parameters()) | {
             f"loss.{n}": p for n, p in tr.loss_fn.named_parameters()
@@ -399,7 +464,7 @@ def test_weight_decay_leaves_the_log_scalars_alone(setup, tmp_path):
 
 def test_gradient_clipping_covers_the_anchors(setup, tmp_path, monkeypatch):
     data = load_training_data(setup / "h", setup / "store")
-    tr = Trainer(load_config(overrides=SMALL), data, tmp_path / "clip")
+    tr = start_trainer(Trainer, load_config(overrides=SMALL), data, tmp_path / "clip")
     seen = []
     real = torch.nn.utils.clip_grad_norm_
 
@@ -419,13 +484,15 @@ def test_a_checkpoint_that_does_not_fit_is_refused(setup, tmp_path):
     from safetensors.torch import load_file, save_file
 
     data = load_training_data(setup / "h", setup / "store")
-    tr = Trainer(load_config(overrides=SMALL), data, tmp_path / "run")
+    tr = start_trainer(Trainer, load_config(overrides=SMALL), data, tmp_path / "run")
     ckpt = tr.save_checkpoint()
     state = load_file(str(ckpt / "model.safetensors"))
     state.pop("image_mlp.0.weight")
     save_file(state, str(ckpt / "model.safetensors"))
     with pytest.raises(InputError, match=r"ckpt-00000000: does not fit this run's model"):
-        Trainer(load_config(overrides=SMALL), data, tmp_path / "run").load_checkpoint(ckpt)
+        start_trainer(
+            Trainer, load_config(overrides=SMALL), data, tmp_path / "run"
+        ).load_checkpoint(ckpt)
 
 
 def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
@@ -435,12 +502,31 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
     import subprocess
     import sys
 
-    overrides = SMALL + ["optim.max_steps=40", "run.val_every=1", "run.patience=1",
-                         "optim.lr=1e-12", "optim.riemannian_lr=1e-12"]  # fmt: skip
+    overrides = SMALL + [
+        "optim.max_steps=40",
+        "run.val_every=1",
+        "run.patience=1",
+        "optim.lr=1e-12",
+        "optim.riemannian_lr=1e-12",
+    ]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "hierloc", "train",
-           "--hierarchy", str(setup / "h"), "--features", str(setup / "store"),
-           "--val", str(setup / "val.parquet"), "-o", str(tmp_path / "ddp")]  # fmt: skip
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hierloc",
+        "train",
+        "--hierarchy",
+        str(setup / "h"),
+        "--features",
+        str(setup / "store"),
+        "--val",
+        str(setup / "val.parquet"),
+        "-o",
+        str(tmp_path / "ddp"),
+    ]
     for s in overrides:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)

@@ -21,8 +21,14 @@ class ConfigValueError(InputError):
         return ConfigValueError(f"{where}.{self.key}", self.value, self.allowed)
 
 
-def number(key: str, value, low: float | None = None, high: float | None = None,
-           low_open: bool = False, high_open: bool = False) -> None:  # fmt: skip
+def number(
+    key: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """A finite number within the bounds (open bounds exclude the end)."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if ok and low is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
 import threading
 import time
 from pathlib import Path
@@ -16,8 +17,6 @@ def _rss_anon_kb() -> int:
                 return int(line.split()[1])
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # fallback: peak RSS
 
 

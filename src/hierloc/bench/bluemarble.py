@@ -8,24 +8,25 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from hierloc.data.bluemarble import build
+from hierloc.data.extract import extract
+from hierloc.data.features import FeatureStore
+from hierloc.eval.metrics import distance_metrics
+from hierloc.geo.haversine import haversine_km
 
 
 def one_nn(train_feats: np.ndarray, test_feats: np.ndarray, block: int = 1024) -> np.ndarray:
     """Index of the most cosine-similar training row for each test row (exact)."""
     a = train_feats / np.linalg.norm(train_feats, axis=1, keepdims=True).clip(1e-12)
     b = test_feats / np.linalg.norm(test_feats, axis=1, keepdims=True).clip(1e-12)
-    return np.concatenate([np.argmax(b[i : i + block] @ a.T, axis=1)
-                           for i in range(0, len(b), block)])  # fmt: skip
+    return np.concatenate(
+        [np.argmax(b[i : i + block] @ a.T, axis=1) for i in range(0, len(b), block)]
+    )
 
 
 def evaluate(root: Path, encoder: str, workers: int | None = None) -> dict:
-    import pandas as pd
-
-    from hierloc.data.extract import extract
-    from hierloc.data.features import FeatureStore
-    from hierloc.eval.metrics import distance_metrics
-    from hierloc.geo.haversine import haversine_km
-
     meta = pd.read_parquet(root / "metadata.parquet")
     extract([root / "metadata.parquet"], root / "features", encoder=encoder, workers=workers)
     store = FeatureStore.open(root / "features")
@@ -52,16 +53,25 @@ def run(
     encoder: str = "efficientnet-lite0-onnx",
     seed: int = 0,
 ) -> dict:
-    from hierloc.data.bluemarble import build
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for p in patches:
             root = Path(tmp) / f"p{p}"
-            manifest = build(root, patch=p, block=block, seed=seed,
-                             counts={"train": train, "val": 0, "test": test})  # fmt: skip
+            manifest = build(
+                root,
+                patch=p,
+                block=block,
+                seed=seed,
+                counts={"train": train, "val": 0, "test": test},
+            )
             m = evaluate(root, encoder)
-            rows.append({"patch_px": p, "patch_km": manifest["patch_km_equator"],
-                         "block_degrees": block, **{k: round(v, 4) for k, v in m.items()
-                                                    if k != "n"}, "n_test": m["n"]})  # fmt: skip
+            rows.append(
+                {
+                    "patch_px": p,
+                    "patch_km": manifest["patch_km_equator"],
+                    "block_degrees": block,
+                    **{k: round(v, 4) for k, v in m.items() if k != "n"},
+                    "n_test": m["n"],
+                }
+            )
     return {"encoder": encoder, "train": train, "test": test, "rows": rows}

@@ -7,21 +7,20 @@ import time
 
 import numpy as np
 
+from hierloc.bench._measure import run_isolated
+from hierloc.bench.geocode import photo_like_points
+from hierloc.geo import s2
+from hierloc.geo.gazetteer import unit_xyz
+from hierloc.geo.s2cells import build_partitions
+
 
 def _partitions(lat, lon) -> dict:
-    from hierloc.geo.s2cells import build_partitions
-
     parts, _ = build_partitions(lat, lon)
     return {"cells": [len(p) for p in parts]}
 
 
 def run(rows: int = 5_000_000, compare_rows: int = 20_000) -> dict:
-    import s2sphere
-
-    from hierloc.bench._measure import run_isolated
-    from hierloc.bench.geocode import photo_like_points
-    from hierloc.geo import s2
-    from hierloc.geo.gazetteer import unit_xyz
+    import s2sphere  # the peer library compared against, only for this benchmark
 
     lat, lon = photo_like_points(rows, seed=1)
     measured = run_isolated(_partitions, lat, lon)
@@ -30,8 +29,10 @@ def run(rows: int = 5_000_000, compare_rows: int = 20_000) -> dict:
     ours, *_ = s2.leaf_cells(unit_xyz(lat[:m], lon[:m]))
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ref = [s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).id()
-           for a, b in zip(lat[:m].tolist(), lon[:m].tolist(), strict=True)]  # fmt: skip
+    ref = [
+        s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(a, b)).id()
+        for a, b in zip(lat[:m].tolist(), lon[:m].tolist(), strict=True)
+    ]
     t_ref = time.perf_counter() - t0
     return {
         "rows": rows,

@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
+
+from hierloc.data.extract import default_workers, extract
+from hierloc.encoders import create_image_encoder
 
 
 def _images(folder: Path, n: int, seed: int = 0) -> None:
-    from PIL import Image
-
     rng = np.random.default_rng(seed)
     for i in range(n):
         arr = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
@@ -26,11 +29,6 @@ def run(
     workers: int | None = None,
     device: str = "cpu",
 ) -> dict:
-    import torch
-
-    from hierloc.data.extract import default_workers, extract
-    from hierloc.encoders import create_image_encoder
-
     enc = create_image_encoder(encoder).to(device).eval()
     size = enc.preprocess.size
     x = torch.randn(batch_size, 3, size, size, device=device)
@@ -48,8 +46,14 @@ def run(
         folder.mkdir()
         _images(folder, images)
         t0 = time.perf_counter()
-        summary = extract([folder], Path(tmp) / "store", encoder=encoder, batch_size=batch_size,
-                          workers=workers, device=device)  # fmt: skip
+        summary = extract(
+            [folder],
+            Path(tmp) / "store",
+            encoder=encoder,
+            batch_size=batch_size,
+            workers=workers,
+            device=device,
+        )
         full = images / (time.perf_counter() - t0)
     return {
         "images": images,

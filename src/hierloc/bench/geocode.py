@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from hierloc.bench._measure import run_isolated
+from hierloc.data.geocode import geocode_file
+from hierloc.geo.gazetteer import load_gazetteer
+from hierloc.geo.geonames import default_gazetteer
 
 
 def photo_like_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Points near GeoNames places (like photos: clustered where people live)."""
-    from hierloc.geo.geonames import default_gazetteer
-
     g = default_gazetteer()
     rng = np.random.default_rng(seed)
     k = rng.integers(0, len(g), n)
@@ -26,8 +30,6 @@ def photo_like_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _geocode(src: str, out: str, gazetteer: str) -> dict:
-    from hierloc.data.geocode import geocode_file
-
     s = geocode_file(src, out, gazetteer=gazetteer)
     return {k: s[k] for k in ("rows_written", "rows_rejected", "median_km_to_place")}
 
@@ -38,11 +40,6 @@ def run(
     compare_rows: int = 100_000,
     workdir: Path | None = None,
 ) -> dict:
-    import pandas as pd
-
-    from hierloc.bench._measure import run_isolated
-    from hierloc.geo.gazetteer import load_gazetteer
-
     lat, lon = photo_like_points(rows)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         src = Path(tmp) / "coords.parquet"
@@ -56,7 +53,7 @@ def run(
     gaz = load_gazetteer("geonames")
     gaz.nearest(lat[:m], lon[:m])
     ours = time.perf_counter() - t0
-    import reverse_geocoder
+    import reverse_geocoder  # the peer library compared against, only for this benchmark
 
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -6,18 +6,25 @@ the rows: peak memory should follow the entities, not the rows."""
 
 from __future__ import annotations
 
+import json
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from hierloc.bench._measure import run_isolated
+from hierloc.hierarchy.pipeline import build_hierarchy
 
 PAPER_COUNTS = (233, 4946, 29214, 209894)
 
 
 def generate(path: Path, rows: int, seed: int = 0, counts: tuple = PAPER_COUNTS) -> None:
     """Metadata with ``counts`` entities per level (every entity used at least once)."""
-    import pandas as pd
-    import pycountry
+    import pycountry  # country names for the synthetic metadata, only for this benchmark
 
     rng = np.random.default_rng(seed)
     n_c, n_r, n_s, n_city = counts
@@ -54,11 +61,6 @@ def generate(path: Path, rows: int, seed: int = 0, counts: tuple = PAPER_COUNTS)
 
 def generate_store(path: Path, metadata: Path, dim: int, seed: int = 0, block: int = 200_000):
     """A feature store with random float16 embeddings for every id of ``metadata``."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     ids = pq.read_table(metadata, columns=["id"])["id"]
     n = len(ids)
     path.mkdir(parents=True, exist_ok=True)
@@ -72,14 +74,18 @@ def generate_store(path: Path, metadata: Path, dim: int, seed: int = 0, block: i
     mm.flush()
     del mm
     pq.write_table(pa.table({"id": ids}), path / "ids.parquet")
-    manifest = {"format": "hierloc-features", "version": 1, "encoder": "random",
-                "dim": dim, "dtype": "float16", "rows": n}  # fmt: skip
+    manifest = {
+        "format": "hierloc-features",
+        "version": 1,
+        "encoder": "random",
+        "dim": dim,
+        "dtype": "float16",
+        "rows": n,
+    }
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _build(metadata: str, out: str, features: str | None) -> dict:
-    from hierloc.hierarchy.pipeline import build_hierarchy
-
     m = build_hierarchy(metadata, out, features=features, gazetteer=None)
     return {"entities": m["entities"], "records": m["records"]}
 
@@ -90,10 +96,6 @@ def run(
     workdir: Path | None = None,
     counts: tuple[int, int, int, int] = PAPER_COUNTS,
 ) -> dict:
-    import time
-
-    from hierloc.bench._measure import run_isolated
-
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()

@@ -8,6 +8,8 @@ vectorised lookup, reporting the speed ratio and checking that both give the sam
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -15,6 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from hierloc.bench.synthetic import make_pairs
+from hierloc.eval.score import score_files
+from hierloc.geo.geonames import GeoNamesGazetteer, default_gazetteer
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +46,7 @@ class ScoreBench:
 
 def _compare_with_reverse_geocoder(lat, lon, n: int):
     """Seconds for our labels vs ``reverse_geocoder.search(mode=1)`` on the same ``n`` points."""
-    import contextlib
-    import io
-
-    import reverse_geocoder
-
-    from hierloc.geo.geonames import GeoNamesGazetteer
+    import reverse_geocoder  # the peer library compared against, only for this benchmark
 
     pts_lat, pts_lon = lat[:n], lon[:n]
     t0 = time.perf_counter()
@@ -74,10 +75,6 @@ def run(
     seed: int = 0,
 ) -> ScoreBench:
     """Generate ``rows`` pairs, write them as ``file_format``, and time :func:`score_files`."""
-    from hierloc.bench.synthetic import make_pairs
-    from hierloc.eval.score import score_files
-    from hierloc.geo.geonames import default_gazetteer
-
     if file_format not in ("parquet", "csv"):
         raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:

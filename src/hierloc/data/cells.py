@@ -20,11 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from hierloc.data.artifacts import read_parquet
 from hierloc.data.metadata import MetadataReader, Rejects
+from hierloc.data.writers import staged_folder
 from hierloc.errors import InputError
 from hierloc.geo import s2
-from hierloc.geo.s2cells import PAPER_TAU_MAX, PAPER_TAU_MIN, build_partitions
+from hierloc.geo.gazetteer import unit_xyz
+from hierloc.geo.s2cells import PAPER_TAU_MAX, PAPER_TAU_MIN, Partition, build_partitions
 
 FORMAT = "hierloc-cells"
 VERSION = 1
@@ -42,15 +48,12 @@ def build_cells(
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Read coordinates, build the partitions, write the folder; returns the manifest."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from hierloc.data.writers import staged_folder
-
     taus = list(tau_max)
     if not taus or any(t < 1 for t in taus) or taus != sorted(set(taus), reverse=True):
-        raise InputError(f"--tau-max {','.join(map(str, taus))}: give thresholds ≥ 1, strictly "
-                         "decreasing from coarse to fine (e.g. 25000,10000,5000)")  # fmt: skip
+        raise InputError(
+            f"--tau-max {','.join(map(str, taus))}: give thresholds ≥ 1, strictly "
+            "decreasing from coarse to fine (e.g. 25000,10000,5000)"
+        )
     if tau_min < 0:
         raise InputError(f"--tau-min {tau_min}: give a count ≥ 0")
     out = Path(out)
@@ -110,3 +113,47 @@ def build_cells(
         if not rejects.total:
             (tmp / "rejects.csv").unlink(missing_ok=True)
     return manifest
+
+
+def partitions(frame: pd.DataFrame) -> list:
+    """A cells frame (``cells.parquet``) as the builder's :class:`~hierloc.geo.s2cells.Partition`
+    objects, coarse → fine (rows are sorted by cell id, as the builder wrote them)."""
+    out = []
+    for p in sorted(frame["partition"].unique()):
+        sub = frame[frame["partition"] == p].sort_values("row")
+        out.append(
+            Partition(
+                tau_max=int(sub["tau_max"].iloc[0]),
+                ids=sub["cell_id"].to_numpy(np.uint64),
+                levels=sub["level"].to_numpy(np.int64),
+                counts=sub["count"].to_numpy(np.int64),
+                center_lat=sub["center_lat"].to_numpy(),
+                center_lon=sub["center_lon"].to_numpy(),
+                mean_lat=sub["mean_lat"].to_numpy(),
+                mean_lon=sub["mean_lon"].to_numpy(),
+                parent=sub["parent_row"].to_numpy(np.int64),
+            )
+        )
+    return out
+
+
+def load_cells(cells: str | Path) -> tuple[pd.DataFrame, list]:
+    """``(cells frame, partitions)`` of a cells folder (``hierloc cells build``)."""
+    path = Path(cells)
+    if not (path / "cells.parquet").exists():
+        raise InputError(
+            f"{path}: not a cells folder (no cells.parquet); make one with "
+            "hierloc cells build TRAIN_METADATA -o FOLDER"
+        )
+    frame = read_parquet(
+        path / "cells.parquet",
+        "cells table",
+        "make it again with hierloc cells build TRAIN_METADATA -o FOLDER",
+    )
+    return frame, partitions(frame)
+
+
+def locate_cells(parts: list, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """``(N, P)``: the row of the cell holding each point in every partition, ``-1`` if none."""
+    leaf = s2.leaf_cells(unit_xyz(np.asarray(lat, np.float64), np.asarray(lon, np.float64)))[0]
+    return np.stack([part.locate(leaf) for part in parts], 1).astype(np.int64)

@@ -9,17 +9,25 @@ in ``rejects.csv`` with their reason and counted; they never stop the run.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import logging
 import os
+import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
 
-from hierloc.data.features import FeatureStoreWriter
+from hierloc.data.features import FeatureStore, FeatureStoreWriter, check_store_output
 from hierloc.data.images import MAX_PIXELS, Item, Opener, collect_items, decode
+from hierloc.encoders import create_image_encoder
+from hierloc.encoders.base import TokenOutput
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +111,12 @@ def extract(
     Returns:
         A summary: images total / done, rows, rejected (by reason), encoder, whether resumed.
     """
-    from hierloc.data.features import check_store_output
-    from hierloc.encoders import create_image_encoder
-
     check_store_output(out, overwrite, [*sources, root])
-    items = collect_items([Path(s) for s in sources], id_column, path_column,
-                          Path(root) if root else None)  # fmt: skip
+    items = collect_items(
+        [Path(s) for s in sources], id_column, path_column, Path(root) if root else None
+    )
     enc = create_image_encoder(encoder)
     if tokens:
-        from hierloc.encoders.base import TokenOutput
-
         enc = TokenOutput(enc)
     desc = enc.describe()
     fp = fingerprint(items, desc)
@@ -120,10 +124,25 @@ def extract(
     rank, world = dist_info()
     if world == 1:
         writer = FeatureStoreWriter(out, len(items), enc.dim, desc, fp, overwrite=overwrite)
-        return _extract_into(writer, items, enc, batch_size, workers, device, commit_every,
-                             max_pixels, progress)  # fmt: skip
-    return _extract_distributed(out, items, enc, desc, fp, rank, world, overwrite, batch_size,
-                                workers, device, commit_every, max_pixels, progress)  # fmt: skip
+        return _extract_into(
+            writer, items, enc, batch_size, workers, device, commit_every, max_pixels, progress
+        )
+    return _extract_distributed(
+        out,
+        items,
+        enc,
+        desc,
+        fp,
+        rank,
+        world,
+        overwrite,
+        batch_size,
+        workers,
+        device,
+        commit_every,
+        max_pixels,
+        progress,
+    )
 
 
 def dist_info() -> tuple[int, int]:
@@ -131,8 +150,9 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def _extract_into(writer, items, enc, batch_size, workers, device, commit_every, max_pixels,
-                  progress) -> dict:  # fmt: skip
+def _extract_into(
+    writer, items, enc, batch_size, workers, device, commit_every, max_pixels, progress
+) -> dict:
     resumed_from = writer.items_done
     if writer.complete:
         log.info("%s is already complete", writer.path)
@@ -172,13 +192,22 @@ def _extract_into(writer, items, enc, batch_size, workers, device, commit_every,
     return _summary(writer, items, resumed_from)
 
 
-def _extract_distributed(out, items, enc, desc, fp, rank, world, overwrite, batch_size, workers,
-                         device, commit_every, max_pixels, progress) -> dict:  # fmt: skip
-    import json
-    import shutil
-
-    import torch.distributed as dist
-
+def _extract_distributed(
+    out,
+    items,
+    enc,
+    desc,
+    fp,
+    rank,
+    world,
+    overwrite,
+    batch_size,
+    workers,
+    device,
+    commit_every,
+    max_pixels,
+    progress,
+) -> dict:
     manifest = out / "manifest.json"
     if manifest.exists() and not overwrite:
         m = json.loads(manifest.read_text())
@@ -197,8 +226,17 @@ def _extract_distributed(out, items, enc, desc, fp, rank, world, overwrite, batc
         writer = FeatureStoreWriter(rank_dir, len(mine), enc.dim, desc, fingerprint(mine, desc))
         if device.startswith("cuda"):
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        _extract_into(writer, mine, enc, batch_size, workers, device, commit_every, max_pixels,
-                      progress if rank == 0 else None)  # fmt: skip
+        _extract_into(
+            writer,
+            mine,
+            enc,
+            batch_size,
+            workers,
+            device,
+            commit_every,
+            max_pixels,
+            progress if rank == 0 else None,
+        )
         dist.barrier()
         if rank == 0:
             _merge(out, items, enc.dim, desc, fp, world)
@@ -210,13 +248,6 @@ def _extract_distributed(out, items, enc, desc, fp, rank, world, overwrite, batc
 
 def _merge(out: Path, items, dim, desc, fp, world: int, block: int = 1 << 16) -> None:
     """Rank stores → one store in input order (rank r held items r, r+world, …)."""
-    import csv
-    import shutil
-
-    import pyarrow.parquet as pq
-
-    from hierloc.data.features import FeatureStore
-
     tmp = out.with_name(f".{out.name}.merge")
     writer = FeatureStoreWriter(tmp, len(items), dim, desc, fp, overwrite=True)
     sources, rejects = [], []
@@ -228,8 +259,12 @@ def _merge(out: Path, items, dim, desc, fp, world: int, block: int = 1 << 16) ->
         with open(path / "rejects.csv", newline="") as f:
             for item, ident, reason in list(csv.reader(f))[1:]:
                 rejects.append((r + world * int(item), ident, reason))
-    rows = np.concatenate([np.stack([np.full(len(g), k), np.arange(len(g)), g], 1)
-                           for k, (_, g) in enumerate(sources)])  # fmt: skip
+    rows = np.concatenate(
+        [
+            np.stack([np.full(len(g), k), np.arange(len(g)), g], 1)
+            for k, (_, g) in enumerate(sources)
+        ]
+    )
     rows = rows[np.argsort(rows[:, 2], kind="stable")]  # (n, 3): rank, row, global item
     rejects.sort()
     for start in range(0, len(rows), block):
@@ -240,8 +275,13 @@ def _merge(out: Path, items, dim, desc, fp, world: int, block: int = 1 << 16) ->
             feats[sel] = store.features[part[sel, 1]]
         ids = [items[int(g)].id for g in part[:, 2]]
         last = start + block >= len(rows)
-        writer.commit(feats, ids, part[:, 2].tolist(), rejects if last else [],
-                      len(items) if last else int(part[-1, 2]))  # fmt: skip
+        writer.commit(
+            feats,
+            ids,
+            part[:, 2].tolist(),
+            rejects if last else [],
+            len(items) if last else int(part[-1, 2]),
+        )
     if len(rows) == 0:
         writer.commit(None, [], [], rejects, len(items))
     writer.finish()
@@ -250,9 +290,6 @@ def _merge(out: Path, items, dim, desc, fp, world: int, block: int = 1 << 16) ->
 
 
 def _summary(writer: FeatureStoreWriter, items: list[Item], resumed_from: int) -> dict:
-    import csv
-    from collections import Counter
-
     reasons: Counter = Counter()
     path = writer.path / "rejects.csv"
     if path.exists():

@@ -14,12 +14,19 @@ names only complete rows and parts; a rerun resumes after ``items_done``.
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from hierloc.data.ids import IdIndex
+from hierloc.data.writers import check_not_input, check_replaceable
 from hierloc.errors import InputError
 
 FORMAT = "hierloc-features"
@@ -39,10 +46,14 @@ class FeatureStore:
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
+    def lookup(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """``(float32 features of the ids found, found mask)`` for ``ids`` (any order)."""
+        pos = IdIndex(self.ids).lookup(np.asarray(ids, dtype=object))
+        ok = pos >= 0
+        return read_rows(self.features, pos[ok]).astype(np.float32), ok
+
     @classmethod
     def open(cls, path: str | Path) -> FeatureStore:
-        import pyarrow.parquet as pq
-
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"{path}: feature store folder does not exist")
@@ -66,8 +77,6 @@ class FeatureStore:
         if (path / "ids.parquet").exists():
             ids = pq.read_table(path / "ids.parquet", columns=["id"])["id"].combine_chunks()
         else:
-            import pyarrow as pa
-
             parts = [
                 pq.read_table(path / p, columns=["id"])["id"] for p in manifest.get("parts", [])
             ]
@@ -96,9 +105,6 @@ def write_feature_store(
     dtype: str = "float16",
 ) -> FeatureStore:
     """Write a complete store in one go (tests, benchmarks, features computed elsewhere)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     features = np.asarray(features)
@@ -124,8 +130,6 @@ def write_feature_store(
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    import os
-
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as f:
         f.write(json.dumps(obj, indent=2, sort_keys=True))
@@ -158,8 +162,6 @@ class FeatureStoreWriter:
         overwrite: bool = False,
         dtype: str = "float16",
     ) -> None:
-        import shutil
-
         self.path = Path(path)
         manifest_path = self.path / "manifest.json"
         if overwrite and self.path.exists():
@@ -178,19 +180,29 @@ class FeatureStoreWriter:
             self._drop_stale_parts()
         else:
             if self.path.exists() and any(self.path.iterdir()):
-                raise InputError(f"{self.path}: exists and is not a feature store; choose "
-                                 "another --output")  # fmt: skip
+                raise InputError(
+                    f"{self.path}: exists and is not a feature store; choose another --output"
+                )
             (self.path / "ids").mkdir(parents=True, exist_ok=True)
             (self.path / "rejects").mkdir(exist_ok=True)
             self.features = np.lib.format.open_memmap(
                 self.path / "features.npy", mode="w+", dtype=np.dtype(dtype), shape=(n_items, dim)
             )
             self.manifest = {
-                "format": FORMAT, "version": 1, "encoder": encoder, "dim": dim,
-                "dtype": str(np.dtype(dtype)), "rows": 0, "items_total": n_items, "items_done": 0,
-                "rejected": 0, "parts": [], "reject_parts": [], "complete": False,
+                "format": FORMAT,
+                "version": 1,
+                "encoder": encoder,
+                "dim": dim,
+                "dtype": str(np.dtype(dtype)),
+                "rows": 0,
+                "items_total": n_items,
+                "items_done": 0,
+                "rejected": 0,
+                "parts": [],
+                "reject_parts": [],
+                "complete": False,
                 "fingerprint": fingerprint,
-            }  # fmt: skip
+            }
             _write_json_atomic(manifest_path, self.manifest)
 
     @property
@@ -213,14 +225,15 @@ class FeatureStoreWriter:
                 if f"{sub}/{f.name}" not in listed:
                     f.unlink()
 
-    def commit(self, features: np.ndarray, ids: list[str], items: list[int],
-               rejects: list[tuple[int, str, str]], items_done: int) -> None:  # fmt: skip
+    def commit(
+        self,
+        features: np.ndarray,
+        ids: list[str],
+        items: list[int],
+        rejects: list[tuple[int, str, str]],
+        items_done: int,
+    ) -> None:
         """Append accepted rows (+ their item indices) and rejects, and advance ``items_done``."""
-        import csv
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         start, m = self.rows, len(ids)
         seq = len(self.manifest["parts"]) + len(self.manifest["reject_parts"])
         if m:
@@ -228,8 +241,10 @@ class FeatureStoreWriter:
             self.features.flush()
             name = f"ids/part-{seq:06d}.parquet"
             tmp = self.path / f"ids/.part-{seq:06d}.tmp"
-            pq.write_table(pa.table({"id": pa.array(ids, pa.string()),
-                                     "item": pa.array(items, pa.int64())}), tmp)  # fmt: skip
+            pq.write_table(
+                pa.table({"id": pa.array(ids, pa.string()), "item": pa.array(items, pa.int64())}),
+                tmp,
+            )
             tmp.rename(self.path / name)
             self.manifest["parts"].append(name)
         if rejects:
@@ -246,11 +261,6 @@ class FeatureStoreWriter:
 
     def finish(self) -> dict:
         """Merge the parts into ``ids.parquet`` and ``rejects.csv``; mark complete."""
-        import csv
-
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         tables = [pq.read_table(self.path / p) for p in self.manifest["parts"]]
         ids = (
             pa.concat_tables(tables)
@@ -274,8 +284,6 @@ class FeatureStoreWriter:
 def check_store_output(out: str | Path, overwrite: bool, inputs=()) -> None:
     """A store is written (or resumed) at ``out``: never one of ``inputs`` or a folder holding
     one, and ``--overwrite`` deletes only a store (or an empty folder), never other files."""
-    from hierloc.data.writers import check_not_input, check_replaceable
-
     check_not_input(out, inputs)
     if overwrite:
         check_replaceable(out, overwrite, (FORMAT,))

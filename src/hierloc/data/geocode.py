@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects, default_rejects_path
 from hierloc.data.writers import AtomicTableWriter
@@ -127,16 +128,18 @@ def geocode_file(
         A summary: rows read / written / rejected (by reason), labels filled per column,
         country conflicts, median distance to the place used, the gazetteer.
     """
-    import pyarrow as pa
-
     output_path = Path(output_path)
     if Path(input_path).resolve() == output_path.resolve():
         raise InputError(f"{output_path}: would overwrite the input; choose another -o path")
     rejects = Rejects(Path(rejects_path) if rejects_path else default_rejects_path(output_path))
     reader = MetadataReader(
-        input_path, columns=columns, keep_all=True, strict=strict, rejects=rejects,
+        input_path,
+        columns=columns,
+        keep_all=True,
+        strict=strict,
+        rejects=rejects,
         chunk_rows=chunk_rows,
-    )  # fmt: skip
+    )
     gaz = load_gazetteer(gazetteer)
     stats = GeocodeStats()
     kms = []

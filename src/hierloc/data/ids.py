@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 
 def hash_ids(values: np.ndarray) -> np.ndarray:
@@ -20,8 +21,6 @@ class IdIndex:
     """Row lookup for a column of string ids (Arrow array / chunked array / NumPy objects)."""
 
     def __init__(self, ids, chunk: int = 1_000_000) -> None:
-        import pyarrow as pa
-
         if isinstance(ids, np.ndarray):
             ids = pa.array(ids, type=pa.string())
         if isinstance(ids, pa.ChunkedArray):

@@ -24,6 +24,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hierloc.data.tables import _format
 from hierloc.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -75,15 +79,12 @@ def tar_items(path: Path) -> list[Item]:
 
 
 def metadata_items(path: Path, id_column: str, path_column: str, root: Path | None) -> list[Item]:
-    import pandas as pd
-
-    from hierloc.data.tables import _format
-
     fmt = _format(path)
     try:
         if fmt == "csv":
-            df = pd.read_csv(path, usecols=[id_column, path_column], dtype=str,
-                             keep_default_na=False)  # fmt: skip
+            df = pd.read_csv(
+                path, usecols=[id_column, path_column], dtype=str, keep_default_na=False
+            )
         else:
             df = pd.read_parquet(path, columns=[id_column, path_column])
     except (ValueError, KeyError) as e:
@@ -112,8 +113,9 @@ def collect_items(
     for src in sources:
         src = Path(src)
         if not src.exists():
-            raise InputError(f"{src}: does not exist; give image folders, zips, tar shards "
-                             "or a metadata file")  # fmt: skip
+            raise InputError(
+                f"{src}: does not exist; give image folders, zips, tar shards or a metadata file"
+            )
         name = src.name.lower()
         if src.is_dir():
             zips = sorted(src.rglob("*.zip"))
@@ -134,8 +136,10 @@ def collect_items(
         elif _is_image(name):
             items.append(Item(_stem(name), str(src), None, "file"))
         else:
-            raise InputError(f"{src}: unknown input; give image folders, .zip, .tar or a "
-                             "CSV/Parquet metadata file with a path column")  # fmt: skip
+            raise InputError(
+                f"{src}: unknown input; give image folders, .zip, .tar or a "
+                "CSV/Parquet metadata file with a path column"
+            )
     if not items:
         raise InputError(f"no images found in {', '.join(map(str, sources))}")
     seen: dict[str, Item] = {}
@@ -177,8 +181,6 @@ class Opener:
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS):
     """``(PIL RGB image, None)`` or ``(None, reason)``; never raises."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if not data:
         return None, "empty file (0 bytes)"
     try:

@@ -22,6 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from hierloc.data.tables import COORD_RANGES, _format, where
 from hierloc.errors import InputError
@@ -152,9 +156,6 @@ class _SeenIds:
 
     def duplicates(self, ids: pd.Series, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(is_duplicate, first_row)`` for each id against earlier chunks and itself."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         h = pd.util.hash_array(ids.to_numpy(dtype=object), categorize=False)
         dup = np.array(ids.duplicated(keep="first"), dtype=bool)
         first = np.full(len(ids), -1, dtype=np.int64)
@@ -226,10 +227,6 @@ class MetadataReader:
         return "\t" if ".tsv" in self.path.name.lower() else ","
 
     def _header(self) -> list[str]:
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
         try:
             if self.fmt == "csv":
                 reader = pcsv.open_csv(
@@ -273,10 +270,6 @@ class MetadataReader:
 
     # -- reading ------------------------------------------------------------------------
     def _batches(self):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
         wanted = list(self.header) if self.keep_all else list(self.source.values())
         try:
             if self.fmt == "csv":
@@ -316,9 +309,6 @@ class MetadataReader:
 
     def _coordinate(self, table, canon: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(values, reasons, kinds)``; reason/kind ``None`` for valid rows."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         col = table[self.source[canon]]
         name = self.source[canon]
         n = len(col)
@@ -351,9 +341,6 @@ class MetadataReader:
         return values, reasons, kinds
 
     def __iter__(self) -> Iterator[Chunk]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         seen = _SeenIds()
         any_rows = False
         for table in self._batches():

@@ -14,7 +14,12 @@ import csv
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+from PIL import Image, UnidentifiedImageError
+
 from hierloc.data.images import IMAGE_SUFFIXES
+from hierloc.data.metadata import default_rejects_path
+from hierloc.data.writers import AtomicTableWriter
 from hierloc.errors import InputError
 
 GPS_IFD = 0x8825
@@ -38,8 +43,11 @@ def gps_from_exif(exif) -> tuple[float, float]:
     if not gps or 2 not in gps or 4 not in gps:
         raise ValueError("no GPS position in EXIF")
     lat, lon = _dms(gps[2]), _dms(gps[4])
-    missing = [name for tag, name in ((1, "GPSLatitudeRef"), (3, "GPSLongitudeRef"))
-               if not str(gps.get(tag, "")).strip()]  # fmt: skip
+    missing = [
+        name
+        for tag, name in ((1, "GPSLatitudeRef"), (3, "GPSLongitudeRef"))
+        if not str(gps.get(tag, "")).strip()
+    ]
     if missing:  # without them the hemisphere is unknown: never guess north/east
         raise ValueError(f"GPS position without {' and '.join(missing)} (N/S, E/W unknown)")
     lat_ref = str(gps[1]).strip().upper()[:1]
@@ -54,12 +62,6 @@ def gps_from_exif(exif) -> tuple[float, float]:
 
 
 def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | None = None) -> dict:
-    import pyarrow as pa
-    from PIL import Image, UnidentifiedImageError
-
-    from hierloc.data.metadata import default_rejects_path
-    from hierloc.data.writers import AtomicTableWriter
-
     folder, output = Path(folder), Path(output)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of photos")

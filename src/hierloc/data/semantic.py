@@ -25,7 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
 
+from hierloc.data.bluemarble import SEMANTIC_CLASSES
+from hierloc.data.extract import _summary, fingerprint
+from hierloc.data.features import FeatureStoreWriter, check_store_output
+from hierloc.data.images import Opener, collect_items, decode
 from hierloc.errors import HierlocError, InputError
 
 log = logging.getLogger(__name__)
@@ -61,8 +67,10 @@ class SegmentationProvider:
         """Per item's bytes, a ``(size, size)`` uint8 map of exactly the pixels the encoder
         sees after ``preprocess`` (its resize and centre crop; ``None``: the whole image), or
         the reason it could not be made."""
-        return [m if isinstance(m, str) else aligned_map(m, size, preprocess).astype(np.uint8)
-                for m in self.native(blobs)]  # fmt: skip
+        return [
+            m if isinstance(m, str) else aligned_map(m, size, preprocess).astype(np.uint8)
+            for m in self.native(blobs)
+        ]
 
 
 def aligned_map(m: np.ndarray, size: int, preprocess=None) -> np.ndarray:
@@ -71,8 +79,9 @@ def aligned_map(m: np.ndarray, size: int, preprocess=None) -> np.ndarray:
     covers the whole image, at any resolution); ``None``: the whole map. Map cell ``(i, j)``
     then covers the same pixels as the encoder's token ``(i, j)`` of a ``size × size`` grid."""
     h, w = m.shape
-    left, top, right, bottom = (0.0, 0.0, 1.0, 1.0) if preprocess is None else (
-        preprocess.crop_box(w, h))  # fmt: skip
+    left, top, right, bottom = (
+        (0.0, 0.0, 1.0, 1.0) if preprocess is None else (preprocess.crop_box(w, h))
+    )
     centres = (np.arange(size) + 0.5) / size
     rows = np.floor((top + centres * (bottom - top)) * h).astype(np.int64).clip(0, h - 1)
     cols = np.floor((left + centres * (right - left)) * w).astype(np.int64).clip(0, w - 1)
@@ -92,8 +101,10 @@ class MapFiles(SegmentationProvider):
 
     def __init__(self, classes: tuple[str, ...], column: str = "semantic_path") -> None:
         if not classes:
-            raise InputError("the files provider needs the class names: --classes a,b,c "
-                             "(or --classes N for N unnamed classes)")  # fmt: skip
+            raise InputError(
+                "the files provider needs the class names: --classes a,b,c "
+                "(or --classes N for N unnamed classes)"
+            )
         self.classes, self.column = tuple(classes), column
 
     def decode(self, data: bytes) -> np.ndarray | str:
@@ -103,13 +114,13 @@ class MapFiles(SegmentationProvider):
             except ValueError as e:
                 return f"unreadable .npy: {e}"
         else:
-            from PIL import Image, UnidentifiedImageError
-
             try:
                 with Image.open(io.BytesIO(data)) as im:
                     if im.mode not in ("L", "P", "I", "I;16"):
-                        return (f"not a class map: a {im.mode} image (use a single-band image "
-                                "of class ids)")  # fmt: skip
+                        return (
+                            f"not a class map: a {im.mode} image (use a single-band image "
+                            "of class ids)"
+                        )
                     m = np.asarray(im)
             except (UnidentifiedImageError, OSError) as e:
                 return f"unreadable map: {e}"
@@ -118,8 +129,10 @@ class MapFiles(SegmentationProvider):
         if not np.issubdtype(m.dtype, np.integer):
             return f"not a class map: {m.dtype} values (expected integer class ids)"
         if m.min() < 0 or m.max() >= len(self.classes):
-            return (f"class id {int(m.max()) if m.max() >= len(self.classes) else int(m.min())} "
-                    f"outside 0–{len(self.classes) - 1} ({len(self.classes)} classes)")  # fmt: skip
+            return (
+                f"class id {int(m.max()) if m.max() >= len(self.classes) else int(m.min())} "
+                f"outside 0–{len(self.classes) - 1} ({len(self.classes)} classes)"
+            )
         return m
 
     def native(self, blobs: list[bytes]) -> list[np.ndarray | str]:
@@ -133,8 +146,6 @@ def _files(classes: tuple[str, ...] = (), column: str = "semantic_path", **_) ->
 
 @register_provider("bluemarble")
 def _bluemarble(**_) -> MapFiles:
-    from hierloc.data.bluemarble import SEMANTIC_CLASSES
-
     provider = MapFiles(SEMANTIC_CLASSES, "semantic_path")
     provider.name = "bluemarble"
     return provider
@@ -151,16 +162,19 @@ class OneFormer(SegmentationProvider):
         try:
             import transformers
         except ImportError as e:
-            raise HierlocError("the oneformer provider needs transformers: pip install "
-                               "transformers") from e  # fmt: skip
+            raise HierlocError(
+                "the oneformer provider needs transformers: pip install transformers"
+            ) from e
         local = Path(ref).expanduser()
         kwargs = {"local_files_only": True} if local.exists() else {}
         source = str(local) if local.exists() else ref
         try:
             self.processor = transformers.OneFormerProcessor.from_pretrained(source, **kwargs)
-            self.model = transformers.OneFormerForUniversalSegmentation.from_pretrained(
-                source, **kwargs
-            ).eval().to(device)  # fmt: skip
+            self.model = (
+                transformers.OneFormerForUniversalSegmentation.from_pretrained(source, **kwargs)
+                .eval()
+                .to(device)
+            )
         except (OSError, ValueError) as e:
             where = f"folder {local}" if local.exists() else f"hub id {ref!r} and the local cache"
             raise HierlocError(
@@ -179,10 +193,6 @@ class OneFormer(SegmentationProvider):
     def native(self, blobs: list[bytes]) -> list[np.ndarray | str]:
         """Segmentation at each image's own size (so training, evaluation and prediction cut
         the same pixels from it)."""
-        import torch
-
-        from hierloc.data.images import decode
-
         images, out = [], []
         for data in blobs:
             img, reason = decode(data)
@@ -190,8 +200,9 @@ class OneFormer(SegmentationProvider):
             if img is not None:
                 images.append(img)
         if images:
-            inputs = self.processor(images=images, task_inputs=["semantic"] * len(images),
-                                    return_tensors="pt").to(self.device)  # fmt: skip
+            inputs = self.processor(
+                images=images, task_inputs=["semantic"] * len(images), return_tensors="pt"
+            ).to(self.device)
             with torch.inference_mode():
                 raw = self.model(**inputs)
             segs = self.processor.post_process_semantic_segmentation(
@@ -209,8 +220,9 @@ def _oneformer(model: str | None = None, device: str = "cpu", **_) -> OneFormer:
 
 def create_provider(name: str, **kwargs) -> SegmentationProvider:
     if name not in PROVIDERS:
-        raise InputError(f"unknown segmentation provider {name!r}; choose one of "
-                         f"{sorted(PROVIDERS)}")  # fmt: skip
+        raise InputError(
+            f"unknown segmentation provider {name!r}; choose one of {sorted(PROVIDERS)}"
+        )
     return PROVIDERS[name](**kwargs)
 
 
@@ -249,23 +261,28 @@ def build_semantic_store(
     covers exactly the pixels the encoder sees (its resize and centre crop), cell ``(i, j)``
     of the map under token ``(i, j)``. Recorded in the manifest; GeoSURGE refuses a token
     store whose encoder crops differently."""
-    from hierloc.data.extract import _summary, fingerprint
-    from hierloc.data.features import FeatureStoreWriter, check_store_output
-    from hierloc.data.images import Opener, collect_items
-
     if size < 1 or size > 4096:
         raise InputError(f"--size {size}: maps are 1 to 4096 pixels a side")
     check_store_output(out, overwrite, [metadata, root])
-    prov = provider if isinstance(provider, SegmentationProvider) else create_provider(
-        provider, **provider_args)  # fmt: skip
-    items = collect_items([Path(metadata)], id_column, prov.column,
-                          Path(root) if root else None)  # fmt: skip
+    prov = (
+        provider
+        if isinstance(provider, SegmentationProvider)
+        else create_provider(provider, **provider_args)
+    )
+    items = collect_items([Path(metadata)], id_column, prov.column, Path(root) if root else None)
     desc = prov.describe() | {
         "map_size": int(size),
         "crop": None if crop is None else _crop_key(crop.to_dict()),
     }
-    writer = FeatureStoreWriter(out, len(items), size * size, desc, fingerprint(items, desc),
-                                overwrite=overwrite, dtype="uint8")  # fmt: skip
+    writer = FeatureStoreWriter(
+        out,
+        len(items),
+        size * size,
+        desc,
+        fingerprint(items, desc),
+        overwrite=overwrite,
+        dtype="uint8",
+    )
     resumed = writer.items_done
     if writer.complete:
         return _summary(writer, items, resumed)
@@ -291,8 +308,9 @@ def build_semantic_store(
                     item_idx.append(i)
             batches += 1
             if batches % commit_every == 0 or chunk[-1] == len(items) - 1:
-                writer.commit(np.stack(rows) if rows else None, ids, item_idx, rejects,
-                              chunk[-1] + 1)  # fmt: skip
+                writer.commit(
+                    np.stack(rows) if rows else None, ids, item_idx, rejects, chunk[-1] + 1
+                )
                 rows, ids, item_idx, rejects = [], [], [], []
             if progress is not None:
                 progress(chunk[-1] + 1, len(items))
@@ -309,10 +327,16 @@ def semantic_info(store) -> dict:
     naming the store when it holds something else."""
     enc = store.manifest.get("encoder") or {}
     if not str(enc.get("name", "")).startswith("semantic:") or "map_size" not in enc:
-        raise InputError(f"{store.path}: not a semantic map store; make one with hierloc "
-                         "semantic METADATA -o FOLDER")  # fmt: skip
-    return {"classes": list(enc["classes"]), "map_size": int(enc["map_size"]),
-            "provider": enc["name"].split(":", 1)[1], "crop": enc.get("crop")}  # fmt: skip
+        raise InputError(
+            f"{store.path}: not a semantic map store; make one with hierloc "
+            "semantic METADATA -o FOLDER"
+        )
+    return {
+        "classes": list(enc["classes"]),
+        "map_size": int(enc["map_size"]),
+        "provider": enc["name"].split(":", 1)[1],
+        "crop": enc.get("crop"),
+    }
 
 
 def _crop_key(preprocess: dict) -> dict:

@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from hierloc.errors import InputError
 
@@ -60,10 +64,6 @@ class PointTable:
 
 
 def _read_arrow(path: Path, fmt: str, wanted: list[str], optional: list[str]):
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
     if not path.exists():
         raise InputError(f"{path}: file does not exist; check the path")
     if path.is_dir():
@@ -110,9 +110,6 @@ def _read_arrow(path: Path, fmt: str, wanted: list[str], optional: list[str]):
 
 
 def _coordinates(table, path: Path, fmt: str, column: str) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     col = table[column]
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         try:
@@ -174,8 +171,6 @@ def points_from_frame(
     frame: pd.DataFrame, name: str, optional: list[str] | tuple[str, ...] = ()
 ) -> PointTable:
     """Validate an in-memory frame exactly like a file (``name`` stands for the path)."""
-    import pyarrow as pa
-
     missing = [c for c in ("id", *COORD_COLUMNS) if c not in frame.columns]
     if missing:
         raise InputError(f"{name}: missing column {missing[0]!r}; it has {list(frame.columns)}")
@@ -188,9 +183,6 @@ def validate_points(
     table, path: Path, fmt: str, optional: list[str] | tuple[str, ...] = (), id_column: str = "id"
 ) -> PointTable:
     """Validate an Arrow table holding ``id, latitude, longitude`` (see :func:`read_points`)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no rows")
     ids_arrow = table[id_column]

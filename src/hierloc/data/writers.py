@@ -7,10 +7,16 @@ it, renamed onto the target on :meth:`AtomicTableWriter.close`).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from hierloc.data.tables import _format
 from hierloc.errors import InputError
@@ -37,17 +43,12 @@ class AtomicTableWriter:
         self.rows = 0
 
     def write(self, table) -> None:
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
         if self._writer is None:
             self._schema = table.schema
             if self.fmt == "parquet":
                 self._writer = pq.ParquetWriter(self.tmp, self._schema)
             else:
                 if self.path.name.lower().endswith(".gz"):
-                    import pyarrow as pa
-
                     self._sink = pa.CompressedOutputStream(str(self.tmp), "gzip")
                 else:
                     self._sink = str(self.tmp)
@@ -91,8 +92,6 @@ class FixedRowGroupWriter:
     so chunked and one-shot runs give byte-identical files."""
 
     def __init__(self, path: Path, schema, row_group_rows: int = 1 << 18) -> None:
-        import pyarrow.parquet as pq
-
         self.schema = schema
         self.row_group_rows = row_group_rows
         self._writer = pq.ParquetWriter(path, schema)
@@ -100,8 +99,6 @@ class FixedRowGroupWriter:
         self._n = 0
 
     def write(self, table) -> None:
-        import pyarrow as pa
-
         self._pending.append(table)
         self._n += table.num_rows
         if self._n >= self.row_group_rows:
@@ -113,8 +110,6 @@ class FixedRowGroupWriter:
             self._pending, self._n = [rest], rest.num_rows
 
     def close(self) -> None:
-        import pyarrow as pa
-
         if self._n:
             self._writer.write_table(pa.concat_tables(self._pending))
         self._writer.close()
@@ -143,14 +138,14 @@ def check_not_input(out: str | Path, inputs, option: str = "--output") -> None:
             why = "holds the input"
         else:
             continue
-        raise InputError(f"{out}: {option} {why} {given}; writing there would replace what "
-                         f"the command reads — choose another {option} path")  # fmt: skip
+        raise InputError(
+            f"{out}: {option} {why} {given}; writing there would replace what "
+            f"the command reads — choose another {option} path"
+        )
 
 
 def folder_kind(path: Path) -> str | None:
     """The ``format`` a folder's ``manifest.json`` declares (None without a readable one)."""
-    import json
-
     try:
         manifest = json.loads((Path(path) / "manifest.json").read_text())
     except (OSError, ValueError):
@@ -158,8 +153,9 @@ def folder_kind(path: Path) -> str | None:
     return manifest.get("format") if isinstance(manifest, dict) else None
 
 
-def check_replaceable(out: str | Path, overwrite: bool, kinds: tuple[str, ...] | None,
-                      option: str = "--output") -> None:  # fmt: skip
+def check_replaceable(
+    out: str | Path, overwrite: bool, kinds: tuple[str, ...] | None, option: str = "--output"
+) -> None:
     """``out`` may be replaced only with ``overwrite`` and only if it is an output of the same
     kind: an empty folder or one whose manifest declares one of ``kinds`` (None: any folder;
     for the command's own internal folders)."""
@@ -175,19 +171,25 @@ def check_replaceable(out: str | Path, overwrite: bool, kinds: tuple[str, ...] |
     kind = folder_kind(out)
     if kind not in kinds:
         held = f"a {kind} folder" if kind else "files that are not a hierloc output"
-        raise InputError(f"{out}: holds {held}; --overwrite only replaces a {' or '.join(kinds)} "
-                         f"folder — choose another {option} path")  # fmt: skip
+        raise InputError(
+            f"{out}: holds {held}; --overwrite only replaces a {' or '.join(kinds)} "
+            f"folder — choose another {option} path"
+        )
 
 
-def check_folder_output(out: str | Path, overwrite: bool, kinds: tuple[str, ...] | None,
-                        inputs=(), option: str = "--output") -> None:  # fmt: skip
+def check_folder_output(
+    out: str | Path,
+    overwrite: bool,
+    kinds: tuple[str, ...] | None,
+    inputs=(),
+    option: str = "--output",
+) -> None:
     """Both checks of :func:`staged_folder`, to run before any work starts."""
     check_not_input(out, inputs, option)
     check_replaceable(out, overwrite, kinds, option)
 
 
-def staging_dir(out: Path, overwrite: bool, kinds: tuple[str, ...] | None,
-                inputs=()) -> Path:  # fmt: skip
+def staging_dir(out: Path, overwrite: bool, kinds: tuple[str, ...] | None, inputs=()) -> Path:
     """A fresh temp folder beside ``out`` (see :func:`staged_folder`)."""
     check_folder_output(out, overwrite, kinds, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -208,8 +210,9 @@ def commit_dir(tmp: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path, overwrite: bool, kinds: tuple[str, ...] | None,
-                  inputs=()) -> Iterator[Path]:  # fmt: skip
+def staged_folder(
+    out: Path, overwrite: bool, kinds: tuple[str, ...] | None, inputs=()
+) -> Iterator[Path]:
     """Write a whole output folder atomically: yields a temp folder beside ``out``, swapped in
     place of ``out`` when the block succeeds and removed when it fails.
 
@@ -225,8 +228,12 @@ def staged_folder(out: Path, overwrite: bool, kinds: tuple[str, ...] | None,
     commit_dir(tmp, out)
 
 
-def check_output_file(out: str | Path | None, inputs=(), suffixes: tuple[str, ...] | None = None,
-                      option: str = "--output") -> None:  # fmt: skip
+def check_output_file(
+    out: str | Path | None,
+    inputs=(),
+    suffixes: tuple[str, ...] | None = None,
+    option: str = "--output",
+) -> None:
     """Check an output file before any work: not a folder, not one of the inputs, and with
     one of ``suffixes`` when given."""
     if out is None:
@@ -241,9 +248,6 @@ def check_output_file(out: str | Path | None, inputs=(), suffixes: tuple[str, ..
 
 def write_file_atomic(path: str | Path, data: bytes | str) -> None:
     """Write a file through a temp file beside it, fsync and rename: never half-written."""
-    import os
-    import tempfile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

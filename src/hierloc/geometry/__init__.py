@@ -73,6 +73,17 @@ class Manifold:
     def search_vectors(self, x: torch.Tensor, role: str) -> torch.Tensor:
         return self._fn.search_vectors(x, role)
 
+    def search_extra(self, q: torch.Tensor):
+        """What :meth:`neg_dist_from_ip` needs per query besides the inner product (Euclidean:
+        ``|q|²``; ``None`` elsewhere)."""
+        return self._fn.search_extra(q)
+
+    def neg_dist_from_ip(self, ip, squared: bool, extra=None):
+        """``−D`` (squared or not) from inner products of :meth:`search_vectors` (query ·
+        database), torch tensors or NumPy arrays in their own dtype, so that search engines
+        never branch on the manifold."""
+        return self._fn.neg_dist_from_ip(ip, self.K, squared, extra)
+
 
 def available_manifolds() -> list[str]:
     return sorted(_REGISTRY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from hierloc.geometry._common import cap_norm, full_precision, safe_norm, sqrt0, upcast
@@ -75,3 +76,16 @@ def search_vectors(x: torch.Tensor, role: str) -> torch.Tensor:
     if role == "query":
         return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
     raise ValueError(f"role must be 'query' or 'database', got {role!r}")
+
+
+def search_extra(q: torch.Tensor) -> torch.Tensor:
+    """``|q|²`` per query: with ``ip = (|q|² − |q−y|²)/2`` it gives the distance back."""
+    return (q * q).sum(-1)
+
+
+def neg_dist_from_ip(ip, K: float, squared: bool, extra=None):
+    """``−D`` from search-vector inner products ``ip = (|q|² − |q−y|²)/2`` and ``extra = |q|²``
+    (broadcast against ``ip``; torch or NumPy)."""
+    xp = np if isinstance(ip, np.ndarray) else torch
+    d2 = xp.clip(extra - 2 * ip, 0.0, None)
+    return -d2 if squared else -xp.sqrt(d2)

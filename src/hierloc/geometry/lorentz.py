@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from hierloc.geometry._common import (
@@ -184,3 +185,41 @@ def search_vectors(x: torch.Tensor, role: str) -> torch.Tensor:
     if role == "query":
         return torch.cat([-x[..., :1], x[..., 1:]], dim=-1)
     raise ValueError(f"role must be 'query' or 'database', got {role!r}")
+
+
+def search_extra(q: torch.Tensor) -> None:
+    """The per-query term :func:`neg_dist_from_ip` needs besides the inner product: none."""
+    return None
+
+
+def neg_dist_from_ip(ip, K: float, squared: bool, extra=None):
+    """``−D`` from search-vector inner products ``ip = <q, x>_L = −K·cosh(d/R)`` (torch or
+    NumPy, in their dtype; ``acosh`` written as a log, vectorised on the CPU)."""
+    xp = np if isinstance(ip, np.ndarray) else torch
+    x = xp.clip(ip * (-1.0 / K), 1.0, None)
+    d = xp.log(x + xp.sqrt(x * x - 1)) * math.sqrt(K)
+    return -(d * d) if squared else -d
+
+
+def gathered_dist(z, h_space, h_norm, h_radius, K: float):
+    """Float64 distances ``(B, k)`` from queries ``z (B, D)`` to gathered entities: their space
+    parts ``h_space (B, k, d)``, space norms ``h_norm (B, k)`` and radii ``asinh(|h⃗|/R)``
+    (precomputed once per index), as torch tensors or NumPy arrays. The stable polar form of
+    :func:`dist` (``|x−y|_L² = 4K·sinh²((s−t)/2) + |x⃗||y⃗|·|x̂−ŷ|²``) with ``|x̂−ŷ|² = 2 − 2·x̂·ŷ``
+    from one contraction; pairs closer than 1e-3 in direction get the difference form (no
+    cancellation)."""
+    xp = np if isinstance(z, np.ndarray) else torch
+    R = math.sqrt(K)
+    tiny = np.finfo(np.float64).tiny
+    zs = z[:, 1:]
+    nz = xp.sqrt(xp.clip((zs * zs).sum(-1), tiny, None))  # (B,)
+    uz = zs / nz[:, None]
+    sz = xp.arcsinh(nz / R)[:, None]
+    chord2 = xp.clip(2 - 2 * xp.einsum("bkd,bd->bk", h_space, uz) / h_norm, 0.0, None)
+    close = chord2 < 1e-6
+    if close.any():  # exact where 2 − 2cos would cancel
+        i, j = xp.where(close)
+        diff = uz[i] - h_space[i, j] / h_norm[i, j][:, None]
+        chord2[i, j] = (diff * diff).sum(-1)
+    q = 4 * K * xp.sinh((sz - h_radius) / 2) ** 2 + nz[:, None] * h_norm * chord2
+    return 2 * R * xp.arcsinh(xp.sqrt(q) / (2 * R))

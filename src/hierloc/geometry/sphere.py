@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from hierloc.geometry._common import (
@@ -128,3 +129,15 @@ def search_vectors(x: torch.Tensor, role: str) -> torch.Tensor:
         raise ValueError(f"role must be 'query' or 'database', got {role!r}")
     x = upcast(x)
     return x / safe_norm(x)
+
+
+def search_extra(q: torch.Tensor) -> None:
+    """The per-query term :func:`neg_dist_from_ip` needs besides the inner product: none."""
+    return None
+
+
+def neg_dist_from_ip(ip, K: float, squared: bool, extra=None):
+    """``−D`` from search-vector inner products ``ip = cos(d/R)`` (torch or NumPy)."""
+    xp = np if isinstance(ip, np.ndarray) else torch
+    d = xp.arccos(xp.clip(ip, -1.0, 1.0)) * math.sqrt(K)
+    return -(d * d) if squared else -d

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from hierloc.geo.countries import country_name
 from hierloc.geo.gazetteer import unit_xyz, xyz_to_latlon
@@ -43,8 +44,6 @@ def add_rows_by_group(out: np.ndarray, groups: np.ndarray, values: np.ndarray) -
     ``values`` ``(n, D)``. torch's ``index_add_`` converts float16 → float64 about 7× faster
     than NumPy; float16 values summed in float64 are exact, so the order does not matter.
     """
-    import torch
-
     torch.from_numpy(out).index_add_(
         0,
         torch.from_numpy(np.ascontiguousarray(groups, dtype=np.int64)),
@@ -151,8 +150,10 @@ class HierarchyBuilder:
         self.embed_dim = embed_dim
         # image embeddings are summed per city only; coarser sums are the sums of their
         # children's (exact), computed once in finalize — a quarter of the work per record
-        self.levels = [_Level(embed_dim if d == len(LEVEL_NAMES) - 1 else None)
-                       for d in range(len(LEVEL_NAMES))]  # fmt: skip
+        self.levels = [
+            _Level(embed_dim if d == len(LEVEL_NAMES) - 1 else None)
+            for d in range(len(LEVEL_NAMES))
+        ]
         self._token_cache: dict[str, tuple[str | None, str | None]] = {}
 
     def _tokens(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,8 +267,11 @@ class HierarchyBuilder:
         image_mean = np.concatenate(means) if means else None
         text = None
         if text_encoder is not None:
-            log.info("embedding %d entity descriptions with %s", len(entities),
-                     getattr(text_encoder, "name", "the text encoder"))  # fmt: skip
+            log.info(
+                "embedding %d entity descriptions with %s",
+                len(entities),
+                getattr(text_encoder, "name", "the text encoder"),
+            )
             text = np.asarray(text_encoder(describe(entities)), dtype=np.float32)
             if text.ndim != 2 or len(text) != len(entities):
                 raise ValueError(

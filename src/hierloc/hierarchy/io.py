@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hierloc.data.artifacts import read_json, read_npy, read_parquet
 from hierloc.errors import InputError
@@ -36,9 +38,6 @@ VERSION = 1
 
 
 def write_entities(hierarchy: Hierarchy, folder: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     table = pa.Table.from_pandas(hierarchy.entities, preserve_index=False)
     pq.write_table(table, folder / "entities.parquet")
     if hierarchy.image_mean is not None:
@@ -137,3 +136,31 @@ def export_tree(folder: HierarchyFolder) -> dict:
         if node["level"] == "city":
             del node["children"]
     return {"format": FORMAT, "version": VERSION, "countries": roots}
+
+
+def entity_frame(ids: list[np.ndarray], frame: pd.DataFrame) -> pd.DataFrame:
+    """``entities.parquet`` of a model folder from a hierarchy's entities (``load_entities``):
+    ``level, row, entity_id, name, latitude, longitude, count, parent_row``."""
+    rows = []
+    for lv, level_ids in enumerate(ids):
+        sub = frame[frame["level"] == lv].reset_index(drop=True)
+        if lv:
+            pos = {e: k for k, e in enumerate(ids[lv - 1])}
+            parent_row = sub["parent_id"].map(pos).to_numpy()
+        else:
+            parent_row = np.full(len(sub), -1)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "level": lv,
+                    "row": np.arange(len(sub)),
+                    "entity_id": level_ids,
+                    "name": sub["name"].astype(str),
+                    "latitude": sub["latitude"],
+                    "longitude": sub["longitude"],
+                    "count": sub["count"],
+                    "parent_row": parent_row.astype(np.int64),
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from hierloc.data.features import FeatureStore
+from hierloc.data.geocode import fill_labels, is_missing
+from hierloc.data.ids import IdIndex
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
+from hierloc.data.tables import where
 from hierloc.data.writers import FixedRowGroupWriter, staged_folder
+from hierloc.errors import InputError
 from hierloc.geo.countries import canonical_iso2
+from hierloc.geo.gazetteer import load_gazetteer
 from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
 from hierloc.hierarchy.io import FORMAT, VERSION, write_entities
 from hierloc.hierarchy.io import write_manifest as _write_manifest
@@ -55,11 +62,6 @@ def build_hierarchy(
     Returns:
         The manifest written to ``out/manifest.json``.
     """
-    import pyarrow as pa
-
-    from hierloc.data.features import FeatureStore
-    from hierloc.data.geocode import fill_labels, is_missing
-
     metadata, out = Path(metadata), Path(out)
     with staged_folder(out, overwrite, (FORMAT,), inputs=[metadata, features]) as tmp:
         rejects = Rejects(tmp / "rejects.csv")
@@ -71,13 +73,9 @@ def build_hierarchy(
         )
         index = None
         if store is not None:
-            from hierloc.data.ids import IdIndex
-
             index = IdIndex(store.ids)
         gaz = None
         if gazetteer:
-            from hierloc.geo.gazetteer import load_gazetteer
-
             gaz = load_gazetteer(gazetteer)
         builder = HierarchyBuilder(embed_dim=store.dim if store is not None else None)
         schema = pa.schema(
@@ -124,9 +122,6 @@ def build_hierarchy(
                 )
                 kinds = np.where(missing, "country is missing", "unknown country")
                 if strict:
-                    from hierloc.data.tables import where
-                    from hierloc.errors import InputError
-
                     r = int(np.flatnonzero(bad)[0])
                     raise InputError(
                         f"{where(metadata, int(chunk.rows[r]), reader.fmt)}: {reasons[r]}"

@@ -29,15 +29,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from hierloc.models import register_model
+from hierloc.checks import ConfigValueError, integer, number, one_of
+from hierloc.models.registry import register_model
 
 
 class LatentCrossAttention(nn.Module):
     """Multi-head cross-attention whose keys and values come from a low-dimensional latent of
     the context: ``c = ctx·W_down`` (``latent``-d), ``K = c·W_k``, ``V = c·W_v``."""
 
-    def __init__(self, dim: int, context_dim: int, heads: int = 8, latent: int = 64,
-                 out_dim: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        heads: int = 8,
+        latent: int = 64,
+        out_dim: int | None = None,
+    ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
@@ -57,8 +64,9 @@ class LatentCrossAttention(nn.Module):
         def split(t):
             return t.view(B, -1, h, d // h).transpose(1, 2)  # (B, h, T, d/h)
 
-        o = nn.functional.scaled_dot_product_attention(split(self.q(x)), split(self.k(c)),
-                                                       split(self.v(c)))  # fmt: skip
+        o = nn.functional.scaled_dot_product_attention(
+            split(self.q(x)), split(self.k(c)), split(self.v(c))
+        )
         return self.out(o.transpose(1, 2).reshape(B, Tq, d))  # (B, Tq, out_dim)
 
 
@@ -71,8 +79,9 @@ class FusionBlock(nn.Module):
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = LatentCrossAttention(query_dim, dim, heads, latent, out_dim=dim)
         self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(),
-                                 nn.Linear(mlp_ratio * dim, dim))  # fmt: skip
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim)
+        )
 
     def forward(self, fused: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         fused = fused + self.attn(self.norm_q(semantic), self.norm_kv(fused))
@@ -82,9 +91,18 @@ class FusionBlock(nn.Module):
 class SemanticFusion(nn.Module):
     """Semantic map + RGB tokens → image feature ``(B, out_dim)``."""
 
-    def __init__(self, classes: int, rgb_dim: int, out_dim: int, dim: int = 128,
-                 blocks: int = 3, heads: int = 8, latent: int = 64, patch: int = 16,
-                 grid: tuple[int, int] = (14, 14)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        classes: int,
+        rgb_dim: int,
+        out_dim: int,
+        dim: int = 128,
+        blocks: int = 3,
+        heads: int = 8,
+        latent: int = 64,
+        patch: int = 16,
+        grid: tuple[int, int] = (14, 14),
+    ) -> None:
         super().__init__()
         if not 0 <= blocks:
             raise ValueError(f"blocks must be >= 0, got {blocks}")
@@ -114,8 +132,9 @@ class SemanticFusion(nn.Module):
         tok = self.embed(onehot.to(self.embed.weight.dtype))  # (B, dim, H/p, W/p)
         pos = self.pos
         if tok.shape[-2:] != pos.shape[-2:]:  # another grid: resize the learned embeddings
-            pos = nn.functional.interpolate(pos, size=tok.shape[-2:], mode="bilinear",
-                                            align_corners=False)  # fmt: skip
+            pos = nn.functional.interpolate(
+                pos, size=tok.shape[-2:], mode="bilinear", align_corners=False
+            )
         tok = (tok + pos).flatten(2).transpose(1, 2)  # (B, N, dim)
         return torch.cat([self.cls.expand(B, -1, -1), tok], 1)
 
@@ -167,8 +186,6 @@ class GeoSurgeConfig:
     mlp_ratio: int = 4
 
     def __post_init__(self) -> None:
-        from hierloc.checks import ConfigValueError, integer, number, one_of
-
         for key in ("embed_dim", "depth", "fusion_dim", "heads", "latent", "mlp_ratio"):
             integer(key, getattr(self, key), 1)
         integer("blocks", self.blocks, 0)
@@ -197,15 +214,17 @@ class GeoSurgeInputs:
 class GeoSurge(nn.Module):
     """Tokens + semantic map → image feature → per-partition log-probabilities over cells."""
 
-    def __init__(self, config: GeoSurgeConfig, inputs: GeoSurgeInputs,
-                 cell_counts: list[int]) -> None:  # fmt: skip
+    def __init__(
+        self, config: GeoSurgeConfig, inputs: GeoSurgeInputs, cell_counts: list[int]
+    ) -> None:
         super().__init__()
         c = config
         if c.head not in ("cells", "classify"):
             raise ValueError(f"model.head must be cells or classify, got {c.head!r}")
         if not 1 <= c.depth <= len(cell_counts):
-            raise ValueError(f"model.depth {c.depth}: the cells folder has {len(cell_counts)} "
-                             "partitions")  # fmt: skip
+            raise ValueError(
+                f"model.depth {c.depth}: the cells folder has {len(cell_counts)} partitions"
+            )
         self.config, self.inputs = config, inputs
         self.cell_counts = list(cell_counts[: c.depth])
         rgb = c.rgb_dim or inputs.token_dim
@@ -220,9 +239,17 @@ class GeoSurge(nn.Module):
                     f"semantic --size N·{side} (e.g. {side * 4})"
                 )
             patch = inputs.map_size // side
-        self.fusion = SemanticFusion(max(1, inputs.classes), rgb, c.embed_dim, dim=c.fusion_dim,
-                                     blocks=c.blocks, heads=c.heads, latent=c.latent,
-                                     patch=patch, grid=inputs.grid)  # fmt: skip
+        self.fusion = SemanticFusion(
+            max(1, inputs.classes),
+            rgb,
+            c.embed_dim,
+            dim=c.fusion_dim,
+            blocks=c.blocks,
+            heads=c.heads,
+            latent=c.latent,
+            patch=patch,
+            grid=inputs.grid,
+        )
         if c.head == "cells":
             self.cells = nn.ParameterList(
                 [nn.Parameter(torch.randn(n, c.embed_dim) * 0.02) for n in self.cell_counts]
@@ -256,29 +283,6 @@ class GeoSurge(nn.Module):
 
     def forward(self, tokens, semantic) -> list[torch.Tensor]:
         return self.logits(self.features(tokens, semantic))
-
-
-def partition_loss(
-    logits: list[torch.Tensor], targets: torch.Tensor, denominators: list[float] | None = None
-) -> tuple[torch.Tensor, list[float]]:
-    """InfoNCE per partition (cross-entropy over the cells; ``-1`` targets — a sample whose cell
-    was dropped — are left out), summed over partitions. Each term is the mean over the valid
-    samples, or the sum divided by ``denominators[p]`` (data-parallel training: the global
-    batch's valid count / processes, so that averaging the processes' gradients gives the
-    global mean)."""
-    total = logits[0].new_zeros(())
-    parts = []
-    for p, lg in enumerate(logits):
-        t = targets[:, p]
-        ok = t >= 0
-        denom = float(ok.sum()) if denominators is None else float(denominators[p])
-        if not bool(ok.any()) or denom <= 0:
-            parts.append(0.0)
-            continue
-        loss = nn.functional.cross_entropy(lg[ok].float(), t[ok], reduction="sum") / denom
-        total = total + loss
-        parts.append(float(loss.detach()))
-    return total, parts
 
 
 def ancestors(parents: list[np.ndarray]) -> list[np.ndarray]:

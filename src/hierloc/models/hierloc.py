@@ -30,8 +30,8 @@ from torch import nn
 from hierloc.checks import ConfigValueError, flag, integer, number, one_of
 from hierloc.errors import InputError
 from hierloc.geo.location_encoding import sphere_m_plus
-from hierloc.geometry import get_manifold
-from hierloc.models import register_model
+from hierloc.geometry import available_manifolds, get_manifold
+from hierloc.models.registry import register_model
 
 MODALITIES = ("location", "image", "text")
 
@@ -52,8 +52,6 @@ class HierLocConfig:
     alpha_init: float = 1.0
 
     def __post_init__(self) -> None:
-        from hierloc.geometry import available_manifolds
-
         integer("dim", self.dim, 1)
         one_of("manifold", self.manifold, available_manifolds())
         number("K", self.K, 0, low_open=True)
@@ -230,7 +228,7 @@ class HierLoc(HierLocQuery):
     def _anchors(self, n: int) -> nn.Parameter:
         eps = torch.randn(n, self.config.dim) * self.config.anchor_std
         if self.manifold.name == "lorentz":
-            import geoopt
+            import geoopt  # only Lorentz anchors need it; its import warns under torch.jit
 
             ball = geoopt.Lorentz(k=self.config.K)
             return geoopt.ManifoldParameter(self.manifold.expmap0(eps).detach(), manifold=ball)

@@ -101,15 +101,23 @@ class GeoSurgeTrainConfig:
 
 # GeoSURGE's paper defaults (§III-C) over the shared ones: AdamW lr 1e-4, wd 1e-4, ×0.5 per
 # epoch, early stopping with patience 4 (batch 1024 in the paper; 256 here for CPU memory)
-GEOSURGE_DEFAULTS = {"optim": {"lr": 1e-4, "weight_decay": 1e-4, "schedule": "step",
-                               "step_gamma": 0.5, "epochs": 10},
-                     "run": {"patience": 4}}  # fmt: skip
+GEOSURGE_DEFAULTS = {
+    "optim": {
+        "lr": 1e-4,
+        "weight_decay": 1e-4,
+        "schedule": "step",
+        "step_gamma": 0.5,
+        "epochs": 10,
+    },
+    "run": {"patience": 4},
+}
 
 
 def _build(cls, data: dict, where: str):
     if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping (key: value lines), got "
-                         f"{type(data).__name__} {data!r}")  # fmt: skip
+        raise InputError(
+            f"{where}: expected a mapping (key: value lines), got {type(data).__name__} {data!r}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
@@ -118,9 +126,13 @@ def _build(cls, data: dict, where: str):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InputError(f"unknown config key {where}.{key}{hint}; known: {sorted(fields)}")
         ftype = fields[key].type
-        sub = {"HierLocConfig": HierLocConfig, "LossConfig": LossConfig,
-               "OptimConfig": OptimConfig, "RunConfig": RunConfig,
-               "GeoSurgeConfig": GeoSurgeConfig}.get(str(ftype))  # fmt: skip
+        sub = {
+            "HierLocConfig": HierLocConfig,
+            "LossConfig": LossConfig,
+            "OptimConfig": OptimConfig,
+            "RunConfig": RunConfig,
+            "GeoSurgeConfig": GeoSurgeConfig,
+        }.get(str(ftype))
         if sub is not None:
             kwargs[key] = _build(sub, value, f"{where}.{key}")
         else:
@@ -165,8 +177,7 @@ def _coerce(value, ftype: str, where: str):
     return value
 
 
-_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number",
-               "str": "a string"}  # fmt: skip
+_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string"}
 
 
 def _set_dotted(data: dict, dotted: str) -> None:
@@ -206,8 +217,9 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                model: str = "hierloc"):  # fmt: skip
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, model: str = "hierloc"
+):
     """``TrainConfig`` (``model="hierloc"``) or ``GeoSurgeTrainConfig`` (``"geosurge"``, with
     the paper's defaults under the file and the overrides)."""
     data: dict = {}
@@ -217,18 +229,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except (OSError, yaml.YAMLError) as e:
             raise InputError(f"{path}: cannot read the config ({' '.join(str(e).split())})") from e
         if not isinstance(data, dict):
-            raise InputError(f"{path}: the top level must be a mapping of sections (model:, "
-                             f"loss:, optim:, run:), got a {type(data).__name__}")  # fmt: skip
+            raise InputError(
+                f"{path}: the top level must be a mapping of sections (model:, "
+                f"loss:, optim:, run:), got a {type(data).__name__}"
+            )
         for section, body in data.items():
             if not isinstance(body, dict):
-                raise InputError(f"{path}: section {section!r} must be a mapping of keys, got "
-                                 f"{type(body).__name__} {body!r}")  # fmt: skip
+                raise InputError(
+                    f"{path}: section {section!r} must be a mapping of keys, got "
+                    f"{type(body).__name__} {body!r}"
+                )
     for o in overrides or []:
         _set_dotted(data, o)
     if model not in ("hierloc", "geosurge"):
         raise InputError(f"unknown model {model!r}; hierloc or geosurge")
-    cls, data = ((GeoSurgeTrainConfig, _merge(GEOSURGE_DEFAULTS, data)) if model == "geosurge"
-                 else (TrainConfig, data))  # fmt: skip
+    cls, data = (
+        (GeoSurgeTrainConfig, _merge(GEOSURGE_DEFAULTS, data))
+        if model == "geosurge"
+        else (TrainConfig, data)
+    )
     try:
         return _build(cls, data, "config")
     except InputError as e:

@@ -13,8 +13,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hierloc.data.features import FeatureStore
+from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
 from hierloc.errors import InputError
-from hierloc.hierarchy.build import LEVEL_NAMES
+from hierloc.geo.countries import canonical_iso2
+from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
+from hierloc.hierarchy.io import HierarchyFolder
 from hierloc.models.hierloc import EntityTables
 
 log = logging.getLogger(__name__)
@@ -40,15 +44,6 @@ class TrainingData:
     dropped: dict
 
 
-def _features_by_id(store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from hierloc.data.features import read_rows
-    from hierloc.data.ids import IdIndex
-
-    pos = IdIndex(store.ids).lookup(np.asarray(ids, dtype=object))
-    ok = pos >= 0
-    return read_rows(store.features, pos[ok]).astype(np.float32), ok
-
-
 def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:
     return Split(
         torch.from_numpy(np.ascontiguousarray(feats)),
@@ -60,8 +55,6 @@ def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:
 def load_entities(hierarchy: str | Path) -> tuple[EntityTables, list[np.ndarray], pd.DataFrame]:
     """A hierarchy folder's entity tables per level, the entity ids per level (row → id) and
     the entities frame."""
-    from hierloc.hierarchy.io import HierarchyFolder
-
     folder = HierarchyFolder.open(hierarchy)
     ent = folder.entities
     image_mean, text = folder.image_mean(), folder.text()
@@ -78,8 +71,6 @@ def load_entities(hierarchy: str | Path) -> tuple[EntityTables, list[np.ndarray]
 def load_training_data(
     hierarchy: str | Path, features: str | Path, val: str | Path | None = None
 ) -> TrainingData:
-    from hierloc.data.features import FeatureStore
-
     store = FeatureStore.open(features)
     tables, ids, _ = load_entities(hierarchy)
     index = [{e: k for k, e in enumerate(level_ids)} for level_ids in ids]
@@ -95,7 +86,7 @@ def load_training_data(
             f"{hierarchy}/labels.parquet has no coordinates (built by an older hierloc); "
             "rebuild it with hierloc hierarchy build --overwrite"
         )
-    feats, ok = _features_by_id(store, labels["id"].to_numpy(dtype=object))
+    feats, ok = store.lookup(labels["id"].to_numpy(dtype=object))
     if not ok.any():
         raise InputError(f"{features}: holds none of the training ids of {hierarchy}")
     labels = labels[ok]
@@ -114,15 +105,15 @@ def label_entities(labels: dict[str, np.ndarray | None], lat: np.ndarray, lon: n
     """The hierarchy's entity ids (and display names) of labelled points, as a hierarchy built
     from them would give: ``({level: ids}, {level: names}, known)`` where the arrays hold the
     rows with a recognisable country (``known``, ``(N,)`` bool)."""
-    from hierloc.geo.countries import canonical_iso2
-    from hierloc.hierarchy.build import HierarchyBuilder
-
     iso2 = canonical_iso2(pd.Series(labels["country"], dtype=object))
     known = np.asarray(~pd.isna(iso2), dtype=bool)
     builder = HierarchyBuilder()  # a throwaway builder: the same ids as the real one
-    got = builder.add(np.asarray(iso2)[known],
-                      {c: v[known] for c, v in labels.items() if v is not None},
-                      lat[known], lon[known])  # fmt: skip
+    got = builder.add(
+        np.asarray(iso2)[known],
+        {c: v[known] for c, v in labels.items() if v is not None},
+        lat[known],
+        lon[known],
+    )
     ids, names = {}, {}
     for depth, lv in enumerate(LEVEL_NAMES):
         level = builder.levels[depth]
@@ -138,8 +129,6 @@ def metadata_entities(path, rejected: list | None = None) -> pd.DataFrame:
     hierarchy built from them would give. Records without a recognisable country are left out
     (their count is ``frame.attrs["without_country"]``); ``rejected`` collects every record left
     out, bad rows included, as ``(row, id, reason)``."""
-    from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
-
     parts, unknown = [], 0
     reader = MetadataReader(path, rejects=Rejects(keep=rejected))
     for chunk in reader:
@@ -149,10 +138,11 @@ def metadata_entities(path, rejected: list | None = None) -> pd.DataFrame:
         got, _, known = label_entities(labels, chunk.lat, chunk.lon)
         unknown += int((~known).sum())
         if rejected is not None:
-            rejected += [(int(chunk.rows[k]) + 1, chunk.ids[k], "no recognisable country label")
-                         for k in np.flatnonzero(~known)]  # fmt: skip
-        part = {"id": chunk.ids[known], "latitude": chunk.lat[known],
-                "longitude": chunk.lon[known]}  # fmt: skip
+            rejected += [
+                (int(chunk.rows[k]) + 1, chunk.ids[k], "no recognisable country label")
+                for k in np.flatnonzero(~known)
+            ]
+        part = {"id": chunk.ids[known], "latitude": chunk.lat[known], "longitude": chunk.lon[known]}
         part |= {f"{lv}_id": got[lv] for lv in LEVEL_NAMES}
         parts.append(pd.DataFrame(part))
     frame = pd.concat(parts, ignore_index=True)
@@ -162,8 +152,13 @@ def metadata_entities(path, rejected: list | None = None) -> pd.DataFrame:
 
 def _val_split(path, store, index) -> tuple[Split, int]:
     frame = metadata_entities(path)
-    t = np.stack([frame[f"{lv}_id"].map(lambda e, k=k: index[k].get(e, -1)).to_numpy()
-                  for k, lv in enumerate(LEVEL_NAMES)], 1)  # fmt: skip
-    feats, ok = _features_by_id(store, frame["id"].to_numpy(dtype=object))
+    t = np.stack(
+        [
+            frame[f"{lv}_id"].map(lambda e, k=k: index[k].get(e, -1)).to_numpy()
+            for k, lv in enumerate(LEVEL_NAMES)
+        ],
+        1,
+    )
+    feats, ok = store.lookup(frame["id"].to_numpy(dtype=object))
     coords = frame[["latitude", "longitude"]].to_numpy()[ok]
     return _split(feats, t[ok], coords), int((~ok).sum())

@@ -20,9 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hierloc.data.cells import load_cells, locate_cells
+from hierloc.data.features import FeatureStore, read_rows
+from hierloc.data.ids import IdIndex
+from hierloc.data.metadata import MetadataReader
+from hierloc.data.semantic import check_alignment, semantic_info
 from hierloc.errors import InputError
 from hierloc.eval.metrics import distance_metrics
-from hierloc.models.geosurge import GeoSurgeInputs, ancestors, partition_loss, product_scores
+from hierloc.geo.haversine import haversine_km
+from hierloc.losses.partition import partition_loss
+from hierloc.models import create_model
+from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores
 from hierloc.train.loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -53,8 +61,6 @@ class GeoSurgeData:
     def batch(self, split: SurgeSplit, idx) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Tokens ``(B, T·C)`` float32 and maps ``(B, S·S)`` uint8 of samples ``idx``, read
         from the memory-mapped stores in sorted order."""
-        from hierloc.data.features import read_rows
-
         idx = np.asarray(idx)
         tok = torch.from_numpy(read_rows(self.tokens.features, split.token_rows[idx])).float()
         sem = None
@@ -65,69 +71,36 @@ class GeoSurgeData:
 
 def store_inputs(tokens, semantic) -> GeoSurgeInputs:
     """The model's input description from the stores' manifests (clear errors otherwise)."""
-    from hierloc.data.semantic import check_alignment, semantic_info
-
     enc = tokens.manifest.get("encoder") or {}
     if enc.get("output") != "tokens":
-        raise InputError(f"{tokens.path}: holds pooled features, not tokens; GeoSURGE needs "
-                         "hierloc extract --tokens")  # fmt: skip
+        raise InputError(
+            f"{tokens.path}: holds pooled features, not tokens; GeoSURGE needs "
+            "hierloc extract --tokens"
+        )
     T, C = enc["tokens"]
     info = semantic_info(semantic) if semantic is not None else {"classes": [], "map_size": 0}
     if semantic is not None:
         check_alignment(tokens, semantic)
-    return GeoSurgeInputs(tokens=int(T), token_dim=int(C), grid=tuple(enc["token_grid"]),
-                          cls_token=bool(enc["cls_token"]), classes=len(info["classes"]),
-                          map_size=int(info["map_size"]))  # fmt: skip
-
-
-def partitions(frame: pd.DataFrame) -> list:
-    """A cells frame (``cells.parquet``) as the builder's :class:`~hierloc.geo.s2cells.Partition`
-    objects, coarse → fine (rows are sorted by cell id, as the builder wrote them)."""
-    from hierloc.geo.s2cells import Partition
-
-    out = []
-    for p in sorted(frame["partition"].unique()):
-        sub = frame[frame["partition"] == p].sort_values("row")
-        out.append(Partition(
-            tau_max=int(sub["tau_max"].iloc[0]), ids=sub["cell_id"].to_numpy(np.uint64),
-            levels=sub["level"].to_numpy(np.int64), counts=sub["count"].to_numpy(np.int64),
-            center_lat=sub["center_lat"].to_numpy(), center_lon=sub["center_lon"].to_numpy(),
-            mean_lat=sub["mean_lat"].to_numpy(), mean_lon=sub["mean_lon"].to_numpy(),
-            parent=sub["parent_row"].to_numpy(np.int64),
-        ))  # fmt: skip
-    return out
-
-
-def load_cells(cells: str | Path) -> tuple[pd.DataFrame, list]:
-    """``(cells frame, partitions)`` of a cells folder (``hierloc cells build``)."""
-    path = Path(cells)
-    if not (path / "cells.parquet").exists():
-        raise InputError(f"{path}: not a cells folder (no cells.parquet); make one with "
-                         "hierloc cells build TRAIN_METADATA -o FOLDER")  # fmt: skip
-    frame = pd.read_parquet(path / "cells.parquet")
-    return frame, partitions(frame)
-
-
-def locate_cells(parts: list, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """``(N, P)``: the row of the cell holding each point in every partition, ``-1`` if none."""
-    from hierloc.geo import s2
-    from hierloc.geo.gazetteer import unit_xyz
-
-    leaf = s2.leaf_cells(unit_xyz(np.asarray(lat, np.float64), np.asarray(lon, np.float64)))[0]
-    return np.stack([part.locate(leaf) for part in parts], 1).astype(np.int64)
+    return GeoSurgeInputs(
+        tokens=int(T),
+        token_dim=int(C),
+        grid=tuple(enc["token_grid"]),
+        cls_token=bool(enc["cls_token"]),
+        classes=len(info["classes"]),
+        map_size=int(info["map_size"]),
+    )
 
 
 def _rows_of(store, ids: np.ndarray) -> np.ndarray:
-    from hierloc.data.ids import IdIndex
-
     return IdIndex(store.ids).lookup(np.asarray(ids, dtype=object))
 
 
-def load_geosurge_data(cells: str | Path, tokens: str | Path, semantic: str | Path | None,
-                       val: str | Path | None = None) -> GeoSurgeData:  # fmt: skip
-    from hierloc.data.features import FeatureStore
-    from hierloc.data.metadata import MetadataReader
-
+def load_geosurge_data(
+    cells: str | Path,
+    tokens: str | Path,
+    semantic: str | Path | None,
+    val: str | Path | None = None,
+) -> GeoSurgeData:
     tok_store = FeatureStore.open(tokens)
     sem_store = FeatureStore.open(semantic) if semantic is not None else None
     inputs = store_inputs(tok_store, sem_store)
@@ -143,15 +116,22 @@ def load_geosurge_data(cells: str | Path, tokens: str | Path, semantic: str | Pa
             s_rows = _rows_of(sem_store, ids)
             ok &= s_rows >= 0
             s_rows = s_rows[ok]
-        return SurgeSplit(t_rows[ok], s_rows, torch.from_numpy(targets[ok].astype(np.int64)),
-                          torch.from_numpy(latlon[ok])), int((~ok).sum())  # fmt: skip
+        return SurgeSplit(
+            t_rows[ok],
+            s_rows,
+            torch.from_numpy(targets[ok].astype(np.int64)),
+            torch.from_numpy(latlon[ok]),
+        ), int((~ok).sum())
 
     ids = assign["id"].to_numpy(dtype=object)
     targets = assign[[f"p{p}" for p in range(P)]].to_numpy()
     train, missing = split(ids, targets, np.full((len(ids), 2), np.nan))
     if not len(train):
-        raise InputError(f"{tokens}" + ("" if semantic is None else f" and {semantic}")
-                         + f" hold none of the training ids of {cells}")  # fmt: skip
+        raise InputError(
+            f"{tokens}"
+            + ("" if semantic is None else f" and {semantic}")
+            + f" hold none of the training ids of {cells}"
+        )
     dropped = {"train_without_inputs": missing}
     val_split = None
     if val is not None:
@@ -171,8 +151,6 @@ class GeoSurgeTrainer(Trainer):
     """The shared trainer with GeoSURGE's model, batches, loss and validation."""
 
     def _build_model(self):
-        from hierloc.models import create_model
-
         d = self.data
         model = create_model("geosurge", self.cfg.model, d.inputs, [len(p) for p in d.parts])
         self.anc = ancestors([p.parent for p in d.parts[: self.cfg.model.depth]])
@@ -185,21 +163,26 @@ class GeoSurgeTrainer(Trainer):
         tok, sem = self.data.batch(self.data.train, idx.numpy())
         targets = self.data.train.targets[idx][:, : self.cfg.model.depth].to(self.device)
         with self._autocast():
-            logits = self.forward_model(tok.to(self.device),
-                                        None if sem is None else sem.to(self.device))  # fmt: skip
+            logits = self.forward_model(
+                tok.to(self.device), None if sem is None else sem.to(self.device)
+            )
         valid = self.data.train.targets[self._global_batch][:, : self.cfg.model.depth] >= 0
         denominators = (valid.sum(0).double() / self.world).tolist()
         total, parts = partition_loss(logits, targets, denominators)
         total.backward()
         self._optimizer_step()
         tau = self.model.tau().tolist() if self.cfg.model.head == "cells" else []
-        return {"step": self.step, "epoch": self.epoch, "loss": float(total.detach()),
-                "level_losses": parts, "tau": tau, "images": len(idx)}  # fmt: skip
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": float(total.detach()),
+            "level_losses": parts,
+            "tau": tau,
+            "images": len(idx),
+        }
 
     @torch.no_grad()
     def validate(self, split: SurgeSplit | None = None, batch: int = 256) -> dict:
-        from hierloc.geo.haversine import haversine_km
-
         split = split if split is not None else self.data.val
         if split is None or not len(split):
             return {}
@@ -213,8 +196,9 @@ class GeoSurgeTrainer(Trainer):
             tok, sem = self.data.batch(split, idx)
             t = split.targets[idx][:, :depth].to(self.device)
             with self._autocast():
-                logits = self.model(tok.to(self.device),
-                                    None if sem is None else sem.to(self.device))  # fmt: skip
+                logits = self.model(
+                    tok.to(self.device), None if sem is None else sem.to(self.device)
+                )
             logp = [torch.log_softmax(lg.float(), dim=1) for lg in logits]
             for p, lp in enumerate(logp):
                 hits[p] += float((lp.argmax(1) == t[:, p]).sum())

@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
 
+from hierloc.data.artifacts import read_safetensors
 from hierloc.data.writers import staged_folder
 from hierloc.errors import InputError
 from hierloc.eval.metrics import geoscore
@@ -55,47 +58,29 @@ def project_onto_manifold(optimizer, manifold) -> None:
             p.copy_(manifold.project(p))
 
 
-def tune_allocator() -> None:
-    """Keep glibc from returning freed buffers to the OS after every tile: with its default
-    (dynamic) mmap/trim thresholds, each multi-MB temporary of the loss's tiles is page-faulted
-    in anew, which tripled the loss's time here. Linux/glibc only; a no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest glibc allows
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc (musl, …): nothing to tune
-        pass
-
-
 class Trainer:
-    def __init__(self, cfg: TrainConfig, data: TrainingData, run_dir: str | Path,
-                 device: str = "cpu") -> None:  # fmt: skip
-        import geoopt
+    """One training run. ``rank``/``world``: this process's place among torchrun's (the entry
+    point, :func:`hierloc.train.runtime.start_trainer`, seeds, tunes and joins the group)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: TrainingData,
+        run_dir: str | Path,
+        device: str = "cpu",
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        import geoopt  # only Lorentz anchors need it; its import warns under torch.jit
 
         self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
-        tune_allocator()
         self.device = torch.device(device)
-        torch.manual_seed(cfg.run.seed)
-        np.random.seed(cfg.run.seed)
-        random.seed(cfg.run.seed)
-        self.rank = int(os.environ.get("RANK", 0))
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if cfg.optim.batch_size % self.world:
-                raise ValueError(
-                    f"optim.batch_size {cfg.optim.batch_size} must be divisible by the "
-                    f"{self.world} processes"
-                )
-            if not dist.is_initialized():
-                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.rank, self.world = int(rank), int(world)
+        if cfg.optim.batch_size % self.world:
+            raise InputError(
+                f"optim.batch_size {cfg.optim.batch_size} must be divisible by the "
+                f"{self.world} processes"
+            )
         self.model, self.loss_fn = self._build_model()
         self.model.to(self.device)
         self.loss_fn.to(self.device)
@@ -112,8 +97,12 @@ class Trainer:
         scalars = [p for n, p in named if n.rsplit(".", 1)[-1].startswith("log_")]
         weights = [p for n, p in named if not n.rsplit(".", 1)[-1].startswith("log_")]
         self.opt = torch.optim.AdamW(
-            [{"params": weights, "weight_decay": cfg.optim.weight_decay},
-             {"params": scalars, "weight_decay": 0.0}], lr=cfg.optim.lr)  # fmt: skip
+            [
+                {"params": weights, "weight_decay": cfg.optim.weight_decay},
+                {"params": scalars, "weight_decay": 0.0},
+            ],
+            lr=cfg.optim.lr,
+        )
         self.ropt = None
         if manifold:
             self.ropt = geoopt.optim.RiemannianAdam(
@@ -169,8 +158,7 @@ class Trainer:
     def _autocast(self):
         """bf16 for the MLPs and attention; the geometry and the loss disable autocast
         themselves and run in fp32."""
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                              enabled=self.bf16)  # fmt: skip
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def train_step(self) -> dict:
         """One optimizer step on ``batch_size`` images (this process's share of it)."""
@@ -187,21 +175,27 @@ class Trainer:
             targets = torch.stack(
                 [t if s is None else torch.searchsorted(s, t.contiguous()) for t, s in cols], 1
             )
-        total, per_level = self.backward(split.features[idx].to(self.device),
-                                         targets.to(self.device),
-                                         split.coords[idx].to(self.device),
-                                         subsets, offsets)  # fmt: skip
+        total, per_level = self.backward(
+            split.features[idx].to(self.device),
+            targets.to(self.device),
+            split.coords[idx].to(self.device),
+            subsets,
+            offsets,
+        )
         self._optimizer_step()
-        return {"step": self.step, "epoch": self.epoch, "loss": total,
-                "level_losses": per_level, "tau": float(self.loss_fn.tau.detach()),
-                "images": len(idx)}  # fmt: skip
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": total,
+            "level_losses": per_level,
+            "tau": float(self.loss_fn.tau.detach()),
+            "images": len(idx),
+        }
 
     def _optimizer_step(self) -> None:
         """Average the loss module's gradients over processes (DDP did the model's), clip,
         set the scheduled learning rates, step, re-project the Lorentz anchors; ``step += 1``."""
         if self.world > 1:
-            import torch.distributed as dist
-
             for p in self.loss_fn.parameters():
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
@@ -359,14 +353,13 @@ class Trainer:
                 pos = {e: k for k, e in enumerate(ids[lv - 1])}
                 self._val_parents.append(np.array([pos[e.rsplit("/", 1)[0]] for e in ids[lv]]))
         pts = [h.detach().float().cpu() for h in ents]
-        return EntityIndex.from_parents(self.model.manifold, pts, self._val_parents,
-                                        squared=self.cfg.loss.squared_distance)  # fmt: skip
+        return EntityIndex.from_parents(
+            self.model.manifold, pts, self._val_parents, squared=self.cfg.loss.squared_distance
+        )
 
     def _agree_to_stop(self, stop: bool) -> bool:
         """Rank 0's early-stopping decision, broadcast so that every process stops at the same
         step (a process that went on would wait in the next all-reduce for ever)."""
-        import torch.distributed as dist
-
         flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         dist.broadcast(flag, src=0)
         return bool(flag.item())
@@ -386,8 +379,7 @@ class Trainer:
             while self.step < self.total_steps:
                 info = self.train_step()
                 last = self.step == self.total_steps
-                validating = self.data.val is not None and (self.step % run.val_every == 0
-                                                            or last)  # fmt: skip
+                validating = self.data.val is not None and (self.step % run.val_every == 0 or last)
                 if self.rank != 0:
                     yield info
                     if validating and self._agree_to_stop(False):  # rank 0 decides
@@ -406,8 +398,11 @@ class Trainer:
                         stop = run.patience > 0 and self.bad_evals >= run.patience
                         if stop:
                             info["early_stop"] = True
-                            log.info("early stopping at step %d: %d validations without "
-                                     "improvement", self.step, self.bad_evals)  # fmt: skip
+                            log.info(
+                                "early stopping at step %d: %d validations without improvement",
+                                self.step,
+                                self.bad_evals,
+                            )
                 if validating and self.world > 1:
                     stop = self._agree_to_stop(stop)
                 if self.step % run.checkpoint_every == 0 or last or stop:
@@ -422,8 +417,6 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------
     def save_checkpoint(self, tag: str | None = None) -> Path:
-        from safetensors.torch import save_file
-
         name = tag or f"ckpt-{self.step:08d}"
         final = self.run_dir / name
         with staged_folder(final, overwrite=True, kinds=None) as tmp:
@@ -434,13 +427,23 @@ class Trainer:
             }
             save_file(state, str(tmp / "model.safetensors"))
             save_config(self.cfg, tmp / "config.yaml")
-            torch.save({
-                "step": self.step, "epoch": self.epoch, "position": self.position,
-                "best": self.best, "bad_evals": self.bad_evals, "opt": self.opt.state_dict(),
-                "ropt": None if self.ropt is None else self.ropt.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "python": random.getstate()},
-            }, tmp / "train_state.pt")  # fmt: skip
+            torch.save(
+                {
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "position": self.position,
+                    "best": self.best,
+                    "bad_evals": self.bad_evals,
+                    "opt": self.opt.state_dict(),
+                    "ropt": None if self.ropt is None else self.ropt.state_dict(),
+                    "rng": {
+                        "torch": torch.get_rng_state(),
+                        "numpy": np.random.get_state(),
+                        "python": random.getstate(),
+                    },
+                },
+                tmp / "train_state.pt",
+            )
             _fsync_dir_files(tmp)
         if tag is None:
             ckpts = sorted(self.run_dir.glob("ckpt-*"))
@@ -453,8 +456,6 @@ class Trainer:
         return ckpts[-1] if ckpts else None
 
     def load_checkpoint(self, path: str | Path) -> None:
-        from hierloc.data.artifacts import read_safetensors
-
         path = Path(path)
         fix = f"delete {path} to resume from the previous checkpoint"
         state = read_safetensors(path / "model.safetensors", "checkpoint's weights", fix)
@@ -465,11 +466,17 @@ class Trainer:
             self.loss_fn.load_state_dict(loss_state)
         except RuntimeError as e:
             first = str(e).splitlines()[0]
-            raise InputError(f"{path}: does not fit this run's model ({first}); train into a "
-                             "new --output or restore the run's config") from e  # fmt: skip
+            raise InputError(
+                f"{path}: does not fit this run's model ({first}); train into a "
+                "new --output or restore the run's config"
+            ) from e
         ts = torch.load(path / "train_state.pt", weights_only=False)
         self.step, self.epoch, self.position, self.best = (
-            ts["step"], ts["epoch"], ts["position"], ts["best"])  # fmt: skip
+            ts["step"],
+            ts["epoch"],
+            ts["position"],
+            ts["best"],
+        )
         self.bad_evals = int(ts.get("bad_evals", 0))
         self.opt.load_state_dict(ts["opt"])
         if self.ropt is not None and ts["ropt"] is not None:

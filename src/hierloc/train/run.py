@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from hierloc.data.manifests import write_sources
+from hierloc.data.writers import check_not_input, folder_kind
 from hierloc.errors import InputError
+from hierloc.train.config import load_config
+from hierloc.train.data import load_training_data
+from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
+from hierloc.train.loop import Trainer
+from hierloc.train.runtime import start_trainer
 
 
 def train_run(
@@ -30,14 +37,9 @@ def train_run(
     resumed_from)`` is called before the first step, ``on_step(info)`` after every step
     (``info`` has the validation metrics on validation steps).
     """
-    from hierloc.index import write_sources
-    from hierloc.train.config import load_config
-
     check_run_folder(output, [hierarchy, features, val, config, cells, semantic])
     cfg = load_config(config, list(overrides), model=model)
     if model == "geosurge":
-        from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
-
         if cells is None:
             raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
         if semantic is None and cfg.model.blocks:
@@ -46,18 +48,16 @@ def train_run(
                 "or --set model.blocks=0 to train without fusion"
             )
         data = load_geosurge_data(cells, features, semantic, val)
-        trainer = GeoSurgeTrainer(cfg, data, output, device=device)
+        trainer = start_trainer(GeoSurgeTrainer, cfg, data, output, device)
         if trainer.rank == 0:
-            write_sources(Path(output), "geosurge", cells=cells, features=features,
-                          semantic=semantic, val=val)  # fmt: skip
+            write_sources(
+                Path(output), "geosurge", cells=cells, features=features, semantic=semantic, val=val
+            )
     else:
-        from hierloc.train.data import load_training_data
-        from hierloc.train.loop import Trainer
-
         if hierarchy is None:
             raise InputError("HierLoc trains on a hierarchy: pass --hierarchy")
         data = load_training_data(hierarchy, features, val)
-        trainer = Trainer(cfg, data, output, device=device)
+        trainer = start_trainer(Trainer, cfg, data, output, device)
         if trainer.rank == 0:
             write_sources(Path(output), hierarchy=hierarchy, features=features, val=val)
     last = trainer.latest_checkpoint()
@@ -77,8 +77,6 @@ RUN_FILES = ("sources.json", "config.yaml", "metrics.jsonl", "stage.json")  # st
 def check_run_folder(output: str | Path, inputs) -> None:
     """A run folder is new, empty or a run (which is resumed): never one of the inputs, nor a
     folder of something else that checkpoints would be written into."""
-    from hierloc.data.writers import check_not_input, folder_kind
-
     check_not_input(output, inputs)
     out = Path(output)
     if not out.exists():
@@ -88,5 +86,6 @@ def check_run_folder(output: str | Path, inputs) -> None:
     kind = folder_kind(out)  # a run folder has no manifest; model folders have config.yaml too
     if kind is not None or (any(out.iterdir()) and not any((out / f).exists() for f in RUN_FILES)):
         held = f"a {kind} folder" if kind else "files that are not a training run"
-        raise InputError(f"{out}: holds {held}; give --output a new or empty folder, or a run "
-                         "folder to resume")  # fmt: skip
+        raise InputError(
+            f"{out}: holds {held}; give --output a new or empty folder, or a run folder to resume"
+        )

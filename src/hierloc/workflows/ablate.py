@@ -19,6 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hierloc.data.writers import write_file_atomic
+from hierloc.errors import InputError
+from hierloc.workflows.compare import build_model, evaluate_model
+
 
 @dataclass(frozen=True)
 class Row:
@@ -47,34 +51,90 @@ def rows() -> list[Row]:
         v(8, "Hierarchical (beam=1)", "base", beam=1),
         v(8, "Hierarchical (beam=10)", "base", paper_best=True),
         # Table 10: mean image embeddings removed coarse → fine, cumulatively (paper's order)
-        *[v(10, label, "base" if not drop else f"nomean{''.join(map(str, drop))}",
-            () if not drop else (f"model.drop_image_mean_levels=[{','.join(map(str, drop))}]",),
-            paper_best=not drop)
-          for label, drop in (("None removed", ()), ("Country", (0,)),
-                              ("Country & Region", (0, 1)),
-                              ("Country & Region & Sub-region", (0, 1, 2)),
-                              ("Country & Region & Sub-region & City", (0, 1, 2, 3)))],
-        *[v(11, f"K = {k}", "base" if k == 0.8 else f"K{k}",
-            () if k == 0.8 else (f"model.K={k}",), paper_best=k == 0.8)
-          for k in (0.25, 0.5, 0.75, 0.8, 1.0)],
-        *[v(12, f"τ = {t}", "base" if t == 0.1 else f"tau{t}",
-            () if t == 0.1 else (f"loss.tau_init={t}",), paper_best=t == 0.1)
-          for t in (0.07, 0.1, 0.15, 0.3)],
-        *[v(13, f"λ = {lam}", "base" if lam == 1.0 else f"lam{lam}",
-            () if lam == 1.0 else (f"loss.lam={lam}",), paper_best=lam == 1.0)
-          for lam in (0.0, 0.5, 1.0, 2.0)],
-        *[v(14, k.capitalize(), "base" if k == "laplace" else k,
-            () if k == "laplace" else (f"loss.kernel={k}",), paper_best=k == "laplace")
-          for k in ("gauss", "inverse", "laplace")],
-        v("VI", "Classification head (no geographic embeddings)", "gs-classify",
-          ("model.head=classify",)),
+        *[
+            v(
+                10,
+                label,
+                "base" if not drop else f"nomean{''.join(map(str, drop))}",
+                () if not drop else (f"model.drop_image_mean_levels=[{','.join(map(str, drop))}]",),
+                paper_best=not drop,
+            )
+            for label, drop in (
+                ("None removed", ()),
+                ("Country", (0,)),
+                ("Country & Region", (0, 1)),
+                ("Country & Region & Sub-region", (0, 1, 2)),
+                ("Country & Region & Sub-region & City", (0, 1, 2, 3)),
+            )
+        ],
+        *[
+            v(
+                11,
+                f"K = {k}",
+                "base" if k == 0.8 else f"K{k}",
+                () if k == 0.8 else (f"model.K={k}",),
+                paper_best=k == 0.8,
+            )
+            for k in (0.25, 0.5, 0.75, 0.8, 1.0)
+        ],
+        *[
+            v(
+                12,
+                f"τ = {t}",
+                "base" if t == 0.1 else f"tau{t}",
+                () if t == 0.1 else (f"loss.tau_init={t}",),
+                paper_best=t == 0.1,
+            )
+            for t in (0.07, 0.1, 0.15, 0.3)
+        ],
+        *[
+            v(
+                13,
+                f"λ = {lam}",
+                "base" if lam == 1.0 else f"lam{lam}",
+                () if lam == 1.0 else (f"loss.lam={lam}",),
+                paper_best=lam == 1.0,
+            )
+            for lam in (0.0, 0.5, 1.0, 2.0)
+        ],
+        *[
+            v(
+                14,
+                k.capitalize(),
+                "base" if k == "laplace" else k,
+                () if k == "laplace" else (f"loss.kernel={k}",),
+                paper_best=k == "laplace",
+            )
+            for k in ("gauss", "inverse", "laplace")
+        ],
+        v(
+            "VI",
+            "Classification head (no geographic embeddings)",
+            "gs-classify",
+            ("model.head=classify",),
+        ),
         v("VI", "GeoSURGE (learned cell embeddings)", "gs-base", paper_best=True),
-        *[v("VII", f"depth {d}", "gs-base" if d == 7 else f"gs-depth{d}",
-            () if d == 7 else (f"model.depth={d}",), paper_best=d == 7) for d in (1, 3, 5, 7)],
-        *[v("VIII", "no fusion" if b == 0 else f"{b} fusion block{'s' * (b > 1)}",
-            "gs-base" if b == 3 else f"gs-blocks{b}", () if b == 3 else (f"model.blocks={b}",),
-            paper_best=b == 3) for b in (0, 1, 2, 3)],
-    ]  # fmt: skip
+        *[
+            v(
+                "VII",
+                f"depth {d}",
+                "gs-base" if d == 7 else f"gs-depth{d}",
+                () if d == 7 else (f"model.depth={d}",),
+                paper_best=d == 7,
+            )
+            for d in (1, 3, 5, 7)
+        ],
+        *[
+            v(
+                "VIII",
+                "no fusion" if b == 0 else f"{b} fusion block{'s' * (b > 1)}",
+                "gs-base" if b == 3 else f"gs-blocks{b}",
+                () if b == 3 else (f"model.blocks={b}",),
+                paper_best=b == 3,
+            )
+            for b in (0, 1, 2, 3)
+        ],
+    ]
 
 
 GEOSURGE_TABLES = ("VI", "VII", "VIII")
@@ -90,28 +150,37 @@ def parse_tables(spec: str | None) -> list[int | str] | None:
     known = {r.table for r in rows()}
     bad = [t for t in out if t not in known]
     if bad:
-        from hierloc.errors import InputError
-
-        raise InputError(f"--tables: unknown {bad}; choose from 6, 7, 8, 10, 11, 12, 13, 14 "
-                         "(HierLoc) and VI, VII, VIII (GeoSURGE)")  # fmt: skip
+        raise InputError(
+            f"--tables: unknown {bad}; choose from 6, 7, 8, 10, 11, 12, 13, 14 "
+            "(HierLoc) and VI, VII, VIII (GeoSURGE)"
+        )
     return out
 
 
-def ablate(hierarchy: Path, features: Path, data: Path, output: Path, val: Path | None = None,
-           split: str = "test", config: Path | None = None, base: list[str] | None = None,
-           tables: list[int | str] | None = None,
-           say: Callable[[str], None] = print, geosurge: dict | None = None,
-           geosurge_base: list[str] | None = None) -> dict:  # fmt: skip
+def ablate(
+    hierarchy: Path,
+    features: Path,
+    data: Path,
+    output: Path,
+    val: Path | None = None,
+    split: str = "test",
+    config: Path | None = None,
+    base: list[str] | None = None,
+    tables: list[int | str] | None = None,
+    say: Callable[[str], None] = print,
+    geosurge: dict | None = None,
+    geosurge_base: list[str] | None = None,
+) -> dict:
     """Train every variant the selected tables need (reusing finished ones), evaluate every
     row, write ``ablation.md`` and ``ablation.json``; returns ``{table: [row results]}``.
     ``geosurge``: GeoSURGE's ``{"cells", "tokens", "semantic"}`` (its tables are left out
     when not given and ``tables`` does not ask for them); ``geosurge_base``: its overrides."""
-    from hierloc.compare import build_model, evaluate_model
-    from hierloc.data.writers import write_file_atomic
-
     have_gs = bool(geosurge and geosurge.get("cells"))
-    selected = [r for r in rows() if (r.table in tables if tables is not None
-                                      else have_gs or r.table not in GEOSURGE_TABLES)]  # fmt: skip
+    selected = [
+        r
+        for r in rows()
+        if (r.table in tables if tables is not None else have_gs or r.table not in GEOSURGE_TABLES)
+    ]
     base = list(base or [])
     output = Path(output)
     models: dict[str, Path] = {}
@@ -123,8 +192,9 @@ def ablate(hierarchy: Path, features: Path, data: Path, output: Path, val: Path 
         if r.variant.startswith("gs-"):
             over = list(geosurge_base or []) + list(r.overrides)
             name = f"geosurge-{r.variant[3:]}"
-            models[r.variant] = build_model(name, folder, hierarchy, features, val, None, over,
-                                            geosurge=geosurge)  # fmt: skip
+            models[r.variant] = build_model(
+                name, folder, hierarchy, features, val, None, over, geosurge=geosurge
+            )
             continue
         name = "zeroshot" if r.variant == "zeroshot" else f"hierloc-{r.variant}"
         over = [] if r.variant == "zeroshot" else base + list(r.overrides)
@@ -135,10 +205,18 @@ def ablate(hierarchy: Path, features: Path, data: Path, output: Path, val: Path 
         tag = f"{r.variant}-{r.search}{r.beam if r.search == 'beam' else ''}"
         say(f"table {r.table}: {r.label}")
         feats = None if r.variant.startswith("gs-") else features
-        m = evaluate_model(models[r.variant], data, output / "evals" / tag, split, feats,
-                           search=r.search, beam=r.beam)  # fmt: skip
-        results.setdefault(r.table, []).append({"label": r.label, "paper_best": r.paper_best,
-                                                "variant": r.variant, **m["entity"]})  # fmt: skip
+        m = evaluate_model(
+            models[r.variant],
+            data,
+            output / "evals" / tag,
+            split,
+            feats,
+            search=r.search,
+            beam=r.beam,
+        )
+        results.setdefault(r.table, []).append(
+            {"label": r.label, "paper_best": r.paper_best, "variant": r.variant, **m["entity"]}
+        )
     write_file_atomic(output / "ablation.json", json.dumps(results, indent=2) + "\n")
     write_file_atomic(output / "ablation.md", render(results, base, geosurge_base))
     return results
@@ -147,26 +225,39 @@ def ablate(hierarchy: Path, features: Path, data: Path, output: Path, val: Path 
 def render(results: dict, base: list[str], geosurge_base: list[str] | None = None) -> str:
     """The tables in the paper's layout (GeoScore, mean km, accuracy per level), each with
     the paper's best row and ours (by GeoScore)."""
-    out = ["# hierloc ablate\n", f"\nBase config overrides: `{' '.join(base) or '(defaults)'}`"
-           + (f"; GeoSURGE's: `{' '.join(geosurge_base) or '(defaults)'}`"
-              if any(str(t) in GEOSURGE_TABLES for t in results) else "")
-           + ". Entity protocol; accuracies and recall at km in %.\n"]  # fmt: skip
+    out = [
+        "# hierloc ablate\n",
+        f"\nBase config overrides: `{' '.join(base) or '(defaults)'}`"
+        + (
+            f"; GeoSURGE's: `{' '.join(geosurge_base) or '(defaults)'}`"
+            if any(str(t) in GEOSURGE_TABLES for t in results)
+            else ""
+        )
+        + ". Entity protocol; accuracies and recall at km in %.\n",
+    ]
     keys = ("country", "region", "subregion", "city", "25km", "200km", "750km", "2500km")
     for table, rs in results.items():
         name = f"{table} (GeoSURGE)" if str(table) in GEOSURGE_TABLES else str(table)
-        out.append(f"\n## Table {name}\n\n| row | GeoScore | mean km | median km | country | "
-                   "region | subregion | city | 25 km | 200 km | 750 km | 2500 km |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+        out.append(
+            f"\n## Table {name}\n\n| row | GeoScore | mean km | median km | country | "
+            "region | subregion | city | 25 km | 200 km | 750 km | 2500 km |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        )
         for r in rs:
-            accs = " | ".join("—" if r.get(f"acc_{k}") is None else f"{100 * r[f'acc_{k}']:.1f}"
-                              for k in keys)  # fmt: skip
+            accs = " | ".join(
+                "—" if r.get(f"acc_{k}") is None else f"{100 * r[f'acc_{k}']:.1f}" for k in keys
+            )
             mark = " (paper's best)" if r["paper_best"] else ""
-            out.append(f"| {r['label']}{mark} | {r['geoscore']:.0f} | {r['mean_km']:,.0f} | "
-                       f"{r['median_km']:,.0f} | {accs} |\n")  # fmt: skip
+            out.append(
+                f"| {r['label']}{mark} | {r['geoscore']:.0f} | {r['mean_km']:,.0f} | "
+                f"{r['median_km']:,.0f} | {accs} |\n"
+            )
         ours = max(rs, key=lambda r: r["geoscore"])
         paper = next((r for r in rs if r["paper_best"]), None)
         if paper is not None:
             verdict = "holds" if ours["label"] == paper["label"] else "does not hold"
-            out.append(f"\nPaper's best: {paper['label']}; ours by GeoScore: {ours['label']} "
-                       f"— the paper's ordering {verdict} here.\n")  # fmt: skip
+            out.append(
+                f"\nPaper's best: {paper['label']}; ours by GeoScore: {ours['label']} "
+                f"— the paper's ordering {verdict} here.\n"
+            )
     return "".join(out)

