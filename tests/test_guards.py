@@ -501,3 +501,34 @@ def test_usage_errors_are_one_line_through_the_console_entry_point(argv, needle,
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("hierloc: error: ") and needle in err[0], err
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["bench", "extract", "--encoder", "efficientnet-lite9"], "unknown image encoder"),
+        (["bench", "extract", "--device", "banana"], "--device 'banana'"),
+        (["bench", "extract", "--images", "0"], "--images"),
+        (["bench", "bluemarble", "--patches", "16,x"], "--patches"),
+        (["bench", "bluemarble", "--patches", "4"], "between 8 and 512"),
+        (["bench", "bluemarble", "--block", "-1"], "--block"),
+        (["bench", "bluemarble", "--encoder", "nope"], "unknown image encoder"),
+        (["bench", "train", "--set", "optim.lr=fast"], "optim.lr"),
+        (["bench", "train", "--format", "xml"], "JSON only"),
+        (["bench", "search", "--format", "csv"], "JSON only"),
+        (["bench", "search", "--batch", "0"], "--batch"),
+        (["bench", "geocode", "--gazetteer", "atlas"], "--gazetteer"),
+        (["bench", "score", "--workdir", "{tmp}/missing"], "--workdir"),
+        (["bench", "cells", "--rows", "10", "-o", "/"], "is a folder"),
+    ],
+)
+def test_bench_option_values_are_checked_before_any_work(args, needle, capsys, tmp_path):
+    """Each bad value: one line naming the option, exit 2 — before a benchmark starts (these
+    would otherwise run for minutes), through the console entry point."""
+    from hierloc.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hierloc: error: ") and needle in err[0], err

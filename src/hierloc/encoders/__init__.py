@@ -87,10 +87,25 @@ def available_text_encoders() -> list[str]:
     return sorted(_TEXT)
 
 
+def check_image_encoder_name(name: str) -> None:
+    """Raise the one-line error :func:`create_image_encoder` would, without creating it."""
+    if name in _IMAGE:
+        return
+    prefix, _, ref = name.partition(":")
+    if not ref:
+        forms = ", or hf:<repo-or-path>, timm:<name>, open_clip:<arch>:<pretrained>"
+        raise _unknown("image", name, available_image_encoders(), forms)
+    if prefix not in ("hf", "timm", "open_clip"):
+        raise _unknown(
+            "image", name, available_image_encoders(), f", or a prefix {_IMAGE_PREFIXES}"
+        )
+
+
 def create_image_encoder(name: str = DEFAULT_IMAGE_ENCODER) -> ImageEncoder:
     """An image encoder in eval mode on the CPU (move it with ``.to(device)``)."""
     if name in _IMAGE:
         return _IMAGE[name]().eval()
+    check_image_encoder_name(name)
     prefix, _, ref = name.partition(":")
     if not ref:
         forms = ", or hf:<repo-or-path>, timm:<name>, open_clip:<arch>:<pretrained>"
@@ -121,6 +136,7 @@ __all__ = [
     "TextEncoder",
     "available_image_encoders",
     "available_text_encoders",
+    "check_image_encoder_name",
     "create_image_encoder",
     "create_text_encoder",
     "register_image_encoder",

@@ -10,7 +10,7 @@ import torch
 
 from hierloc.data.extract import ImageDataset
 from hierloc.data.features import FeatureStore
-from hierloc.data.images import collect_items
+from hierloc.data.images import collect_items, decode
 from hierloc.data.manifests import encoder_description
 from hierloc.encoders import create_image_encoder
 from hierloc.errors import InputError
@@ -80,6 +80,7 @@ class BaseLocator:
 
     manifest: dict
     family = "model"  # the family's name (hierloc, geosurge, knn, …)
+    batches_photos = True  # prepare_photo + predict_prepared (the service's micro-batches)
     _encoder = None
 
     def describe(self) -> dict:
@@ -136,9 +137,8 @@ class BaseLocator:
         enc = self.manifest.get("encoder")
         return enc.get("name") if isinstance(enc, dict) else None
 
-    def encode_images(self, sources: list[Path], batch_size: int = 32):
-        """Images (files, folders, archives, a metadata file with a path column) → ``(ids,
-        features, rejected)`` with the encoder the model was trained on."""
+    def image_encoder(self):
+        """The encoder the model was trained on (created on first use)."""
         name = self.encoder_name
         if name is None:
             raise InputError(
@@ -147,7 +147,12 @@ class BaseLocator:
             )
         if self._encoder is None:
             self._encoder = create_image_encoder(name).eval()
-        enc = self._encoder
+        return self._encoder
+
+    def encode_images(self, sources: list[Path], batch_size: int = 32):
+        """Images (files, folders, archives, a metadata file with a path column) → ``(ids,
+        features, rejected)`` with the encoder the model was trained on."""
+        enc = self.image_encoder()
         items = collect_items(list(sources))
         ds = ImageDataset(items, enc.preprocess)
         ids, feats, rejected = [], [], []
@@ -157,14 +162,54 @@ class BaseLocator:
                 good = [(i, t) for i, t, reason in batch if not reason]
                 rejected += [Rejected(items[i].id, reason) for i, _, reason in batch if reason]
                 if good:
-                    with torch.no_grad():
-                        f = enc(torch.stack([t for _, t in good]))
-                    feats.append(f.float().numpy())
+                    f = self.encode_tensors([t for _, t in good])
+                    feats.append(f)
                     ids += [items[i].id for i, _ in good]
         finally:
             ds.close()
         features = np.concatenate(feats) if feats else np.zeros((0, self.image_dim), np.float32)
         return ids, features, rejected
+
+    def encode_tensors(self, tensors: list[torch.Tensor]) -> np.ndarray:
+        """Preprocessed images (:meth:`prepare_photo`) → features ``(N, D)`` in one pass."""
+        with torch.no_grad():
+            return self.image_encoder()(torch.stack(tensors)).float().numpy()
+
+    # -- photos in memory (the service) ---------------------------------------------------
+    def prepare_photo(self, data: bytes) -> tuple[torch.Tensor | None, str | None]:
+        """One photo's bytes → ``(the encoder's input tensor, None)`` or ``(None, reason)``;
+        the same decoding (pixel limit, EXIF orientation, RGB) and preprocessing as
+        ``hierloc predict``. Thread-safe: the service runs it in a pool."""
+        img, reason = decode(data)
+        if img is None:
+            return None, reason
+        try:
+            return self.image_encoder().preprocess(img), None
+        except (OSError, ValueError) as e:
+            return None, f"preprocessing failed: {e}"
+
+    def predict_prepared(
+        self, ids: list[str], tensors: list[torch.Tensor], top_k: int = 5, beam: int = 10
+    ) -> list[Prediction]:
+        """Prepared photos (:meth:`prepare_photo`) → predictions: one encoder pass, one
+        batched search."""
+        if not tensors:
+            return []
+        return self.predict_features(self.encode_tensors(tensors), ids, top_k, beam)
+
+    def predict_photos(
+        self, photos: list[tuple[str, bytes]], top_k: int = 5, beam: int = 10
+    ) -> tuple[list[Prediction], list[Rejected]]:
+        """``(id, bytes)`` photos → predictions and the photos that could not be read."""
+        ids, tensors, rejected = [], [], []
+        for ident, data in photos:
+            t, reason = self.prepare_photo(data)
+            if t is None:
+                rejected.append(Rejected(ident, reason))
+            else:
+                ids.append(ident)
+                tensors.append(t)
+        return self.predict_prepared(ids, tensors, top_k, beam), rejected
 
     def predict(
         self, inputs, top_k: int = 5, beam: int = 10, ids=None, ten_crop: bool = False

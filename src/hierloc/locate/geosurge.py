@@ -34,7 +34,7 @@ from hierloc.data.artifacts import read_safetensors
 from hierloc.data.cells import load_cells
 from hierloc.data.features import FeatureStore
 from hierloc.data.geocode import fill_labels
-from hierloc.data.images import Opener, collect_items, decode
+from hierloc.data.images import Item, Opener, collect_items, decode
 from hierloc.data.manifests import REBUILD, read_model_manifest, read_sources
 from hierloc.data.semantic import MapFiles, aligned_map, create_provider
 from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
@@ -267,6 +267,22 @@ class GeoSurgeLocator(BaseLocator):
         items = collect_items(sources)
         maps = self.semantic_maps(sources, items) if self.model.config.blocks else None
         return self.predict_images(items, maps, top_k, ten_crop)
+
+    batches_photos = False  # each photo needs its own segmentation and crops
+
+    def predict_photos(
+        self, photos: list[tuple[str, bytes]], top_k: int = 5, beam: int = 10
+    ) -> tuple[list[Prediction], list[Rejected]]:
+        """``(id, bytes)`` photos → predictions (the semantic maps by the model's provider;
+        a provider that reads map files cannot segment uploads: every photo is rejected)."""
+        items = [Item(ident, "<upload>", None, "bytes", data) for ident, data in photos]
+        maps = None
+        if self.model.config.blocks:
+            try:
+                maps = self.semantic_maps([], items)
+            except InputError as e:
+                return [], [Rejected(i.id, str(e)) for i in items]
+        return self.predict_images(items, maps, top_k)
 
     def semantic_maps(self, sources: list[Path], items) -> dict[str, np.ndarray | str]:
         """Full-resolution class maps by id, from the model's segmentation provider (or the

@@ -1,0 +1,80 @@
+"""Learning curve (issue 13): HierLoc and the baselines at a larger training set than the
+demo's, on the same benchmark (same geographic blocks per split; the test images are drawn
+anew for each size), same encoder, same recipe per epoch.
+
+    python scripts/learning_curve.py -o runs/curve --train 20000 [--models hierloc,knn,…]
+                                     [--steps 1000]
+
+Builds ``OUT/nTRAIN/{data,features,hierarchy}`` (each reused when complete), then runs
+``hierloc compare`` on them and writes ``OUT/nTRAIN/compare/compare.md``. HierLoc trains the
+demo's recipe with ``--steps`` (default: the demo's 500 steps scaled by the training size, so
+the number of epochs matches the demo's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hierloc.data.bluemarble import build as build_bluemarble
+from hierloc.data.extract import extract
+from hierloc.encoders import create_text_encoder
+from hierloc.hierarchy.pipeline import build_hierarchy
+from hierloc.workflows.compare import compare, mark_stage, stage_done
+from hierloc.workflows.demo import BASELINE_SET, DEMO_COUNTS, ENCODER, HIERLOC_SET, TEXT_ENCODER
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("-o", "--output", type=Path, default=Path("runs/curve"))
+    ap.add_argument("--train", type=int, default=20_000)
+    ap.add_argument("--models", default="hierloc,knn,zeroshot,classify")
+    ap.add_argument("--steps", type=int, default=None)
+    a = ap.parse_args()
+    counts = DEMO_COUNTS | {"train": a.train}
+    out = a.output / f"n{a.train}"
+    data, feats, hier = out / "data", out / "features", out / "hierarchy"
+    if not stage_done(data, {"counts": counts}):
+        build_bluemarble(data, counts=counts, overwrite=True)
+        mark_stage(data, {"counts": counts})
+    extract([data / "metadata.parquet"], feats, encoder=ENCODER)
+    key = {"counts": counts, "encoder": ENCODER, "text": TEXT_ENCODER}
+    if not stage_done(hier, key):
+        enc = create_text_encoder(TEXT_ENCODER)
+        build_hierarchy(
+            data / "train.parquet",
+            hier,
+            features=feats,
+            text_encoder=enc,
+            text_encoder_name=enc.version,
+            overwrite=True,
+        )
+        mark_stage(hier, key)
+    steps = a.steps or round(500 * a.train / DEMO_COUNTS["train"])
+    hset = [s for s in HIERLOC_SET if not s.startswith("optim.max_steps")]
+    hset.append(f"optim.max_steps={steps}")
+    models = a.models.split(",")
+    results = compare(
+        models,
+        hier,
+        feats,
+        data,
+        out / "compare",
+        val=data / "val.parquet",
+        overrides={m: hset if m == "hierloc" else BASELINE_SET for m in models},
+        on_event=lambda m: print(m, flush=True),
+    )
+    print(
+        json.dumps(
+            {
+                m: {k: r["entity"][k] for k in ("geoscore", "median_km", "acc_country")}
+                for m, r in results.items()
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

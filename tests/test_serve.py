@@ -1,0 +1,587 @@
+"""``hierloc serve``: every route, every limit and error body, auth on and off, micro-batching,
+answers equal ``hierloc predict``'s, a hostile suite that never gets a 5xx, SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import ExifTags, Image
+from typer.testing import CliRunner
+
+from hierloc.cli import app as cli
+from hierloc.data.features import write_feature_store
+from hierloc.hierarchy.pipeline import build_hierarchy
+from hierloc.locate.types import Prediction, Rejected
+from hierloc.serve import Settings, create_app
+from hierloc.serve.app import model_names
+from tests.test_hierarchy import pseudo_photos
+from tests.test_predict import _toy_text
+from tests.test_train import SMALL
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A HierLoc model folder and a knn folder, both naming ``efficientnet-lite0`` (so they
+    take photos), trained on random features of pseudo photos; and a few photos."""
+    from hierloc.encoders import create_image_encoder
+
+    root = tmp_path_factory.mktemp("serve")
+    dim = create_image_encoder("efficientnet-lite0").dim
+    df = pseudo_photos(80, seed=3)
+    feats = np.random.default_rng(0).normal(size=(80, dim)).astype(np.float16)
+    write_feature_store(root / "store", df["id"].to_numpy(), feats, encoder="efficientnet-lite0")
+    df.to_parquet(root / "t.parquet")
+    build_hierarchy(
+        root / "t.parquet",
+        root / "h",
+        features=root / "store",
+        gazetteer=None,
+        text_encoder=_toy_text,
+    )
+    args = [
+        "train",
+        "--hierarchy",
+        str(root / "h"),
+        "--features",
+        str(root / "store"),
+        "-o",
+        str(root / "run"),
+    ]
+    for s in SMALL + ["optim.max_steps=2"]:
+        args += ["--set", s]
+    assert runner.invoke(cli, args).exit_code == 0
+    assert (
+        runner.invoke(cli, ["index", str(root / "run"), "-o", str(root / "hierloc")]).exit_code == 0
+    )
+    res = runner.invoke(
+        cli,
+        [
+            "train",
+            "--model",
+            "knn",
+            "--hierarchy",
+            str(root / "h"),
+            "--features",
+            str(root / "store"),
+            "-o",
+            str(root / "knn"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    photos = root / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        img = rng.integers(0, 255, (48 + 7 * i, 64, 3), dtype=np.uint8)
+        Image.fromarray(img).save(photos / f"p{i}.png")
+    return root
+
+
+def png(seed: int = 0, size=(40, 30), **save) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+        buf, "PNG" if not save else "JPEG", **save
+    )
+    return buf.getvalue()
+
+
+def ready(client: TestClient) -> TestClient:
+    for _ in range(300):
+        if client.get("/readyz").status_code == 200:
+            return client
+        time.sleep(0.05)
+    raise AssertionError(client.get("/readyz").json())
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    app = create_app([models / "hierloc", models / "knn"], Settings(max_batch=8, max_upload_mb=1))
+    with TestClient(app) as c:
+        yield ready(c)
+
+
+def post(client, files, **data):
+    parts = [("photos", (name, body, "application/octet-stream")) for name, body in files]
+    return client.post("/v1/locate", files=parts, data={k: str(v) for k, v in data.items()})
+
+
+def test_answers_equal_hierloc_predict(client, models):
+    """The same photos through the API and through ``hierloc predict --format json``: the same
+    rows (ids, entity ids and names per level, coordinates, score, confidence)."""
+    names = sorted(p.name for p in (models / "photos").iterdir())
+    files = [(n, (models / "photos" / n).read_bytes()) for n in names]
+    for model, folder in (("hierloc", "hierloc"), ("knn", "knn")):
+        res = post(client, files, top_k=3, model=model)
+        assert res.status_code == 200, res.json()
+        body = res.json()
+        assert body["rejected"] == [] and len(body["results"]) == len(names)
+        out = runner.invoke(
+            cli,
+            ["predict", str(models / folder), str(models / "photos"), "--top-k", "3", "-f", "json"],
+        )
+        assert out.exit_code == 0, out.output
+        want = json.loads(out.stdout)["predictions"]
+        got = []
+        for r in body["results"]:
+            for a in r["answers"]:
+                row = {
+                    "id": r["id"],
+                    "rank": a["rank"],
+                    "latitude": a["latitude"],
+                    "longitude": a["longitude"],
+                    "score": a["score"],
+                    "confidence": a["confidence"],
+                }
+                for pl in a["places"]:
+                    row[pl["level"]] = pl["name"]
+                    row[f"{pl['level']}_id"] = pl["id"]
+                got.append(row)
+        key = lambda r: (r["id"], r["rank"])  # noqa: E731
+        got, want = sorted(got, key=key), sorted(want, key=key)
+        assert [key(r) for r in got] == [key(r) for r in want]
+        for g, w in zip(got, want, strict=True):
+            assert {k: v for k, v in g.items() if isinstance(v, str)} == {
+                k: v for k, v in w.items() if isinstance(v, str)
+            }
+            for k in ("latitude", "longitude", "score", "confidence"):
+                assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), (model, k)
+
+
+def test_models_health_ready_and_metrics(client):
+    m = client.get("/v1/models").json()
+    assert [x["name"] for x in m["models"]] == ["hierloc", "knn"]
+    assert m["models"][0]["family"] == "hierloc" and m["models"][1]["family"] == "knn"
+    assert m["models"][0]["encoder"] == "efficientnet-lite0"
+    assert m["limits"]["max_photos"] == 8
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["models"] == ["hierloc", "knn"]
+    post(client, [("a.png", png())])
+    text = client.get("/metrics").text
+    assert 'hierloc_requests_total{route="/v1/locate",status="200"}' in text
+    assert "hierloc_batch_photos_bucket" in text and "hierloc_queue_photos" in text
+    assert "hierloc_request_seconds_bucket" in text
+
+
+def test_exif_gps_gives_the_error_in_km(client):
+    exif = Image.Exif()
+    exif[ExifTags.IFD.GPSInfo] = {1: "S", 2: (33.0, 52.0, 4.0), 3: "E", 4: (151.0, 12.0, 36.0)}
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (90, 120, 30)).save(buf, "JPEG", exif=exif)
+    res = post(client, [("sydney.jpg", buf.getvalue())], top_k=2).json()
+    r = res["results"][0]
+    lat, lon = -(33 + 52 / 60 + 4 / 3600), 151 + 12 / 60 + 36 / 3600
+    assert r["exif_gps"] == {"latitude": pytest.approx(lat), "longitude": pytest.approx(lon)}
+    for a in r["answers"]:  # haversine by hand, R = 6371 km (OSV5M's constant, as the metrics)
+        p1, p2 = np.radians(lat), np.radians(a["latitude"])
+        dl = np.radians(a["longitude"] - lon)
+        h = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+        assert a["error_km"] == pytest.approx(2 * 6371.0 * np.arcsin(np.sqrt(h)), rel=1e-6)
+    plain = post(client, [("plain.png", png())]).json()["results"][0]
+    assert plain["exif_gps"] is None and "error_km" not in plain["answers"][0]
+
+
+def test_unreadable_files_are_listed_beside_the_good_ones(client):
+    bomb = io.BytesIO()
+    Image.new("1", (9000, 8000)).save(bomb, "PNG")  # 72 megapixels in a few kB
+    files = [
+        ("good.png", png(1)),
+        ("notes.txt", b"hello, not a photo"),
+        ("empty.jpg", b""),
+        ("trunc.jpg", png(2, save=True)[:200]),
+        ("bomb.png", bomb.getvalue()),
+        ("../../etc/passwd", png(3)),
+    ]
+    res = post(client, files)
+    assert res.status_code == 200
+    body = res.json()
+    assert sorted(r["id"] for r in body["results"]) == ["good", "passwd"]  # a label, not a path
+    why = {r["id"]: r["reason"] for r in body["rejected"]}
+    assert why["notes"] == "not an image (judged from its bytes)"
+    assert why["empty"] == "empty file (0 bytes)"
+    assert why["trunc"].startswith("corrupt or truncated")
+    assert why["bomb"].startswith("too large")
+    only_bad = post(client, [("a.txt", b"plain text"), ("b.bin", b"\x00\x01")])
+    assert only_bad.status_code == 415 and len(only_bad.json()["rejected"]) == 2
+
+
+def test_limits_and_error_bodies(client):
+    assert post(client, [(f"{i}.png", png(i)) for i in range(9)]).status_code == 413  # 9 > 8
+    big = [("big.png", os.urandom(1024 * 1024 + 10))]
+    r = post(client, big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: counted while read
+        yield b"--x\r\nContent-Disposition: form-data; name=photos; filename=a.png\r\n\r\n"
+        for _ in range(80):
+            yield b"\0" * 16384
+
+    r = client.post(
+        "/v1/locate", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert r.status_code == 413
+    cases = [
+        (
+            {
+                "content": b"garbage",
+                "headers": {"content-type": "multipart/form-data; boundary=zz"},
+            },
+            400,
+        ),
+        ({"content": b"x", "headers": {"content-type": "multipart/form-data"}}, 400),
+        ({"json": {"photos": []}}, 415),
+        ({"files": [("photos", ("a.png", png(), "image/png"))], "data": {"top_k": "0"}}, 422),
+        ({"files": [("photos", ("a.png", png(), "image/png"))], "data": {"top_k": "x"}}, 422),
+        ({"files": [("photos", ("a.png", png(), "image/png"))], "data": {"beam": "1000"}}, 422),
+        ({"files": [("photos", ("a.png", png(), "image/png"))], "data": {"model": "nope"}}, 422),
+        ({"files": [("photos", ("a.png", png(), "image/png"))], "data": {"url": "http://x"}}, 422),
+        ({"data": {"top_k": "3"}}, 415),
+        ({"files": [("top_k", ("a.png", png(), "image/png"))]}, 422),
+    ]
+    for kwargs, status in cases:
+        r = client.post("/v1/locate", **kwargs)
+        assert r.status_code == status, (kwargs.get("data"), r.status_code, r.text)
+        assert isinstance(r.json()["error"], str) and r.json()["error"]
+    assert client.get("/v1/nothing").status_code == 404
+    assert client.get("/static/../../etc/passwd").status_code == 404
+    assert client.get("/static/index.py").status_code == 404
+    assert client.delete("/v1/locate").status_code == 405
+
+
+def test_hostile_requests_never_get_a_5xx(client):
+    """Random bytes, random headers, random multipart fields: always an answer below 500."""
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        kind = i % 4
+        blob = rng.bytes(int(rng.integers(0, 3000)))
+        if kind == 0:
+            r = client.post(
+                "/v1/locate",
+                content=blob,
+                headers={"content-type": "multipart/form-data; boundary=b"},
+            )
+        elif kind == 1:
+            body = b"--b\r\n" + blob + b"\r\n--b--\r\n"
+            r = client.post(
+                "/v1/locate",
+                content=body,
+                headers={"content-type": "multipart/form-data; boundary=b"},
+            )
+        elif kind == 2:
+            r = post(client, [(blob[:20].decode("latin-1"), blob)], top_k=int(rng.integers(-3, 30)))
+        else:
+            head = png(i)[: int(rng.integers(8, 400))] + blob
+            r = post(client, [("x.png", head)], beam=str(rng.integers(1, 12)))
+        assert r.status_code < 500, (i, r.status_code, r.text)
+
+
+def test_auth_on_and_off(models):
+    token = "s3cret-token-of-enough-length"
+    app = create_app([models / "knn"], Settings(token=token))
+    with TestClient(app) as c:
+        ready(c)
+        assert c.get("/healthz").status_code == 200 and c.get("/").status_code == 200
+        for path in ("/v1/models", "/metrics"):
+            assert c.get(path).status_code == 401
+            assert c.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+            assert c.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        r = post(c, [("a.png", png())])
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        good = c.post(
+            "/v1/locate",
+            files=[("photos", ("a.png", png(), "image/png"))],
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert good.status_code == 200
+
+
+def test_page_is_self_contained_with_a_strict_csp(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    static = Path(__file__).resolve().parents[1] / "src" / "hierloc" / "serve" / "static"
+    for f in static.iterdir():
+        text = f.read_text()
+        urls = [u for u in ("http://", "https://", "//cdn", "@import") if u in text]
+        urls = [
+            u
+            for u in urls
+            if not (
+                u == "http://"
+                and "http://www.w3.org/2000/svg" in text
+                and text.count("http://") == 1
+            )
+        ]
+        assert urls == [], f.name
+        assert "<script>" not in text and " style=" not in text and "onclick" not in text
+    assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
+    world = client.get("/static/world.jpg")
+    assert world.status_code == 200 and world.content[:3] == b"\xff\xd8\xff"
+    assert client.get("/docs").status_code == 404  # FastAPI's docs would load a CDN
+
+
+class SlowLocator:
+    """A Locator whose batches wait for ``gate``; answers one fixed place per photo."""
+
+    manifest = {"format": "test", "version": 1}
+    family = "slow"
+    encoder_name = "none"
+    image_dim = 1
+    batches_photos = True
+
+    def __init__(self):
+        self.gate = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def prepare_photo(self, data):
+        return np.zeros(1), None
+
+    def predict_prepared(self, ids, tensors, top_k, beam):
+        self.gate.wait(10)
+        self.batches.append(list(ids))
+        return [Prediction(i, []) for i in ids]
+
+    def predict_photos(self, photos, top_k=5, beam=10):
+        raise AssertionError("batched locators go through predict_prepared")
+
+    def describe(self):
+        return {"family": self.family}
+
+
+def test_concurrent_requests_share_one_batch_and_a_full_queue_answers_503():
+    slow = SlowLocator()
+    app = create_app([slow], Settings(max_batch=8, max_wait_ms=300, max_queue=4))
+    with TestClient(app) as c:
+        ready(c)
+        out: dict[int, int] = {}
+
+        def call(k):
+            out[k] = post(c, [(f"r{k}.png", png(k))]).status_code
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.15)  # all three are waiting inside the 300 ms window
+        slow.gate.set()
+        for t in threads:
+            t.join()
+        assert out == {0: 200, 1: 200, 2: 200}
+        assert sorted(slow.batches[0]) == ["r0", "r1", "r2"]  # one batch for three requests
+        slow.gate.clear()
+        busy = threading.Thread(target=call, args=(9,))
+        busy.start()
+        time.sleep(0.4)  # r9 is now running (blocked on the gate): 1 photo pending
+        r = post(c, [(f"q{i}.png", png(i)) for i in range(4)])  # 1 + 4 > 4
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        slow.gate.set()
+        busy.join()
+        assert out[9] == 200
+
+
+def test_model_names_for_folders_sharing_a_name():
+    names = model_names([Path("runs/a/model"), Path("runs/b/model"), Path("x/knn")])
+    assert names == ["a/model", "b/model", "knn"]
+    assert model_names([Path("m"), Path("m")]) == ["m", "m-2"]
+
+
+def test_a_family_without_batching_is_answered_one_job_at_a_time(models):
+    class Whole(SlowLocator):
+        batches_photos = False
+
+        def predict_photos(self, photos, top_k=5, beam=10):
+            return [Prediction(i, []) for i, _ in photos[:1]], [
+                Rejected(i, "x") for i, _ in photos[1:]
+            ]
+
+    app = create_app([Whole()], Settings())
+    with TestClient(app) as c:
+        ready(c)
+        body = post(c, [("a.png", png()), ("b.png", png(1))]).json()
+        assert [r["id"] for r in body["results"]] == ["a"] and body["rejected"][0]["id"] == "b"
+
+
+def test_a_model_that_fails_to_load_is_reported_by_readyz(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text('{"format": "hierloc-index", "version": 1}')
+    with TestClient(create_app([tmp_path / "bad"])) as c:
+        for _ in range(100):
+            r = c.get("/readyz")
+            if "failed" in r.json()["error"]:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 503 and "failed to load" in r.json()["error"]
+        assert post(c, [("a.png", png())]).status_code == 503
+
+
+def refused(args, needle):
+    res = runner.invoke(cli, ["serve", *args])
+    assert res.exit_code == 2, res.output
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hierloc: error:") and needle in lines[0]
+
+
+def test_serve_checks_its_arguments_before_loading(models, tmp_path):
+    knn = str(models / "knn")
+    refused([knn, "--host", "0.0.0.0"], "--token-file")
+    refused([str(tmp_path / "none")], "no such model folder")
+    (tmp_path / "short").write_text("abc\n")
+    refused([knn, "--token-file", str(tmp_path / "short")], "at least 16 characters")
+    refused([knn, "--token-file", str(tmp_path / "missing")], "cannot read the token file")
+    refused([knn, "--token-file", str(tmp_path / "short"), "--no-auth"], "contradict")
+    refused([knn, "--port", "70000"], "--port")
+    refused([knn, "--max-batch", "0"], "--max-batch")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(models: list[Path], port: int, *extra: str):
+    cmd = [sys.executable, "-m", "hierloc", "serve", *map(str, models), "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import httpx
+
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            out = proc.stdout.read()
+            proc.stdout.close()
+            raise AssertionError(out)
+        time.sleep(0.1)
+    proc.kill()
+    proc.communicate()
+    raise AssertionError("the server did not become ready")
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_exits_0(models):
+    import httpx
+
+    port = free_port()
+    proc = start_server([models / "hierloc"], port, "--max-wait-ms", "1500")
+    url = f"http://127.0.0.1:{port}"
+    result = {}
+
+    def slow_request():  # waits 1.5 s in the batcher for company
+        files = [("photos", ("a.png", png(), "image/png"))]
+        result["r"] = httpx.post(f"{url}/v1/locate", files=files, timeout=30)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    t.join()
+    assert proc.wait(timeout=30) == 0
+    proc.stdout.close()
+    assert result["r"].status_code == 200 and result["r"].json()["results"]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
+
+
+def test_the_page_in_a_real_browser(models, tmp_path):
+    """Headless Chromium: pick photos (one with EXIF GPS, one not an image) with two models side
+    by side; every card, answer, confidence bar and map marker appears, the reject shows its
+    reason, zoom works by button and keyboard, nothing is fetched from elsewhere and the
+    console has no CSP violation or error."""
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium = Path("/usr/bin/chromium")
+    driver_bin = Path("/usr/bin/chromedriver")
+    assert chromium.exists() and driver_bin.exists(), (
+        "the browser test needs Chromium: apt-get install -y chromium chromium-driver"
+    )
+    photos = tmp_path / "upload"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[ExifTags.IFD.GPSInfo] = {1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 7.0)}
+    Image.new("RGB", (64, 48), (120, 100, 60)).save(photos / "paris.jpg", exif=exif)
+    (photos / "plain.png").write_bytes((models / "photos" / "p0.png").read_bytes())
+    (photos / "notes.txt").write_text("not a photo")
+    port = free_port()
+    proc = start_server([models / "hierloc", models / "knn"], port)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,1600",
+        "--disable-dev-shm-usage",
+    ):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(str(driver_bin)))
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        browser.get(url)
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#models input")) == 2)
+        boxes = browser.find_elements(By.CSS_SELECTOR, "#models input")
+        assert boxes[0].is_selected() and not boxes[1].is_selected()
+        boxes[1].click()  # both models, side by side
+        files = [str(photos / n) for n in ("paris.jpg", "plain.png", "notes.txt")]
+        browser.find_element(By.ID, "files").send_keys("\n".join(files))
+        wait.until(lambda b: b.find_element(By.ID, "status").text == "done")
+        cards = browser.find_elements(By.CSS_SELECTOR, "article.card")
+        assert len(cards) == 3
+        by_name = {c.find_element(By.TAG_NAME, "h2").text: c for c in cards}
+        for name in ("paris.jpg", "plain.png"):
+            cols = by_name[name].find_elements(By.CSS_SELECTOR, ".column")
+            assert [c.find_element(By.TAG_NAME, "h3").text for c in cols] == ["hierloc", "knn"]
+            for col in cols:
+                items = col.find_elements(By.CSS_SELECTOR, "ol.answers > li")
+                assert len(items) == 3  # top-k 3, the page's default
+                bars = items[0].find_elements(By.CSS_SELECTOR, ".bar > span")
+                if col.find_element(By.TAG_NAME, "h3").text == "hierloc":  # per-level
+                    assert len(bars) == 4 and all(b.get_attribute("style") for b in bars)
+                else:  # knn has one confidence, no per-level ones: no empty bars
+                    assert bars == []
+        assert "EXIF GPS: 48.8567, 2.3519" in by_name["paris.jpg"].text
+        assert "error" in by_name["paris.jpg"].text and " km" in by_name["paris.jpg"].text
+        assert "could not be located: not an image" in by_name["notes.txt"].text
+        overlay = browser.find_element(By.ID, "overlay")
+        assert len(overlay.find_elements(By.CSS_SELECTOR, "circle")) == 2 * 2 * 3
+        assert len(overlay.find_elements(By.CSS_SELECTOR, "rect.truth")) == 1
+        assert len(overlay.find_elements(By.CSS_SELECTOR, "line.link")) == 2
+        inner = browser.find_element(By.ID, "map-inner")
+        browser.find_element(By.ID, "zoom-in").click()
+        assert "scale(1.5)" in inner.get_attribute("style")
+        browser.find_element(By.ID, "map").send_keys("+")
+        assert "scale(1.875)" in inner.get_attribute("style")
+        browser.find_element(By.ID, "zoom-reset").click()
+        assert "scale(1)" in inner.get_attribute("style")
+        names = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert names and all(n.startswith(url) or n.startswith("blob:") for n in names), names
+        logs = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        assert logs == [], logs
+        browser.save_screenshot(str(tmp_path / "page.png"))
+        if os.environ.get("HIERLOC_SCREENSHOT"):
+            Path(os.environ["HIERLOC_SCREENSHOT"]).write_bytes((tmp_path / "page.png").read_bytes())
+    finally:
+        browser.quit()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        proc.stdout.close()
