@@ -126,3 +126,35 @@ def test_onnx_fast_path_matches_torch(tmp_path, monkeypatch, lite0):
     assert fast.describe()["version"].startswith(lite0.version)
     again = create_image_encoder("efficientnet-lite0-onnx")  # from the cache
     assert torch.allclose(again(x), got)
+
+
+def test_hf_encoders_preprocess_and_embed_as_their_own_processor_and_model(tmp_path):
+    """DINOv2's processor resizes the shorter side to 256 and centre-crops 224 (here 32 → 28):
+    our preprocessing of the folder must give the processor's own pixels, and the feature must
+    be the model's ``pooler_output`` (the library's, not ours)."""
+    from PIL import Image
+    from transformers import BitImageProcessor, Dinov2Model
+
+    _tiny_dinov2(tmp_path / "dino")
+    proc = BitImageProcessor(
+        size={"shortest_edge": 32},
+        crop_size={"height": 28, "width": 28},
+        do_center_crop=True,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    proc.save_pretrained(tmp_path / "dino")
+    enc = create_image_encoder(f"hf:{tmp_path / 'dino'}")
+    assert enc.preprocess.size == 28 and enc.preprocess.crop_pct == 28 / 32
+    rng = np.random.default_rng(0)
+    for w, h in ((64, 48), (40, 90)):
+        img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        want = proc(images=img, return_tensors="pt")["pixel_values"][0]
+        got = enc.preprocess(img)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=0.05), float((got - want).abs().max())
+    x = torch.randn(2, 3, 28, 28)
+    model = Dinov2Model.from_pretrained(tmp_path / "dino").eval()
+    with torch.no_grad():
+        assert torch.allclose(enc(x), model(pixel_values=x).pooler_output, atol=1e-6)

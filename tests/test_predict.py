@@ -295,17 +295,6 @@ def load_feats(root, ids):
     return feats
 
 
-def test_isotonic_pooling_by_hand():
-    from hierloc.locate.hierloc import _isotonic
-
-    # 0.5 > 0.1 pool to 0.3 (weights 1, 1); then 0.3 ≤ 0.3 stays; 0.9 > 0.2 pool to 0.4667
-    got = _isotonic(np.array([0.5, 0.1, 0.3, 0.9, 0.2]), np.array([1, 1, 2, 1, 2]))
-    assert np.allclose(got, [0.3, 0.3, 0.3, (0.9 + 0.4) / 3, (0.9 + 0.4) / 3])
-    assert np.all(np.diff(got) >= 0)
-    increasing = np.array([0.1, 0.2, 0.7])
-    assert np.array_equal(_isotonic(increasing, np.ones(3)), increasing)
-
-
 def test_half_index_refuses_coordinates_beyond_float16(trained, tmp_path):
     """x0 = R·cosh(r/R) passes float16's 65,504 near tangent norm 10.6: --half must refuse
     instead of writing infinities; the float32 index of the same run works."""

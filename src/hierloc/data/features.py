@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hierloc.data.ids import IdIndex
-from hierloc.data.writers import check_not_input, check_replaceable
+from hierloc.data.writers import atomic_path, check_not_input, check_replaceable, write_file_atomic
 from hierloc.errors import InputError
 
 FORMAT = "hierloc-features"
@@ -130,12 +129,7 @@ def write_feature_store(
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 class FeatureStoreWriter:
@@ -240,19 +234,14 @@ class FeatureStoreWriter:
             self.features[start : start + m] = features
             self.features.flush()
             name = f"ids/part-{seq:06d}.parquet"
-            tmp = self.path / f"ids/.part-{seq:06d}.tmp"
-            pq.write_table(
-                pa.table({"id": pa.array(ids, pa.string()), "item": pa.array(items, pa.int64())}),
-                tmp,
-            )
-            tmp.rename(self.path / name)
+            with atomic_path(self.path / name) as tmp:
+                table = {"id": pa.array(ids, pa.string()), "item": pa.array(items, pa.int64())}
+                pq.write_table(pa.table(table), tmp)
             self.manifest["parts"].append(name)
         if rejects:
             name = f"rejects/part-{seq:06d}.csv"
-            tmp = self.path / f"rejects/.part-{seq:06d}.tmp"
-            with open(tmp, "w", newline="") as f:
+            with atomic_path(self.path / name) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows(rejects)
-            tmp.rename(self.path / name)
             self.manifest["reject_parts"].append(name)
         self.manifest["rows"] = start + m
         self.manifest["rejected"] += len(rejects)
@@ -267,9 +256,8 @@ class FeatureStoreWriter:
             if tables
             else pa.table({"id": pa.array([], pa.string()), "item": pa.array([], pa.int64())})
         )
-        tmp = self.path / ".ids.parquet.tmp"
-        pq.write_table(ids, tmp)
-        tmp.rename(self.path / "ids.parquet")
+        with atomic_path(self.path / "ids.parquet") as tmp:
+            pq.write_table(ids, tmp)
         with open(self.path / "rejects.csv", "w", newline="") as out:
             w = csv.writer(out)
             w.writerow(["item", "id", "reason"])

@@ -37,7 +37,8 @@ class AtomicTableWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"{self.path}: cannot create its folder ({e.strerror})") from e
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._atomic = atomic_path(self.path)
+        self.tmp = self._atomic.__enter__()
         self._writer = None
         self._schema = None
         self.rows = 0
@@ -66,7 +67,7 @@ class AtomicTableWriter:
             self._writer.close()
             if self.fmt == "csv" and not isinstance(self._sink, str):
                 self._sink.close()
-        os.replace(self.tmp, self.path)
+        self._atomic.__exit__(None, None, None)
 
     def abort(self) -> None:
         if self._writer is not None:
@@ -74,7 +75,8 @@ class AtomicTableWriter:
                 self._writer.close()
             except Exception:  # noqa: BLE001 (best effort on an already failing path)
                 pass
-        self.tmp.unlink(missing_ok=True)
+        failed = RuntimeError("aborted")
+        self._atomic.__exit__(RuntimeError, failed, None)  # removes the temp file
 
     def __enter__(self) -> AtomicTableWriter:
         return self
@@ -246,17 +248,27 @@ def check_output_file(
     check_not_input(out, inputs, option)
 
 
-def write_file_atomic(path: str | Path, data: bytes | str) -> None:
-    """Write a file through a temp file beside it, fsync and rename: never half-written."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """The one atomic file writer: yields a temp path beside ``path``; when the block exits
+    without error the file there is fsynced and renamed onto ``path`` (never half-written),
+    otherwise it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_file_atomic(path: str | Path, data: bytes | str) -> None:
+    """``data`` (text or bytes) written to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)

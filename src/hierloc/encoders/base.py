@@ -31,15 +31,22 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bicubic"
+    # the longer side after resizing: "round" (ours, the bundled encoders) or "floor"
+    # (torchvision's Resize and transformers' processors, which truncate)
+    long_side: str = "round"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["long_side"] == "round":  # the default: manifests written before it stay equal
+            del d["long_side"]
+        return d
 
     def layout(self, w: int, h: int) -> tuple[tuple[int, int], int, int]:
         """For a ``w × h`` image: the resized size and the crop's left and top, in pixels."""
         short = max(1, round(self.size / self.crop_pct))
         scale = short / min(w, h)
-        new = (max(self.size, round(w * scale)), max(self.size, round(h * scale)))
+        cut = round if self.long_side == "round" else int
+        new = (max(self.size, cut(w * scale)), max(self.size, cut(h * scale)))
         return new, (new[0] - self.size) // 2, (new[1] - self.size) // 2
 
     def crop_box(self, w: int, h: int) -> tuple[float, float, float, float]:

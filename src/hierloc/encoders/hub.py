@@ -27,6 +27,26 @@ def _missing(spec: str, looked: str, how: str, cause: Exception) -> HierlocError
     )
 
 
+def preprocess_of_processor(proc, default_size: int) -> Preprocess:
+    """The model's own transformers image processor as our :class:`Preprocess` (one code path
+    that also knows which pixels each token sees): shorter side to ``size["shortest_edge"]``,
+    centre crop ``crop_size`` when ``do_center_crop`` (DINOv2: 256 → 224; CLIP: 224 → 224), its
+    resampling filter, mean and std."""
+    size = getattr(proc, "size", None) or {}
+    short = size.get("shortest_edge") or size.get("height") or default_size
+    crop = getattr(proc, "crop_size", None) or {}
+    out = int(crop.get("height", short)) if getattr(proc, "do_center_crop", False) else int(short)
+    filters = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+    return Preprocess(
+        size=out,
+        crop_pct=out / int(short),
+        mean=tuple(float(v) for v in proc.image_mean),
+        std=tuple(float(v) for v in proc.image_std),
+        interpolation=filters.get(int(getattr(proc, "resample", 3)), "bicubic"),
+        long_side="floor",
+    )
+
+
 class HFImageEncoder(ImageEncoder):
     """A transformers vision model: ``forward`` = the model's image embedding (CLIP: projected
     image features; DINOv2: pooler output, i.e. the normalised CLS); ``tokens`` = the last
@@ -59,14 +79,12 @@ class HFImageEncoder(ImageEncoder):
         self.is_clip = hasattr(model, "get_image_features")
         vision_cfg = getattr(config, "vision_config", config)
         size = int(getattr(vision_cfg, "image_size", 224))
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
         try:
             proc = transformers.AutoImageProcessor.from_pretrained(source, **kwargs)
-            mean = tuple(float(v) for v in proc.image_mean)
-            std = tuple(float(v) for v in proc.image_std)
-        except (OSError, ValueError, AttributeError):
-            log.info("%s: no image processor config; using ImageNet mean/std", spec)
-        self.preprocess = Preprocess(size=size, crop_pct=1.0, mean=mean, std=std)
+            self.preprocess = preprocess_of_processor(proc, size)
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            log.info("%s: no image processor config; resize %d, ImageNet mean/std", spec, size)
+            self.preprocess = Preprocess(size=size, crop_pct=1.0)
         self.name = spec
         if self.is_clip:
             self.dim = int(getattr(config, "projection_dim", vision_cfg.hidden_size))
@@ -121,6 +139,7 @@ class TimmImageEncoder(ImageEncoder):
             mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
             std=tuple(cfg.get("std", IMAGENET_STD)),
             interpolation=cfg.get("interpolation", "bicubic"),
+            long_side="floor",  # timm's transforms resize with torchvision (truncating)
         )
         self.name, self.dim = spec, int(model.num_features)
         self.version = f"timm-{timm.__version__}:{name}:{cfg.get('tag', '')}"
@@ -162,6 +181,7 @@ class OpenClipImageEncoder(ImageEncoder):
             crop_pct=1.0,
             mean=tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
             std=tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+            long_side="floor",  # open_clip's transform resizes with torchvision (truncating)
         )
         self.name, self.dim = spec, int(visual.output_dim)
         self.version = f"open_clip-{open_clip.__version__}:{arch}:{pretrained}"

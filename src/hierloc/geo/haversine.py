@@ -52,4 +52,12 @@ def pairwise_km(a_xyz, b_xyz):
     """
     xp = _namespace(a_xyz)
     chord_sq = xp.clip(2 - 2 * (a_xyz @ b_xyz.T), 0.0, 4.0)
-    return 2 * EARTH_RADIUS_KM * xp.arcsin(xp.sqrt(chord_sq) / 2)
+    return km_from_chord(xp.sqrt(chord_sq))
+
+
+def km_from_chord(chord):
+    """Great-circle km from the chord ``|a−b|`` between unit vectors: ``2R·asin(chord/2)``
+    (NumPy or torch; torch works in place after the first operation, for the loss's tiles)."""
+    if _namespace(chord) is torch:
+        return torch.asin(chord.mul(0.5).clamp_(0.0, 1.0)).mul_(2 * EARTH_RADIUS_KM)
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(np.asarray(chord) / 2, 0.0, 1.0))

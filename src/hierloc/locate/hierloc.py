@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
+from scipy.optimize import isotonic_regression
 
 from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
 from hierloc.data.features import FeatureStore
@@ -332,19 +333,6 @@ class Geolocator(BaseLocator):
         return out
 
 
-def _isotonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted pool-adjacent-violators: the non-decreasing sequence closest to ``values``
-    (a handful of bins: a loop over bins)."""
-    blocks: list[list[float]] = []  # [value, weight, size]
-    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
-        blocks.append([v, w, 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            v2, w2, n2 = blocks.pop()
-            v1, w1, n1 = blocks.pop()
-            blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
-    return np.concatenate([np.full(n, v) for v, _, n in blocks])
-
-
 def calibrate(
     model_dir: str | Path, val: str | Path, features: str | Path, beam: int = 10, bins: int = 10
 ) -> dict:
@@ -373,7 +361,7 @@ def calibrate(
         which = np.searchsorted(edges, raw[:, lv], side="right")
         hits = np.bincount(which, right, minlength=len(edges) + 1)
         count = np.bincount(which, minlength=len(edges) + 1)
-        values = _isotonic((hits + 1) / (count + 2), count + 2)
+        values = isotonic_regression((hits + 1) / (count + 2), weights=count + 2).x
         levels[name] = {
             "edges": edges.tolist(),
             "values": values.tolist(),

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hierloc.geo.haversine import EARTH_RADIUS_KM
+from hierloc.geo.haversine import km_from_chord
 from hierloc.geometry import Manifold
 from hierloc.geometry._common import full_precision, safe_norm, upcast
 from hierloc.losses.kernels import KERNELS, log_kernel_and_dsigma
@@ -122,7 +122,7 @@ def _distance_chain(spec: FusedSpec, m, rows, cols, grad: bool):
 def _log_w(spec: FusedSpec, img_xyz, ent_xyz, lam: float, sigma: float, grad_sigma: bool):
     """``log w = log1p(λ·k(g/σ))`` of one tile, plus ``k`` and ``σ·∂log k/∂σ`` when needed."""
     chord_sq = (img_xyz @ ent_xyz.T).mul_(-2).add_(2).clamp_(0, 4)
-    g = torch.asin(torch.sqrt(chord_sq).mul_(0.5).clamp_(max=1.0)).mul_(2 * EARTH_RADIUS_KM)
+    g = km_from_chord(torch.sqrt(chord_sq))
     log_k, dlogk = log_kernel_and_dsigma(g.div_(sigma), spec.kernel, spec.p)
     k = torch.exp(log_k)
     return torch.log1p(k * lam), k, (dlogk if grad_sigma else None)
