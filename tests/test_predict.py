@@ -255,35 +255,44 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
     assert "broken" in (tmp_path / "out.rejects.csv").read_text()
 
 
-def test_calibrated_confidences_match_the_accuracy_they_were_fitted_on(trained, tmp_path):
-    """Histogram binning on a labelled split: per level, the mean calibrated confidence of the
-    top answers is close to their accuracy on that split, confidences stay in [0, 1] and do not
-    decrease with the raw confidence."""
+def test_calibrated_confidences_match_the_accuracy_of_a_held_out_half(trained, tmp_path):
+    """Histogram binning fitted on one half of a labelled split: on the other half, per level,
+    the mean calibrated confidence of the top answers is close to their accuracy; confidences
+    stay in [0, 1] and do not decrease with the raw confidence."""
     import shutil
+
+    import pandas as pd
 
     from hierloc.locate.hierloc import calibrate, level_confidences
     from hierloc.train.data import metadata_entities
 
+    frame = pd.read_parquet(trained / "train.parquet")
+    order = np.random.default_rng(0).permutation(len(frame))
+    fit, held = frame.iloc[order[::2]], frame.iloc[order[1::2]]
+    fit.to_parquet(tmp_path / "fit.parquet")
+    held.to_parquet(tmp_path / "held.parquet")
     model = tmp_path / "m"
     shutil.copytree(trained / "model", model)
-    cal = calibrate(model, trained / "train.parquet", trained / "store")
+    cal = calibrate(model, tmp_path / "fit.parquet", trained / "store")
     geo = Geolocator.load(model)
-    assert geo.manifest["calibration"] == cal
-    truth = metadata_entities(trained / "train.parquet")
-    data_feats = load_feats(trained, truth["id"].to_numpy(dtype=object))
-    preds = geo.predict_features(data_feats, truth["id"].tolist(), top_k=1)
-    res = geo.search(data_feats, top_k=1)
-    raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :]
-    for lv, name in enumerate(["country", "region", "subregion", "city"]):
-        right = (
-            np.array([p.best.places[lv].entity_id for p in preds]) == truth[f"{name}_id"].to_numpy()
-        )
-        conf = np.array([p.best.level_confidence[name] for p in preds])
-        assert np.all((conf >= 0) & (conf <= 1))
-        assert abs(conf.mean() - right.mean()) < 0.1, name
-        assert cal["levels"][name]["accuracy"] == pytest.approx(right.mean())
-        order = np.argsort(raw[:, lv].numpy(), kind="stable")
-        assert np.all(np.diff(conf[order]) >= 0), name  # monotone in the raw confidence
+    assert geo.manifest["calibration"] == cal and cal["images"] == len(fit)
+    for split, is_fit in (("fit", True), ("held", False)):
+        truth = metadata_entities(tmp_path / f"{split}.parquet")
+        feats = load_feats(trained, truth["id"].to_numpy(dtype=object))
+        preds = geo.predict_features(feats, truth["id"].tolist(), top_k=1)
+        res = geo.search(feats, top_k=1)
+        raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :]
+        for lv, name in enumerate(["country", "region", "subregion", "city"]):
+            ids = np.array([p.best.places[lv].entity_id for p in preds])
+            right = ids == truth[f"{name}_id"].to_numpy()
+            conf = np.array([p.best.level_confidence[name] for p in preds])
+            assert np.all((conf >= 0) & (conf <= 1))
+            order = np.argsort(raw[:, lv].numpy(), kind="stable")
+            assert np.all(np.diff(conf[order]) >= 0), name  # monotone in the raw confidence
+            if is_fit:
+                assert cal["levels"][name]["accuracy"] == pytest.approx(right.mean())
+            else:  # 150 held-out images: the binomial spread of an accuracy is below 0.05
+                assert abs(conf.mean() - right.mean()) < 0.12, (name, conf.mean(), right.mean())
     assert preds[0].best.confidence == preds[0].best.level_confidence["city"]
 
 

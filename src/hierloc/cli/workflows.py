@@ -107,16 +107,23 @@ def demo_cmd(
     if quick:
         kwargs = {
             "counts": {"train": 400, "val": 60, "test": 80},
-            "hierloc_set": ["optim.max_steps=6", "optim.batch_size=64", "run.val_every=3"],
+            "hierloc_set": [
+                "optim.lr=1e-3",
+                "optim.riemannian_lr=1e-3",
+                "optim.max_steps=40",
+                "optim.batch_size=64",
+                "run.val_every=20",
+            ],
             "geosurge_set": [
                 "model.rgb_dim=32",
                 "model.embed_dim=64",
-                "optim.max_steps=4",
+                "optim.lr=1e-3",
+                "optim.max_steps=30",
                 "optim.batch_size=64",
-                "run.val_every=2",
+                "run.val_every=15",
             ],
             "cells_tau": ((200, 60, 30, 20, 15, 10, 8), 3),
-            "baseline_set": ["epochs=1"],
+            "baseline_set": ["epochs=20"],
             "examples": 3,
         }
     res = run_demo(output, say=lambda m: typer.echo(m, err=True), **kwargs)
