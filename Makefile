@@ -29,6 +29,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/python scripts/check_imports.py
 	$(BIN)/python -m pytest
 
 clean:

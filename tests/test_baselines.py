@@ -155,3 +155,41 @@ def test_evaluate_and_compare_end_to_end(trained, tmp_path):  # noqa: F811
     res = runner.invoke(app, args)
     assert res.exit_code == 0
     assert (tmp_path / "cmp" / "hierloc" / "model" / "manifest.json").stat().st_mtime_ns == stamp
+
+
+def test_compare_recomputes_exactly_what_changed(trained, tmp_path):  # noqa: F811
+    """A changed baseline option retrains and re-evaluates that model only; a changed data
+    split re-evaluates every model without retraining any; an unchanged rerun touches nothing."""
+    from hierloc.workflows.compare import compare
+
+    def run(data, temperature):
+        compare(
+            ["knn", "zeroshot"],
+            trained / "h",
+            trained / "store",
+            data,
+            tmp_path / "cmp",
+            overrides={"knn": [f"temperature={temperature}"], "zeroshot": []},
+        )
+
+    def times():
+        return {
+            f"{m}/{s}": (tmp_path / "cmp" / m / s / "stage.json").stat().st_mtime_ns
+            for m in ("knn", "zeroshot")
+            for s in ("model", "eval")
+        }
+
+    half = tmp_path / "half.parquet"
+    pd.read_parquet(trained / "train.parquet").iloc[::2].to_parquet(half)
+    run(trained / "train.parquet", 0.05)
+    first = times()
+    run(trained / "train.parquet", 0.05)
+    assert times() == first
+    run(trained / "train.parquet", 0.1)
+    second = times()
+    changed = {k for k in first if first[k] != second[k]}
+    assert changed == {"knn/model", "knn/eval"}
+    run(half, 0.1)
+    third = times()
+    changed = {k for k in second if second[k] != third[k]}
+    assert changed == {"knn/eval", "zeroshot/eval"}

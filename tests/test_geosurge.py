@@ -79,15 +79,31 @@ def test_product_inference_equals_brute_force_on_a_small_tree():
         ancestors([np.array([-1]), np.array([0, -1])])
 
 
-def test_cell_lookup_matches_the_builders_assignment(tmp_path):
+def test_cell_lookup_agrees_with_s2sphere_containment(tmp_path):
+    """Each point's cell in every partition, checked with s2sphere (an independent S2
+    implementation): the cell found contains the point's leaf cell, and a point left out
+    (``-1``) lies in none of the partition's cells. The builder's own assignment agrees."""
+    import s2sphere
+
     from hierloc.data.cells import build_cells, locate_cells, partitions
 
-    df = pseudo_photos(2000, seed=5)
+    df = pseudo_photos(600, seed=5)
     df.to_parquet(tmp_path / "m.parquet")
     build_cells(tmp_path / "m.parquet", tmp_path / "cells", tau_max=(400, 100, 30), tau_min=5)
     frame = pd.read_parquet(tmp_path / "cells" / "cells.parquet")
+    parts = partitions(frame)
+    lat, lon = df["latitude"].to_numpy(), df["longitude"].to_numpy()
+    got = locate_cells(parts, lat, lon)
+    for n in range(len(df)):
+        leaf = s2sphere.CellId.from_lat_lng(s2sphere.LatLng.from_degrees(lat[n], lon[n]))
+        for p, part in enumerate(parts):
+            holders = [
+                r
+                for r, cid in enumerate(part.ids.tolist())
+                if s2sphere.CellId(int(cid)).contains(leaf)
+            ]
+            assert holders == ([] if got[n, p] < 0 else [got[n, p]]), (n, p)
     assign = pd.read_parquet(tmp_path / "cells" / "assignments.parquet")
-    got = locate_cells(partitions(frame), df["latitude"].to_numpy(), df["longitude"].to_numpy())
     np.testing.assert_array_equal(got, assign[["p0", "p1", "p2"]].to_numpy())
     assert (got[:, -1] == -1).any() and (got >= 0).any()  # both kinds occur
 
@@ -123,6 +139,30 @@ def test_semantic_store_from_files_with_rejects(tmp_path):
     # nearest-neighbour downsampling by 4: PIL's NEAREST picks the same pixel centres
     ref = np.asarray(Image.open(tmp_path / "m2.png").resize((8, 8), Image.NEAREST))
     np.testing.assert_array_equal(np.asarray(store.features[2]).reshape(8, 8), ref)
+    # the command: maps cut as efficientnet-lite0 cuts its images (32 px → resize 256, centre
+    # crop 224 → the central 28 px), then nearest-resized
+    res = runner.invoke(
+        app,
+        [
+            "semantic",
+            str(tmp_path / "meta.parquet"),
+            "-o",
+            str(tmp_path / "sem2"),
+            "--provider",
+            "files",
+            "--size",
+            "8",
+            "--classes",
+            "a,b,c",
+            "--encoder",
+            "efficientnet-lite0",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    cut = FeatureStore.open(tmp_path / "sem2")
+    assert len(cut) == 5 and cut.manifest["encoder"]["crop"]
+    ref = Image.open(tmp_path / "m2.png").crop((2, 2, 30, 30)).resize((8, 8), Image.NEAREST)
+    np.testing.assert_array_equal(np.asarray(cut.features[2]).reshape(8, 8), np.asarray(ref))
 
 
 def test_extract_tokens_equals_the_encoders_tokens(tmp_path):

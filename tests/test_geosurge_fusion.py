@@ -78,3 +78,27 @@ def test_semantic_input_matters_and_bad_maps_are_refused():
         fusion(rgb, torch.zeros(1, 9, 8, dtype=torch.long))
     with pytest.raises(ValueError, match="semantic map"):
         fusion(rgb, None)
+
+
+def test_semantic_tokens_are_the_per_patch_one_hot_projection():
+    """Token (i, j) = Σ over the patch's pixels of the embedding weight of that pixel's class at
+    that position + bias + the learned position (i, j); the CLS token first — written out with
+    loops, independent of the convolution that computes it."""
+    torch.manual_seed(0)
+    p, grid = 7, (2, 3)
+    fusion = SemanticFusion(
+        classes=5, rgb_dim=8, out_dim=4, dim=6, blocks=1, heads=2, latent=4, patch=p, grid=grid
+    )
+    sem = torch.randint(0, 5, (2, grid[0] * p, grid[1] * p))
+    got = fusion.semantic_tokens(sem)
+    W, b = fusion.embed.weight.detach(), fusion.embed.bias.detach()  # (dim, classes, p, p)
+    for n in range(2):
+        assert torch.equal(got[n, 0], fusion.cls[0, 0])
+        for i in range(grid[0]):
+            for j in range(grid[1]):
+                want = b + fusion.pos[0, :, i, j].detach()
+                for y in range(p):
+                    for x in range(p):
+                        want = want + W[:, int(sem[n, i * p + y, j * p + x]), y, x]
+                tok = got[n, 1 + i * grid[1] + j]
+                assert torch.allclose(tok, want, atol=1e-5), (n, i, j)

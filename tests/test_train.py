@@ -324,6 +324,10 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
 
 
 def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_path):
+    """Two processes with validation every 3 steps: the same weights and the same validation
+    metrics as one process with the same global batch (validation runs on rank 0; the others
+    wait and agree on stopping)."""
+    import json
     import os
     import subprocess
     import sys
@@ -335,6 +339,7 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         "model.dropout=0.0",
         "run.checkpoint_every=6",
         "run.precision=fp32",
+        "run.val_every=3",
     ]
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [
@@ -349,6 +354,8 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         str(setup / "h"),
         "--features",
         str(setup / "store"),
+        "--val",
+        str(setup / "val.parquet"),
         "-o",
         str(tmp_path / "ddp"),
     ]
@@ -356,9 +363,24 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    data = load_training_data(setup / "h", setup / "store")
+    data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     single = start_trainer(Trainer, load_config(overrides=overrides), data, tmp_path / "single")
     list(single.steps())
+
+    def val_rows(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [
+            {k: v for k, v in r.items() if k.startswith("val_")}
+            for r in rows
+            if "val_geoscore" in r
+        ]
+
+    want, got_val = val_rows(tmp_path / "single"), val_rows(tmp_path / "ddp")
+    assert len(want) == len(got_val) == 2
+    for w, g in zip(want, got_val, strict=True):
+        assert set(w) == set(g)
+        for k in w:
+            assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), k
     got = load_file(str(tmp_path / "ddp" / "ckpt-00000006" / "model.safetensors"))
     for name, p in single.model.state_dict().items():
         assert torch.allclose(got[name], p.detach(), atol=1e-5), name
@@ -494,6 +516,8 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
         str(setup / "h"),
         "--features",
         str(setup / "store"),
+        "--val",
+        str(setup / "val.parquet"),
         "--val",
         str(setup / "val.parquet"),
         "-o",
