@@ -685,3 +685,50 @@ def test_map_cells_lie_under_the_tokens_that_see_them(size):
         # nearest sampling on either side: at most one source pixel apart
         assert np.abs(aligned_map(mx, grid, pre) - seen_x).max() <= 1
         assert np.abs(aligned_map(my, grid, pre) - seen_y).max() <= 1
+
+
+def test_torchrun_with_validation_and_early_stopping_finishes(toy, tmp_path):
+    """Two processes, validation every step and patience 1 with a learning rate too small to
+    improve anything: rank 0 decides to stop at the second validation and both processes stop
+    there (before the fix rank 1 waited in the next all-reduce for ever)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    over = [
+        *TOY,
+        "optim.lr=1e-12",
+        "optim.max_steps=20",
+        "run.val_every=1",
+        "run.patience=1",
+        "run.precision=fp32",
+    ]
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hierloc",
+        "train",
+        "--model",
+        "geosurge",
+        "--cells",
+        str(toy / "cells"),
+        "--features",
+        str(toy / "tok"),
+        "--semantic",
+        str(toy / "sem"),
+        "--val",
+        str(toy / "val.parquet"),
+        "-o",
+        str(tmp_path / "ddp"),
+    ]
+    for s in over:
+        cmd += ["--set", s]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] < 20 and sum("val_geoscore" in r for r in rows) == 2

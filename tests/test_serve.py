@@ -585,3 +585,59 @@ def test_the_page_in_a_real_browser(models, tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
         proc.stdout.close()
+
+
+def test_evaluate_reads_images_the_store_lacks_with_the_models_encoder(models, tmp_path):
+    """``evaluate --data`` on images absent from the training store: with a ``path`` column
+    they are read with the model's encoder (one unreadable file rejected with its reason);
+    without one, one line saying which store to pass — never an empty table."""
+    import pandas as pd
+
+    meta = pseudo_photos(6, seed=11).copy()
+    meta["id"] = [f"new{i}" for i in range(6)]
+    names = [f"p{i}.png" for i in range(5)] + ["broken.png"]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    meta["path"] = [str(models / "photos" / n) for n in names[:5]] + ["broken.png"]
+    meta.to_parquet(tmp_path / "new.parquet")
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(models / "hierloc"),
+            "--data",
+            str(tmp_path / "new.parquet"),
+            "-o",
+            str(tmp_path / "ev"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 5 and metrics["rejected"] == 1
+    rejects = pd.read_csv(tmp_path / "ev" / "rejects.csv")
+    assert rejects["id"].tolist() == ["new5"]
+    assert rejects["reason"][0].startswith("unreadable image")
+    # the same answers as hierloc predict on those photos
+    preds = pd.read_parquet(tmp_path / "ev" / "predictions.parquet").set_index("id")
+    out = runner.invoke(
+        cli,
+        ["predict", str(models / "hierloc"), str(models / "photos"), "--top-k", "1", "-f", "json"],
+    )
+    for row in json.loads(out.stdout)["predictions"]:
+        new_id = f"new{int(row['id'][1:])}"
+        assert preds.loc[new_id, "city_id"] == row["city_id"]
+    meta.drop(columns="path").to_parquet(tmp_path / "nopath.parquet")
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(models / "hierloc"),
+            "--data",
+            str(tmp_path / "nopath.parquet"),
+            "-o",
+            str(tmp_path / "ev2"),
+        ],
+    )
+    assert res.exit_code == 2
+    line = res.stderr.strip().splitlines()
+    assert len(line) == 1 and "none of its 6 images are in" in line[0] and "--features" in line[0]
+    assert not (tmp_path / "ev2").exists()

@@ -16,7 +16,7 @@ from hierloc.errors import InputError
 from hierloc.hierarchy.pipeline import build_hierarchy
 from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
-from hierloc.train.loop import Trainer
+from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer
 from tests.test_hierarchy import pseudo_photos
 
@@ -59,6 +59,11 @@ SMALL = [
 ]
 
 
+def start(cfg, data, run_dir) -> HierLocTrainer:
+    """A HierLoc trainer as ``hierloc train`` makes one (seeded, allocator tuned)."""
+    return start_trainer(HierLocTrainer, cfg, data, run_dir)
+
+
 def test_config_errors():
     with pytest.raises(InputError, match="did you mean 'batch_size'"):
         load_config(overrides=["optim.batchsize=3"])
@@ -77,13 +82,13 @@ def _params(tr):
 def test_resume_equals_straight_run(setup, tmp_path, extra):
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     cfg = load_config(overrides=SMALL + extra + ["optim.max_steps=8"])
-    straight = start_trainer(Trainer, cfg, data, tmp_path / "a")
+    straight = start(cfg, data, tmp_path / "a")
     list(straight.steps())
-    half = start_trainer(Trainer, cfg, data, tmp_path / "b")
+    half = start(cfg, data, tmp_path / "b")
     for info in half.steps():  # stop after the checkpoint of step 4 (checkpoint_every=4)
         if info["step"] == 4:
             break
-    resumed = start_trainer(Trainer, cfg, data, tmp_path / "b")
+    resumed = start(cfg, data, tmp_path / "b")
     resumed.load_checkpoint(resumed.latest_checkpoint())
     assert resumed.step == 4
     list(resumed.steps())
@@ -103,7 +108,7 @@ def test_trainer_gradients_equal_autograd_of_the_reference_loss(setup, attention
         "run.precision=fp32",
         f"model.attention={str(attention).lower()}",
     ]
-    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
+    tr = start(load_config(overrides=over), data, setup / "unused")
     idx = torch.arange(23)
     x, t, c = data.train.features[idx], data.train.targets[idx], data.train.coords[idx]
     loss, _ = tr.backward(x, t, c)
@@ -138,7 +143,7 @@ def test_sampled_entities_equal_the_reference_loss_on_the_sample(setup):
     data = load_training_data(setup / "h", setup / "store")
     n = 6
     over = SMALL + ["model.dropout=0.0", "run.precision=fp32", f"optim.sampled_entities={n}"]
-    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
+    tr = start(load_config(overrides=over), data, setup / "unused")
     counts = tr.model.entity_counts
     assert max(counts) > 3 * n  # the toy hierarchy is large enough to sample
     idx = torch.arange(23)
@@ -188,9 +193,7 @@ def test_validation_reports_majority_seen_and_median_km_as_brute_force(setup):
     from hierloc.geo.haversine import haversine_km
 
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
-    tr = start_trainer(
-        Trainer, load_config(overrides=SMALL + ["model.dropout=0.0"]), data, setup / "unused"
-    )
+    tr = start(load_config(overrides=SMALL + ["model.dropout=0.0"]), data, setup / "unused")
     got = tr.validate(batch=7)  # several batches, a ragged last one
     v, train_t = data.val, data.train.targets.numpy()
     t = v.targets.numpy()
@@ -223,7 +226,7 @@ def test_learning_rate_schedules_follow_their_formulas(setup, schedule):
         "optim.lr=1e-3",
         "optim.riemannian_lr=2e-3",
     ]
-    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
+    tr = start(load_config(overrides=over), data, setup / "unused")
     spe = tr.steps_per_epoch  # 320 images / 32 = 10 steps per epoch
     assert spe == 10
     for step in range(7):
@@ -237,8 +240,10 @@ def test_learning_rate_schedules_follow_their_formulas(setup, schedule):
         assert tr.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * want)
         assert tr.ropt.param_groups[0]["lr"] == pytest.approx(2e-3 * want)
     with pytest.raises(ValueError, match="optim.schedule"):
-        start_trainer(
-            Trainer, load_config(overrides=SMALL + ["optim.schedule=linear"]), data, setup / "u2"
+        start(
+            load_config(overrides=SMALL + ["optim.schedule=linear"]),
+            data,
+            setup / "u2",
         )
 
 
@@ -272,7 +277,7 @@ def test_cli_train_end_to_end(setup, tmp_path):
 def test_anchors_stay_on_the_hyperboloid(setup, tmp_path):
     data = load_training_data(setup / "h", setup / "store")
     cfg = load_config(overrides=SMALL + ["optim.max_steps=30", "optim.riemannian_lr=0.05"])
-    tr = start_trainer(Trainer, cfg, data, tmp_path / "r")
+    tr = start(cfg, data, tmp_path / "r")
     list(tr.steps())
     for a in tr.model.anchors:
         a = a.detach().double()
@@ -316,7 +321,7 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
     assert done and done[-1].name < "ckpt-00000016", [d.name for d in done]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     data = load_training_data(setup / "h", setup / "store")
-    straight = start_trainer(Trainer, load_config(overrides=overrides), data, tmp_path / "straight")
+    straight = start(load_config(overrides=overrides), data, tmp_path / "straight")
     list(straight.steps())
     got = load_file(str(tmp_path / "run" / "ckpt-00000016" / "model.safetensors"))
     for name, p in straight.model.state_dict().items():
@@ -364,7 +369,7 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
-    single = start_trainer(Trainer, load_config(overrides=overrides), data, tmp_path / "single")
+    single = start(load_config(overrides=overrides), data, tmp_path / "single")
     list(single.steps())
 
     def val_rows(run):
@@ -396,7 +401,7 @@ def test_validation_loss_and_geoscore_as_brute_force(setup):
 
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     over = SMALL + ["model.dropout=0.0", "run.val_beam=1000"]
-    tr = start_trainer(Trainer, load_config(overrides=over), data, setup / "unused")
+    tr = start(load_config(overrides=over), data, setup / "unused")
     got = tr.validate(batch=7)
     v = data.val
     with torch.no_grad():
@@ -443,7 +448,7 @@ def test_weight_decay_leaves_the_log_scalars_alone(setup, tmp_path):
             f"optim.weight_decay={wd}",
             "optim.lr=0.01",
         ]
-        tr = start_trainer(Trainer, load_config(overrides=over), data, tmp_path / f"wd{wd}")
+        tr = start(load_config(overrides=over), data, tmp_path / f"wd{wd}")
         tr.train_step()
         named = dict(tr.model.named_parameters()) | {
             f"loss.{n}": p for n, p in tr.loss_fn.named_parameters()
@@ -458,7 +463,7 @@ def test_weight_decay_leaves_the_log_scalars_alone(setup, tmp_path):
 
 def test_gradient_clipping_covers_the_anchors(setup, tmp_path, monkeypatch):
     data = load_training_data(setup / "h", setup / "store")
-    tr = start_trainer(Trainer, load_config(overrides=SMALL), data, tmp_path / "clip")
+    tr = start(load_config(overrides=SMALL), data, tmp_path / "clip")
     seen = []
     real = torch.nn.utils.clip_grad_norm_
 
@@ -478,15 +483,13 @@ def test_a_checkpoint_that_does_not_fit_is_refused(setup, tmp_path):
     from safetensors.torch import load_file, save_file
 
     data = load_training_data(setup / "h", setup / "store")
-    tr = start_trainer(Trainer, load_config(overrides=SMALL), data, tmp_path / "run")
+    tr = start(load_config(overrides=SMALL), data, tmp_path / "run")
     ckpt = tr.save_checkpoint()
     state = load_file(str(ckpt / "model.safetensors"))
     state.pop("image_mlp.0.weight")
     save_file(state, str(ckpt / "model.safetensors"))
     with pytest.raises(InputError, match=r"ckpt-00000000: does not fit this run's model"):
-        start_trainer(
-            Trainer, load_config(overrides=SMALL), data, tmp_path / "run"
-        ).load_checkpoint(ckpt)
+        start(load_config(overrides=SMALL), data, tmp_path / "run").load_checkpoint(ckpt)
 
 
 def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):

@@ -17,7 +17,7 @@ from hierloc.bench.hierarchy import PAPER_COUNTS
 from hierloc.models.hierloc import EntityTables
 from hierloc.train.config import load_config
 from hierloc.train.data import Split, TrainingData
-from hierloc.train.loop import Trainer
+from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer
 
 OSV5M_TRAIN_IMAGES = 4_800_000
@@ -41,7 +41,7 @@ def _run(counts, batch_size, steps, image_dim, text_dim, warmup, overrides) -> d
     data = TrainingData(tables, [], train, None, image_dim, {})
     cfg = load_config(overrides=[f"optim.batch_size={batch_size}", *overrides])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = start_trainer(Trainer, cfg, data, tmp)
+        trainer = start_trainer(HierLocTrainer, cfg, data, tmp)
         for _ in range(warmup):
             trainer.train_step()
         t0 = time.perf_counter()

@@ -23,8 +23,10 @@ of the true coordinates (documented in ``metrics.json`` as ``osv5m_truth``).
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hierloc.data.writers import atomic_path
@@ -72,6 +74,32 @@ def osv5m_truth(frame: pd.DataFrame, raw: pd.DataFrame | None) -> tuple[pd.DataF
     return pd.DataFrame({c: gaz.level_keys(lv)[near] for lv, c in OSV5M.items()}), "geonames"
 
 
+def _encode_missing(predictor, path: Path, raw: pd.DataFrame, ids, feats, ok):
+    """Images of the split that the store lacks, read from the file's ``path`` column with the
+    model's own encoder (as ``hierloc predict`` reads photos): ``(features, found, rejects)``
+    for every id, in order; unreadable images are rejected with their reason."""
+    want = raw[raw["id"].astype(str).isin(set(ids[~ok]))][["id", "path"]].astype(str)
+    base = path.parent
+    want["path"] = [p if Path(p).is_absolute() else str(base / p) for p in want["path"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = Path(tmp) / "missing.parquet"
+        want.to_parquet(meta, index=False)
+        got_ids, got, unread = predictor.encode_images([meta])
+    pos = {i: k for k, i in enumerate(got_ids)}
+    extra = np.array([(not f) and (i in pos) for i, f in zip(ids, ok, strict=True)])
+    full = np.zeros((len(ids), predictor.image_dim), np.float32)
+    full[ok] = feats
+    if extra.any():
+        full[extra] = got[[pos[i] for i in ids[extra]]]
+    found = ok | extra
+    why = {r.id: f"unreadable image: {r.reason}" for r in unread}
+    lost = ids[~found]
+    missing = pd.DataFrame(
+        {"id": lost, "reason": [why.get(i, "no features and no path") for i in lost]}
+    )
+    return full[found], found, missing
+
+
 def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
     """The top answer of each prediction as one row (``hierloc score``'s input)."""
     rows = []
@@ -111,21 +139,27 @@ def evaluate(
         raise InputError(f"{path}: no labelled records to evaluate")
     truth["id"] = truth["id"].astype(str)
     store = features or predictor.manifest.get("features")
-    feats, ok = predictor.inputs_for(truth["id"].to_numpy(dtype=object), features, semantic)
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    ids = truth["id"].to_numpy(dtype=object)
+    feats, ok = predictor.inputs_for(ids, features, semantic)
+    missing = pd.DataFrame({"id": ids[~ok], "reason": f"no features (or semantic map) in {store}"})
+    if (~ok).any() and "path" in raw.columns and getattr(predictor, "batches_photos", False):
+        feats, ok, missing = _encode_missing(predictor, path, raw, ids, feats, ok)
+    if not ok.any():
+        enc = predictor.encoder_name or "the model's encoder"
+        raise InputError(
+            f"{path}: none of its {len(ids)} images are in {store}; pass --features with a "
+            f"store of them (hierloc extract … --encoder {enc}), or give the file a 'path' "
+            "column so that the model's own encoder reads the images"
+        )
     rejects = pd.concat(
-        [
-            pd.DataFrame(bad, columns=["row", "id", "reason"]).drop(columns="row"),
-            pd.DataFrame(
-                {"id": truth.loc[~ok, "id"], "reason": f"no features (or semantic map) in {store}"}
-            ),
-        ],
+        [pd.DataFrame(bad, columns=["row", "id", "reason"]).drop(columns="row"), missing],
         ignore_index=True,
     )
     truth = truth[ok].reset_index(drop=True)
     preds = predictions_frame(
         predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)
     )
-    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     osv, origin = osv5m_truth(truth, raw)
     results = {}
     for protocol, extra in (("entity", truth[[f"{lv}_id" for lv in LEVELS]]), ("osv5m", osv)):

@@ -1,1 +1,3 @@
-"""Training: configs, data on precomputed features, the loop (a generator), checkpoints."""
+"""Training: configs, data on precomputed features, the generic loop (``loop.Trainer``: rank
+and world passed in, checkpoints, exact resume), each model's steps (``hierloc``,
+``geosurge``), and the entry point's process setup (``runtime``)."""

@@ -6,7 +6,7 @@ level: ignored by the loss, counted as a miss by the accuracy)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
 from hierloc.errors import InputError
 from hierloc.geo.countries import canonical_iso2
 from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
-from hierloc.hierarchy.io import HierarchyFolder
+from hierloc.hierarchy.io import HierarchyFolder, entity_frame
 from hierloc.models.hierloc import EntityTables
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class TrainingData:
     val: Split | None
     image_dim: int
     dropped: dict
+    parent_rows: list[np.ndarray] = field(default_factory=list)  # level ℓ+1 → row in ℓ
 
 
 def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:
@@ -72,7 +73,7 @@ def load_training_data(
     hierarchy: str | Path, features: str | Path, val: str | Path | None = None
 ) -> TrainingData:
     store = FeatureStore.open(features)
-    tables, ids, _ = load_entities(hierarchy)
+    tables, ids, frame = load_entities(hierarchy)
     index = [{e: k for k, e in enumerate(level_ids)} for level_ids in ids]
     image_mean = tables.image_mean[0]
     if image_mean is not None and image_mean.shape[1] != store.dim:
@@ -98,7 +99,9 @@ def load_training_data(
     val_split = None
     if val is not None:
         val_split, dropped["val_without_features"] = _val_split(val, store, index)
-    return TrainingData(tables, ids, train, val_split, store.dim, dropped)
+    ent = entity_frame(ids, frame)
+    parents = [ent.loc[ent["level"] == lv, "parent_row"].to_numpy() for lv in range(1, len(ids))]
+    return TrainingData(tables, ids, train, val_split, store.dim, dropped, parents)
 
 
 def label_entities(labels: dict[str, np.ndarray | None], lat: np.ndarray, lon: np.ndarray):

@@ -30,14 +30,8 @@ from safetensors.torch import save_file
 from hierloc.data.artifacts import read_safetensors
 from hierloc.data.writers import staged_folder
 from hierloc.errors import InputError
-from hierloc.eval.metrics import geoscore
-from hierloc.geo.haversine import haversine_km, pairwise_km, unit_vectors
-from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.losses import GWHInfoNCE
-from hierloc.models import create_model
-from hierloc.search import EntityIndex, beam_search
 from hierloc.train.config import TrainConfig, save_config
-from hierloc.train.data import Split, TrainingData
+from hierloc.train.data import TrainingData
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +53,14 @@ def project_onto_manifold(optimizer, manifold) -> None:
 
 
 class Trainer:
-    """One training run. ``rank``/``world``: this process's place among torchrun's (the entry
-    point, :func:`hierloc.train.runtime.start_trainer`, seeds, tunes and joins the group)."""
+    """The generic loop of one training run: optimizers (AdamW, RiemannianAdam for manifold
+    parameters), schedule, clipping, data order, bf16 autocast, validation cadence with
+    best-checkpoint selection and early stopping, atomic checkpoints and exact resume. A model's
+    trainer provides :meth:`_build_model`, :meth:`train_step`, :meth:`validate` and
+    :meth:`val_score` (:class:`hierloc.train.hierloc.HierLocTrainer`,
+    :class:`hierloc.train.geosurge.GeoSurgeTrainer`). ``rank``/``world``: this process's place
+    among torchrun's (the entry point, :func:`hierloc.train.runtime.start_trainer`, seeds,
+    tunes and joins the group)."""
 
     def __init__(
         self,
@@ -116,21 +116,24 @@ class Trainer:
         self.total_steps = cfg.optim.max_steps or cfg.optim.epochs * self.steps_per_epoch
         self.lr_factor(0)  # validates optim.schedule before any work
 
-    def _build_model(self):
-        """``(model, loss module)``: HierLoc and its GWH-InfoNCE (subclasses: other models)."""
-        data = self.data
-        self.entity_xyz = [  # unit vectors of the entities' mean locations, (E, 3) float64
-            unit_vectors(*torch.tensor(np.array(c), dtype=torch.float64, device=self.device).T)
-            for c in data.entities.coords
-        ]
-        model = create_model("hierloc", self.cfg.model, data.image_dim, data.entities)
-        return model, GWHInfoNCE(self.cfg.loss)
-
     # -- one step -----------------------------------------------------------------------
-    def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
-        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each)."""
-        xyz = unit_vectors(coords[:, 0], coords[:, 1])  # (B, 3) float64
-        return [pairwise_km(xyz, e).float() for e in self.entity_xyz]
+    # -- what a model's trainer provides ----------------------------------------------------
+    def _build_model(self):
+        """``(model, loss module)`` of the run (e.g. HierLoc and its GWH-InfoNCE)."""
+        raise NotImplementedError
+
+    def train_step(self) -> dict:
+        """One optimizer step on this process's share of ``batch_size`` images; an info dict
+        with ``step, epoch, loss, images``."""
+        raise NotImplementedError
+
+    def validate(self, split=None, batch: int | None = None) -> dict:
+        """Validation metrics (``val_*``) on ``split`` (default: the run's validation split)."""
+        raise NotImplementedError
+
+    def val_score(self, info: dict) -> float:
+        """What "best" and early stopping maximise."""
+        raise NotImplementedError
 
     def _batch(self) -> torch.Tensor:
         bs = self.cfg.optim.batch_size
@@ -160,38 +163,6 @@ class Trainer:
         themselves and run in fp32."""
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def train_step(self) -> dict:
-        """One optimizer step on ``batch_size`` images (this process's share of it)."""
-        self.model.train()
-        idx = self._batch()
-        split = self.data.train
-        self.opt.zero_grad(set_to_none=True)
-        if self.ropt is not None:
-            self.ropt.zero_grad(set_to_none=True)
-        subsets, offsets = self._entity_sample(split.targets[self._global_batch])
-        targets = split.targets[idx]
-        if subsets is not None:  # positions of the positives within the sampled entities
-            cols = zip(targets.T, subsets, strict=True)
-            targets = torch.stack(
-                [t if s is None else torch.searchsorted(s, t.contiguous()) for t, s in cols], 1
-            )
-        total, per_level = self.backward(
-            split.features[idx].to(self.device),
-            targets.to(self.device),
-            split.coords[idx].to(self.device),
-            subsets,
-            offsets,
-        )
-        self._optimizer_step()
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "loss": total,
-            "level_losses": per_level,
-            "tau": float(self.loss_fn.tau.detach()),
-            "images": len(idx),
-        }
-
     def _optimizer_step(self) -> None:
         """Average the loss module's gradients over processes (DDP did the model's), clip,
         set the scheduled learning rates, step, re-project the Lorentz anchors; ``step += 1``."""
@@ -214,26 +185,6 @@ class Trainer:
             project_onto_manifold(self.ropt, self.model.manifold)
         self.step += 1
 
-    def _entity_sample(self, targets: torch.Tensor):
-        """``optim.sampled_entities``: per level, sorted entity indices (or ``None``: all) and
-        the sampled-softmax offsets; ``(None, None)`` when off. Seeded by the step, so every
-        process draws the same sample and a resumed run the same as a straight one."""
-        n = self.cfg.optim.sampled_entities
-        if not n:
-            return None, None
-        g = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + self.step)
-        subsets, offsets = [], []
-        for lv, E in enumerate(self.model.entity_counts):
-            if E <= n:
-                subsets.append(None)
-                offsets.append(0.0)
-                continue
-            pos = targets[:, lv]
-            idx = torch.unique(torch.cat([torch.randperm(E, generator=g)[:n], pos[pos >= 0]]))
-            subsets.append(idx)
-            offsets.append(math.log((E - 1) / max(1, len(idx) - 1)))
-        return subsets, offsets
-
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier of optimizer step ``step`` (0-based)."""
         o = self.cfg.optim
@@ -245,117 +196,6 @@ class Trainer:
         if o.schedule == "step":
             return warm * o.step_gamma ** (step // self.steps_per_epoch)
         return warm
-
-    def backward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        coords: torch.Tensor,
-        subsets: list[torch.Tensor | None] | None = None,
-        offsets: list[float] | None = None,
-    ) -> tuple[float, list[float]]:
-        """Accumulate the gradients of the batch's loss; returns ``(loss, per-level losses)``.
-
-        The entity embeddings (and attention keys) are computed once and shared by the whole
-        batch; the loss of each level runs through :func:`~hierloc.fused_loss.fused_level_loss`,
-        which never holds more than a tile of the ``B × E`` matrices.
-        """
-        ent_xyz = self.entity_xyz
-        if subsets is not None:
-            subsets = [None if s is None else s.to(self.device) for s in subsets]
-            ent_xyz = [e if s is None else e[s] for e, s in zip(ent_xyz, subsets, strict=True)]
-        with self._autocast():
-            z, ents = self.forward_model(x, subsets)
-        img_xyz = unit_vectors(coords[:, 0], coords[:, 1])
-        total, per_level = self.loss_fn.points_loss(
-            self.model.manifold, z, ents, list(t.T), img_xyz, ent_xyz, offsets
-        )
-        total.backward()
-        return float(total.detach()), [float(v.detach()) for v in per_level]
-
-    # -- validation ---------------------------------------------------------------------
-    @torch.no_grad()
-    def validate(self, split: Split | None = None, batch: int | None = None) -> dict:
-        """Loss and flat nearest-entity accuracy per level on ``split`` (default: val), beside
-        what they can be compared with: the majority-class rate (the training split's most
-        frequent entity), the share of images whose entity exists in training (``seen``; a
-        geographically disjoint split caps the fine levels' accuracy at it) and the accuracy
-        among those; and the median km from the nearest finest entity's mean location."""
-        split = split if split is not None else self.data.val
-        if split is None:
-            return {}
-        if batch is None:  # ~16M image-entity pairs per batch bounds memory at any scale
-            batch = min(512, max(8, 2**24 // sum(self.model.entity_counts)))
-        self.model.eval()
-        with self._autocast():
-            ents = self.model.entity_embeddings()
-        ctx = self.model.entity_context(ents)
-        majority = [int(torch.bincount(t).argmax()) for t in self.data.train.targets.T]
-        levels = len(ents)
-        hits, seen, seen_hits, maj_hits = (np.zeros(levels) for _ in range(4))
-        losses, known_n, km_err, beam_km = [], np.zeros(len(ents)), [], []
-        finest = torch.tensor(np.array(self.data.entities.coords[-1]), dtype=torch.float64)
-        index = self._val_index(ents)
-        for start in range(0, len(split), batch):
-            x = split.features[start : start + batch].to(self.device)
-            t = split.targets[start : start + batch].to(self.device)
-            coords = split.coords[start : start + batch].to(self.device)
-            with self._autocast():
-                z = self.model.image_embeddings(x, context=ctx)
-            dists = self.model.distances(z, ents)
-            km = self._geo_km(coords)
-            for k, d in enumerate(dists):
-                correct = d.argmin(dim=1) == t[:, k]
-                known = t[:, k] >= 0
-                hits[k] += float(correct.sum())
-                seen[k] += float(known.sum())
-                seen_hits[k] += float((correct & known).sum())
-                maj_hits[k] += float((t[:, k] == majority[k]).sum())
-                if known.any():
-                    known_n[k] += float(known.sum())
-                    losses.append(
-                        float(self.loss_fn.level_loss(d[known], t[known, k], km[k][known]).sum())
-                    )
-            guess = finest[dists[-1].argmin(dim=1).cpu()]
-            lat, lon = coords[:, 0].cpu().double(), coords[:, 1].cpu().double()
-            km_err.append(haversine_km(lat, lon, guess[:, 0], guess[:, 1]))
-            leaf = beam_search(index, z.detach().cpu(), width=self.cfg.run.val_beam).paths[:, 0, -1]
-            guess = finest[leaf.clamp(min=0)]
-            beam_km.append(haversine_km(lat, lon, guess[:, 0], guess[:, 1]))
-        out: dict = {}
-        n = len(split)
-        for k in range(levels):
-            out[f"val_acc_{LEVEL_NAMES[k]}"] = float(hits[k] / n)
-            out[f"val_majority_{LEVEL_NAMES[k]}"] = float(maj_hits[k] / n)
-            out[f"val_seen_{LEVEL_NAMES[k]}"] = float(seen[k] / n)
-            out[f"val_acc_seen_{LEVEL_NAMES[k]}"] = float(seen_hits[k] / max(1.0, seen[k]))
-        out["val_median_km"] = float(np.median(torch.cat(km_err).numpy())) if km_err else math.nan
-        if beam_km:  # what prediction answers: beam search (run.val_beam), the city's location
-            km = torch.cat(beam_km).numpy()
-            out["val_geoscore"] = float(geoscore(km).mean())
-            out["val_beam_median_km"] = float(np.median(km))
-        # the mean over the images whose entity exists in training (only those have a loss)
-        out["val_loss"] = float(sum(losses) / max(1.0, known_n.sum()))
-        return out
-
-    def val_score(self, info: dict) -> float:
-        """What "best" (and early stopping) maximises: the validation GeoScore of beam search,
-        what ``hierloc predict`` answers (the flat country + city accuracy it replaced rewards
-        the city level, which a geographically disjoint split cannot reach)."""
-        return info.get("val_geoscore", 0.0)
-
-    def _val_index(self, ents: list[torch.Tensor]):
-        """The entity index of the current embeddings (parents from the ids' paths)."""
-        if "_val_parents" not in self.__dict__:
-            ids = self.data.entity_ids
-            self._val_parents = []
-            for lv in range(1, len(ids)):
-                pos = {e: k for k, e in enumerate(ids[lv - 1])}
-                self._val_parents.append(np.array([pos[e.rsplit("/", 1)[0]] for e in ids[lv]]))
-        pts = [h.detach().float().cpu() for h in ents]
-        return EntityIndex.from_parents(
-            self.model.manifold, pts, self._val_parents, squared=self.cfg.loss.squared_distance
-        )
 
     def _agree_to_stop(self, stop: bool) -> bool:
         """Rank 0's early-stopping decision, broadcast so that every process stops at the same

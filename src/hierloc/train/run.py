@@ -12,7 +12,7 @@ from hierloc.errors import InputError
 from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
 from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
-from hierloc.train.loop import Trainer
+from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer
 
 
@@ -57,7 +57,7 @@ def train_run(
         if hierarchy is None:
             raise InputError("HierLoc trains on a hierarchy: pass --hierarchy")
         data = load_training_data(hierarchy, features, val)
-        trainer = start_trainer(Trainer, cfg, data, output, device)
+        trainer = start_trainer(HierLocTrainer, cfg, data, output, device)
         if trainer.rank == 0:
             write_sources(Path(output), hierarchy=hierarchy, features=features, val=val)
     last = trainer.latest_checkpoint()
