@@ -641,3 +641,34 @@ def test_evaluate_reads_images_the_store_lacks_with_the_models_encoder(models, t
     line = res.stderr.strip().splitlines()
     assert len(line) == 1 and "none of its 6 images are in" in line[0] and "--features" in line[0]
     assert not (tmp_path / "ev2").exists()
+
+
+def test_bench_serve_small_load_hostile_mix_and_sigterm(models):
+    """``hierloc bench serve`` at a small size: under load and a hostile mix no 5xx and no
+    good request lost, each hostile kind answered as the README says, requests gathered into
+    shared batches, SIGTERM during load exits 0."""
+    from hierloc.bench import serve as bench
+
+    r = bench.run(
+        models / "hierloc", requests=24, concurrency=(1, 8), hostile=28, n_photos=8, max_wait_ms=50
+    )
+    assert r["status_5xx"] == 0 and r["lost_good"] == 0, r
+    assert r["load"]["1"]["requests"] == r["load"]["8"]["requests"] == 24
+    kinds = r["hostile"]["by_kind"]
+    assert set(kinds) == set(bench.KINDS)
+    want = {
+        "good": "200",
+        "slow": "200",
+        "not_image": "415",
+        "content_type": "415",
+        "oversized": "413",
+        "malformed": "400",
+        "bomb": "200",
+        "truncated": "200",
+    }
+    for kind, status in want.items():
+        allowed = {"400", "422"} if kind == "malformed" else {status}
+        assert set(kinds[kind]["statuses"]) <= allowed, (kind, kinds[kind])
+    assert r["batches"]["mean_photos"] > 1  # concurrent requests shared encoder passes
+    assert r["sigterm"]["exit_status"] == 0 and r["sigterm"]["answered"] > 0
+    assert r["peak_rss_gb"] is not None and r["peak_rss_gb"] < bench.TARGET_RSS_GB

@@ -283,3 +283,52 @@ def bench_search(
     from hierloc.bench import search as bench
 
     _emit(bench.run(quick=quick, batch=batch), output)
+
+
+@bench_app.command("serve")
+@handles_errors
+def bench_serve(
+    model: Annotated[Path, typer.Argument(help="A model folder (e.g. the demo's HierLoc).")],
+    requests: Annotated[
+        int, typer.Option(min=10, help="Good requests per concurrency level.")
+    ] = 2000,
+    concurrency: Annotated[str, typer.Option(help="Concurrency levels.")] = "1,8,64",
+    hostile: Annotated[int, typer.Option(min=14, help="Requests of the hostile mix.")] = 700,
+    max_batch: Annotated[int, typer.Option(min=1, help="The server's --max-batch.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="The server's --max-wait-ms.")] = 5.0,
+    output: OutputOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """hierloc serve under load and under fire, beside the in-process pipeline, in one run: requests/s and p50/p99 at each concurrency with one photo per request, the batch sizes reached, a hostile mix (truncated files, non-images, bomb headers, oversized bodies, wrong content types, malformed multipart, slow uploads) counting 5xx answers and lost good requests, SIGTERM during load (exit status), and the server's peak RSS. Targets: concurrency 64 at ≥ 80 % of the in-process throughput at its best batch size; p99 at concurrency 1 ≤ 2× the in-process single-photo latency; 0 5xx; 0 lost; ≤ 2 GB."""  # noqa: E501
+    from hierloc.data.manifests import read_model_manifest
+
+    _check(output)
+    read_model_manifest(model)
+    try:
+        levels = tuple(int(c) for c in concurrency.split(","))
+    except ValueError:
+        raise InputError(f"--concurrency {concurrency!r}: give levels like 1,8,64") from None
+    if not levels or any(c < 1 or c > 256 for c in levels):
+        raise InputError(f"--concurrency {concurrency!r}: each level between 1 and 256")
+    from hierloc.bench import serve as bench
+
+    report = bench.run(
+        model,
+        requests=requests,
+        concurrency=levels,
+        hostile=hostile,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+    )
+    _emit(report, output)
+    ok = (
+        report["throughput_ratio"] >= bench.TARGET_THROUGHPUT
+        and report["status_5xx"] == 0
+        and report["lost_good"] == 0
+    )
+    typer.echo(
+        f"throughput at concurrency {max(levels)}: {100 * report['throughput_ratio']:.0f} % "
+        f"of in-process; 5xx {report['status_5xx']}; lost {report['lost_good']}: "
+        f"{'meets' if ok else 'MISSES'} the targets",
+        err=True,
+    )
