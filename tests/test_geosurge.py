@@ -301,6 +301,11 @@ def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
     ]
     assert "val_geoscore" in metrics[3] and len(metrics[0]["tau"]) == 3
 
+    refused = runner.invoke(
+        app, ["index", str(tmp_path / "a"), "-o", str(tmp_path / "m16"), "--half"]
+    )
+    assert refused.exit_code == 2 and "half: not an option for geosurge runs" in refused.stderr
+    assert not (tmp_path / "m16").exists()
     res = runner.invoke(app, ["index", str(tmp_path / "a"), "-o", str(tmp_path / "model")])
     assert res.exit_code == 0, res.output
     from hierloc.locate.geosurge import GeoSurgeLocator
