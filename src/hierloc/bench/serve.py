@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import signal
 import socket
@@ -350,6 +351,7 @@ def run(
     time_limit: float = 300.0,
 ) -> dict:
     """The report (see the module doc); every phase bounded by ``requests`` and ``time_limit``."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     model = Path(model)
     images = photos(n_photos)
     report: dict = {
