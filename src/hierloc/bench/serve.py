@@ -301,6 +301,7 @@ async def _sigterm_under_load(
     import httpx
 
     done, refused, broken, bad = 0, 0, 0, 0
+    sigterm_sent = False
     stop = time.monotonic() + after_s + 30
     async with httpx.AsyncClient(timeout=60) as client:
 
@@ -315,6 +316,12 @@ async def _sigterm_under_load(
                 except httpx.ConnectError:
                     refused += 1  # after the listener closed: refused, not lost
                     return
+                except (httpx.RemoteProtocolError, httpx.ReadError):
+                    if not sigterm_sent:
+                        broken += 1
+                    else:  # a kept-alive idle connection closed by the shutdown before this
+                        refused += 1  # request reached it (in-flight ones are answered)
+                    return
                 except httpx.HTTPError:
                     broken += 1  # a request cut mid-way: lost
                     return
@@ -326,7 +333,9 @@ async def _sigterm_under_load(
                     bad += 1
 
         async def terminate():
+            nonlocal sigterm_sent
             await asyncio.sleep(after_s)
+            sigterm_sent = True
             proc.send_signal(signal.SIGTERM)
 
         await asyncio.gather(terminate(), *(worker(k) for k in range(concurrency)))

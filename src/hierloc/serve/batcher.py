@@ -2,11 +2,13 @@
 search.
 
 One worker thread takes the first waiting job, then keeps gathering jobs until ``max_batch``
-photos or ``max_wait_ms`` have passed; the photos are decoded and preprocessed in a thread
-pool, then every group of jobs with the same model and search settings runs as one
-:meth:`~hierloc.locate.base.BaseLocator.predict_prepared` call. The queue is bounded in photos:
-a job that would overflow it is refused at once (:class:`QueueFull`, the service's 503), so
-memory never grows with the load. :meth:`MicroBatcher.close` finishes what was queued.
+photos or ``max_wait_ms`` have passed — but not while every request the service is reading is
+already in the batch (a lone request is answered at once, without the wait); the photos are
+decoded and preprocessed in a thread pool, then every group of jobs with the same model and
+search settings runs as one :meth:`~hierloc.locate.base.BaseLocator.predict_prepared` call.
+The queue is bounded in photos: a job that would overflow it is refused at once
+(:class:`QueueFull`, the service's 503), so memory never grows with the load.
+:meth:`MicroBatcher.close` finishes what was queued.
 """
 
 from __future__ import annotations
@@ -58,12 +60,14 @@ class MicroBatcher:
         max_queue: int | None = None,
         decode_workers: int = 2,
         on_batch: Callable[[int], None] | None = None,
+        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.locators = locators
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue if max_queue is not None else 8 * max_batch)
         self.on_batch = on_batch
+        self.in_flight = in_flight  # requests the service is still reading: more may follow
         self.stats = BatchStats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0  # photos queued or running
@@ -105,6 +109,8 @@ class MicroBatcher:
         deadline = time.monotonic() + self.max_wait
         stop = False
         while n < self.max_batch:
+            if self.in_flight is not None and self.in_flight() <= len(jobs):
+                break  # every request in flight is in this batch: nobody to wait for
             left = deadline - time.monotonic()
             if left <= 0:
                 break
