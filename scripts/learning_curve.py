@@ -17,12 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from hierloc.data.bluemarble import build as build_bluemarble
-from hierloc.data.extract import extract
-from hierloc.encoders import create_text_encoder
-from hierloc.hierarchy.pipeline import build_hierarchy
-from hierloc.workflows.compare import compare, mark_stage, stage_done
-from hierloc.workflows.demo import BASELINE_SET, DEMO_COUNTS, ENCODER, HIERLOC_SET, TEXT_ENCODER
+from hierloc.workflows.compare import compare
+from hierloc.workflows.demo import BASELINE_SET, DEMO_COUNTS, HIERLOC_SET, prepare_benchmark
 
 
 def main() -> None:
@@ -34,23 +30,7 @@ def main() -> None:
     a = ap.parse_args()
     counts = DEMO_COUNTS | {"train": a.train}
     out = a.output / f"n{a.train}"
-    data, feats, hier = out / "data", out / "features", out / "hierarchy"
-    if not stage_done(data, {"counts": counts}):
-        build_bluemarble(data, counts=counts, overwrite=True)
-        mark_stage(data, {"counts": counts})
-    extract([data / "metadata.parquet"], feats, encoder=ENCODER)
-    key = {"counts": counts, "encoder": ENCODER, "text": TEXT_ENCODER}
-    if not stage_done(hier, key):
-        enc = create_text_encoder(TEXT_ENCODER)
-        build_hierarchy(
-            data / "train.parquet",
-            hier,
-            features=feats,
-            text_encoder=enc,
-            text_encoder_name=enc.version,
-            overwrite=True,
-        )
-        mark_stage(hier, key)
+    data, feats, hier = prepare_benchmark(out, counts, lambda m: print(m, flush=True))
     steps = a.steps or round(500 * a.train / DEMO_COUNTS["train"])
     hset = [s for s in HIERLOC_SET if not s.startswith("optim.max_steps")]
     hset.append(f"optim.max_steps={steps}")

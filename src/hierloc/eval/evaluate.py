@@ -23,12 +23,12 @@ of the true coordinates (documented in ``metrics.json`` as ``osv5m_truth``).
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hierloc.data.images import Item
 from hierloc.data.writers import atomic_path
 from hierloc.data.writers import write_file_atomic as write_atomic
 from hierloc.errors import InputError
@@ -79,12 +79,11 @@ def _encode_missing(predictor, path: Path, raw: pd.DataFrame, ids, feats, ok):
     model's own encoder (as ``hierloc predict`` reads photos): ``(features, found, rejects)``
     for every id, in order; unreadable images are rejected with their reason."""
     want = raw[raw["id"].astype(str).isin(set(ids[~ok]))][["id", "path"]].astype(str)
-    base = path.parent
-    want["path"] = [p if Path(p).is_absolute() else str(base / p) for p in want["path"]]
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = Path(tmp) / "missing.parquet"
-        want.to_parquet(meta, index=False)
-        got_ids, got, unread = predictor.encode_images([meta])
+    items = [
+        Item(i, p if Path(p).is_absolute() else str(path.parent / p), None, "file")
+        for i, p in zip(want["id"], want["path"], strict=True)
+    ]
+    got_ids, got, unread = predictor.encode_items(items)
     pos = {i: k for k, i in enumerate(got_ids)}
     extra = np.array([(not f) and (i in pos) for i, f in zip(ids, ok, strict=True)])
     full = np.zeros((len(ids), predictor.image_dim), np.float32)

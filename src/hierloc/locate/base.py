@@ -10,12 +10,26 @@ import torch
 
 from hierloc.data.extract import ImageDataset
 from hierloc.data.features import FeatureStore
-from hierloc.data.images import collect_items, decode
+from hierloc.data.images import Item, collect_items, decode
 from hierloc.data.manifests import encoder_description
 from hierloc.encoders import create_image_encoder
 from hierloc.errors import InputError
 from hierloc.hierarchy.build import LEVEL_NAMES
 from hierloc.locate.types import Answer, Place, Prediction, Rejected
+
+
+def prepare_photos(locator, photos: list[tuple[str, bytes]], mapper=map):
+    """``locator.prepare_photo`` over ``(id, bytes)`` photos (through ``mapper``, e.g. a thread
+    pool's ``map``): ``(positions kept, their tensors, [(position, Rejected)])``."""
+    kept, tensors, rejected = [], [], []
+    prepared = mapper(lambda photo: locator.prepare_photo(photo[1]), photos)
+    for k, ((ident, _), (tensor, reason)) in enumerate(zip(photos, prepared, strict=True)):
+        if tensor is None:
+            rejected.append((k, Rejected(ident, reason)))
+        else:
+            kept.append(k)
+            tensors.append(tensor)
+    return kept, tensors, rejected
 
 
 class EntityNames:
@@ -152,9 +166,12 @@ class BaseLocator:
     def encode_images(self, sources: list[Path], batch_size: int = 32):
         """Images (files, folders, archives, a metadata file with a path column) → ``(ids,
         features, rejected)`` with the encoder the model was trained on."""
-        enc = self.image_encoder()
-        items = collect_items(list(sources))
-        ds = ImageDataset(items, enc.preprocess)
+        return self.encode_items(collect_items(list(sources)), batch_size)
+
+    def encode_items(self, items: list[Item], batch_size: int = 32):
+        """Image items (:func:`hierloc.data.images.collect_items`) → ``(ids, features,
+        rejected)`` with the encoder the model was trained on."""
+        ds = ImageDataset(items, self.image_encoder().preprocess)
         ids, feats, rejected = [], [], []
         try:
             for s in range(0, len(items), batch_size):
@@ -201,15 +218,9 @@ class BaseLocator:
         self, photos: list[tuple[str, bytes]], top_k: int = 5, beam: int = 10
     ) -> tuple[list[Prediction], list[Rejected]]:
         """``(id, bytes)`` photos → predictions and the photos that could not be read."""
-        ids, tensors, rejected = [], [], []
-        for ident, data in photos:
-            t, reason = self.prepare_photo(data)
-            if t is None:
-                rejected.append(Rejected(ident, reason))
-            else:
-                ids.append(ident)
-                tensors.append(t)
-        return self.predict_prepared(ids, tensors, top_k, beam), rejected
+        kept, tensors, rejected = prepare_photos(self, photos)
+        ids = [photos[k][0] for k in kept]
+        return self.predict_prepared(ids, tensors, top_k, beam), [r for _, r in rejected]
 
     def predict(
         self, inputs, top_k: int = 5, beam: int = 10, ids=None, ten_crop: bool = False

@@ -2,13 +2,11 @@
 search.
 
 One worker thread takes the first waiting job, then keeps gathering jobs until ``max_batch``
-photos or ``max_wait_ms`` have passed — but not while every request the service is reading is
-already in the batch (a lone request is answered at once, without the wait); the photos are
-decoded and preprocessed in a thread pool, then every group of jobs with the same model and
-search settings runs as one :meth:`~hierloc.locate.base.BaseLocator.predict_prepared` call.
-The queue is bounded in photos: a job that would overflow it is refused at once
-(:class:`QueueFull`, the service's 503), so memory never grows with the load.
-:meth:`MicroBatcher.close` finishes what was queued.
+photos or ``max_wait_ms`` have passed; the photos are decoded and preprocessed in a thread
+pool, then every group of jobs with the same model and search settings runs as one
+:meth:`~hierloc.locate.base.BaseLocator.predict_prepared` call. The queue is bounded in photos:
+a job that would overflow it is refused at once (:class:`QueueFull`, the service's 503), so
+memory never grows with the load. :meth:`MicroBatcher.close` finishes what was queued.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from hierloc.locate.base import prepare_photos
 from hierloc.locate.types import Locator, Prediction, Rejected
 
 
@@ -60,14 +59,12 @@ class MicroBatcher:
         max_queue: int | None = None,
         decode_workers: int = 2,
         on_batch: Callable[[int], None] | None = None,
-        in_flight: Callable[[], int] | None = None,
     ) -> None:
         self.locators = locators
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue if max_queue is not None else 8 * max_batch)
         self.on_batch = on_batch
-        self.in_flight = in_flight  # requests the service is still reading: more may follow
         self.stats = BatchStats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0  # photos queued or running
@@ -109,8 +106,6 @@ class MicroBatcher:
         deadline = time.monotonic() + self.max_wait
         stop = False
         while n < self.max_batch:
-            if self.in_flight is not None and self.in_flight() <= len(jobs):
-                break  # every request in flight is in this batch: nobody to wait for
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -170,19 +165,14 @@ class MicroBatcher:
                 self.on_batch(n)
 
     def _batched(self, loc, jobs: list[Job], top_k: int, beam: int):
-        flat = [(k, ident, data) for k, j in enumerate(jobs) for ident, data in j.photos]
-        prepared = list(self._pool.map(lambda t: loc.prepare_photo(t[2]), flat))
-        owners, ids, tensors = [], [], []
-        rejected: list[list[Rejected]] = [[] for _ in jobs]
-        for (k, ident, _), (tensor, reason) in zip(flat, prepared, strict=True):
-            if tensor is None:
-                rejected[k].append(Rejected(ident, reason))
-            else:
-                owners.append(k)
-                ids.append(ident)
-                tensors.append(tensor)
-        preds = loc.predict_prepared(ids, tensors, top_k, beam)
+        owner = [k for k, j in enumerate(jobs) for _ in j.photos]
+        photos = [p for j in jobs for p in j.photos]
+        kept, tensors, bad = prepare_photos(loc, photos, self._pool.map)
+        preds = loc.predict_prepared([photos[n][0] for n in kept], tensors, top_k, beam)
         out: list[list[Prediction]] = [[] for _ in jobs]
-        for k, p in zip(owners, preds, strict=True):
-            out[k].append(p)
+        rejected: list[list[Rejected]] = [[] for _ in jobs]
+        for n, p in zip(kept, preds, strict=True):
+            out[owner[n]].append(p)
+        for n, r in bad:
+            rejected[owner[n]].append(r)
         return list(zip(out, rejected, strict=True))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import random
 import sys
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from hierloc.data.extract import dist_info
 
 
 def tune_allocator() -> None:
@@ -39,7 +40,7 @@ def seed_everything(seed: int) -> None:
 def join_process_group(device: str | torch.device = "cpu") -> tuple[int, int]:
     """``(rank, world)`` of this process: torchrun's ``RANK``/``WORLD_SIZE`` (``(0, 1)`` when
     run alone); joins the process group (NCCL on CUDA, Gloo on the CPU) when ``world > 1``."""
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = dist_info()
     if world > 1:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")

@@ -89,27 +89,7 @@ def run_demo(
     def stage(msg: str) -> None:
         say(f"[{time.perf_counter() - t0:6.0f} s] {msg}")
 
-    data, feats, hier = out / "data", out / "features", out / "hierarchy"
-    key = {"counts": counts}
-    if not stage_done(data, key):
-        stage(f"building the offline benchmark ({sum(counts.values()):,} Blue Marble patches)")
-        build_bluemarble(data, counts=counts, overwrite=True)
-        mark_stage(data, key)
-    stage("extracting features (resumable; reused when complete)")
-    extract([data / "metadata.parquet"], feats, encoder=ENCODER)
-    key = {"counts": counts, "encoder": ENCODER, "text": TEXT_ENCODER}
-    if not stage_done(hier, key):
-        stage("building the entity hierarchy")
-        enc = create_text_encoder(TEXT_ENCODER)
-        build_hierarchy(
-            data / "train.parquet",
-            hier,
-            features=feats,
-            text_encoder=enc,
-            text_encoder_name=enc.version,
-            overwrite=True,
-        )
-        mark_stage(hier, key)
+    data, feats, hier = prepare_benchmark(out, counts, stage)
     gs = _geosurge_inputs(out, data, counts, cells_tau or (CELLS_TAU_MAX, CELLS_TAU_MIN), stage)
     hset = list(HIERLOC_SET if hierloc_set is None else hierloc_set)
     bset = list(BASELINE_SET if baseline_set is None else baseline_set)
@@ -131,6 +111,35 @@ def run_demo(
     _report(out, results, example_rows)
     stage(f"done: {out / 'report.md'}")
     return {"compare": results, "examples": example_rows}
+
+
+def prepare_benchmark(
+    out: Path, counts: dict, stage: Callable[[str], None] = lambda m: None
+) -> tuple[Path, Path, Path]:
+    """``OUT/data`` (the offline benchmark at ``counts``), ``OUT/features`` and
+    ``OUT/hierarchy`` with the demo's encoders, each reused when done; returns the three."""
+    data, feats, hier = out / "data", out / "features", out / "hierarchy"
+    key = {"counts": counts}
+    if not stage_done(data, key):
+        stage(f"building the offline benchmark ({sum(counts.values()):,} Blue Marble patches)")
+        build_bluemarble(data, counts=counts, overwrite=True)
+        mark_stage(data, key)
+    stage("extracting features (resumable; reused when complete)")
+    extract([data / "metadata.parquet"], feats, encoder=ENCODER)
+    key = {"counts": counts, "encoder": ENCODER, "text": TEXT_ENCODER}
+    if not stage_done(hier, key):
+        stage("building the entity hierarchy")
+        enc = create_text_encoder(TEXT_ENCODER)
+        build_hierarchy(
+            data / "train.parquet",
+            hier,
+            features=feats,
+            text_encoder=enc,
+            text_encoder_name=enc.version,
+            overwrite=True,
+        )
+        mark_stage(hier, key)
+    return data, feats, hier
 
 
 def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
