@@ -7,9 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 from typer.testing import CliRunner
 
+from hierloc.bench.serve import free_port, start_server
 from hierloc.cli import app as cli
 from hierloc.data.features import write_feature_store
 from hierloc.hierarchy.pipeline import build_hierarchy
@@ -446,44 +444,27 @@ def test_serve_checks_its_arguments_before_loading(models, tmp_path):
     refused([knn, "--max-batch", "0"], "--max-batch")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(models: list[Path], port: int, *extra: str):
-    cmd = [sys.executable, "-m", "hierloc", "serve", *map(str, models), "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    import httpx
-
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            out = proc.stdout.read()
-            proc.stdout.close()
-            raise AssertionError(out)
-        time.sleep(0.1)
-    proc.kill()
-    proc.communicate()
-    raise AssertionError("the server did not become ready")
-
-
-def test_sigterm_lets_in_flight_requests_finish_and_exits_0(models):
+def test_sigterm_lets_in_flight_requests_finish_and_exits_0(models, tmp_path):
     import httpx
 
     port = free_port()
-    proc = start_server([models / "hierloc"], port, "--max-wait-ms", "1500")
+    proc = start_server([models / "hierloc"], port, log=tmp_path / "server.log")
     url = f"http://127.0.0.1:{port}"
     result = {}
+    photo = png()
 
-    def slow_request():  # waits 1.5 s in the batcher for company
-        files = [("photos", ("a.png", png(), "image/png"))]
-        result["r"] = httpx.post(f"{url}/v1/locate", files=files, timeout=30)
+    def slow_body():  # an upload that trickles in over 1.5 s: in flight when SIGTERM comes
+        yield b"--s\r\nContent-Disposition: form-data; name=photos; filename=a.png\r\n\r\n"
+        for k in range(0, len(photo), len(photo) // 5 + 1):
+            time.sleep(0.3)
+            yield photo[k : k + len(photo) // 5 + 1]
+        yield b"\r\n--s--\r\n"
+
+    def slow_request():
+        headers = {"content-type": "multipart/form-data; boundary=s"}
+        result["r"] = httpx.post(
+            f"{url}/v1/locate", content=slow_body(), headers=headers, timeout=30
+        )
 
     t = threading.Thread(target=slow_request)
     t.start()
@@ -491,7 +472,6 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_0(models):
     proc.send_signal(signal.SIGTERM)
     t.join()
     assert proc.wait(timeout=30) == 0
-    proc.stdout.close()
     assert result["r"].status_code == 200 and result["r"].json()["results"]
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz", timeout=2)
@@ -521,7 +501,7 @@ def test_the_page_in_a_real_browser(models, tmp_path):
     (photos / "plain.png").write_bytes((models / "photos" / "p0.png").read_bytes())
     (photos / "notes.txt").write_text("not a photo")
     port = free_port()
-    proc = start_server([models / "hierloc", models / "knn"], port)
+    proc = start_server([models / "hierloc", models / "knn"], port, log=tmp_path / "server.log")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(chromium)
     for arg in (
@@ -587,7 +567,6 @@ def test_the_page_in_a_real_browser(models, tmp_path):
         browser.quit()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_evaluate_reads_images_the_store_lacks_with_the_models_encoder(models, tmp_path):

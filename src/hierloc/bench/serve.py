@@ -91,37 +91,36 @@ def in_process(model: Path, images: list[bytes], batches=(1, 8, 32, 64)) -> dict
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def start_server(
-    model: Path, port: int, max_batch: int, max_wait_ms: float, timeout: float = 180.0
+    models: list[Path], port: int, *args: str, log: Path | None = None, timeout: float = 180.0
 ) -> subprocess.Popen:
+    """``hierloc serve MODELS --port PORT ARGS…`` as a subprocess, returned once ``/readyz``
+    answers 200; its output goes to ``log`` (default: nowhere), whose tail an early exit
+    reports."""
     import httpx
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "hierloc",
-        "serve",
-        str(model),
-        "--port",
-        str(port),
-        "--max-batch",
-        str(max_batch),
-        "--max-wait-ms",
-        str(max_wait_ms),
-        "--max-upload-mb",
-        "2",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "hierloc", "serve", *map(str, models), "--port", str(port), *args]
+    sink = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    finally:
+        if log is not None:
+            sink.close()  # the child holds its own descriptor
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"hierloc serve exited with {proc.returncode} before it was ready")
+            tail = Path(log).read_text()[-2000:] if log is not None else ""
+            raise RuntimeError(
+                f"hierloc serve exited with {proc.returncode} before it was "
+                f"ready{': ' + tail if tail else ''}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return proc
@@ -370,9 +369,17 @@ def run(
         "max_wait_ms": max_wait_ms,
         "in_process": in_process(model, images),
     }
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(model, port, max_batch, max_wait_ms)
+    args = (
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(max_wait_ms),
+        "--max-upload-mb",
+        "2",
+    )
+    proc = start_server([model], port, *args)
     try:
         import httpx
 

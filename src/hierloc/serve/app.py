@@ -108,7 +108,6 @@ class State:
     load_error: str | None = None
     closing: bool = False
     metrics: _Metrics | None = None
-    in_flight: int = 0  # /v1/locate requests being read or answered
 
 
 def model_names(sources: list) -> list[str]:
@@ -239,7 +238,6 @@ def _load(state: State, names: list[str]) -> None:
             s.max_queue,
             s.decode_workers,
             on_batch=state.metrics.batch.observe,
-            in_flight=lambda: state.in_flight,
         )
         state.ready.set()
     except Exception as e:  # noqa: BLE001 (reported by /readyz and the log)
@@ -344,28 +342,16 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return _error(415, "send the photos as multipart/form-data (field 'photos')")
-        state.in_flight += 1  # the event loop's thread only: no lock needed
-        try:
-            return await _read_and_locate(request)
-        finally:
-            state.in_flight -= 1
-
-    async def _read_and_locate(request: Request) -> Response:
         too_large = _error(413, f"request body over the limit of {settings.max_body:,} bytes")
         try:
             form = await request.form(max_files=settings.max_batch, max_fields=16)
-        except MultiPartException as e:
+        except (MultiPartException, StarletteHTTPException) as e:
+            why = str(getattr(e, "detail", e))
             if request.scope.get(TOO_LARGE):
                 return too_large
-            if "Too many files" in str(e):
+            if "Too many files" in why:
                 return _error(413, f"more than {settings.max_batch} photos in one request")
-            return _error(400, f"malformed multipart body: {e}")
-        except StarletteHTTPException as e:
-            if request.scope.get(TOO_LARGE):
-                return too_large
-            if "Too many files" in str(e.detail):
-                return _error(413, f"more than {settings.max_batch} photos in one request")
-            return _error(400, f"malformed multipart body: {e.detail}")
+            return _error(400, f"malformed multipart body: {why}")
         try:
             if request.scope.get(TOO_LARGE):
                 return too_large
