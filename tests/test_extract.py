@@ -26,6 +26,7 @@ from hierloc.data.features import FeatureStore
 from hierloc.data.images import decode
 from hierloc.encoders import create_image_encoder
 from hierloc.errors import InputError
+from tests.helpers import torchrun
 
 runner = CliRunner()
 
@@ -194,14 +195,7 @@ def test_kill_and_resume_gives_every_image_exactly_once(tmp_path):
 def test_torchrun_two_processes_equal_a_single_process_run(tmp_path):
     make_images(tmp_path / "imgs", 13, seed=9)
     (tmp_path / "imgs" / "img0005.jpg").write_bytes(b"")  # a reject in the middle
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "hierloc",
+    cmd = torchrun(
         "extract",
         str(tmp_path / "imgs"),
         "-o",
@@ -212,7 +206,7 @@ def test_torchrun_two_processes_equal_a_single_process_run(tmp_path):
         "4",
         "--commit-every",
         "1",
-    ]
+    )
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     single = extract([tmp_path / "imgs"], tmp_path / "single", batch_size=4, workers=0)

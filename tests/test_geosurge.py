@@ -23,6 +23,7 @@ from hierloc.models.geosurge import (
     ancestors,
     product_scores,
 )
+from tests.helpers import torchrun
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
@@ -603,21 +604,12 @@ def test_torchrun_two_processes_equal_one(toy, tmp_path):
     """Data-parallel GeoSURGE: each process's loss is divided by the global batch's count of
     valid targets / processes, so 2 processes equal 1 with the same global batch (also with
     samples whose cell was dropped)."""
-    import os
     import subprocess
-    import sys
 
     from safetensors.torch import load_file
 
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     over = [*TOY, "optim.max_steps=3", "run.checkpoint_every=3", "run.precision=fp32"]
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "hierloc",
+    cmd = torchrun(
         "train",
         "--model",
         "geosurge",
@@ -629,7 +621,7 @@ def test_torchrun_two_processes_equal_one(toy, tmp_path):
         str(toy / "sem"),
         "-o",
         str(tmp_path / "ddp"),
-    ]
+    )
     for s in over:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -697,11 +689,8 @@ def test_torchrun_with_validation_and_early_stopping_finishes(toy, tmp_path):
     improve anything: rank 0 decides to stop at the second validation and both processes stop
     there (before the fix rank 1 waited in the next all-reduce for ever)."""
     import json
-    import os
     import subprocess
-    import sys
 
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     over = [
         *TOY,
         "optim.lr=1e-12",
@@ -710,13 +699,7 @@ def test_torchrun_with_validation_and_early_stopping_finishes(toy, tmp_path):
         "run.patience=1",
         "run.precision=fp32",
     ]
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "hierloc",
+    cmd = torchrun(
         "train",
         "--model",
         "geosurge",
@@ -730,7 +713,7 @@ def test_torchrun_with_validation_and_early_stopping_finishes(toy, tmp_path):
         str(toy / "val.parquet"),
         "-o",
         str(tmp_path / "ddp"),
-    ]
+    )
     for s in over:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)

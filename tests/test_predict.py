@@ -194,6 +194,40 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path):
     assert not (tmp_path / "y").exists()
 
 
+def encoder_model(root, n: int, photo_seed: int, feature_seed: int, steps: int, name: str):
+    """``ROOT/NAME``: a HierLoc model folder naming ``efficientnet-lite0`` (so it takes photos),
+    trained ``steps`` steps through the CLI on random features of ``n`` pseudo photos (``ROOT``
+    also holds their ``store``, ``t.parquet``, hierarchy ``h`` and ``run``)."""
+    from hierloc.encoders import create_image_encoder
+
+    dim = create_image_encoder("efficientnet-lite0").dim
+    df = pseudo_photos(n, seed=photo_seed)
+    feats = np.random.default_rng(feature_seed).normal(size=(n, dim)).astype(np.float16)
+    write_feature_store(root / "store", df["id"].to_numpy(), feats, encoder="efficientnet-lite0")
+    df.to_parquet(root / "t.parquet")
+    build_hierarchy(
+        root / "t.parquet",
+        root / "h",
+        features=root / "store",
+        gazetteer=None,
+        text_encoder=_toy_text,
+    )
+    args = [
+        "train",
+        "--hierarchy",
+        str(root / "h"),
+        "--features",
+        str(root / "store"),
+        "-o",
+        str(root / "run"),
+    ]
+    for s in SMALL + [f"optim.max_steps={steps}"]:
+        args += ["--set", s]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, ["index", str(root / "run"), "-o", str(root / name)]).exit_code == 0
+    return root / name
+
+
 def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_path):
     """A model folder naming ``efficientnet-lite0``: image files are embedded with it; a
     corrupt file is reported with its reason, not dropped silently."""
@@ -202,35 +236,7 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
     from hierloc.encoders import create_image_encoder
 
     enc = create_image_encoder("efficientnet-lite0").eval()
-    df = pseudo_photos(60, seed=9)
-    feats = np.random.default_rng(1).normal(size=(60, enc.dim)).astype(np.float16)
-    write_feature_store(
-        tmp_path / "store", df["id"].to_numpy(), feats, encoder="efficientnet-lite0"
-    )
-    df.to_parquet(tmp_path / "t.parquet")
-    build_hierarchy(
-        tmp_path / "t.parquet",
-        tmp_path / "h",
-        features=tmp_path / "store",
-        gazetteer=None,
-        text_encoder=_toy_text,
-    )
-    args = [
-        "train",
-        "--hierarchy",
-        str(tmp_path / "h"),
-        "--features",
-        str(tmp_path / "store"),
-        "-o",
-        str(tmp_path / "run"),
-    ]
-    for s in SMALL + ["optim.max_steps=1"]:
-        args += ["--set", s]
-    assert runner.invoke(app, args).exit_code == 0
-    assert (
-        runner.invoke(app, ["index", str(tmp_path / "run"), "-o", str(tmp_path / "m")]).exit_code
-        == 0
-    )
+    encoder_model(tmp_path, 60, photo_seed=9, feature_seed=1, steps=1, name="m")
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     rng = np.random.default_rng(2)

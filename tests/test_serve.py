@@ -19,14 +19,11 @@ from typer.testing import CliRunner
 
 from hierloc.bench.serve import free_port, start_server
 from hierloc.cli import app as cli
-from hierloc.data.features import write_feature_store
-from hierloc.hierarchy.pipeline import build_hierarchy
 from hierloc.locate.types import Prediction, Rejected
 from hierloc.serve import Settings, create_app
 from hierloc.serve.app import model_names
 from tests.test_hierarchy import pseudo_photos
-from tests.test_predict import _toy_text
-from tests.test_train import SMALL
+from tests.test_predict import encoder_model
 
 runner = CliRunner()
 
@@ -35,36 +32,8 @@ runner = CliRunner()
 def models(tmp_path_factory):
     """A HierLoc model folder and a knn folder, both naming ``efficientnet-lite0`` (so they
     take photos), trained on random features of pseudo photos; and a few photos."""
-    from hierloc.encoders import create_image_encoder
-
     root = tmp_path_factory.mktemp("serve")
-    dim = create_image_encoder("efficientnet-lite0").dim
-    df = pseudo_photos(80, seed=3)
-    feats = np.random.default_rng(0).normal(size=(80, dim)).astype(np.float16)
-    write_feature_store(root / "store", df["id"].to_numpy(), feats, encoder="efficientnet-lite0")
-    df.to_parquet(root / "t.parquet")
-    build_hierarchy(
-        root / "t.parquet",
-        root / "h",
-        features=root / "store",
-        gazetteer=None,
-        text_encoder=_toy_text,
-    )
-    args = [
-        "train",
-        "--hierarchy",
-        str(root / "h"),
-        "--features",
-        str(root / "store"),
-        "-o",
-        str(root / "run"),
-    ]
-    for s in SMALL + ["optim.max_steps=2"]:
-        args += ["--set", s]
-    assert runner.invoke(cli, args).exit_code == 0
-    assert (
-        runner.invoke(cli, ["index", str(root / "run"), "-o", str(root / "hierloc")]).exit_code == 0
-    )
+    encoder_model(root, 80, photo_seed=3, feature_seed=0, steps=2, name="hierloc")
     res = runner.invoke(
         cli,
         [

@@ -18,6 +18,7 @@ from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
 from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer
+from tests.helpers import torchrun
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
@@ -333,9 +334,7 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
     metrics as one process with the same global batch (validation runs on rank 0; the others
     wait and agree on stopping)."""
     import json
-    import os
     import subprocess
-    import sys
 
     from safetensors.torch import load_file
 
@@ -346,14 +345,7 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         "run.precision=fp32",
         "run.val_every=3",
     ]
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "hierloc",
+    cmd = torchrun(
         "train",
         "--hierarchy",
         str(setup / "h"),
@@ -363,7 +355,7 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         str(setup / "val.parquet"),
         "-o",
         str(tmp_path / "ddp"),
-    ]
+    )
     for s in overrides:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -495,9 +487,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused(setup, tmp_path):
 def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
     """Every process takes rank 0's early-stopping decision: a two-process run that stops
     early must end (before the fix, rank 1 waited in the next all-reduce for ever)."""
-    import os
     import subprocess
-    import sys
 
     overrides = SMALL + [
         "optim.max_steps=40",
@@ -506,14 +496,7 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
         "optim.lr=1e-12",
         "optim.riemannian_lr=1e-12",
     ]
-    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "hierloc",
+    cmd = torchrun(
         "train",
         "--hierarchy",
         str(setup / "h"),
@@ -521,11 +504,9 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
         str(setup / "store"),
         "--val",
         str(setup / "val.parquet"),
-        "--val",
-        str(setup / "val.parquet"),
         "-o",
         str(tmp_path / "ddp"),
-    ]
+    )
     for s in overrides:
         cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
