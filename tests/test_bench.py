@@ -53,14 +53,15 @@ def test_bench_train_quick():
 
 def test_bench_search_quick_through_the_cli():
     """The stable JSON names other tools read; the beam finds the query's own city (queries
-    lie next to a city), and the float16 index is smaller."""
+    lie next to a city), and the float16 index is smaller; ``--profile``: every level timed,
+    level 0 scoring every country, each level scoring at least the beam (width 10) exactly."""
     import json
 
     from typer.testing import CliRunner
 
     from hierloc.cli import app
 
-    res = CliRunner().invoke(app, ["bench", "search", "--quick", "--batch", "256"])
+    res = CliRunner().invoke(app, ["bench", "search", "--quick", "--batch", "256", "--profile"])
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     names = {
@@ -75,6 +76,12 @@ def test_bench_search_quick_through_the_cli():
     assert set(r) >= names
     assert r["index_bytes_fp16"] < r["index_bytes"] < r["image_index_bytes"]
     assert r["beam_top1_city_is_query_city"] > 0.9
+    for stage in (r["profile"]["batch"], r["profile"]["single"]):
+        levels = stage["levels"]
+        assert [lv["level"] for lv in levels] == [0, 1, 2, 3]
+        assert levels[0]["candidates_per_query"] == r["entities"]["country"]
+        assert all(lv["exact_per_query"] >= min(10, lv["candidates_per_query"]) for lv in levels)
+        assert 0 < stage["fraction_of_copy_bandwidth"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 
 from hierloc.geometry import get_manifold
 from hierloc.search import EntityIndex, beam_search, flat_search
+from hierloc.search.beam import SERIAL_BELOW
 
 MANIFOLDS = ["lorentz", "euclidean", "sphere"]
 
@@ -117,9 +118,9 @@ def test_bad_trees_are_rejected():
 
 
 def test_reranking_distance_equals_the_geometry_distance_near_and_far():
-    """The re-ranker's float64 Lorentz distance (precomputed entity norms, query polar parts
-    once, one contraction) equals :func:`hierloc.geometry.lorentz.dist`, in torch and NumPy,
-    including coincident and very close pairs."""
+    """The compiled exact Lorentz distance (precomputed entity norms and radii, query polar
+    parts once, one contraction; what the beam's exact scores and the re-ranker use) equals
+    :func:`hierloc.geometry.lorentz.dist`, including coincident and very close pairs."""
 
     M = get_manifold("lorentz", K=0.8)
     g = torch.Generator().manual_seed(0)
@@ -128,22 +129,21 @@ def test_reranking_distance_equals_the_geometry_distance_near_and_far():
     jitter = torch.randn(6, 5, generator=g, dtype=torch.float64) * 1e-9
     near = M.expmap0(M.logmap0(z) + jitter)
     points = torch.cat([far, near, z])  # 12 far, 6 very close (one per query), 6 identical
-    index = EntityIndex(M, [points], [], [])
+    index = EntityIndex(M, [points], [], [], squared=False)
     paths = torch.stack([torch.tensor([0, 5, 11, 12 + b, 18 + b]) for b in range(6)])[:, :, None]
     want = M.dist(z[:, None, :].expand(6, 5, -1), points[paths[:, :, 0]])
-    got_t = index._lorentz_path_dist(z, paths)[:, :, 0]
-    got_n = index._lorentz_path_dist(z.numpy(), paths.numpy())[:, :, 0]
-    for got in (got_t, torch.from_numpy(got_n)):
-        assert torch.allclose(got, want, rtol=1e-9, atol=1e-15)
-        assert torch.all(got[:, -1] == 0) and torch.all(got[:, 3] > 0)
+    got = -index.exact_scores(z, paths)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-15)
+    assert torch.all(got[:, -1] == 0) and torch.all(got[:, 3] > 0)
 
 
 @pytest.mark.parametrize("manifold", MANIFOLDS)
 def test_single_queries_equal_the_batched_search(manifold):
-    """A batch of one takes the NumPy path (interactive use): the same answers as the
-    vectorised batch path, for every beam width."""
+    """A batch of one runs on the calling thread (interactive use), a large batch across
+    numba's threads: the same answers, for every beam width."""
     M, index, _ = random_tree(manifold, counts=(5, 20, 60, 200), seed=13)
-    z = M.expmap0(torch.randn(12, 5, generator=torch.Generator().manual_seed(6)) * 0.5)
+    z = M.expmap0(torch.randn(40, 5, generator=torch.Generator().manual_seed(6)) * 0.5)
+    assert len(z) >= SERIAL_BELOW
     for width in (1, 4, 10, 300):
         batch = beam_search(index, z, width=width)
         for b in range(len(z)):
@@ -210,3 +210,77 @@ def test_pruning_far_from_the_origin_equals_50_digit_beam_search(width):
     single = [beam_search(index, zq[None], width=width).paths[0, 0].tolist() for zq in z]
     assert [tuple(p) for p in batched] == want
     assert [tuple(p) for p in single] == want
+
+
+KIND_CASES = [(m, sq) for m in MANIFOLDS for sq in (True, False)]
+
+
+@pytest.mark.parametrize(("manifold", "squared"), KIND_CASES)
+def test_kernel_scores_and_their_inverse_agree_with_the_geometry(manifold, squared):
+    """The kernel's scalar score equals the manifold's vectorised ``neg_dist_from_ip``, and
+    ``ip_at_least(y)`` is a lower bound of every inner product scoring ``≥ y`` (a wrong
+    inverse would let the pruning drop a candidate) that is tight to 1e-9."""
+    from hierloc.search import kernels
+
+    M = get_manifold(manifold, K=0.8)
+    rng = np.random.default_rng(3)
+    scale = 0.5 if manifold == "sphere" else 1.5  # within the sphere's expmap0 cap
+    z = M.expmap0(torch.from_numpy(rng.normal(size=(50, 4)) * scale))
+    x = M.expmap0(torch.from_numpy(rng.normal(size=(50, 4)) * scale))
+    q = M.search_vectors(z, "query")
+    ip = (q * M.search_vectors(x, "database")).sum(-1).numpy()
+    extra = M.search_extra(z)
+    extra = np.zeros(50) if extra is None else extra.numpy()
+    want = M.neg_dist_from_ip(torch.from_numpy(ip), squared, torch.from_numpy(extra)).numpy()
+    kind, K = kernels.KINDS[manifold], 0.8
+    got = np.array([kernels.neg_dist(u, kind, K, squared, e) for u, e in zip(ip, extra, strict=True)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    for u, y, e in zip(ip, got, extra, strict=True):
+        t = kernels.ip_at_least(y, kind, K, squared, e)
+        assert t <= u and t >= u - 1e-9 * (abs(u) + 1), (u, y, t)
+
+
+def test_float32_inner_products_stay_within_the_kernels_bound():
+    """``|ip₃₂ − ip| ≤ c·|q|·|v|`` with the kernel's constant, against exactly rounded sums
+    (``math.fsum``) on same-sign products (the rounding errors add up; a bound for float32
+    inputs alone, ``2u``, fails here by ×1.3–6) with norms up to 1e4 — the bound every
+    pruning decision rests on."""
+    import math
+
+    from hierloc.search import kernels
+
+    rng = np.random.default_rng(11)
+    for dim in (3, 17, 129, 513):
+        c = kernels.error_constant(dim)
+        q = rng.normal(size=(200, dim)) * 10.0 ** rng.uniform(-2, 4, (200, 1))
+        v = q * rng.uniform(0.5, 1.5, (200, dim))
+        q32, v32 = q.astype(np.float32), v.astype(np.float32)
+        worst = 0.0
+        for i in range(200):
+            got = kernels._dot32(q32, i, v32, i)
+            exact = math.fsum(q[i] * v[i])
+            bound = c * np.linalg.norm(q[i]) * np.linalg.norm(v[i])
+            worst = max(worst, abs(got - exact) / bound)
+        assert worst <= 1.0, (dim, worst)
+        assert worst > 0.01, (dim, worst)  # and not vacuous
+
+
+def test_pruning_far_from_the_origin_scores_undecided_candidates_exactly():
+    """Where float32 cannot separate siblings (tangent norms 6–9, siblings 1e-4 apart) the
+    kernel scores more than the beam's worth of candidates exactly; near the origin it
+    scores about the beam alone — the fallback is what keeps the far case exact."""
+    from hierloc.search.beam import beam_compiled
+
+    rng = np.random.default_rng(7)
+    M = get_manifold("lorentz", K=0.8)
+    for scale, expect_more in ((7.5, True), (0.3, False)):
+        t0 = rng.normal(size=(5, 4))
+        t0 *= scale / np.linalg.norm(t0, axis=1)[:, None]
+        par = np.concatenate([np.arange(5), rng.integers(0, 5, 35)])
+        t1 = t0[par] + rng.normal(size=(40, 4)) * (1e-4 if expect_more else 0.2)
+        pts = [M.expmap0(torch.from_numpy(t)).float() for t in (t0, t1)]
+        index = EntityIndex.from_parents(M, pts, [par])
+        z = M.expmap0(torch.from_numpy(t1[:8] + rng.normal(size=(8, 4)) * 5e-5)).float()
+        _, _, stats = beam_compiled(index, z, width=3)
+        exact_per_query = stats[:, 1, 1].mean()
+        assert (exact_per_query > 6) == expect_more, exact_per_query

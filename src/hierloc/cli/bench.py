@@ -272,6 +272,15 @@ def bench_search(
         bool, typer.Option("--quick", help="Entity counts / 100, 48k images, d = 16 (for tests).")
     ] = False,
     batch: Annotated[int, typer.Option(min=1, help="Queries per batch.")] = 1024,
+    with_profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="Also time each stage of the beam search (per level, at the batch and at "
+            "batch 1) with the candidates read and the achieved GB/s against the machine's "
+            "copy bandwidth.",
+        ),
+    ] = False,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="json (the report is always JSON).")
     ] = "json",
@@ -282,7 +291,7 @@ def bench_search(
     _check(output, fmt=fmt)
     from hierloc.bench import search as bench
 
-    _emit(bench.run(quick=quick, batch=batch), output)
+    _emit(bench.run(quick=quick, batch=batch, with_profile=with_profile), output)
 
 
 @bench_app.command("serve")

@@ -1,16 +1,19 @@
 """Beam search over the entity hierarchy (HierLoc §4.1.2, A.8): the ``width`` best countries,
-then at each deeper level only the children of the beam, vectorised over a batch (a single
-query in NumPy); the final beam re-scored exactly."""
+then at each deeper level only the children of the beam — compiled (:mod:`kernels`: float32
+scores with rigorous bounds, exact float64 scores where a bound cannot decide), or the paper's
+FAISS variant (float32 throughout); the final beam scored exactly."""
 
 from __future__ import annotations
 
-import warnings
+import threading
 
 import numpy as np
 import torch
 
 from hierloc.search.faiss_engine import children_ip, level_index, level_vectors
 from hierloc.search.index import NEG_INF, EntityIndex, SearchResult, rerank
+
+SERIAL_BELOW = 16  # batches smaller than this run on the calling thread
 
 
 def _expand(
@@ -28,46 +31,44 @@ def _expand(
     return slot, child[start[slot] + np.arange(len(slot)) - first[slot]], count
 
 
-def _sampled_inner(
-    q: torch.Tensor, vectors: torch.Tensor, per_query: np.ndarray, cids: np.ndarray
-) -> torch.Tensor:
-    """``q[i]·vectors[c]`` for the candidates ``cids`` of every query (grouped by query,
-    ``per_query[i]`` of them), ``(N,)``: one sampled dense-dense matmul (SDDMM) on a CSR
-    pattern, which reads each candidate row once instead of gathering rows and queries."""
-    if len(per_query) == 1:  # one query: a plain gather and matrix-vector product
-        return vectors[torch.from_numpy(cids)] @ q[0]
-    crow = np.zeros(len(per_query) + 1, dtype=np.int64)
-    np.cumsum(per_query, out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
-        pattern = torch.sparse_csr_tensor(
-            torch.from_numpy(crow),
-            torch.from_numpy(cids),
-            torch.zeros(len(cids), dtype=q.dtype),
-            size=(len(per_query), len(vectors)),
-            check_invariants=False,
-        )
-        out = torch.sparse.sampled_addmm(pattern, q, vectors.T, beta=0.0)
-    return out.values()
+def beam_compiled(index: EntityIndex, z: torch.Tensor, width: int, depth: int | None = None):
+    """The compiled beam search (:mod:`hierloc.search.kernels`) over the first ``depth``
+    levels: ``(paths (B, k, depth), scores (B, k) float64, stats (B, depth, 2))`` — per query
+    and level, the candidates scored and those scored exactly."""
+    from hierloc.search import kernels  # numba (~0.4 s): imported when a search first runs
 
-
-def _beam_single(index: EntityIndex, q: np.ndarray, qn2: float | None, width: int) -> torch.Tensor:
-    """Beam search of one query in NumPy (interactive use: a few µs per operation instead of
-    torch's dispatch); the same steps as the batched path. Returns ``paths (1, k, L)``."""
-    s = index.scores(index.vectors(0, numpy=True) @ q, qn2)
-    k = min(width, len(s))
-    ids = np.argpartition(-s, k - 1)[:k]
-    score, paths = s[ids], ids[:, None]
-    for lv in range(1, index.levels):
-        slot, cids, _ = _expand(*index.children(lv - 1), ids)
-        cand = score[slot] + index.scores(index.vectors(lv, numpy=True)[cids] @ q, qn2)
-        k = min(width, len(cand))
-        if k == 0:  # no children (not in hierarchies built from images)
-            return torch.full((1, 1, index.levels), -1, dtype=torch.long)
-        j = np.argpartition(-cand, k - 1)[:k]
-        score, ids = cand[j], cids[j]
-        paths = np.concatenate([paths[slot[j]], ids[:, None]], 1)
-    return torch.from_numpy(paths[None].astype(np.int64))
+    depth = index.levels if depth is None else depth
+    q, qn2 = index.queries(z)
+    q64 = q.numpy()
+    B = len(q64)
+    pk = index.packed(width)
+    paths = np.full((B, width, depth), -1, dtype=np.int64)
+    scores = np.full((B, width), NEG_INF)
+    n_out = np.zeros(B, dtype=np.int64)
+    stats = np.zeros((B, depth, 2), dtype=np.int64)
+    names = "v32", "vnorm", "v64", "perm", "off", "ptr", "ptr_off", "norms", "radii"
+    arrays = (*(pk[n] for n in names), pk["max_cand"][width], paths, scores, n_out, stats)
+    args = (
+        np.ascontiguousarray(q64, dtype=np.float32),
+        q64,
+        np.linalg.norm(q64, axis=1),
+        np.zeros(B) if qn2 is None else np.ascontiguousarray(qn2.numpy()),
+        width,
+        depth,
+        kernels.KINDS[index.manifold.name],
+        float(index.manifold.K),
+        index.squared,
+        kernels.error_constant(q64.shape[1]),
+        arrays,
+    )
+    # numba's thread pool from the main thread only (its fallback layer, workqueue, aborts on
+    # concurrent launches, e.g. from a server's worker threads)
+    if B < SERIAL_BELOW or threading.current_thread() is not threading.main_thread():
+        kernels.beam_serial(*args)
+    else:
+        kernels.beam_parallel(min(B, 8 * kernels.nb.get_num_threads()), *args)
+    k = max(1, int(n_out.max()))
+    return torch.from_numpy(paths[:, :k]), torch.from_numpy(scores[:, :k]), stats
 
 
 @torch.no_grad()
@@ -80,10 +81,9 @@ def beam_search(
 
     Args:
         z: ``(B, D)`` query points on the index's manifold.
-        backend: ``"torch"`` (one sampled dense-dense matmul per level; a single query in
-            NumPy) or ``"faiss"`` (the paper's
-            variant: an ``IndexFlatIP`` for the top level, FAISS inner products by id for the
-            children of the beam).
+        backend: ``"torch"`` (the compiled exact search, :func:`beam_compiled`; the name kept
+            for callers) or ``"faiss"`` (the paper's variant: an ``IndexFlatIP`` for the top
+            level, FAISS inner products by id for the children of the beam, float32 pruning).
     Returns:
         the final beam re-scored in float64, best first (``paths (B, k, L)``).
     """
@@ -91,25 +91,23 @@ def beam_search(
         raise ValueError(f"beam width must be >= 1, got {width}")
     if backend not in ("torch", "faiss"):
         raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
-    q, qn2 = index.queries(z)
-    B = q.shape[0]
+    B = z.shape[0]
     if B == 0:
         return SearchResult(
             torch.zeros(0, width, index.levels, dtype=torch.long),
             torch.zeros(0, width, dtype=torch.float64),
         )
-    if B == 1 and backend == "torch":
-        extra = None if qn2 is None else float(qn2[0])
-        return rerank(index, z, _beam_single(index, q[0].numpy(), extra, width))
+    if backend == "torch":
+        paths, scores, _ = beam_compiled(index, z, width)
+        if index.manifold.name == "lorentz":  # already the exact (stable-form) scores
+            return SearchResult(paths, scores)
+        return rerank(index, z, paths)
+    q, qn2 = index.queries(z)
     k0 = min(width, len(index.points[0]))
-    if backend == "faiss":
-        qn = np.ascontiguousarray(q.numpy(), dtype=np.float32)
-        ip0, ids = level_index(index, 0).search(qn, k0)
-        score = index.scores(torch.from_numpy(ip0), None if qn2 is None else qn2[:, None])
-        ids = torch.from_numpy(ids)
-    else:
-        sc = index.scores(q @ index.vectors(0).T, None if qn2 is None else qn2[:, None])
-        score, ids = sc.topk(k0, dim=1)
+    qn = np.ascontiguousarray(q.numpy(), dtype=np.float32)
+    ip0, ids = level_index(index, 0).search(qn, k0)
+    score = index.scores(torch.from_numpy(ip0), None if qn2 is None else qn2[:, None])
+    ids = torch.from_numpy(ids)
     paths = ids[:, :, None]
     for lv in range(1, index.levels):
         # bookkeeping in NumPy (small integer arrays; far less per-call overhead than torch)
@@ -129,18 +127,10 @@ def beam_search(
         pad_ids = np.full((B, m), -1, dtype=np.int64)
         pad_ids[qi, pos] = cids
         pad_slot, pad_ids = torch.from_numpy(pad_slot), torch.from_numpy(pad_ids)
-        if backend == "faiss":
-            ip = children_ip(qn, level_vectors(index, lv), pad_ids)
-            pad = index.scores(ip, None if qn2 is None else qn2[:, None])
-            pad += score.gather(1, pad_slot)
-            pad.masked_fill_(pad_ids < 0, NEG_INF)
-        else:
-            qi_t = torch.from_numpy(qi)
-            ip = _sampled_inner(q, index.vectors(lv), per_query, cids)
-            extra = None if qn2 is None else qn2[qi_t]
-            cand = score.flatten()[torch.from_numpy(slot)] + index.scores(ip, extra)
-            pad = torch.full((B, m), NEG_INF, dtype=cand.dtype)
-            pad[qi_t, torch.from_numpy(pos)] = cand
+        ip = children_ip(qn, level_vectors(index, lv), pad_ids)
+        pad = index.scores(ip, None if qn2 is None else qn2[:, None])
+        pad += score.gather(1, pad_slot)
+        pad.masked_fill_(pad_ids < 0, NEG_INF)
         score, j = pad.topk(min(width, m), dim=1)
         parent = pad_slot.gather(1, j)
         ids = torch.where(score > NEG_INF, pad_ids.gather(1, j), -1)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hierloc.geometry import Manifold, lorentz
+from hierloc.geometry import Manifold
 
 NEG_INF = float("-inf")
 
@@ -54,10 +54,16 @@ class EntityIndex:
         self._ptr_np = [p.numpy() for p in self.ptr]
         self._child_np = [c.numpy() for c in self.child]
         M = self.manifold
-        self._vectors = [
-            M.search_vectors(M.project(p.double()), "database").contiguous() for p in self.points
-        ]
-        self._vectors_np = [v.numpy() for v in self._vectors]  # shared memory
+        sizes = [len(p) for p in self.points]
+        self._off = np.zeros(L + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self._off[1:])
+        # every level's float64 search vectors in one array (the kernels index it by offset);
+        # the per-level tensors and arrays are views of it
+        self._v64 = torch.cat(
+            [M.search_vectors(M.project(p.double()), "database") for p in self.points]
+        ).contiguous()
+        self._vectors = [self._v64[a:b] for a, b in zip(self._off[:-1], self._off[1:], strict=True)]
+        self._vectors_np = [v.numpy() for v in self._vectors]
 
     @classmethod
     def from_parents(
@@ -106,30 +112,52 @@ class EntityIndex:
         """``(ptr, child)`` CSR arrays (NumPy) from level ``lv`` to ``lv + 1``."""
         return self._ptr_np[lv], self._child_np[lv]
 
-    def _lorentz64(self, lv: int, xp):
-        """Level ``lv``'s points and their float64 space norms and radii ``asinh(n/R)``
-        (computed once), as torch tensors or NumPy arrays."""
-        cache = self.__dict__.setdefault("_l64", {})
-        if lv not in cache:
-            space = self.points[lv][:, 1:].double()
-            n = torch.linalg.vector_norm(space, dim=-1).clamp_(min=np.finfo(np.float64).tiny)
-            t = torch.asinh(n / math.sqrt(self.manifold.K))
-            cache[lv] = {
-                torch: (self.points[lv], n, t),
-                np: (self.points[lv].numpy(), n.numpy(), t.numpy()),
+    def packed(self, width: int) -> dict:
+        """The arrays the compiled beam search reads (:mod:`hierloc.search.kernels`; built once,
+        ``max_cand`` per width): ``off`` level offsets into the concatenated rows; ``perm`` each
+        level's entity ids in children order (level 0 as is), ``v32``/``vnorm`` the float32
+        vectors and their float64 norms in that order, so that a parent's children are one
+        slice; ``v64``, ``norms``, ``radii`` the float64 vectors, space norms and radii
+        ``asinh(|h⃗|/R)`` (Lorentz) in id order; ``ptr``/``ptr_off`` the children lists with a
+        virtual root above level 0; ``max_cand[width]`` the most candidates a beam of ``width``
+        can have at one level."""
+        pk = self.__dict__.get("_packed")
+        if pk is None:
+            v64 = self._v64.numpy()
+            E0 = len(self.points[0])
+            perm = np.concatenate([np.arange(E0), *self._child_np])
+            rows = perm + np.repeat(self._off[:-1], np.diff(self._off))
+            ptrs = [np.array([0, E0], dtype=np.int64), *self._ptr_np]
+            norms = np.maximum(np.linalg.norm(v64[:, 1:], axis=1), np.finfo(np.float64).tiny)
+            pk = self.__dict__["_packed"] = {
+                "off": self._off,
+                "perm": perm,
+                "v32": np.ascontiguousarray(v64[rows], dtype=np.float32),
+                "vnorm": np.linalg.norm(v64, axis=1)[rows],
+                "v64": v64,
+                "norms": norms,
+                "radii": np.arcsinh(norms / math.sqrt(self.manifold.K)),
+                "ptr": np.concatenate(ptrs),
+                "ptr_off": np.cumsum([0] + [len(p) for p in ptrs[:-1]]).astype(np.int64),
+                "counts": [np.diff(p) for p in ptrs],
+                "max_cand": {},
             }
-        return cache[lv][xp]
+        if width not in pk["max_cand"]:
+            top = [-np.sort(-c)[:width].sum() for c in pk["counts"]]
+            pk["max_cand"][width] = max(1, int(max(top)))
+        return pk
 
     def exact_scores(self, z: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
         """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``);
-        a single Lorentz query is scored in NumPy (less per-call overhead)."""
+        Lorentz paths through the compiled stable form (:func:`kernels.lorentz_path_dist`)."""
         safe = paths.clamp(min=0)
-        if self.manifold.name == "lorentz":  # the stable gathered form with cached radii
-            if len(paths) == 1:
-                d = torch.from_numpy(self._lorentz_path_dist(z.double().numpy(), safe.numpy()))
-            else:
-                d = self._lorentz_path_dist(z.double(), safe)
-            d = d * d if self.squared else d
+        if self.manifold.name == "lorentz":
+            from hierloc.search import kernels  # numba: imported when a search first runs
+
+            pk = self.packed(1)
+            args = pk["v64"], pk["off"], pk["norms"], pk["radii"], self.manifold.K
+            d = kernels.lorentz_path_dist(z.double().numpy(), safe.numpy(), *args)
+            d = torch.from_numpy(d * d if self.squared else d)
         else:
             B, k, L = paths.shape
             h = torch.stack([self.points[lv][safe[:, :, lv]] for lv in range(L)], 2).double()
@@ -137,22 +165,6 @@ class EntityIndex:
                 z.double()[:, None, None, :].expand_as(h), h, squared=self.squared
             )
         return (-d.sum(2)).masked_fill(paths.min(dim=2).values < 0, NEG_INF)
-
-    def _lorentz_path_dist(self, z, paths):
-        """Float64 Lorentz distances ``(B, k, L)`` from queries ``z (B, D)`` to the entities of
-        ``paths (B, k, L)`` (torch or NumPy, ids ≥ 0), level by level through
-        :func:`hierloc.geometry.lorentz.gathered_dist` with the entities' norms and radii
-        computed once."""
-        xp = np if isinstance(z, np.ndarray) else torch
-        B, k, L = paths.shape
-        out = []
-        for lv in range(L):
-            ids = paths[:, :, lv]
-            pts, norms, radii = self._lorentz64(lv, xp)
-            hs = pts[ids.reshape(-1)][:, 1:].reshape(B, k, -1)
-            hs = hs.astype(np.float64) if xp is np else hs.double()
-            out.append(lorentz.gathered_dist(z, hs, norms[ids], radii[ids], self.manifold.K))
-        return xp.stack(out, -1) if xp is np else torch.stack(out, -1)
 
 
 @dataclass
