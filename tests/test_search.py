@@ -233,7 +233,9 @@ def test_kernel_scores_and_their_inverse_agree_with_the_geometry(manifold, squar
     extra = np.zeros(50) if extra is None else extra.numpy()
     want = M.neg_dist_from_ip(torch.from_numpy(ip), squared, torch.from_numpy(extra)).numpy()
     kind, K = kernels.KINDS[manifold], 0.8
-    got = np.array([kernels.neg_dist(u, kind, K, squared, e) for u, e in zip(ip, extra, strict=True)])
+    got = np.array(
+        [kernels.neg_dist(u, kind, K, squared, e) for u, e in zip(ip, extra, strict=True)]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
     for u, y, e in zip(ip, got, extra, strict=True):
         t = kernels.ip_at_least(y, kind, K, squared, e)

@@ -91,38 +91,43 @@ def copy_bandwidth(mb: int = 512) -> float:
     return 2 * src.nbytes / _time(lambda: copy(dst, src), 5) / 1e9
 
 
-def profile(index, z, width: int = 10) -> dict:
-    """Per stage of the compiled beam search at this batch: milliseconds (level ℓ = the search
-    to depth ℓ+1 minus the search to depth ℓ; level 0 includes preparing the queries),
-    candidates scored and scored exactly per query, and the achieved GB/s of vectors read
-    (float32 candidates and float64 exact rows) against the machine's copy bandwidth."""
+def profile(index, z, width: int = 10, single: bool = False) -> dict:
+    """Per stage of the compiled beam search: microseconds per query (level ℓ = the search to
+    depth ℓ+1 minus the search to depth ℓ; level 0 includes preparing the queries), candidates
+    scored and scored exactly per query, and the achieved GB/s of vectors read (float32
+    candidates, float64 exact rows) against the machine's copy bandwidth. ``single``: the
+    queries one at a time (the interactive path), else as one batch."""
     from hierloc.search.beam import beam_compiled
 
     B, D = z.shape[0], index.vectors(0).shape[1]
     stats = beam_compiled(index, z, width)[2]
-    t = [0.0] + [
-        _time(lambda d=d: beam_compiled(index, z, width, d), 5) for d in range(1, index.levels + 1)
-    ]
+
+    def run(depth):
+        if single:
+            return [beam_compiled(index, z[i : i + 1], width, depth) for i in range(B)]
+        return beam_compiled(index, z, width, depth)
+
+    t = [0.0] + [_time(lambda d=d: run(d), 5) for d in range(1, index.levels + 1)]
     levels = []
     for lv in range(index.levels):
         cand, exact = stats[:, lv, 0].mean(), stats[:, lv, 1].mean()
-        sec = t[lv + 1] - t[lv]
-        nbytes = B * (cand * D * 4 + exact * D * 8)
+        sec = max(t[lv + 1] - t[lv], 1e-9)
         levels.append(
             {
                 "level": lv,
-                "ms": round(1e3 * sec, 2),
+                "us_per_query": round(1e6 * sec / B, 2),
                 "candidates_per_query": round(float(cand), 1),
                 "exact_per_query": round(float(exact), 2),
-                "GB_per_s": round(nbytes / max(sec, 1e-9) / 1e9, 2),
+                "GB_per_s": round(B * (cand * D * 4 + exact * D * 8) / sec / 1e9, 2),
             }
         )
     total_bytes = B * D * (4 * stats[:, :, 0].sum(1).mean() + 8 * stats[:, :, 1].sum(1).mean())
     bw = copy_bandwidth()
     return {
-        "batch": B,
+        "queries": B,
+        "one_at_a_time": single,
         "levels": levels,
-        "total_ms": round(1e3 * t[-1], 2),
+        "us_per_query": round(1e6 * t[-1] / B, 2),
         "bytes_per_query": int(total_bytes / B),
         "GB_per_s": round(total_bytes / t[-1] / 1e9, 2),
         "copy_bandwidth_GB_per_s": round(bw, 1),
@@ -164,7 +169,10 @@ def _run(counts, n_images: int, batch: int, d: int, with_profile: bool = False) 
     out["beam1_qps_b1024"] = batch / _time(lambda: beam_search(index, z, 1), 5)
     out["faiss_qps_b1024"] = batch / _time(lambda: beam_search(index, z, 10, backend="faiss"), 5)
     if with_profile:
-        out["profile"] = {"batch": profile(index, z), "single": profile(index, z[:1])}
+        out["profile"] = {
+            "batch": profile(index, z),
+            "single": profile(index, z[: len(singles)], single=True),
+        }
     # flat per-level search over every entity: torch matmul + top-k or FAISS, the faster
     flat_t = _time(lambda: flat_search(index, z, k=10), 3)
     flat_f = _time(lambda: _flat_faiss(index, q_np), 3)
