@@ -35,7 +35,7 @@ def beam_compiled(index: EntityIndex, z: torch.Tensor, width: int, depth: int | 
     """The compiled beam search (:mod:`hierloc.search.kernels`) over the first ``depth``
     levels: ``(paths (B, k, depth), scores (B, k) float64, stats (B, depth, 2))`` — per query
     and level, the candidates scored and those scored exactly."""
-    from hierloc.search import kernels  # numba (~0.4 s): imported when a search first runs
+    import hierloc.search.kernels as kernels  # numba (~0.4 s): imported when a search first runs
 
     depth = index.levels if depth is None else depth
     q, qn2 = index.queries(z)

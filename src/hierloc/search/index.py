@@ -152,7 +152,7 @@ class EntityIndex:
         Lorentz paths through the compiled stable form (:func:`kernels.lorentz_path_dist`)."""
         safe = paths.clamp(min=0)
         if self.manifold.name == "lorentz":
-            from hierloc.search import kernels  # numba: imported when a search first runs
+            import hierloc.search.kernels as kernels  # numba: imported when a search first runs
 
             pk = self.packed(1)
             args = pk["v64"], pk["off"], pk["norms"], pk["radii"], self.manifold.K
