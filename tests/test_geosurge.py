@@ -23,7 +23,7 @@ from hierloc.models.geosurge import (
     ancestors,
     product_scores,
 )
-from tests.helpers import torchrun
+from tests.helpers import set_options, torchrun
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
@@ -264,25 +264,18 @@ def toy(tmp_path_factory):
     return root
 
 
+def _train_args(root, out, sets, val: bool = True) -> list[str]:
+    """``hierloc train --model geosurge`` on the toy's cells, tokens and maps (and its
+    validation split), writing ``out``, with ``--set`` for each of ``sets``."""
+    args = ["train", "--model", "geosurge", "--cells", str(root / "cells")]
+    args += ["--features", str(root / "tok"), "--semantic", str(root / "sem")]
+    if val:
+        args += ["--val", str(root / "val.parquet")]
+    return [*args, "-o", str(out), *set_options(sets)]
+
+
 def _train(root, out, steps, extra=()):
-    args = [
-        "train",
-        "--model",
-        "geosurge",
-        "--cells",
-        str(root / "cells"),
-        "--features",
-        str(root / "tok"),
-        "--semantic",
-        str(root / "sem"),
-        "--val",
-        str(root / "val.parquet"),
-        "-o",
-        str(out),
-    ]
-    for s in [*TOY, f"optim.max_steps={steps}", *extra]:
-        args += ["--set", s]
-    return runner.invoke(app, args)
+    return runner.invoke(app, _train_args(root, out, [*TOY, f"optim.max_steps={steps}", *extra]))
 
 
 def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
@@ -609,38 +602,10 @@ def test_torchrun_two_processes_equal_one(toy, tmp_path):
     from safetensors.torch import load_file
 
     over = [*TOY, "optim.max_steps=3", "run.checkpoint_every=3", "run.precision=fp32"]
-    cmd = torchrun(
-        "train",
-        "--model",
-        "geosurge",
-        "--cells",
-        str(toy / "cells"),
-        "--features",
-        str(toy / "tok"),
-        "--semantic",
-        str(toy / "sem"),
-        "-o",
-        str(tmp_path / "ddp"),
-    )
-    for s in over:
-        cmd += ["--set", s]
+    cmd = torchrun(*_train_args(toy, tmp_path / "ddp", over, val=False))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
-    args = [
-        "train",
-        "--model",
-        "geosurge",
-        "--cells",
-        str(toy / "cells"),
-        "--features",
-        str(toy / "tok"),
-        "--semantic",
-        str(toy / "sem"),
-        "-o",
-        str(tmp_path / "one"),
-    ]
-    for s in over:
-        args += ["--set", s]
+    args = _train_args(toy, tmp_path / "one", over, val=False)
     assert runner.invoke(app, args).exit_code == 0
     assert (pd.read_parquet(toy / "cells" / "assignments.parquet")[["p2"]] < 0).any().item()
     a = load_file(str(tmp_path / "ddp" / "ckpt-00000003" / "model.safetensors"))
@@ -699,23 +664,7 @@ def test_torchrun_with_validation_and_early_stopping_finishes(toy, tmp_path):
         "run.patience=1",
         "run.precision=fp32",
     ]
-    cmd = torchrun(
-        "train",
-        "--model",
-        "geosurge",
-        "--cells",
-        str(toy / "cells"),
-        "--features",
-        str(toy / "tok"),
-        "--semantic",
-        str(toy / "sem"),
-        "--val",
-        str(toy / "val.parquet"),
-        "-o",
-        str(tmp_path / "ddp"),
-    )
-    for s in over:
-        cmd += ["--set", s]
+    cmd = torchrun(*_train_args(toy, tmp_path / "ddp", over))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]

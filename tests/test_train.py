@@ -18,7 +18,7 @@ from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
 from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer
-from tests.helpers import torchrun
+from tests.helpers import set_options, torchrun
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
@@ -307,9 +307,8 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
         str(setup / "store"),
         "-o",
         str(tmp_path / "run"),
+        *set_options(overrides),
     ]
-    for s in overrides:
-        cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -355,9 +354,8 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         str(setup / "val.parquet"),
         "-o",
         str(tmp_path / "ddp"),
+        sets=overrides,
     )
-    for s in overrides:
-        cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
@@ -506,9 +504,8 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
         str(setup / "val.parquet"),
         "-o",
         str(tmp_path / "ddp"),
+        sets=overrides,
     )
-    for s in overrides:
-        cmd += ["--set", s]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
