@@ -41,13 +41,13 @@ def beam_compiled(index: EntityIndex, z: torch.Tensor, width: int, depth: int | 
     q, qn2 = index.queries(z)
     q64 = q.numpy()
     B = len(q64)
-    pk = index.packed(width)
+    pk = index.packed()
     paths = np.full((B, width, depth), -1, dtype=np.int64)
     scores = np.full((B, width), NEG_INF)
     n_out = np.zeros(B, dtype=np.int64)
     stats = np.zeros((B, depth, 2), dtype=np.int64)
     names = "v32", "vnorm", "v64", "perm", "off", "ptr", "ptr_off", "norms", "radii"
-    arrays = (*(pk[n] for n in names), pk["max_cand"][width], paths, scores, n_out, stats)
+    arrays = (*(pk[n] for n in names), index.max_candidates(width), paths, scores, n_out, stats)
     args = (
         np.ascontiguousarray(q64, dtype=np.float32),
         q64,

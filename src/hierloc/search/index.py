@@ -112,15 +112,15 @@ class EntityIndex:
         """``(ptr, child)`` CSR arrays (NumPy) from level ``lv`` to ``lv + 1``."""
         return self._ptr_np[lv], self._child_np[lv]
 
-    def packed(self, width: int) -> dict:
-        """The arrays the compiled beam search reads (:mod:`hierloc.search.kernels`; built once,
-        ``max_cand`` per width): ``off`` level offsets into the concatenated rows; ``perm`` each
+    def packed(self) -> dict:
+        """The arrays the compiled beam search reads (:mod:`hierloc.search.kernels`; built
+        once): ``off`` level offsets into the concatenated rows; ``perm`` each
         level's entity ids in children order (level 0 as is), ``v32``/``vnorm`` the float32
         vectors and their float64 norms in that order, so that a parent's children are one
         slice; ``v64``, ``norms``, ``radii`` the float64 vectors, space norms and radii
         ``asinh(|h⃗|/R)`` (Lorentz) in id order; ``ptr``/``ptr_off`` the children lists with a
-        virtual root above level 0; ``max_cand[width]`` the most candidates a beam of ``width``
-        can have at one level."""
+        virtual root above level 0; ``top_sums`` per level the running sum of the child counts,
+        largest first (see :meth:`max_candidates`)."""
         pk = self.__dict__.get("_packed")
         if pk is None:
             v64 = self._v64.numpy()
@@ -139,13 +139,14 @@ class EntityIndex:
                 "radii": np.arcsinh(norms / math.sqrt(self.manifold.K)),
                 "ptr": np.concatenate(ptrs),
                 "ptr_off": np.cumsum([0] + [len(p) for p in ptrs[:-1]]).astype(np.int64),
-                "counts": [np.diff(p) for p in ptrs],
-                "max_cand": {},
+                "top_sums": [np.cumsum(-np.sort(-np.diff(p))) for p in ptrs],
             }
-        if width not in pk["max_cand"]:
-            top = [-np.sort(-c)[:width].sum() for c in pk["counts"]]
-            pk["max_cand"][width] = max(1, int(max(top)))
         return pk
+
+    def max_candidates(self, width: int) -> int:
+        """The most candidates a beam of ``width`` can have at one level (its ``width`` parents
+        with the most children)."""
+        return max(1, max(int(t[min(width, len(t)) - 1]) for t in self.packed()["top_sums"]))
 
     def exact_scores(self, z: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
         """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``);
@@ -154,7 +155,7 @@ class EntityIndex:
         if self.manifold.name == "lorentz":
             import hierloc.search.kernels as kernels  # numba: imported when a search first runs
 
-            pk = self.packed(1)
+            pk = self.packed()
             args = pk["v64"], pk["off"], pk["norms"], pk["radii"], self.manifold.K
             d = kernels.lorentz_path_dist(z.double().numpy(), safe.numpy(), *args)
             d = torch.from_numpy(d * d if self.squared else d)
