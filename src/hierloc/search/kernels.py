@@ -204,6 +204,7 @@ def _search_range(lo_q, hi_q, q32, q64, qnorm, extra, width, depth, kind, K, squ
     cpos = np.empty(max_cand, np.int64)
     cslot = np.empty(max_cand, np.int64)
     top_lo = np.empty(width)
+    own_lo = np.empty(width)
     dummy = np.empty(width, np.int64)
     bid, nid = np.empty(width, np.int64), np.empty(width, np.int64)
     bsc, nsc = np.empty(width), np.empty(width)
@@ -226,6 +227,7 @@ def _search_range(lo_q, hi_q, q32, q64, qnorm, extra, width, depth, kind, K, squ
                 enter = -np.inf
                 if ntop == width:
                     enter = ip_at_least(top_lo[ntop - 1] - ps, kind, K, squared, ex)
+                m = 0  # the parent's best lower bounds, kept as inner products (no score yet)
                 for pos in range(ptr[pb + p], ptr[pb + p + 1]):
                     row = base + pos
                     ip = _dot32(q32, b, v32, row)
@@ -235,10 +237,14 @@ def _search_range(lo_q, hi_q, q32, q64, qnorm, extra, width, depth, kind, K, squ
                     cslot[n] = s
                     n += 1
                     if ip - e >= enter:
-                        lo = ps + neg_dist(ip - e, kind, K, squared, ex)
-                        ntop = _insert(lo, top_lo, dummy, dummy, ntop, width, 0, 0)
-                        if ntop == width:
-                            enter = ip_at_least(top_lo[ntop - 1] - ps, kind, K, squared, ex)
+                        m = _insert(ip - e, own_lo, dummy, dummy, m, width, 0, 0)
+                        if m == width:  # below its own width-th, a child cannot enter either
+                            enter = max(enter, own_lo[m - 1])
+                for t in range(m):  # scored best first: the first that cannot enter ends it
+                    lo = ps + neg_dist(own_lo[t], kind, K, squared, ex)
+                    if ntop == width and not lo > top_lo[ntop - 1]:
+                        break
+                    ntop = _insert(lo, top_lo, dummy, dummy, ntop, width, 0, 0)
             stats[b, lv, 0] = n
             if n == 0:  # no children (not in hierarchies built from images)
                 nbm = 0
