@@ -70,6 +70,9 @@ class OnnxImageEncoder(ImageEncoder):
             self._export(path, module)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = torch.get_num_threads()
+        # idle pool threads sleep instead of spinning: spinning took the cores from the
+        # decoding threads, the event loop and the next photo (batch 1: 40 → 70 photos/s)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._check(session, module)
         return session
