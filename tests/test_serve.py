@@ -329,7 +329,7 @@ class SlowLocator:
         return {"family": self.family}
 
 
-def test_concurrent_requests_share_one_batch_and_a_full_queue_answers_503():
+def test_requests_arriving_while_a_batch_runs_share_the_next_and_a_full_queue_answers_503():
     slow = SlowLocator()
     app = create_app([slow], Settings(max_batch=8, max_wait_ms=300, max_queue=4))
     with TestClient(app) as c:
@@ -339,15 +339,19 @@ def test_concurrent_requests_share_one_batch_and_a_full_queue_answers_503():
         def call(k):
             out[k] = post(c, [(f"r{k}.png", png(k))]).status_code
 
-        threads = [threading.Thread(target=call, args=(k,)) for k in range(3)]
+        first = threading.Thread(target=call, args=(0,))
+        first.start()
+        time.sleep(0.4)  # r0 runs alone (nobody else was coming) and holds the worker
+        threads = [threading.Thread(target=call, args=(k,)) for k in (1, 2, 3)]
         for t in threads:
             t.start()
-        time.sleep(0.15)  # all three are waiting inside the 300 ms window
+        time.sleep(0.3)  # r1–r3 are queued behind it
         slow.gate.set()
-        for t in threads:
+        for t in [first, *threads]:
             t.join()
-        assert out == {0: 200, 1: 200, 2: 200}
-        assert sorted(slow.batches[0]) == ["r0", "r1", "r2"]  # one batch for three requests
+        assert out == {0: 200, 1: 200, 2: 200, 3: 200}
+        assert slow.batches[0] == ["r0"]
+        assert sorted(slow.batches[1]) == ["r1", "r2", "r3"]  # one batch for three requests
         slow.gate.clear()
         busy = threading.Thread(target=call, args=(9,))
         busy.start()
@@ -357,6 +361,35 @@ def test_concurrent_requests_share_one_batch_and_a_full_queue_answers_503():
         slow.gate.set()
         busy.join()
         assert out[9] == 200
+
+
+def test_the_batcher_waits_for_company_only_while_some_can_come():
+    """A lone job goes at once when no request is being read; it waits (up to max_wait) while
+    one is, and for a second after a batch that had company."""
+    from hierloc.serve.batcher import MicroBatcher
+
+    slow = SlowLocator()
+    slow.gate.set()
+    reading = [0]
+    batcher = MicroBatcher({"m": slow}, max_batch=8, max_wait_ms=5000, arriving=lambda: reading[0])
+
+    def two_jobs(a, b):
+        first = batcher.submit("m", [(a, b"x")], 5, 10)
+        time.sleep(0.2)
+        second = batcher.submit("m", [(b, b"x")], 5, 10)
+        first.result(10), second.result(10)
+
+    try:
+        two_jobs("a", "b")  # idle: a is answered before b is sent
+        reading[0] = 1
+        two_jobs("c", "d")  # a request is being read: c waits, d joins it
+        reading[0] = 0
+        two_jobs("e", "f")  # nobody reading, but a batch had company 0.2 s ago: e waits
+        time.sleep(1.2)
+        two_jobs("g", "h")  # more than a second later: idle again
+    finally:
+        batcher.close()
+    assert slow.batches == [["a"], ["b"], ["c", "d"], ["e", "f"], ["g"], ["h"]]
 
 
 def test_model_names_for_folders_sharing_a_name():

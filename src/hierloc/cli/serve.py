@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +32,11 @@ def serve_cmd(
         int, typer.Option(help="Photos per encoder pass, and the most per request.")
     ] = 64,
     max_wait_ms: Annotated[
-        float, typer.Option(help="How long a batch waits for more photos.")
+        float,
+        typer.Option(
+            help="How long a batch waits for more photos (not when the service is idle: a "
+            "lone request is answered at once)."
+        ),
     ] = 5.0,
     max_upload_mb: Annotated[float, typer.Option(help="Largest request body (MB).")] = 20.0,
     workers: Annotated[int, typer.Option(help="Processes (each loads the models).")] = 1,
@@ -39,6 +44,9 @@ def serve_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve model folders over HTTP: POST /v1/locate (multipart photos → top-k answers per photo, with the error in km when a photo carries EXIF GPS), GET /v1/models, /healthz, /readyz, /metrics (Prometheus) and a web page at / (drop photos, see the answers on a zoomable Blue Marble map). Concurrent requests are micro-batched into one encoder pass and one beam search. Offline: no CDN, no tiles; nothing a client sends is opened as a path or fetched. Binds 127.0.0.1 by default."""  # noqa: E501
+    # before torch loads its OpenMP runtime: idle threads sleep rather than spin, so that
+    # they do not take the cores from the encoder, the decoding threads and the event loop
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from hierloc.serve.app import Settings
     from hierloc.serve.run import serve
 

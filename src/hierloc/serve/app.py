@@ -108,6 +108,7 @@ class State:
     load_error: str | None = None
     closing: bool = False
     metrics: _Metrics | None = None
+    arriving: int = 0  # /v1/locate requests being read (not yet queued); event-loop thread only
 
 
 def model_names(sources: list) -> list[str]:
@@ -171,6 +172,61 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class Guard:
+    """Every response: the bearer-token check (``/v1/*`` and ``/metrics``, constant time), the
+    security headers, the request counter and latency histogram; an exception of ours is
+    logged and answered as JSON 500. Plain ASGI (no per-request task or stream, unlike
+    Starlette's ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app, token: str | None, metrics: _Metrics) -> None:
+        self.app, self.metrics = app, metrics
+        self.want = None if token is None else f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        path = scope["path"]
+        route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
+        status = None
+
+        async def send_secured(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}
+            await send(message)
+
+        try:
+            if self.want is not None and (path.startswith("/v1/") or path == "/metrics"):
+                given = dict(scope.get("headers") or []).get(b"authorization", b"")
+                if not hmac.compare_digest(given, self.want):
+                    denied = _error(
+                        401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+                    )
+                    return await denied(scope, receive, send_secured)
+            try:
+                await self.app(scope, receive, send_secured)
+            except Exception:
+                if status is not None:  # the answer has begun: nothing else can be sent
+                    raise
+                log.exception("internal error on %s", path)
+                await _error(500, "internal error (logged by the server)")(
+                    scope, receive, send_secured
+                )
+        finally:
+            if status is not None:
+                self.metrics.requests.labels(route, str(status)).inc()
+                self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
 
 
 def _photo_id(upload: UploadFile, k: int, taken: set[str]) -> str:
@@ -238,6 +294,7 @@ def _load(state: State, names: list[str]) -> None:
             s.max_queue,
             s.decode_workers,
             on_batch=state.metrics.batch.observe,
+            arriving=lambda: state.arriving,
         )
         state.ready.set()
     except Exception as e:  # noqa: BLE001 (reported by /readyz and the log)
@@ -269,34 +326,6 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hierloc = state
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        t0 = time.perf_counter()
-        path = request.url.path
-        route = path if path in ROUTES else ("/static" if path.startswith("/static/") else "other")
-        if settings.token and (path.startswith("/v1/") or path == "/metrics"):
-            given = request.headers.get("authorization", "")
-            want = f"Bearer {settings.token}"
-            if not hmac.compare_digest(given.encode(), want.encode()):
-                response = _error(
-                    401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
-                )
-                return _finish(response, route, t0)
-        try:
-            response = await call_next(request)
-        except Exception:  # a bug of ours: logged, answered as JSON
-            log.exception("internal error on %s", path)
-            response = _error(500, "internal error (logged by the server)")
-        return _finish(response, route, t0)
-
-    def _finish(response: Response, route: str, t0: float) -> Response:
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        state.metrics.requests.labels(route, str(response.status_code)).inc()
-        state.metrics.latency.labels(route).observe(time.perf_counter() - t0)
-        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -342,6 +371,15 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return _error(415, "send the photos as multipart/form-data (field 'photos')")
+        reading = [True]  # counted in state.arriving until its job is queued (see _locate)
+        state.arriving += 1
+        try:
+            return await _read_and_locate(request, reading)
+        finally:
+            if reading[0]:
+                state.arriving -= 1
+
+    async def _read_and_locate(request: Request, reading: list[bool]) -> Response:
         too_large = _error(413, f"request body over the limit of {settings.max_body:,} bytes")
         try:
             form = await request.form(max_files=settings.max_batch, max_fields=16)
@@ -355,11 +393,11 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         try:
             if request.scope.get(TOO_LARGE):
                 return too_large
-            return await _locate(form)
+            return await _locate(form, reading)
         finally:
             await form.close()
 
-    async def _locate(form) -> Response:
+    async def _locate(form, reading: list[bool]) -> Response:
         try:
             top_k = _int_field(form, "top_k", 5, 1, MAX_TOP_K)
             beam = _int_field(form, "beam", 10, 1, MAX_BEAM)
@@ -400,6 +438,8 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, f"busy: {e}; retry shortly", {"Retry-After": "1"})
         except Closed:
             return _error(503, "shutting down", {"Retry-After": "5"})
+        reading[0] = False  # queued: the batcher need not wait for this one any more
+        state.arriving -= 1
         preds, bad = await asyncio.wrap_future(future)
         rejected += [{"id": r.id, "reason": r.reason} for r in bad]
         state.metrics.photos.labels("answered").inc(len(preds))
@@ -439,6 +479,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(404, f"no static file {name!r}")
         return Response((static / name).read_bytes(), media_type=types[name])
 
+    app.add_middleware(Guard, token=settings.token, metrics=state.metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body)  # outermost: before any parsing
     return app
 

@@ -2,15 +2,18 @@
 search.
 
 One worker thread takes the first waiting job, then keeps gathering jobs until ``max_batch``
-photos or ``max_wait_ms`` have passed; the photos are decoded and preprocessed in a thread
-pool, then every group of jobs with the same model and search settings runs as one
-:meth:`~hierloc.locate.base.BaseLocator.predict_prepared` call. The queue is bounded in photos:
-a job that would overflow it is refused at once (:class:`QueueFull`, the service's 503), so
-memory never grows with the load. :meth:`MicroBatcher.close` finishes what was queued.
+photos or ``max_wait_ms`` have passed — unless nobody can come: no request is being read
+(``arriving``) and no batch of the last second had company, so that a lone request is answered
+at once while bursts under load still share batches. The photos are decoded and preprocessed
+in a thread pool, then every group of jobs with the same model and search settings runs as
+one :meth:`~hierloc.locate.base.BaseLocator.predict_prepared` call. The queue is bounded in
+photos: a job that would overflow it is refused at once (:class:`QueueFull`, the service's
+503), so memory never grows with the load. :meth:`MicroBatcher.close` finishes what was queued.
 """
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 
 from hierloc.locate.base import prepare_photos
 from hierloc.locate.types import Locator, Prediction, Rejected
+
+COMPANY_MEMORY_S = 1.0  # after a batch with company, batches wait for company this long
 
 
 class QueueFull(Exception):
@@ -59,15 +64,18 @@ class MicroBatcher:
         max_queue: int | None = None,
         decode_workers: int = 2,
         on_batch: Callable[[int], None] | None = None,
+        arriving: Callable[[], int] | None = None,
     ) -> None:
         self.locators = locators
         self.max_batch = int(max_batch)
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue if max_queue is not None else 8 * max_batch)
         self.on_batch = on_batch
+        self.arriving = arriving  # requests the service is still reading (None: always wait)
         self.stats = BatchStats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._pending = 0  # photos queued or running
+        self._last_company = -math.inf  # when a batch last gathered more than one job
         self._lock = threading.Lock()
         self._closed = False
         self._pool = ThreadPoolExecutor(max(1, decode_workers), thread_name_prefix="decode")
@@ -109,16 +117,26 @@ class MicroBatcher:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                job = self._queue.get(timeout=left)
+            if self._alone() and self._queue.empty():
+                break  # no load, and no request is being read: nobody to wait for
+            try:  # with ``arriving``, look again every millisecond
+                job = self._queue.get(timeout=left if self.arriving is None else min(left, 1e-3))
             except queue.Empty:
-                break
+                continue
             if job is None:
                 stop = True
                 break
             jobs.append(job)
             n += len(job.photos)
         return jobs, stop
+
+    def _alone(self) -> bool:
+        """Whether a job may go without waiting: ``arriving`` is given and reads 0, and no batch
+        of the last second had company (under load, requests reach the queue in bursts faster
+        than the service can read them, so the wait is kept)."""
+        if self.arriving is None or self.arriving():
+            return False
+        return time.monotonic() - self._last_company > COMPANY_MEMORY_S
 
     def _run(self) -> None:
         stop = False
@@ -127,6 +145,8 @@ class MicroBatcher:
             if first is None:
                 break
             jobs, stop = self._gather(first)
+            if len(jobs) > 1:
+                self._last_company = time.monotonic()
             groups: dict[tuple, list[Job]] = {}
             for job in jobs:
                 groups.setdefault(job.key, []).append(job)
