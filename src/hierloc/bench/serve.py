@@ -167,11 +167,13 @@ async def _load(url: str, images: list[bytes], n: int, concurrency: int, time_li
     lat, statuses, lost = [], [], 0
     todo = iter(range(n))
     deadline = time.monotonic() + time_limit
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
-        async def worker():
-            nonlocal lost
+    async def worker():
+        # one client (one keep-alive connection) per worker: with one pool shared by 64
+        # workers, httpx's pool bookkeeping took 2–3× the client CPU per request on these
+        # shared cores and starved the server of requests (bimodal runs, p99 of seconds)
+        nonlocal lost
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1)) as client:
             for i in todo:
                 if time.monotonic() > deadline:
                     return
@@ -187,9 +189,9 @@ async def _load(url: str, images: list[bytes], n: int, concurrency: int, time_li
                 if r.status_code != 200 or not r.json().get("results"):
                     lost += 1
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
     ms = np.asarray(lat) * 1000
     return {
         "requests": len(lat),
