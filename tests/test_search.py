@@ -137,6 +137,38 @@ def test_reranking_distance_equals_the_geometry_distance_near_and_far():
     assert torch.all(got[:, -1] == 0) and torch.all(got[:, 3] > 0)
 
 
+@pytest.mark.parametrize("manifold", ["euclidean", "sphere"])
+def test_exact_scores_of_close_pairs_far_out_equal_50_digit_distances(manifold):
+    """The compiled exact distances (the beam's final scores) of the flat manifolds come from
+    coordinate differences, so that pairs 1e-6 apart at norms of 1e3 (Euclidean) keep their
+    digits — the inner-product form would lose them all — and equal 50-digit arithmetic."""
+    import mpmath as mp
+
+    M = get_manifold(manifold, K=0.8)
+    g = torch.Generator().manual_seed(4)
+    scale = 1e3 if manifold == "euclidean" else 1.0
+    z = M.project(torch.randn(5, 6, generator=g, dtype=torch.float64) * scale)
+    near = M.project(z + torch.randn(5, 6, generator=g, dtype=torch.float64) * 1e-6)
+    far = M.project(torch.randn(5, 6, generator=g, dtype=torch.float64) * scale)
+    points = torch.cat([near, far])
+    index = EntityIndex(M, [points], [], [], squared=False)
+    paths = torch.stack([torch.tensor([b, 5 + b]) for b in range(5)])[:, :, None]
+    got = -index.exact_scores(z, paths)
+    R = mp.sqrt(0.8)
+    with mp.workdps(50):
+        for b in range(5):
+            for t, e in enumerate((b, 5 + b)):
+                x = [mp.mpf(float(v)) for v in z[b]]
+                y = [mp.mpf(float(v)) for v in points[e]]
+                if manifold == "sphere":  # on the sphere of radius R, angles from unit vectors
+                    nx, ny = mp.sqrt(sum(v * v for v in x)), mp.sqrt(sum(v * v for v in y))
+                    chord = mp.sqrt(sum((a / nx - c / ny) ** 2 for a, c in zip(x, y, strict=True)))
+                    want = 2 * R * mp.asin(chord / 2)
+                else:
+                    want = mp.sqrt(sum((a - c) ** 2 for a, c in zip(x, y, strict=True)))
+                assert abs(got[b, t] - float(want)) <= 1e-9 * float(want), (b, t)
+
+
 @pytest.mark.parametrize("manifold", MANIFOLDS)
 def test_single_queries_equal_the_batched_search(manifold):
     """A batch of one runs on the calling thread (interactive use), a large batch across
@@ -232,7 +264,7 @@ def test_kernel_scores_and_their_inverse_agree_with_the_geometry(manifold, squar
     extra = M.search_extra(z)
     extra = np.zeros(50) if extra is None else extra.numpy()
     want = M.neg_dist_from_ip(torch.from_numpy(ip), squared, torch.from_numpy(extra)).numpy()
-    kind, K = kernels.KINDS[manifold], 0.8
+    kind, K = M.search_form, 0.8
     got = np.array(
         [kernels.neg_dist(u, kind, K, squared, e) for u, e in zip(ip, extra, strict=True)]
     )

@@ -78,6 +78,12 @@ class Manifold:
         ``|q|²``; ``None`` elsewhere)."""
         return self._fn.search_extra(q)
 
+    @property
+    def search_form(self) -> int:
+        """The code of this manifold's score form in the compiled search
+        (:mod:`hierloc.search.kernels`: 0 Lorentz, 1 Euclidean, 2 sphere)."""
+        return self._fn.SEARCH_FORM
+
     def neg_dist_from_ip(self, ip, squared: bool, extra=None):
         """``−D`` (squared or not) from inner products of :meth:`search_vectors` (query ·
         database), torch tensors or NumPy arrays in their own dtype, so that search engines

@@ -15,6 +15,9 @@ from hierloc.geometry._common import cap_norm, full_precision, safe_norm, sqrt0,
 
 NAME = "euclidean"
 DEFAULT_K = 1.0
+# the compiled search's score form (hierloc.search.kernels): the inner
+# product is ``(|q|² − |q−y|²)/2``; exact scores from the difference
+SEARCH_FORM = 1
 
 
 def r_max(K: float = DEFAULT_K, dtype: torch.dtype = torch.float32) -> float:

@@ -41,6 +41,9 @@ from hierloc.geometry._common import (
 
 NAME = "lorentz"
 DEFAULT_K = 0.8
+# the compiled search's score form (hierloc.search.kernels): the inner
+# product is ``−K·cosh(d/R)``; exact scores in the stable polar form
+SEARCH_FORM = 0
 T_MAX = {torch.float32: 40.0, torch.float64: 300.0}
 
 

@@ -29,6 +29,9 @@ from hierloc.geometry._common import (
 
 NAME = "sphere"
 DEFAULT_K = 1.0
+# the compiled search's score form (hierloc.search.kernels): the inner
+# product is ``cos(d/R)``; exact scores from the chord of the difference
+SEARCH_FORM = 2
 
 
 def _radius(K: float) -> float:

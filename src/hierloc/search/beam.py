@@ -55,7 +55,7 @@ def beam_compiled(index: EntityIndex, z: torch.Tensor, width: int, depth: int | 
         np.zeros(B) if qn2 is None else np.ascontiguousarray(qn2.numpy()),
         width,
         depth,
-        kernels.KINDS[index.manifold.name],
+        index.manifold.search_form,
         float(index.manifold.K),
         index.squared,
         kernels.error_constant(q64.shape[1]),
@@ -99,9 +99,7 @@ def beam_search(
         )
     if backend == "torch":
         paths, scores, _ = beam_compiled(index, z, width)
-        if index.manifold.name == "lorentz":  # already the exact (stable-form) scores
-            return SearchResult(paths, scores)
-        return rerank(index, z, paths)
+        return SearchResult(paths, scores)  # the kernel's scores are the exact ones
     q, qn2 = index.queries(z)
     k0 = min(width, len(index.points[0]))
     qn = np.ascontiguousarray(q.numpy(), dtype=np.float32)

@@ -149,22 +149,16 @@ class EntityIndex:
         return max(1, max(int(t[min(width, len(t)) - 1]) for t in self.packed()["top_sums"]))
 
     def exact_scores(self, z: torch.Tensor, paths: torch.Tensor) -> torch.Tensor:
-        """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``);
-        Lorentz paths through the compiled stable form (:func:`kernels.lorentz_path_dist`)."""
-        safe = paths.clamp(min=0)
-        if self.manifold.name == "lorentz":
-            import hierloc.search.kernels as kernels  # numba: imported when a search first runs
+        """``(B, k)`` float64 path scores of ``paths (B, k, L')`` (``−1`` ids give ``−inf``),
+        each distance in its manifold's stable form (:func:`kernels.path_dist`, compiled)."""
+        import hierloc.search.kernels as kernels  # numba: imported when a search first runs
 
-            pk = self.packed()
-            args = pk["v64"], pk["off"], pk["norms"], pk["radii"], self.manifold.K
-            d = kernels.lorentz_path_dist(z.double().numpy(), safe.numpy(), *args)
-            d = torch.from_numpy(d * d if self.squared else d)
-        else:
-            B, k, L = paths.shape
-            h = torch.stack([self.points[lv][safe[:, :, lv]] for lv in range(L)], 2).double()
-            d = self.manifold.dist(
-                z.double()[:, None, None, :].expand_as(h), h, squared=self.squared
-            )
+        safe = paths.clamp(min=0)
+        pk = self.packed()
+        q = np.ascontiguousarray(self.queries(z)[0].numpy())
+        args = pk["v64"], pk["off"], pk["norms"], pk["radii"], self.manifold.search_form
+        d = kernels.path_dist(q, safe.numpy(), *args, float(self.manifold.K))
+        d = torch.from_numpy(d * d if self.squared else d)
         return (-d.sum(2)).masked_fill(paths.min(dim=2).values < 0, NEG_INF)
 
 

@@ -11,10 +11,15 @@ Exactness: each candidate's float32 inner product has a rigorous error bound ``e
 for the manifold's score ``s`` (increasing in the inner product — larger is closer, by
 construction of the search vectors). Only candidates whose upper bound reaches the
 ``width``-th best lower bound can be among the ``width`` best; those, and only those, are
-scored exactly in float64 — Lorentz distances in the stable polar form of ``lorentz.dist``
-(no cancellation far from the origin, issue 13), other manifolds from the float64 inner
-product — and the beam is chosen by the exact scores. Every level keeps exactly the beam exact
-arithmetic keeps (up to float64 rounding), and the final beam's scores are its exact scores.
+scored exactly in float64 (:func:`exact_dist`: each manifold's stable form — Lorentz the polar
+form of ``lorentz.dist``, no cancellation far from the origin, issue 13; Euclidean and sphere
+from coordinate differences) — and the beam is chosen by the exact scores. Every level keeps
+exactly the beam exact arithmetic keeps (up to float64 rounding), and the final beam's scores
+are its exact scores, for every manifold: no re-rank follows.
+
+The score form is the manifold's ``search_form`` (``SEARCH_FORM`` of its geometry module): 0
+Lorentz (``ip = −K·cosh(d/R)``), 1 Euclidean (``ip = (|q|² − |q−y|²)/2``), 2 sphere
+(``ip = cos(d/R)``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ from numba.extending import intrinsic
 
 U32, U64 = 2.0**-24, 2.0**-53
 TINY = float(np.finfo(np.float64).tiny)
-KINDS = {"lorentz": 0, "euclidean": 1, "sphere": 2}
 _FAST = {"reassoc", "contract"}  # let LLVM vectorise the reductions (any order: same bound)
 
 
@@ -117,14 +121,6 @@ def _dot32(a, qi, m, row):
 
 
 @nb.njit(inline="always")
-def _dot64(a, qi, m, row):
-    s = 0.0
-    for i in range(a.shape[1]):
-        s += a[qi, i] * m[row, i]
-    return s
-
-
-@nb.njit(inline="always")
 def _insert(val, vals, ids, slots, cnt, cap, i_new, s_new):
     """Insert ``val`` into the descending list ``vals[:cnt]`` (capacity ``cap``; ties keep
     the earlier entry first); returns the new count."""
@@ -175,6 +171,25 @@ def _query_polar(q, b, K):
         nz += q[b, i] * q[b, i]
     nz = math.sqrt(max(nz, TINY))
     return nz, math.asinh(nz / math.sqrt(K))
+
+
+@nb.njit(inline="always")
+def exact_dist(q, b, nz, sz, v, row, hn, ht, kind, K):
+    """The float64 distance from query ``q[b]`` to ``v[row]`` (search vectors) in each
+    manifold's stable form: Lorentz the polar form (:func:`_lorentz_pair`; ``nz``, ``sz`` the
+    query's, ``hn``, ``ht`` the entity's space norm and radius); Euclidean ``|q − y|`` from
+    the difference of the first ``D − 1`` coordinates (the last is the search's lift);
+    sphere ``2R·asin(|q̂ − ŷ|/2)`` from the difference of the unit vectors."""
+    if kind == 0:
+        return _lorentz_pair(q, b, nz, sz, v, row, hn, ht, K)
+    n = q.shape[1] - 1 if kind == 1 else q.shape[1]
+    s = 0.0
+    for i in range(n):
+        df = q[b, i] - v[row, i]
+        s += df * df
+    if kind == 1:
+        return math.sqrt(s)
+    return 2.0 * math.sqrt(K) * math.asin(min(math.sqrt(s) * 0.5, 1.0))
 
 
 @nb.njit(fastmath=_FAST)
@@ -265,11 +280,8 @@ def _search_range(lo_q, hi_q, q32, q64, qnorm, extra, width, depth, kind, K, squ
                 s = cslot[j]
                 cid = perm[base + cpos[j]]
                 row = base + cid
-                if kind == 0:
-                    d = _lorentz_pair(q64, b, nz, sz, v64, row, norms[row], radii[row], K)
-                    sc = bsc[s] - (d * d if squared else d)
-                else:
-                    sc = bsc[s] + neg_dist(_dot64(q64, b, v64, row), kind, K, squared, ex)
+                d = exact_dist(q64, b, nz, sz, v64, row, norms[row], radii[row], kind, K)
+                sc = bsc[s] - (d * d if squared else d)
                 nk = _insert(sc, nsc, nid, nslot, nk, width, cid, s)
             stats[b, lv, 1] = refined
             for t in range(nk):
@@ -304,16 +316,16 @@ def beam_serial(q32, q64, qnorm, extra, width, depth, kind, K, squared, c_err, p
 
 
 @nb.njit(cache=True)
-def lorentz_path_dist(q, paths, v64, off, norms, radii, K):
-    """Float64 Lorentz distances ``(B, k, L)`` (:func:`_lorentz_pair`) from queries ``q (B, D)``
-    (their space parts) to the entities of ``paths (B, k, L)`` (ids ≥ 0 into level ``ℓ``'s rows
+def path_dist(q, paths, v64, off, norms, radii, kind, K):
+    """Float64 distances ``(B, k, L)`` (:func:`exact_dist`) from queries ``q (B, D)`` (search
+    vectors) to the entities of ``paths (B, k, L)`` (ids ≥ 0 into level ``ℓ``'s rows
     ``off[ℓ] + id`` of ``v64``, ``norms``, ``radii``)."""
     B, k, L = paths.shape
     out = np.empty((B, k, L))
     for b in range(B):
-        nz, sz = _query_polar(q, b, K)
+        nz, sz = _query_polar(q, b, K) if kind == 0 else (0.0, 0.0)
         for t in range(k):
             for lv in range(L):
                 row = off[lv] + paths[b, t, lv]
-                out[b, t, lv] = _lorentz_pair(q, b, nz, sz, v64, row, norms[row], radii[row], K)
+                out[b, t, lv] = exact_dist(q, b, nz, sz, v64, row, norms[row], radii[row], kind, K)
     return out
