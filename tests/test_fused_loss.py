@@ -12,8 +12,9 @@ import torch
 
 from hierloc.geo.haversine import pairwise_km
 from hierloc.geometry import get_manifold
+from hierloc.geometry._common import asinh_stable
 from hierloc.losses import gwh_infonce
-from hierloc.losses.fused import asinh_stable, fused_level_loss
+from hierloc.losses.fused import fused_level_loss
 
 CASES = list(
     itertools.product(

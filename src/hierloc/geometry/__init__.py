@@ -40,6 +40,12 @@ class Manifold:
     def _fn(self) -> ModuleType:
         return _REGISTRY[self.name]
 
+    @property
+    def module(self) -> ModuleType:
+        """The manifold's geometry module: its pure functions and the fused loss's tile form
+        (``fused_operands``, ``fused_tile``, ``fused_scalar_grads``, ``FUSED_SCALED``)."""
+        return self._fn
+
     def ambient_dim(self, d: int) -> int:
         """Coordinates of a point for tangent dimension ``d``."""
         return d if self.name == euclidean.NAME else d + 1

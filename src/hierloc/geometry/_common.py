@@ -114,3 +114,38 @@ def cap_norm(
     v = torch.where(over, direction * cap, v)
     norm = torch.where(over, torch.full_like(norm, cap), norm)
     return v, norm
+
+
+# -- the fused loss's tiles (hierloc.losses.fused): each manifold's distance from one matmul --
+
+
+def asinh_stable(a: torch.Tensor) -> torch.Tensor:
+    """``asinh(a)`` for ``a >= 0`` as ``log1p(a + a²/(1 + sqrt(1 + a²)))``: accurate near 0 and
+    vectorised (``torch.asinh`` runs scalar on CPU, ~25× slower)."""
+    a2 = a * a
+    return torch.log1p(a + a2 / (1 + torch.sqrt(1 + a2)))
+
+
+def angle_tile(q: torch.Tensor, R: float, squared: bool, grad: bool, hyperbolic: bool):
+    """``D = 2R·f(w)``, ``w = sqrt(q)/2R`` (``f = asinh`` on the hyperboloid, ``asin`` on the
+    sphere) from a tile of squared chords ``q``, and with ``grad`` ``∂D/∂q`` (``∂D²/∂q`` when
+    ``squared``; 0 where ``q = 0``, like ``sqrt0``). Overwrites ``q``'s temporaries only."""
+    tiny = torch.finfo(q.dtype).tiny
+    w = torch.sqrt(q).mul_(1 / (2 * R)).clamp_(min=tiny)  # tiny: ratios below stay finite
+    if hyperbolic:
+        ang = asinh_stable(w)
+        slope = torch.sqrt(w * w + 1) if grad else None  # 1/(∂asinh/∂w)
+    else:
+        w.clamp_(max=1.0)
+        ang = torch.asin(w)
+        slope = torch.sqrt((1 - w * w).clamp_(min=torch.finfo(q.dtype).eps)) if grad else None
+    dDdq = None
+    if grad:
+        if squared:  # ∂(D²)/∂q = ang/(w·slope)
+            dDdq = (ang / w).div_(slope)
+        else:  # ∂D/∂q = 1/(2·sqrt(q)·slope)
+            dDdq = torch.where(q > 0, 0.25 / R / (w * slope), 0.0)
+    D = ang.mul_(2 * R)
+    if squared:
+        D.mul_(D)
+    return D, dDdq

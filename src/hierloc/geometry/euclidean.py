@@ -92,3 +92,28 @@ def neg_dist_from_ip(ip, K: float, squared: bool, extra=None):
     xp = np if isinstance(ip, np.ndarray) else torch
     d2 = xp.clip(extra - 2 * ip, 0.0, None)
     return -d2 if squared else -xp.sqrt(d2)
+
+
+# -- the fused loss's tile (hierloc.losses.fused): q = |x|² + |y|² − 2m = |x − y|² ----------
+FUSED_SCALED = False  # ∂q/∂m = −2
+
+
+def fused_operands(x: torch.Tensor, K: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The matmul operand (the point) and the per-point scalar ``[|x|²]``."""
+    return x, [(x * x).sum(-1)]
+
+
+def fused_tile(m, rows, cols, K: float, squared: bool, grad: bool):
+    """From a tile's matmul ``m`` (overwritten): ``D`` and ``∂D/∂q``."""
+    q = m.mul_(-2).add_(rows[0][:, None]).add_(cols[0][None, :]).clamp_(min=0)
+    if squared:
+        return q, None, {}
+    root = torch.sqrt(q)
+    tiny = torch.finfo(m.dtype).tiny
+    dDdq = torch.where(q > 0, 0.5 / root.clamp(min=tiny), 0.0) if grad else None
+    return root, dDdq, {}
+
+
+def fused_scalar_grads(G, extra, rows, cols):
+    """``∂q/∂|x|² = ∂q/∂|y|² = 1``."""
+    return [G.sum(dim=1)], [G.sum(dim=0)]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from hierloc.geometry._common import (
+    angle_tile,
     asinhc,
     cap_norm,
     full_precision,
@@ -226,3 +227,42 @@ def gathered_dist(z, h_space, h_norm, h_radius, K: float):
         chord2[i, j] = (diff * diff).sum(-1)
     q = 4 * K * xp.sinh((sz - h_radius) / 2) ** 2 + nz[:, None] * h_norm * chord2
     return 2 * R * xp.arcsinh(xp.sqrt(q) / (2 * R))
+
+
+# -- the fused loss's tile (hierloc.losses.fused) ------------------------------------------
+# points enter as unit space directions u with scalars (n = |x⃗|, s = asinh(n/R)); per tile
+# m = u_b·u_e, q = n_b·n_e·(2 − 2m) + 4K·sinh²((s_b − t_e)/2) = |x − y|_L², D from q.
+FUSED_SCALED = True  # ∂q/∂m = −2·n_b·n_e: the matmul operands are scaled by the first scalar
+
+
+def fused_operands(x: torch.Tensor, K: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The matmul operand (unit space directions) and the per-point scalars ``[n, s]``."""
+    R = math.sqrt(K)
+    space = x[:, 1:]
+    n = safe_norm(space, keepdim=False)
+    return space / n[:, None], [n, torch.asinh(n / R)]
+
+
+def fused_tile(m, rows, cols, K: float, squared: bool, grad: bool):
+    """From a tile's matmul ``m (nb, Et)`` (overwritten): ``D``, ``∂D/∂q`` and what the
+    scalars' gradients need (the chord ``2 − 2m`` and ``∂q/∂s``)."""
+    (n_b, s_b), (n_e, t_e) = rows, cols
+    sh = torch.sinh((s_b * 0.5)[:, None] - (t_e * 0.5)[None, :])
+    chord = m.mul_(-2).add_(2).clamp_(min=0)
+    q = chord * n_b[:, None]
+    q.mul_(n_e[None, :]).addcmul_(sh, sh, value=4 * K)
+    extra = {}
+    if grad:  # ∂q/∂s_b = 2K·sinh(s_b − t_e) = 4K·sh·sqrt(1 + sh²)
+        extra = {"chord": chord, "dq_ds": torch.sqrt(sh * sh + 1).mul_(sh).mul_(4 * K)}
+    D, dDdq = angle_tile(q, math.sqrt(K), squared, grad, hyperbolic=True)
+    return D, dDdq, extra
+
+
+def fused_scalar_grads(G, extra, rows, cols):
+    """``∂L/∂`` each row and column scalar from ``G = ∂L/∂q`` of one tile (overwrites the
+    tile's temporaries): ``∂q/∂n_b = n_e·chord``, ``∂q/∂n_e = n_b·chord``,
+    ``∂q/∂s_b = −∂q/∂t_e``."""
+    (n_b, _), (n_e, _) = rows, cols
+    gch = extra["chord"].mul_(G)
+    gs = extra["dq_ds"].mul_(G)
+    return [gch @ n_e, gs.sum(dim=1)], [n_b @ gch, -gs.sum(dim=0)]

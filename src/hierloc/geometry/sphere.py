@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hierloc.geometry._common import (
+    angle_tile,
     cap_norm,
     full_precision,
     safe_norm,
@@ -144,3 +145,24 @@ def neg_dist_from_ip(ip, K: float, squared: bool, extra=None):
     xp = np if isinstance(ip, np.ndarray) else torch
     d = xp.arccos(xp.clip(ip, -1.0, 1.0)) * math.sqrt(K)
     return -(d * d) if squared else -d
+
+
+# -- the fused loss's tile (hierloc.losses.fused): q = 2K − 2m, the squared chord ------------
+FUSED_SCALED = False  # ∂q/∂m = −2
+
+
+def fused_operands(x: torch.Tensor, K: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The matmul operand (the point); no per-point scalars."""
+    return x, []
+
+
+def fused_tile(m, rows, cols, K: float, squared: bool, grad: bool):
+    """From a tile's matmul ``m`` (overwritten): ``D`` and ``∂D/∂q``."""
+    q = m.mul_(-2).add_(2 * K).clamp_(min=0)
+    D, dDdq = angle_tile(q, math.sqrt(K), squared, grad, hyperbolic=False)
+    return D, dDdq, {}
+
+
+def fused_scalar_grads(G, extra, rows, cols):
+    """No per-point scalars."""
+    return [], []

@@ -29,20 +29,20 @@ the kernel's σ is ~1,000 km); the hyperbolic geometry in float32 or float64 as 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
 from hierloc.geo.haversine import km_from_chord
 from hierloc.geometry import Manifold
-from hierloc.geometry._common import full_precision, safe_norm, upcast
+from hierloc.geometry._common import full_precision, upcast
 from hierloc.losses.kernels import KERNELS, log_kernel_and_dsigma
 
 
 @dataclass(frozen=True)
 class FusedSpec:
-    manifold: str  # lorentz | sphere | euclidean
+    form: ModuleType  # the manifold's geometry module: fused_operands, fused_tile, …
     K: float
     squared: bool = True
     gwh: bool = True
@@ -51,72 +51,6 @@ class FusedSpec:
     chunk_elems: int = 2**19  # pairs per tile (kept in cache)
     max_rows: int = 512  # images per row block (a few (rows, E) buffers are kept)
     neg_offset: float = 0.0  # added to every negative's logit (sampled-negatives correction)
-
-
-def asinh_stable(a: torch.Tensor) -> torch.Tensor:
-    """``asinh(a)`` for ``a >= 0`` as ``log1p(a + a²/(1 + sqrt(1 + a²)))``: accurate near 0 and
-    vectorised (``torch.asinh`` runs scalar on CPU, ~25× slower)."""
-    a2 = a * a
-    return torch.log1p(a + a2 / (1 + torch.sqrt(1 + a2)))
-
-
-def _prepare(spec: FusedSpec, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Per point: the matmul operand and the manifold's scalars (differentiable, ``O(n·d)``)."""
-    if spec.manifold == "lorentz":
-        R = math.sqrt(spec.K)
-        space = x[:, 1:]
-        n = safe_norm(space, keepdim=False)
-        return space / n[:, None], [n, torch.asinh(n / R)]
-    if spec.manifold == "sphere":
-        return x, []
-    if spec.manifold == "euclidean":
-        return x, [(x * x).sum(-1)]
-    raise ValueError(f"unknown manifold {spec.manifold!r}")
-
-
-def _distance_chain(spec: FusedSpec, m, rows, cols, grad: bool):
-    """From one tile's matmul ``m (nb, Et)`` (overwritten) and the points' scalars: the
-    (squared) distance ``D`` and, with ``grad``, ``∂D/∂q`` plus what the row/column gradients
-    need (Lorentz: the chord ``2 − 2·u·u'`` and ``∂q/∂s``)."""
-    K = spec.K
-    R = math.sqrt(K)
-    tiny = torch.finfo(m.dtype).tiny
-    extra = {}
-    if spec.manifold == "lorentz":
-        (n_b, s_b), (n_e, t_e) = rows, cols
-        sh = torch.sinh((s_b * 0.5)[:, None] - (t_e * 0.5)[None, :])
-        chord = m.mul_(-2).add_(2).clamp_(min=0)
-        q = chord * n_b[:, None]
-        q.mul_(n_e[None, :]).addcmul_(sh, sh, value=4 * K)
-        if grad:  # ∂q/∂s_b = 2K·sinh(s_b − t_e) = 4K·sh·sqrt(1 + sh²)
-            extra = {"chord": chord, "dq_ds": torch.sqrt(sh * sh + 1).mul_(sh).mul_(4 * K)}
-    elif spec.manifold == "euclidean":
-        q = m.mul_(-2).add_(rows[0][:, None]).add_(cols[0][None, :]).clamp_(min=0)
-        if spec.squared:
-            return q, None, extra
-        root = torch.sqrt(q)
-        dDdq = torch.where(q > 0, 0.5 / root.clamp(min=tiny), 0.0) if grad else None
-        return root, dDdq, extra
-    else:
-        q = m.mul_(-2).add_(2 * K).clamp_(min=0)
-    w = torch.sqrt(q).mul_(1 / (2 * R)).clamp_(min=tiny)  # tiny: ratios below stay finite
-    if spec.manifold == "lorentz":
-        ang = asinh_stable(w)
-        slope = torch.sqrt(w * w + 1) if grad else None  # 1/(∂asinh/∂w)
-    else:
-        w.clamp_(max=1.0)
-        ang = torch.asin(w)
-        slope = torch.sqrt((1 - w * w).clamp_(min=torch.finfo(m.dtype).eps)) if grad else None
-    dDdq = None
-    if grad:
-        if spec.squared:  # ∂(D²)/∂q = ang/(w·slope)
-            dDdq = (ang / w).div_(slope)
-        else:  # ∂D/∂q = 1/(2·sqrt(q)·slope), 0 where q = 0 (like sqrt0)
-            dDdq = torch.where(q > 0, 0.25 / R / (w * slope), 0.0)
-    D = ang.mul_(2 * R)
-    if spec.squared:
-        D.mul_(D)
-    return D, dDdq, extra
 
 
 def _log_w(spec: FusedSpec, img_xyz, ent_xyz, lam: float, sigma: float, grad_sigma: bool):
@@ -139,7 +73,8 @@ class _FusedLevelLoss(torch.autograd.Function):
         sig = float(sigma) if sigma is not None else 1.0
         gwh = spec.gwh and img_xyz is not None and lam_v > 0
         need_lam, need_sigma = gwh and needs[11], gwh and needs[12]
-        lorentz = spec.manifold == "lorentz"
+        form = spec.form
+        scaled = form.FUSED_SCALED  # ∂q/∂m = −2·r_b·c_e (the first scalars), else −2
         row_s = [r for r in (r0, r1) if r is not None]
         col_s = [v for v in (c0, c1) if v is not None]
         ga, gc = torch.zeros_like(a), torch.zeros_like(c)
@@ -147,7 +82,7 @@ class _FusedLevelLoss(torch.autograd.Function):
         g_cols = [torch.zeros_like(v) for v in col_s]
         g_tau = g_lam = g_sigma = 0.0
         losses = torch.empty(B, dtype=a.dtype, device=a.device)
-        c_scaled = c * c0[:, None] if lorentz else c  # n_e·u_e: ∂L/∂u_b as one matmul
+        c_op = c * c0[:, None] if scaled else c  # c_e·u_e: ∂L/∂u_b as one matmul
         row_chunk = max(1, min(B, spec.max_rows))
         width = max(8, spec.chunk_elems // row_chunk)
         tiles = [(e0, min(E, e0 + width)) for e0 in range(0, E, width)]
@@ -163,7 +98,9 @@ class _FusedLevelLoss(torch.autograd.Function):
             for e0, e1 in tiles:
                 hit = ((tgt >= e0) & (tgt < e1)).nonzero().squeeze(1)
                 cols = [v[e0:e1] for v in col_s]
-                D, dDdq, extra = _distance_chain(spec, ab @ c[e0:e1].T, rows, cols, want)
+                D, dDdq, extra = form.fused_tile(
+                    ab @ c[e0:e1].T, rows, cols, spec.K, spec.squared, want
+                )
                 lg = D * -inv_tau
                 if gwh:
                     lw, _, _ = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig, False)
@@ -179,7 +116,7 @@ class _FusedLevelLoss(torch.autograd.Function):
             losses[sl] = lse - pos_logit
             if not want:
                 continue
-            ab_scaled = ab * rows[0][:, None] if lorentz else None
+            ab_op = ab * rows[0][:, None] if scaled else ab
             # pass 2: R = (softmax − onehot)/B = ∂L/∂logit, then the chain back to m
             for (e0, e1), (hit, lg, D, dDdq, extra) in zip(tiles, stored, strict=True):
                 Rm = lg.sub_(lse[:, None]).exp_().mul_(1.0 / B)
@@ -198,27 +135,17 @@ class _FusedLevelLoss(torch.autograd.Function):
                 G = Rm.mul_(-inv_tau)
                 if dDdq is not None:
                     G.mul_(dDdq)  # ∂L/∂q
-                if lorentz:
-                    (n_b, _), (n_e, _) = rows, [v[e0:e1] for v in col_s]
-                    # ∂q/∂m = −2·n_b·n_e
-                    ga[sl].addmm_(G, c_scaled[e0:e1])  # × −2·n_b after the last tile
-                    gc[e0:e1].addmm_(G.T, ab_scaled, alpha=-2.0)  # × n_e at the very end
-                    gch = extra["chord"].mul_(G)  # ∂q/∂n_b = n_e·chord, ∂q/∂n_e = n_b·chord
-                    g_rows[0][sl] += gch @ n_e
-                    g_cols[0][e0:e1] += n_b @ gch
-                    gs = extra["dq_ds"].mul_(G)  # ∂q/∂s_b = −∂q/∂t_e
-                    g_rows[1][sl] += gs.sum(dim=1)
-                    g_cols[1][e0:e1] -= gs.sum(dim=0)
-                else:  # ∂q/∂m = −2
-                    ga[sl].addmm_(G, c[e0:e1], alpha=-2.0)
-                    gc[e0:e1].addmm_(G.T, ab, alpha=-2.0)
-                    if spec.manifold == "euclidean":  # ∂q/∂|x|² = ∂q/∂|y|² = 1
-                        g_rows[0][sl] += G.sum(dim=1)
-                        g_cols[0][e0:e1] += G.sum(dim=0)
+                cols = [v[e0:e1] for v in col_s]
+                ga[sl].addmm_(G, c_op[e0:e1])  # × −2·r_b after the last tile
+                gc[e0:e1].addmm_(G.T, ab_op, alpha=-2.0)  # × c_e at the very end
+                row_g, col_g = form.fused_scalar_grads(G, extra, rows, cols)
+                for acc, g in zip(g_rows, row_g, strict=True):
+                    acc[sl] += g
+                for acc, g in zip(g_cols, col_g, strict=True):
+                    acc[e0:e1] += g
             del stored
-            if lorentz:
-                ga[sl].mul_(-2 * rows[0][:, None])
-        if lorentz:
+            ga[sl].mul_(-2 * rows[0][:, None] if scaled else -2.0)
+        if scaled:
             gc.mul_(c0[:, None])
         layout = [r is not None for r in (r0, r1, c0, c1)]
         ctx.save_for_backward(ga, gc, *g_rows, *g_cols)
@@ -275,7 +202,7 @@ def fused_level_loss(
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= h.shape[0]):
         raise ValueError(f"target indices must lie in [0, {h.shape[0]}) for this level")
     spec = FusedSpec(
-        manifold.name,
+        manifold.module,
         float(manifold.K),
         squared,
         img_xyz is not None,
@@ -288,8 +215,8 @@ def fused_level_loss(
     z, h = upcast(z), upcast(h)
     dt = z.dtype
     with full_precision(z):
-        a, rs = _prepare(spec, z)
-        c, cs = _prepare(spec, h.to(dt))
+        a, rs = spec.form.fused_operands(z, spec.K)
+        c, cs = spec.form.fused_operands(h.to(dt), spec.K)
         rs, cs = rs + [None] * (2 - len(rs)), cs + [None] * (2 - len(cs))
 
         def scalar(v):
