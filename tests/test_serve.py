@@ -371,7 +371,7 @@ def test_the_batcher_waits_for_company_only_while_some_can_come():
     slow = SlowLocator()
     slow.gate.set()
     reading = [0]
-    batcher = MicroBatcher({"m": slow}, max_batch=8, max_wait_ms=5000, arriving=lambda: reading[0])
+    batcher = MicroBatcher({"m": slow}, max_batch=8, max_wait_ms=600, arriving=lambda: reading[0])
 
     def two_jobs(a, b):
         first = batcher.submit("m", [(a, b"x")], 5, 10)

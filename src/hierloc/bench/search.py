@@ -79,16 +79,11 @@ def _time(fn, repeats: int = 1) -> float:
 def copy_bandwidth(mb: int = 512) -> float:
     """The machine's copy bandwidth in GB/s (bytes read + written, STREAM's convention) with
     numba's threads — the threads the beam search runs on."""
-    import numba as nb
-
-    @nb.njit(parallel=True)
-    def copy(dst, src):
-        for i in nb.prange(len(src)):
-            dst[i] = src[i]
+    import hierloc.search.kernels as kernels  # numba: only when profiling
 
     src = np.ones(mb * 2**20 // 8)
     dst = np.empty_like(src)
-    return 2 * src.nbytes / _time(lambda: copy(dst, src), 5) / 1e9
+    return 2 * src.nbytes / _time(lambda: kernels.parallel_copy(dst, src), 5) / 1e9
 
 
 def profile(index, z, width: int = 10, single: bool = False) -> dict:

@@ -329,3 +329,10 @@ def path_dist(q, paths, v64, off, norms, radii, kind, K):
                 row = off[lv] + paths[b, t, lv]
                 out[b, t, lv] = exact_dist(q, b, nz, sz, v64, row, norms[row], radii[row], kind, K)
     return out
+
+
+@nb.njit(parallel=True, cache=True)
+def parallel_copy(dst, src):
+    """``dst[:] = src`` across numba's threads (``hierloc bench search``'s copy bandwidth)."""
+    for i in nb.prange(len(src)):
+        dst[i] = src[i]
