@@ -37,64 +37,60 @@ class Manifold:
     K: float
 
     @property
-    def _fn(self) -> ModuleType:
-        return _REGISTRY[self.name]
-
-    @property
     def module(self) -> ModuleType:
         """The manifold's geometry module: its pure functions and the fused loss's tile form
         (``fused_operands``, ``fused_tile``, ``fused_scalar_grads``, ``FUSED_SCALED``)."""
-        return self._fn
+        return _REGISTRY[self.name]
 
     def ambient_dim(self, d: int) -> int:
         """Coordinates of a point for tangent dimension ``d``."""
         return d if self.name == euclidean.NAME else d + 1
 
     def r_max(self, dtype: torch.dtype = torch.float32) -> float:
-        return self._fn.r_max(self.K, dtype)
+        return self.module.r_max(self.K, dtype)
 
     def origin(self, d: int, dtype=torch.float32, device=None) -> torch.Tensor:
-        return self._fn.origin(d, self.K, dtype=dtype, device=device)
+        return self.module.origin(d, self.K, dtype=dtype, device=device)
 
     def expmap0(self, v: torch.Tensor, overflow: str = "raise") -> torch.Tensor:
-        return self._fn.expmap0(v, self.K, overflow=overflow)
+        return self.module.expmap0(v, self.K, overflow=overflow)
 
     def logmap0(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fn.logmap0(x, self.K)
+        return self.module.logmap0(x, self.K)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fn.project(x, self.K)
+        return self.module.project(x, self.K)
 
     def dist0(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fn.dist0(x, self.K)
+        return self.module.dist0(x, self.K)
 
     def dist(self, x: torch.Tensor, y: torch.Tensor, squared: bool = False) -> torch.Tensor:
-        return self._fn.dist(x, y, self.K, squared=squared)
+        return self.module.dist(x, y, self.K, squared=squared)
 
     def pairwise_dist(
         self, x: torch.Tensor, y: torch.Tensor, squared: bool = False
     ) -> torch.Tensor:
-        return self._fn.pairwise_dist(x, y, self.K, squared=squared)
+        return self.module.pairwise_dist(x, y, self.K, squared=squared)
 
     def search_vectors(self, x: torch.Tensor, role: str) -> torch.Tensor:
-        return self._fn.search_vectors(x, role)
+        return self.module.search_vectors(x, role)
 
     def search_extra(self, q: torch.Tensor):
         """What :meth:`neg_dist_from_ip` needs per query besides the inner product (Euclidean:
         ``|q|²``; ``None`` elsewhere)."""
-        return self._fn.search_extra(q)
+        return self.module.search_extra(q)
 
     @property
     def search_form(self) -> int:
         """The code of this manifold's score form in the compiled search
         (:mod:`hierloc.search.kernels`: 0 Lorentz, 1 Euclidean, 2 sphere)."""
-        return self._fn.SEARCH_FORM
+        return self.module.SEARCH_FORM
 
     def neg_dist_from_ip(self, ip, squared: bool, extra=None):
         """``−D`` (squared or not) from inner products of :meth:`search_vectors` (query ·
         database), torch tensors or NumPy arrays in their own dtype, so that search engines
         never branch on the manifold."""
-        return self._fn.neg_dist_from_ip(ip, self.K, squared, extra)
+        return self.module.neg_dist_from_ip(ip, self.K, squared, extra)
 
 
 def available_manifolds() -> list[str]:

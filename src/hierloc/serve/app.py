@@ -111,6 +111,20 @@ class State:
     arriving: int = 0  # /v1/locate requests being read (not yet queued); event-loop thread only
 
 
+class Arrival:
+    """One ``/v1/locate`` request counted in ``state.arriving`` from its start until its job is
+    queued (:meth:`done`, idempotent), so that the batcher knows whether company can come."""
+
+    def __init__(self, state: State) -> None:
+        self.state, self.open = state, True
+        state.arriving += 1
+
+    def done(self) -> None:
+        if self.open:
+            self.open = False
+            self.state.arriving -= 1
+
+
 def model_names(sources: list) -> list[str]:
     """A name per served folder: its folder name, or ``parent/name`` where two share one
     (``runs/a/model`` and ``runs/b/model`` → ``a/model``, ``b/model``), ``-2``… if still equal."""
@@ -371,15 +385,13 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return _error(415, "send the photos as multipart/form-data (field 'photos')")
-        reading = [True]  # counted in state.arriving until its job is queued (see _locate)
-        state.arriving += 1
+        arrival = Arrival(state)
         try:
-            return await _read_and_locate(request, reading)
+            return await _read_and_locate(request, arrival)
         finally:
-            if reading[0]:
-                state.arriving -= 1
+            arrival.done()
 
-    async def _read_and_locate(request: Request, reading: list[bool]) -> Response:
+    async def _read_and_locate(request: Request, arrival: Arrival) -> Response:
         too_large = _error(413, f"request body over the limit of {settings.max_body:,} bytes")
         try:
             form = await request.form(max_files=settings.max_batch, max_fields=16)
@@ -393,11 +405,11 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         try:
             if request.scope.get(TOO_LARGE):
                 return too_large
-            return await _locate(form, reading)
+            return await _locate(form, arrival)
         finally:
             await form.close()
 
-    async def _locate(form, reading: list[bool]) -> Response:
+    async def _locate(form, arrival: Arrival) -> Response:
         try:
             top_k = _int_field(form, "top_k", 5, 1, MAX_TOP_K)
             beam = _int_field(form, "beam", 10, 1, MAX_BEAM)
@@ -438,8 +450,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, f"busy: {e}; retry shortly", {"Retry-After": "1"})
         except Closed:
             return _error(503, "shutting down", {"Retry-After": "5"})
-        reading[0] = False  # queued: the batcher need not wait for this one any more
-        state.arriving -= 1
+        arrival.done()  # queued: the batcher need not wait for this one any more
         preds, bad = await asyncio.wrap_future(future)
         rejected += [{"id": r.id, "reason": r.reason} for r in bad]
         state.metrics.photos.labels("answered").inc(len(preds))
