@@ -75,7 +75,7 @@ def test_level_attention_equals_a_naive_per_image_reference():
     got = att(q, k)
     # reference: each image separately through the same projections, softmax by hand
     Q = att.q(q).view(6, 4, 4)
-    K, V = att.kv(k).view(30, 2, 4, 4).unbind(1)
+    K, V = att.k(k).view(30, 4, 4), att.v(k).view(30, 4, 4)
     ref = []
     for b in range(6):
         heads = []
@@ -84,6 +84,10 @@ def test_level_attention_equals_a_naive_per_image_reference():
             heads.append(w @ V[:, h])
         ref.append(att.out(torch.cat(heads)))
     assert torch.allclose(got, torch.stack(ref), atol=1e-5)
+    # every parameter is reachable by the loss: a key bias (cancelled by the softmax) is not
+    att.double()(q.double(), k.double()).pow(2).sum().backward()
+    for name, p in att.named_parameters():
+        assert p.grad.abs().max().item() > 1e-6, name
 
 
 def test_switches_change_what_they_should():

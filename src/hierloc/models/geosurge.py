@@ -35,7 +35,12 @@ from hierloc.models.registry import register_model
 
 class LatentCrossAttention(nn.Module):
     """Multi-head cross-attention whose keys and values come from a low-dimensional latent of
-    the context: ``c = ctx·W_down`` (``latent``-d), ``K = c·W_k``, ``V = c·W_v``."""
+    the context: ``c = ctx·W_down`` (``latent``-d), ``K = c·W_k``, ``V = c·W_v``.
+
+    The keys have no bias: a bias ``b`` adds ``q·b`` to every logit of query ``q`` alike, which
+    the softmax cancels, so its gradient is zero up to rounding — and Adam turns that rounding
+    noise into full-size steps, so the parameter drifts at random (and data-parallel runs
+    stopped matching single-process ones)."""
 
     def __init__(
         self,
@@ -51,7 +56,7 @@ class LatentCrossAttention(nn.Module):
         self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.down = nn.Linear(context_dim, latent, bias=False)
-        self.k = nn.Linear(latent, dim)
+        self.k = nn.Linear(latent, dim, bias=False)
         self.v = nn.Linear(latent, dim)
         self.out = nn.Linear(dim, out_dim or dim)
 

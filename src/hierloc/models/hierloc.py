@@ -91,7 +91,10 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 class LevelAttention(nn.Module):
-    """Multi-head attention of ``B`` image queries over the ``E`` entities of one level."""
+    """Multi-head attention of ``B`` image queries over the ``E`` entities of one level.
+
+    The keys have no bias: the softmax cancels it (it adds ``q·b`` to every logit of a query),
+    so its gradient would be rounding noise that Adam turns into full-size random steps."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
@@ -99,7 +102,8 @@ class LevelAttention(nn.Module):
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
         self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.v = nn.Linear(dim, dim)
         self.out = nn.Linear(dim, dim)
 
     def project_keys(self, keys: torch.Tensor) -> torch.Tensor:
@@ -107,7 +111,8 @@ class LevelAttention(nn.Module):
         once per step and shared by every image of the batch."""
         E, d = keys.shape
         h = self.heads
-        return self.kv(keys).view(E, 2, h, d // h).permute(1, 2, 0, 3)[:, None]
+        kv = torch.stack([self.k(keys), self.v(keys)])  # (2, E, d)
+        return kv.view(2, E, h, d // h).transpose(1, 2)[:, None]
 
     def attend(self, query: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         """``B`` image queries ``(B, d)`` over projected keys/values from :meth:`project_keys`."""
