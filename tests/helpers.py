@@ -17,3 +17,14 @@ def torchrun(*args: str, sets=(), procs: int = 2) -> list[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "torchrun")
     head = [exe, "--standalone", "--nproc_per_node", str(procs), "-m", "hierloc"]
     return [*head, *args, *set_options(sets)]
+
+
+def assert_every_parameter_learns(module, *inputs) -> None:
+    """One float64 backward pass of ``sum(module(*inputs)²)``: every element of every
+    parameter's gradient must be far above rounding. A parameter the loss cannot reach (a key
+    bias, which the softmax cancels, had ~1e-16) gets only rounding noise, which Adam turns
+    into full-size random steps."""
+    module.double()
+    module(*(x.double() for x in inputs)).pow(2).sum().backward()
+    for name, p in module.named_parameters():
+        assert p.grad.abs().min().item() > 1e-9, name
