@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from hierloc.cli import app
@@ -88,3 +89,75 @@ def test_table_10_removes_mean_embeddings_coarse_to_fine():
         ("Country & Region & Sub-region", ("model.drop_image_mean_levels=[0,1,2]",)),
         ("Country & Region & Sub-region & City", ("model.drop_image_mean_levels=[0,1,2,3]",)),
     ]
+
+
+def test_ablate_seeds_average_the_base_runs(trained, tmp_path):  # noqa: F811
+    """--seeds 0,1: the base config trained twice (seed 1 in its own folder, with its seed),
+    a row is the mean of its per-seed evaluations with their standard deviation."""
+    out = tmp_path / "abl"
+    args = ["ablate", "--hierarchy", str(trained / "h"), "--features", str(trained / "store")]
+    args += ["--data", str(trained / "train.parquet"), "-o", str(out), "--tables", "8"]
+    for s in TINY:
+        args += ["--set", s]
+    res = runner.invoke(app, [*args, "--seeds", "0,1"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["base", "base-seed1"]
+    assert "seed: 1" in (out / "runs" / "base-seed1" / "run" / "config.yaml").read_text()
+    import torch
+    from safetensors.torch import load_file
+
+    w0, w1 = (
+        load_file(out / "runs" / r / "model" / "query.safetensors") for r in ("base", "base-seed1")
+    )
+    assert not torch.equal(w0["image_out.weight"], w1["image_out.weight"])
+    row = json.loads((out / "ablation.json").read_text())["8"][2]  # beam 10
+    a, b = (
+        json.loads((out / "evals" / tag / "metrics.json").read_text())["entity"]
+        for tag in ("base-beam10", "base-seed1-beam10")
+    )
+    assert row["n_seeds"] == 2 and row["seed_geoscores"] == [a["geoscore"], b["geoscore"]]
+    assert row["geoscore"] == pytest.approx((a["geoscore"] + b["geoscore"]) / 2)
+    assert row["median_km"] == pytest.approx((a["median_km"] + b["median_km"]) / 2)
+    assert row["geoscore_std"] == pytest.approx(abs(a["geoscore"] - b["geoscore"]) / 2**0.5)
+    assert "(2 seeds)" in (out / "ablation.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seeds", "0,x"], "--seeds: '0,x' is not a comma-separated list"),
+        (["--seeds", "1,1"], "--seeds: '1,1' repeats a seed"),
+        (["--seeds", "0,1", "--set", "run.seed=3"], "--set run.seed=… and --seeds"),
+    ],
+)
+def test_ablate_rejects_bad_seeds_before_any_work(tmp_path, extra, message):
+    out = tmp_path / "abl"
+    res = runner.invoke(
+        app,
+        ["ablate", "--hierarchy", str(tmp_path), "--features", str(tmp_path)]
+        + ["--data", str(tmp_path / "x.parquet"), "-o", str(out), *extra],
+    )
+    assert res.exit_code == 2, res.output
+    assert message in " ".join(res.output.split())
+    assert not out.exists()
+
+
+def _row(label, geoscore, std=None, paper=False):
+    return {"label": label, "geoscore": geoscore, "geoscore_std": std, "paper_best": paper}
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # the paper's best leads by 50, the spread is 50: not beyond it
+        ([_row("A", 2500, 50, True), _row("B", 2450)], "within the seed spread (50): not called"),
+        ([_row("A", 2600, 50, True), _row("B", 2450)], "ordering holds: 150 ahead of B"),
+        ([_row("A", 2400, 30, True), _row("B", 2600)], "does not hold: 200 ahead"),
+        ([_row("A", 2400, 30, True), _row("B", 2420, 10)], "20 ahead of the paper's best, within"),
+        ([_row("A", 2400, None, True), _row("B", 2420)], "one seed, so a direction"),
+    ],
+)
+def test_verdict_calls_an_ordering_only_beyond_the_seed_spread(rows, expected):
+    from hierloc.workflows.ablate import verdict
+
+    assert expected in verdict(rows)

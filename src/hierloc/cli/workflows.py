@@ -164,12 +164,25 @@ def ablate_cmd(
         list[str] | None,
         typer.Option("--geosurge-set", help="GeoSURGE base override (repeatable)."),
     ] = None,
+    seeds: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated training seeds of the base configs (every variant with "
+            "--all-seeds); rows give mean ± std and an ordering is called only beyond the "
+            "seed spread. Seed 0 reuses runs/<variant>, seed s trains runs/<variant>-seed<s>."
+        ),
+    ] = "0",
+    all_seeds: Annotated[
+        bool, typer.Option("--all-seeds", help="Train every variant with every seed.")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """The papers' ablation rows from one base config. GeoSURGE (with --cells, --tokens, --semantic): cell embeddings vs classification head (Table VI), depth 1/3/5/7 (VII), fusion blocks 0–3 (VIII). HierLoc: manifold (Table 6), zero shot / InfoNCE / no attention / unsquared distance / no text and location (7), flat vs beam 1 vs beam 10 (8), curvature (11), τ (12), λ (13), kernel (14). Each distinct config is trained once; interrupted runs resume. Writes ablation.md (paper layout, with whether the paper's best row is ours too) and ablation.json."""  # noqa: E501
-    from hierloc.workflows.ablate import ablate, parse_tables
+    from hierloc.workflows.ablate import ablate, parse_seeds, parse_tables
 
     gs = {"cells": cells, "tokens": tokens, "semantic": semantic}
+    seed_list = parse_seeds(seeds)
+    table_list = parse_tables(tables)
     ablate(
         hierarchy,
         features,
@@ -179,9 +192,11 @@ def ablate_cmd(
         split=split,
         config=config,
         base=list(set_ or []),
-        tables=parse_tables(tables),
+        tables=table_list,
         say=lambda m: typer.echo(m, err=True),
         geosurge=gs,
         geosurge_base=list(geosurge_set or []),
+        seeds=seed_list,
+        all_seeds=all_seeds,
     )
     typer.echo((output / "ablation.md").read_text())

@@ -10,11 +10,19 @@ Each distinct training config is trained once (the base config serves every tabl
 ``OUT/runs/<variant>`` with ``hierloc compare``'s stages, so an interrupted ablation resumes
 and a rerun only re-reads results. Output: ``ablation.md`` (the tables in the paper's layout,
 with the paper's best row and whether it is ours too), ``ablation.json``.
+
+Seeds: the base configs (``base``, ``gs-base``) are trained once per seed (``seeds``; every
+variant with ``all_seeds``) — seed 0 under ``runs/<variant>``, seed ``s`` under
+``runs/<variant>-seed<s>`` with ``run.seed=s`` — and a row reports the mean over its seeds
+with the GeoScore's standard deviation. A table's *seed spread* is the largest standard
+deviation among its rows (a single-seed row is assumed to vary as much as the base config);
+an ordering is called only when the GeoScore gap exceeds it.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +165,48 @@ def parse_tables(spec: str | None) -> list[int | str] | None:
     return out
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """``"0,1,2"`` → ``[0, 1, 2]``: distinct non-negative integers, at least one."""
+    parts = [x.strip() for x in spec.split(",") if x.strip()]
+    if not parts or not all(x.isdigit() for x in parts):
+        raise InputError(
+            f"--seeds: {spec!r} is not a comma-separated list of non-negative integers; "
+            "write e.g. --seeds 0,1,2"
+        )
+    seeds = [int(x) for x in parts]
+    if len(set(seeds)) != len(seeds):
+        raise InputError(f"--seeds: {spec!r} repeats a seed; list each seed once")
+    return seeds
+
+
+SEEDED = ("base", "gs-base")  # the variants trained once per seed without all_seeds
+
+
+def _runs_of(variant: str, seeds: list[int], all_seeds: bool) -> list[tuple[int, str]]:
+    """``[(seed, folder name)]`` of one variant: seed 0 keeps the plain name (so ablations
+    made before seeds existed are reused); the zero-shot baseline has no randomness."""
+    if variant == "zeroshot":
+        return [(seeds[0], variant)]
+    if not (all_seeds or variant in SEEDED):
+        return [(seeds[0], variant if seeds[0] == 0 else f"{variant}-seed{seeds[0]}")]
+    return [(s, variant if s == 0 else f"{variant}-seed{s}") for s in seeds]
+
+
+def _mean_over_seeds(metrics: list[dict]) -> dict:
+    """Every numeric score averaged over the seeds (``None`` stays ``None``), with the
+    GeoScore's standard deviation and per-seed values."""
+    out: dict = {}
+    for k in metrics[0]:
+        vals = [m[k] for m in metrics]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals)
+        out[k] = statistics.fmean(vals) if numeric else vals[0]
+    gs = [m["geoscore"] for m in metrics]
+    out["n_seeds"] = len(gs)
+    out["seed_geoscores"] = gs
+    out["geoscore_std"] = statistics.stdev(gs) if len(gs) > 1 else None
+    return out
+
+
 def ablate(
     hierarchy: Path,
     features: Path,
@@ -170,11 +220,18 @@ def ablate(
     say: Callable[[str], None] = print,
     geosurge: dict | None = None,
     geosurge_base: list[str] | None = None,
+    seeds: list[int] | None = None,
+    all_seeds: bool = False,
 ) -> dict:
     """Train every variant the selected tables need (reusing finished ones), evaluate every
     row, write ``ablation.md`` and ``ablation.json``; returns ``{table: [row results]}``.
     ``geosurge``: GeoSURGE's ``{"cells", "tokens", "semantic"}`` (its tables are left out
-    when not given and ``tables`` does not ask for them); ``geosurge_base``: its overrides."""
+    when not given and ``tables`` does not ask for them); ``geosurge_base``: its overrides.
+    ``seeds``: the seeds of the base configs (of every variant with ``all_seeds``)."""
+    seeds = list(seeds or [0])
+    for name, over in (("--set", base), ("--geosurge-set", geosurge_base)):
+        if len(seeds) > 1 and any(o.split("=")[0].strip() == "run.seed" for o in over or []):
+            raise InputError(f"{name} run.seed=… and --seeds both set the seed; use --seeds")
     have_gs = bool(geosurge and geosurge.get("cells"))
     selected = [
         r
@@ -183,48 +240,102 @@ def ablate(
     ]
     base = list(base or [])
     output = Path(output)
-    models: dict[str, Path] = {}
+    models: dict[str, list[tuple[str, Path]]] = {}  # variant → [(run name, model folder)]
     for r in selected:
         if r.variant in models:
             continue
-        say(f"variant {r.variant}: training (or reusing)")
-        folder = output / "runs" / r.variant
-        if r.variant.startswith("gs-"):
-            over = list(geosurge_base or []) + list(r.overrides)
-            name = f"geosurge-{r.variant[3:]}"
-            models[r.variant] = build_model(
-                name, folder, hierarchy, features, val, None, over, geosurge=geosurge
-            )
-            continue
-        name = "zeroshot" if r.variant == "zeroshot" else f"hierloc-{r.variant}"
-        over = [] if r.variant == "zeroshot" else base + list(r.overrides)
-        cfg = config if name != "zeroshot" else None
-        models[r.variant] = build_model(name, folder, hierarchy, features, val, cfg, over)
+        models[r.variant] = []
+        for seed, run in _runs_of(r.variant, seeds, all_seeds):
+            say(f"variant {run}: training (or reusing)")
+            folder = output / "runs" / run
+            seeded = [f"run.seed={seed}"] if run != r.variant else []
+            if r.variant.startswith("gs-"):
+                over = list(geosurge_base or []) + list(r.overrides) + seeded
+                name = f"geosurge-{r.variant[3:]}"
+                m = build_model(
+                    name, folder, hierarchy, features, val, None, over, geosurge=geosurge
+                )
+            else:
+                name = "zeroshot" if r.variant == "zeroshot" else f"hierloc-{r.variant}"
+                over = [] if r.variant == "zeroshot" else base + list(r.overrides) + seeded
+                cfg = config if name != "zeroshot" else None
+                m = build_model(name, folder, hierarchy, features, val, cfg, over)
+            models[r.variant].append((run, m))
     results: dict[int, list[dict]] = {}
     for r in selected:
-        tag = f"{r.variant}-{r.search}{r.beam if r.search == 'beam' else ''}"
         say(f"table {r.table}: {r.label}")
         feats = None if r.variant.startswith("gs-") else features
-        m = evaluate_model(
-            models[r.variant],
-            data,
-            output / "evals" / tag,
-            split,
-            feats,
-            search=r.search,
-            beam=r.beam,
-        )
+        per_seed = []
+        for run, model_dir in models[r.variant]:
+            tag = f"{run}-{r.search}{r.beam if r.search == 'beam' else ''}"
+            m = evaluate_model(
+                model_dir, data, output / "evals" / tag, split, feats, search=r.search, beam=r.beam
+            )
+            per_seed.append(m["entity"])
         results.setdefault(r.table, []).append(
-            {"label": r.label, "paper_best": r.paper_best, "variant": r.variant, **m["entity"]}
+            {
+                "label": r.label,
+                "paper_best": r.paper_best,
+                "variant": r.variant,
+                **_mean_over_seeds(per_seed),
+            }
         )
     write_file_atomic(output / "ablation.json", json.dumps(results, indent=2) + "\n")
-    write_file_atomic(output / "ablation.md", render(results, base, geosurge_base))
+    write_file_atomic(output / "ablation.md", render(results, base, geosurge_base, seeds))
     return results
 
 
-def render(results: dict, base: list[str], geosurge_base: list[str] | None = None) -> str:
+def verdict(rs: list[dict]) -> str:
+    """Whether the paper's best row of a table is ours too, called only beyond the seed
+    spread (the largest GeoScore standard deviation of the table's rows)."""
+    ours = max(rs, key=lambda r: r["geoscore"])
+    paper = next((r for r in rs if r["paper_best"]), None)
+    if paper is None:
+        return ""
+    spreads = [r["geoscore_std"] for r in rs if r.get("geoscore_std") is not None]
+    head = f"\nPaper's best: {paper['label']}; ours by GeoScore: {ours['label']}"
+    if not spreads:
+        return (
+            f"{head} — one seed, so a direction, not an ordering (rerun with --seeds 0,1,2 to "
+            "call it).\n"
+        )
+    spread = max(spreads)
+    if ours["label"] == paper["label"]:
+        others = [r for r in rs if r["label"] != ours["label"]]
+        if not others:
+            return f"{head}.\n"
+        runner = max(others, key=lambda r: r["geoscore"])
+        gap = ours["geoscore"] - runner["geoscore"]
+        if gap > spread:
+            return (
+                f"{head} — the paper's ordering holds: {gap:.0f} ahead of {runner['label']}, "
+                f"beyond the seed spread ({spread:.0f}).\n"
+            )
+        return (
+            f"{head} — {gap:.0f} ahead of {runner['label']}, within the seed spread "
+            f"({spread:.0f}): not called.\n"
+        )
+    gap = ours["geoscore"] - paper["geoscore"]
+    if gap > spread:
+        return (
+            f"{head} — the paper's ordering does not hold: {gap:.0f} ahead of the paper's "
+            f"best, beyond the seed spread ({spread:.0f}).\n"
+        )
+    return (
+        f"{head} — {gap:.0f} ahead of the paper's best, within the seed spread ({spread:.0f}): "
+        "not called.\n"
+    )
+
+
+def render(
+    results: dict,
+    base: list[str],
+    geosurge_base: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> str:
     """The tables in the paper's layout (GeoScore, mean km, accuracy per level), each with
-    the paper's best row and ours (by GeoScore)."""
+    the paper's best row and ours (by GeoScore) and whether that is beyond the seed spread."""
+    seeds = list(seeds or [0])
     out = [
         "# hierloc ablate\n",
         f"\nBase config overrides: `{' '.join(base) or '(defaults)'}`"
@@ -235,6 +346,12 @@ def render(results: dict, base: list[str], geosurge_base: list[str] | None = Non
         )
         + ". Entity protocol; accuracies and recall at km in %.\n",
     ]
+    if len(seeds) > 1:
+        out.append(
+            f"\nSeeds {', '.join(map(str, seeds))}: rows with several seeds give the mean and, "
+            "for GeoScore, ± the standard deviation; a table's seed spread is its largest "
+            "standard deviation, and an ordering is called only beyond it.\n"
+        )
     keys = ("country", "region", "subregion", "city", "25km", "200km", "750km", "2500km")
     for table, rs in results.items():
         name = f"{table} (GeoSURGE)" if str(table) in GEOSURGE_TABLES else str(table)
@@ -248,16 +365,12 @@ def render(results: dict, base: list[str], geosurge_base: list[str] | None = Non
                 "—" if r.get(f"acc_{k}") is None else f"{100 * r[f'acc_{k}']:.1f}" for k in keys
             )
             mark = " (paper's best)" if r["paper_best"] else ""
+            score = f"{r['geoscore']:.0f}"
+            if r.get("geoscore_std") is not None:
+                score += f" ± {r['geoscore_std']:.0f} ({r['n_seeds']} seeds)"
             out.append(
-                f"| {r['label']}{mark} | {r['geoscore']:.0f} | {r['mean_km']:,.0f} | "
+                f"| {r['label']}{mark} | {score} | {r['mean_km']:,.0f} | "
                 f"{r['median_km']:,.0f} | {accs} |\n"
             )
-        ours = max(rs, key=lambda r: r["geoscore"])
-        paper = next((r for r in rs if r["paper_best"]), None)
-        if paper is not None:
-            verdict = "holds" if ours["label"] == paper["label"] else "does not hold"
-            out.append(
-                f"\nPaper's best: {paper['label']}; ours by GeoScore: {ours['label']} "
-                f"— the paper's ordering {verdict} here.\n"
-            )
+        out.append(verdict(rs))
     return "".join(out)
