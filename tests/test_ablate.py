@@ -24,6 +24,7 @@ TINY = [
 
 
 def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
+    """Tables 8 and 13, a rerun that reuses everything, then the base config with 2 seeds."""
     args = [
         "ablate",
         "--hierarchy",
@@ -74,34 +75,19 @@ def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
     assert runner.invoke(app, args).exit_code == 0
     again = (tmp_path / "abl" / "runs" / "lam2.0" / "model" / "manifest.json").stat().st_mtime_ns
     assert again == stamp
-
-
-def test_table_10_removes_mean_embeddings_coarse_to_fine():
-    """The paper's Table 10 rows: none, then country, country & region, … all four removed."""
-    from hierloc.workflows.ablate import parse_tables, rows
-
-    assert parse_tables("10") == [10]
-    got = [(r.label, r.overrides) for r in rows() if r.table == 10]
-    assert got == [
-        ("None removed", ()),
-        ("Country", ("model.drop_image_mean_levels=[0]",)),
-        ("Country & Region", ("model.drop_image_mean_levels=[0,1]",)),
-        ("Country & Region & Sub-region", ("model.drop_image_mean_levels=[0,1,2]",)),
-        ("Country & Region & Sub-region & City", ("model.drop_image_mean_levels=[0,1,2,3]",)),
-    ]
-
-
-def test_ablate_seeds_average_the_base_runs(trained, tmp_path):  # noqa: F811
-    """--seeds 0,1: the base config trained twice (seed 1 in its own folder, with its seed),
-    a row is the mean of its per-seed evaluations with their standard deviation."""
+    # --seeds 0,1: seed 0 reuses the base run, seed 1 trains its own folder with its seed (the
+    # λ variants keep one seed); a row is the mean of its per-seed evaluations with their std
     out = tmp_path / "abl"
-    args = ["ablate", "--hierarchy", str(trained / "h"), "--features", str(trained / "store")]
-    args += ["--data", str(trained / "train.parquet"), "-o", str(out), "--tables", "8"]
-    for s in TINY:
-        args += ["--set", s]
-    res = runner.invoke(app, [*args, "--seeds", "0,1"])
+    seeded = [a if a != "8,13" else "8" for a in args] + ["--seeds", "0,1"]
+    res = runner.invoke(app, seeded)
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (out / "runs").iterdir()) == ["base", "base-seed1"]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "base",
+        "base-seed1",
+        "lam0.0",
+        "lam0.5",
+        "lam2.0",
+    ]
     assert "seed: 1" in (out / "runs" / "base-seed1" / "run" / "config.yaml").read_text()
     import torch
     from safetensors.torch import load_file
@@ -120,6 +106,21 @@ def test_ablate_seeds_average_the_base_runs(trained, tmp_path):  # noqa: F811
     assert row["median_km"] == pytest.approx((a["median_km"] + b["median_km"]) / 2)
     assert row["geoscore_std"] == pytest.approx(abs(a["geoscore"] - b["geoscore"]) / 2**0.5)
     assert "(2 seeds)" in (out / "ablation.md").read_text()
+
+
+def test_table_10_removes_mean_embeddings_coarse_to_fine():
+    """The paper's Table 10 rows: none, then country, country & region, … all four removed."""
+    from hierloc.workflows.ablate import parse_tables, rows
+
+    assert parse_tables("10") == [10]
+    got = [(r.label, r.overrides) for r in rows() if r.table == 10]
+    assert got == [
+        ("None removed", ()),
+        ("Country", ("model.drop_image_mean_levels=[0]",)),
+        ("Country & Region", ("model.drop_image_mean_levels=[0,1]",)),
+        ("Country & Region & Sub-region", ("model.drop_image_mean_levels=[0,1,2]",)),
+        ("Country & Region & Sub-region & City", ("model.drop_image_mean_levels=[0,1,2,3]",)),
+    ]
 
 
 @pytest.mark.parametrize(
