@@ -17,23 +17,9 @@ import argparse
 import numpy as np
 import pandas as pd
 
+from hierloc.data.bluemarble import block_ids
+from hierloc.eval.metrics import geoscore
 from hierloc.geo.haversine import haversine_km
-
-GEOSCORE_KM = 1492.7
-
-
-def per_image_geoscore(lat, lon, true_lat, true_lon) -> np.ndarray:
-    d = haversine_km(lat, lon, true_lat, true_lon)
-    return 5000 * np.exp(-np.asarray(d, dtype=np.float64) / GEOSCORE_KM)
-
-
-def block_ids(lat: np.ndarray, lon: np.ndarray, block: float) -> np.ndarray:
-    """The benchmark's block of each location (rows of ``block`` degrees from the south pole,
-    columns from the antimeridian)."""
-    n_rows, n_cols = int(np.ceil(180 / block)), int(np.ceil(360 / block))
-    row = np.floor((np.asarray(lat) + 90) / block).clip(0, n_rows - 1)
-    col = np.floor((np.asarray(lon) + 180) / block).clip(0, n_cols - 1)
-    return (row * n_cols + col).astype(np.int64)
 
 
 def main() -> None:
@@ -49,10 +35,10 @@ def main() -> None:
     if len(m) != len(a) or len(m) != len(b):
         raise SystemExit(f"the two files share {len(m)} ids of {len(a)} and {len(b)}")
     truth = m["true_latitude"], m["true_longitude"]
-    diff = per_image_geoscore(m["latitude"], m["longitude"], *truth) - per_image_geoscore(
-        m["latitude_b"], m["longitude_b"], *truth
+    diff = geoscore(haversine_km(m["latitude"], m["longitude"], *truth)) - geoscore(
+        haversine_km(m["latitude_b"], m["longitude_b"], *truth)
     )
-    blocks = block_ids(m["true_latitude"], m["true_longitude"], args.block)
+    blocks = block_ids(m["true_latitude"].to_numpy(), m["true_longitude"].to_numpy(), args.block)
     uniq, inv = np.unique(blocks, return_inverse=True)
     sums = np.bincount(inv, weights=diff)  # per block: summed difference and image count
     counts = np.bincount(inv).astype(np.float64)

