@@ -2,7 +2,8 @@
 split's few geographic blocks can resolve. The benchmark's held-out splits are whole 4° blocks
 (the demo's test split: 1,000 images in ~70 blocks, the largest a quarter of them), so images
 of a block are not independent; this resamples *blocks* with replacement (paired: both models
-on the same images) and reports the 95 % interval of the mean per-image GeoScore difference.
+on the same images) and reports the 95 % interval of the mean per-image GeoScore difference,
+then the mean difference by B's error band.
 
     python scripts/block_bootstrap.py A/predictions.parquet B/predictions.parquet \
         [--block 4] [--draws 4000] [--seed 0]
@@ -35,9 +36,8 @@ def main() -> None:
     if len(m) != len(a) or len(m) != len(b):
         raise SystemExit(f"the two files share {len(m)} ids of {len(a)} and {len(b)}")
     truth = m["true_latitude"], m["true_longitude"]
-    diff = geoscore(haversine_km(m["latitude"], m["longitude"], *truth)) - geoscore(
-        haversine_km(m["latitude_b"], m["longitude_b"], *truth)
-    )
+    km_b = np.asarray(haversine_km(m["latitude_b"], m["longitude_b"], *truth))
+    diff = geoscore(haversine_km(m["latitude"], m["longitude"], *truth)) - geoscore(km_b)
     blocks = block_ids(m["true_latitude"].to_numpy(), m["true_longitude"].to_numpy(), args.block)
     uniq, inv = np.unique(blocks, return_inverse=True)
     sums = np.bincount(inv, weights=diff)  # per block: summed difference and image count
@@ -53,6 +53,14 @@ def main() -> None:
         f"[{lo:+.0f}, {hi:+.0f}]; an i.i.d. standard error would say ±"
         f"{1.96 * diff.std(ddof=1) / np.sqrt(len(diff)):.0f}"
     )
+    for lo_km, hi_km in ((0, 200), (200, 750), (750, 2500), (2500, np.inf)):
+        band = (km_b >= lo_km) & (km_b < hi_km)
+        span = f"{lo_km:,}–{hi_km:,} km" if np.isfinite(hi_km) else f"over {lo_km:,} km"
+        if band.any():
+            print(
+                f"  where B's error is {span} ({100 * band.mean():.0f} % of images): "
+                f"A − B {diff[band].mean():+.0f} per image"
+            )
 
 
 if __name__ == "__main__":
