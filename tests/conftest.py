@@ -1,7 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest -n auto): one thread each, or torch,
+    # onnxruntime and numba in every worker would each start a thread per core, and the
+    # oversubscribed cores make the suite many times slower. Subprocesses inherit this.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = "1"
 
 import pytest
 
