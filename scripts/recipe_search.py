@@ -43,6 +43,22 @@ VARIANTS: dict[str, list[str]] = {
     "steps500_reg": ["optim.max_steps=500", "model.dropout=0.3", "optim.weight_decay=0.1"],
     "steps500_no_city_mean": ["optim.max_steps=500", "model.drop_image_mean_levels=[3]"],
     "steps500_lr3e-4": ["optim.max_steps=500", "optim.lr=3e-4", "optim.riemannian_lr=3e-4"],
+    # the demo's recipe + the shared feature map (model.feature_skip), small anchors
+    "steps500_reg_skip": [
+        "optim.max_steps=500",
+        "model.dropout=0.3",
+        "optim.weight_decay=0.1",
+        "model.feature_skip=true",
+        "model.anchor_std=0.01",
+    ],
+    "steps500_reg_skip_d256": [
+        "optim.max_steps=500",
+        "model.dropout=0.3",
+        "optim.weight_decay=0.1",
+        "model.feature_skip=true",
+        "model.anchor_std=0.01",
+        "model.dim=256",
+    ],
 }
 
 

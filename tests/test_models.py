@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from hierloc.errors import InputError
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import available_models, create_model
 from hierloc.models.hierloc import EntityTables, HierLocConfig, LevelAttention
@@ -114,3 +115,43 @@ def test_geometry_stays_float32_under_bf16_autocast():
     assert z.dtype == torch.float32 and all(e.dtype == torch.float32 for e in ents)
     d = model.distances(z, ents)
     assert all(torch.isfinite(x).all() for x in d)
+
+
+SKIP = HierLocConfig(dim=16, hidden=32, heads=4, feature_skip=True, anchor_std=1e-6)
+
+
+def test_feature_skip_starts_as_nearest_mean_retrieval_at_every_level():
+    """``model.feature_skip`` at initialisation: the shared map is an isometry of the means'
+    span (8-d features, 20 city means), so the image's tangent inner products are
+    ``skip_scale² · cos`` and each level's nearest entity is the entity whose mean image
+    embedding has the highest cosine with the image (brute force in numpy)."""
+    torch.manual_seed(0)
+    ent = tables(image_dim=8)
+    model = create_model("hierloc", SKIP, 8, ent).eval()
+    x = np.random.default_rng(5).normal(size=(6, 8))
+    with torch.no_grad():
+        z, ents = model(torch.tensor(x, dtype=torch.float32))
+        u = model.manifold.logmap0(z).double().numpy()
+        dists = model.distances(z, ents)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(u @ u.T, SKIP.skip_scale**2 * unit @ unit.T, atol=1e-4)
+    for lv, mean in enumerate(ent.image_mean):
+        m = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+        np.testing.assert_array_equal(dists[lv].argmin(1).numpy(), (unit @ m.T).argmax(1))
+
+
+def test_feature_skip_learns_and_needs_mean_image_embeddings():
+    torch.manual_seed(0)
+    model = create_model("hierloc", SKIP, 16, tables())
+    z, ents = model(torch.randn(5, 16))
+    targets = [torch.randint(0, n, (5,)) for n in COUNTS]
+    total, _ = GWHInfoNCE()(model.distances(z, ents), targets, [torch.rand(5, n) for n in COUNTS])
+    total.backward()
+    # the zero-initialised outputs and the shared map learn from the first step
+    for name in ("skip_proj.weight", "log_skip_scale", "entity_out.weight", "image_out.weight"):
+        assert model.get_parameter(name).grad.abs().sum() > 0, name
+    no_means = tables()
+    no_means.image_mean = [None] * len(COUNTS)
+    cfg = HierLocConfig(dim=16, hidden=32, heads=4, feature_skip=True, modalities=("location",))
+    with pytest.raises(InputError, match="feature_skip needs the hierarchy's mean image"):
+        create_model("hierloc", cfg, 16, no_means)

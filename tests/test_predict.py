@@ -26,10 +26,8 @@ def _toy_text(texts):
     return np.array([[len(t) % 7, t.count(",")] for t in texts], dtype=np.float32)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def _train_and_index(root, extra=()):
     """A tiny run trained through the CLI (so it records its sources) and its model folder."""
-    root = tmp_path_factory.mktemp("predict")
     df = pseudo_photos(300, seed=4)
     rng = np.random.default_rng(0)
     lat, lon = np.deg2rad(df["latitude"]), np.deg2rad(df["longitude"])
@@ -52,7 +50,7 @@ def trained(tmp_path_factory):
         "-o",
         str(root / "run"),
     ]
-    for s in SMALL + ["optim.max_steps=6"]:
+    for s in SMALL + ["optim.max_steps=6", *extra]:
         args += ["--set", s]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -61,9 +59,24 @@ def trained(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return _train_and_index(tmp_path_factory.mktemp("predict"))
+
+
 def test_top_answer_is_the_best_path_of_the_trained_model(trained):
     """The model folder answers like the checkpoint itself: the top path equals brute force
     over every root-to-leaf path with the checkpoint's embeddings."""
+    _assert_top_answer_is_brute_force(trained)
+
+
+def test_feature_skip_model_folder_answers_like_its_checkpoint(tmp_path):
+    """``model.feature_skip``'s shared map lives on both sides: the index's query side and
+    the entity points it stores must reproduce the checkpoint's brute-force best path."""
+    _assert_top_answer_is_brute_force(_train_and_index(tmp_path, ["model.feature_skip=true"]))
+
+
+def _assert_top_answer_is_brute_force(trained):
     from safetensors.torch import load_file
 
     from hierloc.locate import resolve_checkpoint

@@ -113,6 +113,8 @@ def demo_cmd(
                 "optim.max_steps=40",
                 "optim.batch_size=64",
                 "run.val_every=20",
+                "model.feature_skip=true",
+                "model.anchor_std=0.01",
             ],
             "geosurge_set": [
                 "model.rgb_dim=32",

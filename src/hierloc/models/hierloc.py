@@ -50,6 +50,13 @@ class HierLocConfig:
     anchor_std: float = 0.1
     location_scales: int = 16
     alpha_init: float = 1.0
+    # a shared linear map of the L2-normalised image feature added to both the image's and
+    # each entity's tangent (the entity's from its mean image embedding), initialised on the
+    # principal directions of the finest level's means, with the MLP outputs starting at zero:
+    # training starts from nearest-mean retrieval instead of an unrelated random pair of
+    # streams (not in the paper; off by default)
+    feature_skip: bool = False
+    skip_scale: float = 3.0
 
     def __post_init__(self) -> None:
         integer("dim", self.dim, 1)
@@ -68,6 +75,8 @@ class HierLocConfig:
         number("anchor_std", self.anchor_std, 0, low_open=True)
         integer("location_scales", self.location_scales, 1)
         number("alpha_init", self.alpha_init, 0, low_open=True)
+        flag("feature_skip", self.feature_skip)
+        number("skip_scale", self.skip_scale, 0, low_open=True)
 
 
 @dataclass
@@ -143,8 +152,29 @@ class HierLocQuery(nn.Module):
         if config.attention:
             self.attn = nn.ModuleList([LevelAttention(d, config.heads) for _ in range(levels)])
             self.fuse = _mlp([levels * d, config.hidden, d], 0.0)
+        if config.feature_skip:
+            self.skip_proj = nn.Linear(image_dim, d, bias=False)
+            self.log_skip_scale = nn.Parameter(torch.tensor(math.log(config.skip_scale)))
+            zero_outputs = [self.image_out] + ([self.fuse[-1]] if config.attention else [])
+            for layer in zero_outputs:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
-    QUERY_KEYS = ("image_mlp.", "image_out.", "log_alpha_img", "attn.", "fuse.")
+    QUERY_KEYS = (
+        "image_mlp.",
+        "image_out.",
+        "log_alpha_img",
+        "attn.",
+        "fuse.",
+        "skip_proj.",
+        "log_skip_scale",
+    )
+
+    def skip(self, features: torch.Tensor) -> torch.Tensor:
+        """The shared map of ``model.feature_skip`` on features ``(N, D_img)``: ``(N, d)``
+        (a zero row stays zero)."""
+        unit = features / features.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        return self.log_skip_scale.exp() * self.skip_proj(unit)
 
     def query_state_dict(self) -> dict[str, torch.Tensor]:
         """The parameters of the image side only (what an index folder stores)."""
@@ -167,6 +197,8 @@ class HierLocQuery(nn.Module):
         (from :meth:`entity_context`), computed from ``entities`` when not given."""
         delta = self.image_out(self.image_mlp(features))
         u = self.log_alpha_img.exp() * delta  # (B, d) tangent
+        if self.config.feature_skip:
+            u = u + self.skip(features)
         if self.config.attention:
             if context is None:
                 if entities is None:
@@ -197,6 +229,35 @@ class HierLoc(HierLocQuery):
         self.entity_out = nn.Linear(config.hidden, config.dim)
         self.log_alpha_node = nn.Parameter(torch.tensor(math.log(config.alpha_init)))
         self.anchors = nn.ParameterList([self._anchors(n) for n in self.entity_counts])
+        if config.feature_skip:
+            self._init_skip(entities, image_dim)
+
+    def _init_skip(self, ent: EntityTables, image_dim: int) -> None:
+        """Buffers of the entities' mean image embeddings for the shared map (zero where a
+        level's means are dropped), the map's rows set to the top principal directions of the
+        finest level's normalised means, and the entity MLP's output starting at zero."""
+        means = []
+        for lv in range(self.levels):
+            mean = ent.image_mean[lv] if lv < len(ent.image_mean) else None
+            if mean is None:
+                raise InputError(
+                    f"level {lv}: model.feature_skip needs the hierarchy's mean image "
+                    "embeddings; build it with hierloc hierarchy build --features STORE, or "
+                    "turn it off with --set model.feature_skip=false"
+                )
+            if lv in self.config.drop_image_mean_levels:
+                mean = np.zeros((len(mean), image_dim))
+            m = torch.tensor(np.asarray(mean, dtype=np.float64), dtype=torch.float32)
+            self.register_buffer(f"skipfeat_{lv}", m, persistent=False)
+            means.append(m)
+        finest = means[-1] / means[-1].norm(dim=1, keepdim=True).clamp(min=1e-12)
+        _, _, vh = torch.linalg.svd(finest.double(), full_matrices=False)
+        rows = vh[: self.config.dim].float()
+        with torch.no_grad():
+            self.skip_proj.weight.zero_()
+            self.skip_proj.weight[: len(rows)] = rows
+            nn.init.zeros_(self.entity_out.weight)
+            nn.init.zeros_(self.entity_out.bias)
 
     # -- construction -------------------------------------------------------------------
     def _entity_features(self, ent: EntityTables, lv: int, image_dim: int) -> torch.Tensor:
@@ -257,8 +318,11 @@ class HierLoc(HierLocQuery):
             feat = getattr(self, f"feat_{lv}")
             feat = feat if idx is None else feat[idx]
             anchor = self.anchor_tangent(lv, idx)
-            delta = self.entity_out(self.entity_mlp(feat))  # (E, d)
-            out.append(self.manifold.expmap0(anchor + alpha * delta, overflow="clip"))
+            u = anchor + alpha * self.entity_out(self.entity_mlp(feat))  # (E, d)
+            if self.config.feature_skip:
+                m = getattr(self, f"skipfeat_{lv}")
+                u = u + self.skip(m if idx is None else m[idx])
+            out.append(self.manifold.expmap0(u, overflow="clip"))
         return out
 
     def forward(
