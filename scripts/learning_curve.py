@@ -3,12 +3,13 @@ demo's, on the same benchmark (same geographic blocks per split; the test images
 anew for each size), same encoder, same recipe per epoch.
 
     python scripts/learning_curve.py -o runs/curve --train 20000 [--models hierloc,knn,…]
-                                     [--steps 1000]
+                                     [--steps 1000] [--seed 1]
 
 Builds ``OUT/nTRAIN/{data,features,hierarchy}`` (each reused when complete), then runs
 ``hierloc compare`` on them and writes ``OUT/nTRAIN/compare/compare.md``. HierLoc trains the
 demo's recipe with ``--steps`` (default: the demo's 500 steps scaled by the training size, so
-the number of epochs matches the demo's).
+the number of epochs matches the demo's). ``--seed S`` (S > 0) trains with ``run.seed=S`` into ``OUT/nTRAIN/compare-seedS``
+(run it with ``--models hierloc`` for HierLoc's seed spread; the data are the same).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=20_000)
     ap.add_argument("--models", default="hierloc,knn,zeroshot,classify")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     counts = DEMO_COUNTS | {"train": a.train}
     out = a.output / f"n{a.train}"
@@ -34,13 +36,15 @@ def main() -> None:
     steps = a.steps or round(500 * a.train / DEMO_COUNTS["train"])
     hset = [s for s in HIERLOC_SET if not s.startswith("optim.max_steps")]
     hset.append(f"optim.max_steps={steps}")
+    if a.seed:
+        hset.append(f"run.seed={a.seed}")
     models = a.models.split(",")
     results = compare(
         models,
         hier,
         feats,
         data,
-        out / "compare",
+        out / ("compare" if not a.seed else f"compare-seed{a.seed}"),
         val=data / "val.parquet",
         overrides={m: hset if m == "hierloc" else BASELINE_SET for m in models},
         on_event=lambda m: print(m, flush=True),

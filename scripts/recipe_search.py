@@ -29,6 +29,14 @@ BASE = [
     "optim.warmup_steps=20",
     "run.val_every=50",
 ]
+# the demo's recipe: 500 steps, dropout and weight decay, the shared feature map, small anchors
+SKIP = [
+    "optim.max_steps=500",
+    "model.dropout=0.3",
+    "optim.weight_decay=0.1",
+    "model.feature_skip=true",
+    "model.anchor_std=0.01",
+]
 VARIANTS: dict[str, list[str]] = {
     "base": ["optim.max_steps=250"],  # the demo's earlier recipe
     "steps500": ["optim.max_steps=500"],
@@ -50,6 +58,16 @@ VARIANTS: dict[str, list[str]] = {
         "optim.weight_decay=0.1",
         "model.feature_skip=true",
         "model.anchor_std=0.01",
+    ],
+    # variants of the shared map's recipe (issue 13, with the map)
+    "steps500_reg_skip_scale10": [*SKIP, "model.skip_scale=10.0"],
+    "steps500_reg_skip_scale1": [*SKIP, "model.skip_scale=1.0"],
+    "steps500_reg_skip_image_only": [*SKIP, "model.modalities=[image]"],
+    "steps1000_reg_skip_lr3e-4": [
+        *SKIP,
+        "optim.max_steps=1000",
+        "optim.lr=3e-4",
+        "optim.riemannian_lr=3e-4",
     ],
     "steps500_reg_skip_d256": [
         "optim.max_steps=500",
