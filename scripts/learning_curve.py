@@ -8,8 +8,9 @@ anew for each size), same encoder, same recipe per epoch.
 Builds ``OUT/nTRAIN/{data,features,hierarchy}`` (each reused when complete), then runs
 ``hierloc compare`` on them and writes ``OUT/nTRAIN/compare/compare.md``. HierLoc trains the
 demo's recipe with ``--steps`` (default: the demo's 500 steps scaled by the training size, so
-the number of epochs matches the demo's). ``--seed S`` (S > 0) trains with ``run.seed=S`` into ``OUT/nTRAIN/compare-seedS``
-(run it with ``--models hierloc`` for HierLoc's seed spread; the data are the same).
+the number of epochs matches the demo's). ``--seed S`` (S > 0) trains with ``run.seed=S``
+into ``OUT/nTRAIN/compare-seedS`` (run it with ``--models hierloc`` for HierLoc's seed
+spread; the data are the same).
 """
 
 from __future__ import annotations
