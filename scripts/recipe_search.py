@@ -69,6 +69,8 @@ VARIANTS: dict[str, list[str]] = {
         "optim.lr=3e-4",
         "optim.riemannian_lr=3e-4",
     ],
+    # the shared map's recipe with leave-one-out positives (model.loo_means)
+    "steps500_reg_skip_loo": [*SKIP, "model.loo_means=true"],
     "steps500_reg_skip_d256": [
         "optim.max_steps=500",
         "model.dropout=0.3",

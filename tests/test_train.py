@@ -78,7 +78,12 @@ def _params(tr):
 
 
 @pytest.mark.parametrize(
-    "extra", [[], ["optim.sampled_entities=6", "optim.schedule=cosine", "optim.warmup_steps=3"]]
+    "extra",
+    [
+        [],
+        ["optim.sampled_entities=6", "optim.schedule=cosine", "optim.warmup_steps=3"],
+        ["model.loo_means=true", "model.feature_skip=true"],
+    ],
 )
 def test_resume_equals_straight_run(setup, tmp_path, extra):
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
@@ -188,6 +193,108 @@ def test_sampled_entities_equal_the_reference_loss_on_the_sample(setup):
     unsampled[subsets[city]] = False
     assert torch.all(got[f"anchors.{city}"][unsampled] == 0)
     assert torch.any(got[f"anchors.{city}"][~unsampled] != 0)
+
+
+def _loo_brute_force(feats: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``(L, N, D)``: per level, the mean feature of the other training images of each image's
+    entity, or the level above's when there are none (zeros above the country), by loops."""
+    N, L = targets.shape
+    out = np.zeros((L, N, feats.shape[1]))
+    for i in range(N):
+        above = np.zeros(feats.shape[1])
+        for lv in range(L):
+            others = [j for j in range(N) if j != i and targets[j, lv] == targets[i, lv]]
+            if others:
+                above = feats[others].astype(np.float64).mean(0)
+            out[lv, i] = above
+    return out
+
+
+def test_leave_one_out_means_equal_brute_force(setup):
+    from hierloc.train.hierloc import LeaveOneOutMeans
+
+    data = load_training_data(setup / "h", setup / "store")
+    x, t = data.train.features, data.train.targets
+    counts = [len(c) for c in data.entities.coords]
+    ref = _loo_brute_force(x.numpy(), t.numpy())
+    got = LeaveOneOutMeans(x, t, counts)(x, t)
+    for lv in range(len(counts)):
+        np.testing.assert_allclose(got[lv].numpy(), ref[lv], rtol=1e-5, atol=1e-6)
+    # both cases occur: images alone in their region (a country's mean or zeros) and not
+    alone = torch.bincount(t[:, 1])[t[:, 1]] == 1
+    assert 0 < int(alone.sum()) < len(t)
+
+
+def test_loo_means_loss_and_gradients_equal_a_per_image_reference(setup):
+    """``model.loo_means``: the trainer's loss and gradients equal autograd of GWH-InfoNCE
+    written out per image, where image i's positive is its entity embedded by the model's
+    ordinary path after that entity's mean image embedding (in the MLP input and the shared
+    map) was overwritten with image i's brute-force leave-one-out mean."""
+    from hierloc.geo.haversine import pairwise_km, unit_vectors
+
+    data = load_training_data(setup / "h", setup / "store")
+    over = SMALL + [
+        "model.dropout=0.0",
+        "run.precision=fp32",
+        "model.feature_skip=true",
+        "model.loo_means=true",
+    ]
+    cfg = load_config(overrides=over)
+    tr = start(cfg, data, setup / "unused")
+    idx = torch.arange(0, 230, 10)
+    x, t, c = data.train.features[idx], data.train.targets[idx], data.train.coords[idx]
+    loss, _ = tr.backward(x, t, c)
+    got = {n: p.grad.clone() for n, p in tr.model.named_parameters()}
+    tr.model.zero_grad(set_to_none=True)
+    tr.loss_fn.zero_grad(set_to_none=True)
+
+    loo = _loo_brute_force(data.train.features.numpy(), data.train.targets.numpy())[:, idx]
+    model, L = tr.model, len(data.entities.coords)
+    start_col = 8 * cfg.model.location_scales  # entity features: [location, image mean, text]
+    cols = slice(start_col, start_col + data.image_dim)
+    z, ents = model(x)
+    positives = []  # per image, per level: the positive's point with the leave-one-out mean
+    for i in range(len(idx)):
+        saved = []
+        for lv in range(L):  # new buffers (autograd keeps the old ones for the backward)
+            feat, skip = getattr(model, f"feat_{lv}"), getattr(model, f"skipfeat_{lv}")
+            saved.append((feat, skip))
+            e, m = int(t[i, lv]), torch.tensor(loo[lv, i], dtype=torch.float32)
+            feat, skip = feat.clone(), skip.clone()
+            feat[e, cols], skip[e] = m, m
+            setattr(model, f"feat_{lv}", feat)
+            setattr(model, f"skipfeat_{lv}", skip)
+        h = model.entity_embeddings()
+        positives.append([h[lv][int(t[i, lv])] for lv in range(L)])
+        for lv, (feat, skip) in enumerate(saved):
+            setattr(model, f"feat_{lv}", feat)
+            setattr(model, f"skipfeat_{lv}", skip)
+    tau, lam, sigma = tr.loss_fn.tau, cfg.loss.lam, cfg.loss.sigma_km
+    xyz = unit_vectors(c[:, 0], c[:, 1])
+    ref = 0.0
+    for lv in range(L):
+        coords = torch.tensor(np.array(data.entities.coords[lv]), dtype=torch.float64)
+        km = pairwise_km(xyz, unit_vectors(*coords.T))
+        D = model.distances(z, [ents[lv]])[0] ** 2
+        terms = []
+        for i in range(len(idx)):
+            d_pos = model.manifold.dist(z[i], positives[i][lv]) ** 2
+            neg = torch.ones(D.shape[1], dtype=torch.bool)
+            neg[int(t[i, lv])] = False
+            logw = torch.log1p(lam * torch.exp(-km[i, neg] / sigma)).float()
+            logits = torch.cat([(-d_pos / tau)[None], -D[i, neg] / tau + logw])
+            terms.append(torch.logsumexp(logits, 0) + d_pos / tau)
+        ref = ref + torch.stack(terms).mean()
+    ref.backward()
+    assert loss == pytest.approx(float(ref.detach()), rel=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(got[n], p.grad, rtol=1e-3, atol=1e-6), n
+    # the leave-one-out positives change the loss: without them it differs
+    plain = start(load_config(overrides=over[:-1]), data, setup / "unused")
+    plain.model.load_state_dict(model.state_dict())
+    assert abs(plain.backward(x, t, c)[0] - loss) > 1e-3
+    with pytest.raises(InputError, match="model.loo_means needs every entity"):
+        start(load_config(overrides=over + ["optim.sampled_entities=6"]), data, setup / "u")
 
 
 def test_validation_reports_majority_seen_and_median_km_as_brute_force(setup):

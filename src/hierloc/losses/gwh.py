@@ -134,10 +134,18 @@ class GWHInfoNCE(torch.nn.Module):
         return self.log_sigma.exp()
 
     def level_loss(
-        self, dist: torch.Tensor, target: torch.Tensor, geo_km: torch.Tensor | None
+        self,
+        dist: torch.Tensor,
+        target: torch.Tensor,
+        geo_km: torch.Tensor | None,
+        positive: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B,)`` losses of one level from unsquared distances ``(B, E)``."""
+        """``(B,)`` losses of one level from unsquared distances ``(B, E)``; ``positive``
+        ``(B,)``: each image's distance to its positive, in place of ``dist``'s target column
+        (the leave-one-out positives of ``model.loo_means``)."""
         c = self.config
+        if positive is not None:
+            dist = dist.scatter(1, target[:, None], positive[:, None].to(dist.dtype))
         d = dist * dist if c.squared_distance else dist
         if c.loss == "infonce":
             return infonce(d, target, self.tau)
@@ -148,11 +156,15 @@ class GWHInfoNCE(torch.nn.Module):
         dists: list[torch.Tensor],
         targets: list[torch.Tensor],
         geo_km: list[torch.Tensor | None],
+        positives: list[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(total, per-level mean losses)``; lists are per level, coarse → fine."""
+        """``(total, per-level mean losses)``; lists are per level, coarse → fine;
+        ``positives``: per level, the distances to the positives (see :meth:`level_loss`)."""
         weights = self.config.level_weights
+        positives = positives or [None] * len(dists)
         per_level = [
-            self.level_loss(d, t, g).mean() for d, t, g in zip(dists, targets, geo_km, strict=True)
+            self.level_loss(d, t, g, pos).mean()
+            for d, t, g, pos in zip(dists, targets, geo_km, positives, strict=True)
         ]
         total = sum(w * lv for w, lv in zip(weights, per_level, strict=False))
         return total, per_level

@@ -57,6 +57,11 @@ class HierLocConfig:
     # streams (not in the paper; off by default)
     feature_skip: bool = False
     skip_scale: float = 3.0
+    # training only: each image's positive entity is embedded with the mean image embedding of
+    # the *other* training images of that entity (its parent's, up the tree, when it is alone),
+    # as a held-out image meets it; the negatives keep their full means (not in the paper; off
+    # by default; see README "Training HierLoc")
+    loo_means: bool = False
 
     def __post_init__(self) -> None:
         integer("dim", self.dim, 1)
@@ -77,6 +82,7 @@ class HierLocConfig:
         number("alpha_init", self.alpha_init, 0, low_open=True)
         flag("feature_skip", self.feature_skip)
         number("skip_scale", self.skip_scale, 0, low_open=True)
+        flag("loo_means", self.loo_means)
 
 
 @dataclass
@@ -215,6 +221,7 @@ class HierLoc(HierLocQuery):
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; use {MODALITIES}")
         super().__init__(config, image_dim, len(entities.coords))
+        self.mean_cols: slice | None = None  # the mean image embedding's columns of feat_ℓ
         # fixed entity features, one buffer per level
         feats, in_dim = [], None
         for lv in range(self.levels):
@@ -267,6 +274,8 @@ class HierLoc(HierLocQuery):
         if "location" in c.modalities:
             parts.append(sphere_m_plus(coords[:, 0], coords[:, 1], scales=c.location_scales))
         if "image" in c.modalities:
+            start = sum(p.shape[1] for p in parts)
+            self.mean_cols = slice(start, start + image_dim)
             mean = ent.image_mean[lv] if lv < len(ent.image_mean) else None
             if lv in c.drop_image_mean_levels:
                 mean = np.zeros((len(coords), image_dim))  # dropped: a constant feature
@@ -311,26 +320,57 @@ class HierLoc(HierLocQuery):
         ``subsets``: per level, the entity indices to compute (``None`` or a ``None`` entry:
         all), for training with sampled entities; row ``j`` of the result is entity
         ``subsets[ℓ][j]``."""
-        alpha = self.log_alpha_node.exp()
         out = []
         for lv in range(self.levels):
             idx = None if subsets is None else subsets[lv]
-            feat = getattr(self, f"feat_{lv}")
-            feat = feat if idx is None else feat[idx]
-            anchor = self.anchor_tangent(lv, idx)
-            u = anchor + alpha * self.entity_out(self.entity_mlp(feat))  # (E, d)
-            if self.config.feature_skip:
-                m = getattr(self, f"skipfeat_{lv}")
-                u = u + self.skip(m if idx is None else m[idx])
-            out.append(self.manifold.expmap0(u, overflow="clip"))
+            out.append(self._level_points(lv, idx))
+        return out
+
+    def _level_points(
+        self, lv: int, idx: torch.Tensor | None, mean: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Points of level ``lv``'s entities ``idx`` (``None``: all); ``mean`` ``(len(idx),
+        D_img)`` replaces their mean image embeddings (in the MLP's input and the shared map)."""
+        feat = getattr(self, f"feat_{lv}")
+        feat = feat if idx is None else feat[idx]
+        if mean is not None and self.mean_cols is not None:
+            feat = feat.clone()
+            feat[:, self.mean_cols] = mean
+        u = self.anchor_tangent(lv, idx)
+        u = u + self.log_alpha_node.exp() * self.entity_out(self.entity_mlp(feat))  # (E, d)
+        if self.config.feature_skip:
+            m = getattr(self, f"skipfeat_{lv}")
+            u = u + self.skip(mean if mean is not None else (m if idx is None else m[idx]))
+        return self.manifold.expmap0(u, overflow="clip")
+
+    def positive_embeddings(
+        self, targets: torch.Tensor, means: list[torch.Tensor | None]
+    ) -> list[torch.Tensor]:
+        """``model.loo_means``: per level, the points ``(B, d+1)`` of each image's positive
+        entity ``targets[:, ℓ]`` with its mean image embedding replaced by ``means[ℓ]`` (the
+        leave-one-out means; a ``None`` entry or a dropped level keeps the entity's own)."""
+        out = []
+        for lv in range(self.levels):
+            mean = means[lv]
+            if lv in self.config.drop_image_mean_levels:
+                mean = None  # a dropped level's means are a constant: nothing to leave out
+            out.append(self._level_points(lv, targets[:, lv], mean))
         return out
 
     def forward(
-        self, features: torch.Tensor, subsets: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``(Z*, H)``; with ``subsets`` only those entities are embedded and attended to."""
+        self,
+        features: torch.Tensor,
+        subsets: list[torch.Tensor] | None = None,
+        positives: tuple[torch.Tensor, list[torch.Tensor | None]] | None = None,
+    ):
+        """``(Z*, H)``; with ``subsets`` only those entities are embedded and attended to; with
+        ``positives`` = ``(targets (B, L), leave-one-out means per level)`` also the positives'
+        points of :meth:`positive_embeddings`: ``(Z*, H, H⁺)``."""
         entities = self.entity_embeddings(subsets)
-        return self.image_embeddings(features, entities), entities
+        z = self.image_embeddings(features, entities)
+        if positives is None:
+            return z, entities
+        return z, entities, self.positive_embeddings(*positives)
 
     def distances(self, z: torch.Tensor, entities: list[torch.Tensor]) -> list[torch.Tensor]:
         """``[(B, E_ℓ)]`` distances image → every entity of each level (one matmul each)."""

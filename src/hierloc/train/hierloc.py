@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from hierloc.errors import InputError
 from hierloc.eval.metrics import geoscore
 from hierloc.geo.haversine import haversine_km, pairwise_km, unit_vectors
 from hierloc.hierarchy.build import LEVEL_NAMES
@@ -18,6 +19,35 @@ from hierloc.models import create_model
 from hierloc.search import EntityIndex, beam_search
 from hierloc.train.data import Split
 from hierloc.train.loop import Trainer
+
+
+class LeaveOneOutMeans:
+    """``model.loo_means``: for training images, the mean image embedding of their entity at
+    each level over the *other* training images of it — what a held-out image sees, since it
+    is in no entity's mean. An image alone in its entity gets its own leave-one-out mean of
+    the level above (up to the country; zeros if alone there too).
+
+    Built from the training split itself: per level the feature sums (float64) and counts of
+    every entity, so one batch costs ``B × L`` row look-ups."""
+
+    def __init__(self, features: torch.Tensor, targets: torch.Tensor, entity_counts: list[int]):
+        x = features.double()
+        self.sums, self.counts = [], []
+        for lv, E in enumerate(entity_counts):
+            t = targets[:, lv]
+            self.sums.append(torch.zeros(E, x.shape[1], dtype=torch.float64).index_add_(0, t, x))
+            self.counts.append(torch.bincount(t, minlength=E))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+        """Per level ``(B, D)`` float32 leave-one-out means of images ``x`` with targets ``t``."""
+        x, t = x.double().cpu(), t.cpu()
+        out, above = [], torch.zeros_like(x)
+        for lv, (sums, counts) in enumerate(zip(self.sums, self.counts, strict=True)):
+            n = counts[t[:, lv]]
+            loo = (sums[t[:, lv]] - x) / (n - 1).clamp(min=1)[:, None].double()
+            above = torch.where((n >= 2)[:, None], loo, above)
+            out.append(above.float())
+        return out
 
 
 class HierLocTrainer(Trainer):
@@ -31,6 +61,15 @@ class HierLocTrainer(Trainer):
             for c in data.entities.coords
         ]
         model = create_model("hierloc", self.cfg.model, data.image_dim, data.entities)
+        self.loo = None
+        if self.cfg.model.loo_means:
+            if self.cfg.optim.sampled_entities:
+                raise InputError(
+                    "model.loo_means needs every entity in each step's loss; drop "
+                    "optim.sampled_entities (or set model.loo_means=false)"
+                )
+            split = data.train
+            self.loo = LeaveOneOutMeans(split.features, split.targets, model.entity_counts)
         return model, GWHInfoNCE(self.cfg.loss)
 
     def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
@@ -104,6 +143,8 @@ class HierLocTrainer(Trainer):
         batch; the loss of each level runs through :func:`~hierloc.losses.fused.fused_level_loss`,
         which never holds more than a tile of the ``B × E`` matrices.
         """
+        if self.loo is not None:
+            return self._backward_loo(x, t, coords)
         ent_xyz = self.entity_xyz
         if subsets is not None:
             subsets = [None if s is None else s.to(self.device) for s in subsets]
@@ -114,6 +155,22 @@ class HierLocTrainer(Trainer):
         total, per_level = self.loss_fn.points_loss(
             self.model.manifold, z, ents, list(t.T), img_xyz, ent_xyz, offsets
         )
+        total.backward()
+        return float(total.detach()), [float(v.detach()) for v in per_level]
+
+    def _backward_loo(self, x: torch.Tensor, t: torch.Tensor, coords: torch.Tensor):
+        """:meth:`backward` with ``model.loo_means``: the positives embedded with their
+        leave-one-out means, the loss on the dense ``B × E`` distances of each level with the
+        positive column replaced (every entity, no sampling)."""
+        means = [m.to(self.device) for m in self.loo(x, t)]
+        with self._autocast():
+            z, ents, pos = self.forward_model(x, None, positives=(t, means))
+        manifold = self.model.manifold
+        dists = self.model.distances(z, ents)
+        d_pos = [manifold.dist(z, h) for h in pos]
+        gwh = self.cfg.loss.loss == "gwh"
+        km = self._geo_km(coords) if gwh else [None] * len(ents)
+        total, per_level = self.loss_fn(dists, list(t.T), km, d_pos)
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
 
