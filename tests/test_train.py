@@ -4,6 +4,7 @@ the hyperboloid."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -380,6 +381,25 @@ def test_cli_train_end_to_end(setup, tmp_path):
     # rerunning resumes from the last checkpoint and has nothing left to do
     res = runner.invoke(app, args)
     assert res.exit_code == 0 and "resuming from" in res.stderr
+
+
+def test_without_keep_best_the_model_is_the_last_step(setup, tmp_path):
+    """``run.keep_best=false``: validation is logged, no ``best`` checkpoint is written even when
+    a validation improves, and ``hierloc index`` takes the last step."""
+    run = tmp_path / "run"
+    args = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store")]
+    args += ["--val", str(setup / "val.parquet"), "-o", str(run)]
+    for s in SMALL + ["optim.max_steps=10", "run.keep_best=false"]:
+        args += ["--set", s]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("is_best") for r in rows) and "val_geoscore" in rows[-1]
+    assert not (run / "best").exists()
+    res = runner.invoke(app, ["index", str(run), "-o", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    assert Path(manifest["checkpoint"]).name == "ckpt-00000010"
 
 
 def test_anchors_stay_on_the_hyperboloid(setup, tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from hierloc.checks import ConfigValueError, integer, number, one_of
+from hierloc.checks import ConfigValueError, flag, integer, number, one_of
 from hierloc.errors import InputError
 from hierloc.losses import LossConfig
 from hierloc.models.geosurge import GeoSurgeConfig
@@ -75,6 +75,10 @@ class RunConfig:
     patience: int = 0
     # beam width of the validation GeoScore (what "best" and early stopping follow)
     val_beam: int = 10
+    # save the best validation checkpoint as ``best`` (what hierloc index then takes); false:
+    # validation is logged only and the run's model is its last step (for a validation split
+    # too small to tell checkpoints apart: the best of many noisy scores is mostly noise)
+    keep_best: bool = True
 
     def __post_init__(self) -> None:
         integer("seed", self.seed, 0)
@@ -82,6 +86,7 @@ class RunConfig:
             integer(key, getattr(self, key), 1)
         one_of("precision", self.precision, ("auto", "fp32", "bf16"))
         integer("patience", self.patience, 0)
+        flag("keep_best", self.keep_best)
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,8 @@ class Trainer:
                     if score > self.best:
                         self.best, self.bad_evals = score, 0
                         info["is_best"] = True
-                        self.save_checkpoint("best")
+                        if run.keep_best:
+                            self.save_checkpoint("best")
                     else:
                         self.bad_evals += 1
                         stop = run.patience > 0 and self.bad_evals >= run.patience
