@@ -226,11 +226,14 @@ def test_leave_one_out_means_equal_brute_force(setup):
     assert 0 < int(alone.sum()) < len(t)
 
 
-def test_loo_means_loss_and_gradients_equal_a_per_image_reference(setup):
+@pytest.mark.parametrize("sampled", [0, 6])
+def test_loo_means_loss_and_gradients_equal_a_per_image_reference(setup, sampled):
     """``model.loo_means``: the trainer's loss and gradients equal autograd of GWH-InfoNCE
     written out per image, where image i's positive is its entity embedded by the model's
     ordinary path after that entity's mean image embedding (in the MLP input and the shared
-    map) was overwritten with image i's brute-force leave-one-out mean."""
+    map) was overwritten with image i's brute-force leave-one-out mean; with
+    ``optim.sampled_entities`` the negatives are the sample's other entities, each with the
+    sampled-softmax offset."""
     from hierloc.geo.haversine import pairwise_km, unit_vectors
 
     data = load_training_data(setup / "h", setup / "store")
@@ -238,22 +241,33 @@ def test_loo_means_loss_and_gradients_equal_a_per_image_reference(setup):
         "model.dropout=0.0",
         "run.precision=fp32",
         "model.feature_skip=true",
+        f"optim.sampled_entities={sampled}",
         "model.loo_means=true",
     ]
     cfg = load_config(overrides=over)
     tr = start(cfg, data, setup / "unused")
     idx = torch.arange(0, 230, 10)
     x, t, c = data.train.features[idx], data.train.targets[idx], data.train.coords[idx]
-    loss, _ = tr.backward(x, t, c)
+    L = len(data.entities.coords)
+    subsets, offsets = tr._entity_sample(t) if sampled else ([None] * L, [0.0] * L)
+    local = torch.stack(  # the positives' positions within the sampled entities
+        [
+            t[:, lv] if s is None else torch.searchsorted(s, t[:, lv].contiguous())
+            for lv, s in enumerate(subsets)
+        ],
+        1,
+    )
+    assert sampled == 0 or any(s is not None for s in subsets)
+    loss, _ = tr.backward(x, local, c, subsets if sampled else None, offsets)
     got = {n: p.grad.clone() for n, p in tr.model.named_parameters()}
     tr.model.zero_grad(set_to_none=True)
     tr.loss_fn.zero_grad(set_to_none=True)
 
     loo = _loo_brute_force(data.train.features.numpy(), data.train.targets.numpy())[:, idx]
-    model, L = tr.model, len(data.entities.coords)
+    model = tr.model
     start_col = 8 * cfg.model.location_scales  # entity features: [location, image mean, text]
     cols = slice(start_col, start_col + data.image_dim)
-    z, ents = model(x)
+    z, ents = model(x, subsets if sampled else None)  # attention over the sample, as trained
     positives = []  # per image, per level: the positive's point with the leave-one-out mean
     for i in range(len(idx)):
         saved = []
@@ -275,14 +289,16 @@ def test_loo_means_loss_and_gradients_equal_a_per_image_reference(setup):
     ref = 0.0
     for lv in range(L):
         coords = torch.tensor(np.array(data.entities.coords[lv]), dtype=torch.float64)
+        if subsets[lv] is not None:
+            coords = coords[subsets[lv]]
         km = pairwise_km(xyz, unit_vectors(*coords.T))
-        D = model.distances(z, [ents[lv]])[0] ** 2
+        D = model.distances(z, [ents[lv]])[0] ** 2  # columns: the (sampled) entities
         terms = []
         for i in range(len(idx)):
             d_pos = model.manifold.dist(z[i], positives[i][lv]) ** 2
             neg = torch.ones(D.shape[1], dtype=torch.bool)
-            neg[int(t[i, lv])] = False
-            logw = torch.log1p(lam * torch.exp(-km[i, neg] / sigma)).float()
+            neg[int(local[i, lv])] = False
+            logw = torch.log1p(lam * torch.exp(-km[i, neg] / sigma)).float() + offsets[lv]
             logits = torch.cat([(-d_pos / tau)[None], -D[i, neg] / tau + logw])
             terms.append(torch.logsumexp(logits, 0) + d_pos / tau)
         ref = ref + torch.stack(terms).mean()
@@ -293,9 +309,7 @@ def test_loo_means_loss_and_gradients_equal_a_per_image_reference(setup):
     # the leave-one-out positives change the loss: without them it differs
     plain = start(load_config(overrides=over[:-1]), data, setup / "unused")
     plain.model.load_state_dict(model.state_dict())
-    assert abs(plain.backward(x, t, c)[0] - loss) > 1e-3
-    with pytest.raises(InputError, match="model.loo_means needs every entity"):
-        start(load_config(overrides=over + ["optim.sampled_entities=6"]), data, setup / "u")
+    assert abs(plain.backward(x, local, c, subsets if sampled else None, offsets)[0] - loss) > 1e-3
 
 
 def test_validation_reports_majority_seen_and_median_km_as_brute_force(setup):

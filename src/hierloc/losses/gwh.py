@@ -38,6 +38,7 @@ def gwh_infonce(
     sigma_km: torch.Tensor | float = 1000.0,
     kernel: str = "laplace",
     p: float = 1.0,
+    neg_offset: float = 0.0,
 ) -> torch.Tensor:
     """Per-sample GWH-InfoNCE of one level.
 
@@ -48,16 +49,20 @@ def gwh_infonce(
         geo_km: ``(B, E)`` great-circle km image → entity mean location; ``None`` or ``lam = 0``
             gives plain InfoNCE.
         tau, lam, sigma_km: temperature, weight scale, kernel bandwidth (tensors or floats).
+        neg_offset: added to every negative's logit (the sampled-softmax correction of
+            :func:`~hierloc.losses.fused.fused_level_loss`).
 
     Returns:
         ``(B,)`` losses.
     """
     logits = -dist / tau  # (B, E)
+    positive = torch.nn.functional.one_hot(target, dist.shape[1]).bool()
     if geo_km is not None:
         log_k = log_kernel(geo_km / sigma_km, kernel, p)
         log_w = torch.log1p(lam * torch.exp(log_k))  # (B, E), >= 0
-        positive = torch.nn.functional.one_hot(target, dist.shape[1]).bool()
         logits = logits + log_w.masked_fill(positive, 0.0)
+    if neg_offset:
+        logits = logits + (~positive) * neg_offset
     pos_logit = (-dist / tau).gather(1, target[:, None]).squeeze(1)
     return torch.logsumexp(logits, dim=1) - pos_logit
 
@@ -139,17 +144,21 @@ class GWHInfoNCE(torch.nn.Module):
         target: torch.Tensor,
         geo_km: torch.Tensor | None,
         positive: torch.Tensor | None = None,
+        neg_offset: float = 0.0,
     ) -> torch.Tensor:
         """``(B,)`` losses of one level from unsquared distances ``(B, E)``; ``positive``
         ``(B,)``: each image's distance to its positive, in place of ``dist``'s target column
-        (the leave-one-out positives of ``model.loo_means``)."""
+        (the leave-one-out positives of ``model.loo_means``); ``neg_offset``: see
+        :func:`gwh_infonce`."""
         c = self.config
         if positive is not None:
             dist = dist.scatter(1, target[:, None], positive[:, None].to(dist.dtype))
         d = dist * dist if c.squared_distance else dist
         if c.loss == "infonce":
-            return infonce(d, target, self.tau)
-        return gwh_infonce(d, target, geo_km, self.tau, self.lam, self.sigma_km, c.kernel, c.p)
+            geo_km = None
+        return gwh_infonce(
+            d, target, geo_km, self.tau, self.lam, self.sigma_km, c.kernel, c.p, neg_offset
+        )
 
     def forward(
         self,
@@ -157,14 +166,16 @@ class GWHInfoNCE(torch.nn.Module):
         targets: list[torch.Tensor],
         geo_km: list[torch.Tensor | None],
         positives: list[torch.Tensor | None] | None = None,
+        neg_offsets: list[float] | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(total, per-level mean losses)``; lists are per level, coarse → fine;
-        ``positives``: per level, the distances to the positives (see :meth:`level_loss`)."""
+        ``positives``, ``neg_offsets``: per level, see :meth:`level_loss`."""
         weights = self.config.level_weights
         positives = positives or [None] * len(dists)
+        offsets = neg_offsets or [0.0] * len(dists)
         per_level = [
-            self.level_loss(d, t, g, pos).mean()
-            for d, t, g, pos in zip(dists, targets, geo_km, positives, strict=True)
+            self.level_loss(d, t, g, pos, off).mean()
+            for d, t, g, pos, off in zip(dists, targets, geo_km, positives, offsets, strict=True)
         ]
         total = sum(w * lv for w, lv in zip(weights, per_level, strict=False))
         return total, per_level

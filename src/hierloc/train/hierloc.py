@@ -10,7 +10,6 @@ import math
 import numpy as np
 import torch
 
-from hierloc.errors import InputError
 from hierloc.eval.metrics import geoscore
 from hierloc.geo.haversine import haversine_km, pairwise_km, unit_vectors
 from hierloc.hierarchy.build import LEVEL_NAMES
@@ -63,19 +62,17 @@ class HierLocTrainer(Trainer):
         model = create_model("hierloc", self.cfg.model, data.image_dim, data.entities)
         self.loo = None
         if self.cfg.model.loo_means:
-            if self.cfg.optim.sampled_entities:
-                raise InputError(
-                    "model.loo_means needs every entity in each step's loss; drop "
-                    "optim.sampled_entities (or set model.loo_means=false)"
-                )
             split = data.train
             self.loo = LeaveOneOutMeans(split.features, split.targets, model.entity_counts)
         return model, GWHInfoNCE(self.cfg.loss)
 
-    def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
-        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each)."""
+    def _geo_km(self, coords: torch.Tensor, subsets=None) -> list[torch.Tensor]:
+        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each);
+        ``subsets``: per level, only these entities (``None``: all)."""
         xyz = unit_vectors(coords[:, 0], coords[:, 1])  # (B, 3) float64
-        return [pairwise_km(xyz, e).float() for e in self.entity_xyz]
+        subsets = subsets or [None] * len(self.entity_xyz)
+        pairs = zip(self.entity_xyz, subsets, strict=True)
+        return [pairwise_km(xyz, e if s is None else e[s]).float() for e, s in pairs]
 
     def train_step(self) -> dict:
         """One optimizer step on ``batch_size`` images (this process's share of it)."""
@@ -144,7 +141,7 @@ class HierLocTrainer(Trainer):
         which never holds more than a tile of the ``B × E`` matrices.
         """
         if self.loo is not None:
-            return self._backward_loo(x, t, coords)
+            return self._backward_loo(x, t, coords, subsets, offsets)
         ent_xyz = self.entity_xyz
         if subsets is not None:
             subsets = [None if s is None else s.to(self.device) for s in subsets]
@@ -158,19 +155,25 @@ class HierLocTrainer(Trainer):
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
 
-    def _backward_loo(self, x: torch.Tensor, t: torch.Tensor, coords: torch.Tensor):
+    def _backward_loo(self, x, t, coords, subsets=None, offsets=None):
         """:meth:`backward` with ``model.loo_means``: the positives embedded with their
-        leave-one-out means, the loss on the dense ``B × E`` distances of each level with the
-        positive column replaced (every entity, no sampling)."""
-        means = [m.to(self.device) for m in self.loo(x, t)]
+        leave-one-out means, the loss on the dense ``B × E`` distances of each level (``E``:
+        the sampled entities with ``subsets``) with the positive column replaced."""
+        subsets = subsets or [None] * len(t.T)
+        rows = torch.stack(  # the positives' entity rows (t holds positions in the samples)
+            [tl if s is None else s.to(tl.device)[tl] for tl, s in zip(t.T, subsets, strict=True)],
+            1,
+        )
+        means = [m.to(self.device) for m in self.loo(x, rows)]
+        sub = [None if s is None else s.to(self.device) for s in subsets]
         with self._autocast():
-            z, ents, pos = self.forward_model(x, None, positives=(t, means))
+            z, ents, pos = self.forward_model(x, sub, positives=(rows, means))
         manifold = self.model.manifold
         dists = self.model.distances(z, ents)
         d_pos = [manifold.dist(z, h) for h in pos]
         gwh = self.cfg.loss.loss == "gwh"
-        km = self._geo_km(coords) if gwh else [None] * len(ents)
-        total, per_level = self.loss_fn(dists, list(t.T), km, d_pos)
+        km = self._geo_km(coords, sub) if gwh else [None] * len(ents)
+        total, per_level = self.loss_fn(dists, list(t.T), km, d_pos, offsets)
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
 
