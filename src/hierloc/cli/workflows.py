@@ -115,6 +115,8 @@ def demo_cmd(
                 "run.val_every=20",
                 "model.feature_skip=true",
                 "model.anchor_std=0.01",
+                "model.loo_means=true",
+                "run.keep_best=false",
             ],
             "geosurge_set": [
                 "model.rgb_dim=32",
