@@ -66,13 +66,10 @@ class HierLocTrainer(Trainer):
             self.loo = LeaveOneOutMeans(split.features, split.targets, model.entity_counts)
         return model, GWHInfoNCE(self.cfg.loss)
 
-    def _geo_km(self, coords: torch.Tensor, subsets=None) -> list[torch.Tensor]:
-        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each);
-        ``subsets``: per level, only these entities (``None``: all)."""
+    def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
+        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each)."""
         xyz = unit_vectors(coords[:, 0], coords[:, 1])  # (B, 3) float64
-        subsets = subsets or [None] * len(self.entity_xyz)
-        pairs = zip(self.entity_xyz, subsets, strict=True)
-        return [pairwise_km(xyz, e if s is None else e[s]).float() for e, s in pairs]
+        return [pairwise_km(xyz, e).float() for e in self.entity_xyz]
 
     def train_step(self) -> dict:
         """One optimizer step on ``batch_size`` images (this process's share of it)."""
@@ -140,39 +137,37 @@ class HierLocTrainer(Trainer):
         batch; the loss of each level runs through :func:`~hierloc.losses.fused.fused_level_loss`,
         which never holds more than a tile of the ``B × E`` matrices.
         """
-        if self.loo is not None:
-            return self._backward_loo(x, t, coords, subsets, offsets)
         ent_xyz = self.entity_xyz
         if subsets is not None:
             subsets = [None if s is None else s.to(self.device) for s in subsets]
             ent_xyz = [e if s is None else e[s] for e, s in zip(ent_xyz, subsets, strict=True)]
+        img_xyz = unit_vectors(coords[:, 0], coords[:, 1])
+        if self.loo is not None:
+            return self._backward_loo(x, t, img_xyz, ent_xyz, subsets, offsets)
         with self._autocast():
             z, ents = self.forward_model(x, subsets)
-        img_xyz = unit_vectors(coords[:, 0], coords[:, 1])
         total, per_level = self.loss_fn.points_loss(
             self.model.manifold, z, ents, list(t.T), img_xyz, ent_xyz, offsets
         )
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
 
-    def _backward_loo(self, x, t, coords, subsets=None, offsets=None):
+    def _backward_loo(self, x, t, img_xyz, ent_xyz, subsets, offsets):
         """:meth:`backward` with ``model.loo_means``: the positives embedded with their
         leave-one-out means, the loss on the dense ``B × E`` distances of each level (``E``:
         the sampled entities with ``subsets``) with the positive column replaced."""
         subsets = subsets or [None] * len(t.T)
         rows = torch.stack(  # the positives' entity rows (t holds positions in the samples)
-            [tl if s is None else s.to(tl.device)[tl] for tl, s in zip(t.T, subsets, strict=True)],
-            1,
+            [tl if s is None else s[tl] for tl, s in zip(t.T, subsets, strict=True)], 1
         )
         means = [m.to(self.device) for m in self.loo(x, rows)]
-        sub = [None if s is None else s.to(self.device) for s in subsets]
         with self._autocast():
-            z, ents, pos = self.forward_model(x, sub, positives=(rows, means))
-        manifold = self.model.manifold
+            z, ents, pos = self.forward_model(x, subsets, positives=(rows, means))
         dists = self.model.distances(z, ents)
-        d_pos = [manifold.dist(z, h) for h in pos]
-        gwh = self.cfg.loss.loss == "gwh"
-        km = self._geo_km(coords, sub) if gwh else [None] * len(ents)
+        d_pos = [self.model.manifold.dist(z, h) for h in pos]
+        km = [None] * len(ents)
+        if self.cfg.loss.loss == "gwh":
+            km = [pairwise_km(img_xyz, e).float() for e in ent_xyz]
         total, per_level = self.loss_fn(dists, list(t.T), km, d_pos, offsets)
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
