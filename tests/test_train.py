@@ -528,7 +528,7 @@ def test_validation_loss_and_geoscore_as_brute_force(setup):
     training (unknown targets have no loss and leave the denominator); val_geoscore: the mean
     GeoScore of the best path over every root-to-leaf path (a validation beam wider than any
     level makes beam search exhaustive)."""
-    from hierloc.geo.haversine import haversine_km
+    from hierloc.geo.haversine import haversine_km, unit_vectors
 
     data = load_training_data(setup / "h", setup / "store", setup / "val.parquet")
     over = SMALL + ["model.dropout=0.0", "run.val_beam=1000"]
@@ -538,7 +538,7 @@ def test_validation_loss_and_geoscore_as_brute_force(setup):
     with torch.no_grad():
         z, ents = tr.model(v.features)
         dists = tr.model.distances(z, ents)
-    km = tr._geo_km(v.coords)
+    km = tr._geo_km(unit_vectors(v.coords[:, 0], v.coords[:, 1]), tr.entity_xyz)
     total, pairs = 0.0, 0
     for k, d in enumerate(dists):
         known = v.targets[:, k] >= 0

@@ -66,10 +66,11 @@ class HierLocTrainer(Trainer):
             self.loo = LeaveOneOutMeans(split.features, split.targets, model.entity_counts)
         return model, GWHInfoNCE(self.cfg.loss)
 
-    def _geo_km(self, coords: torch.Tensor) -> list[torch.Tensor]:
-        """``[(B, E_ℓ)]`` great-circle km from each image to each entity (one matmul each)."""
-        xyz = unit_vectors(coords[:, 0], coords[:, 1])  # (B, 3) float64
-        return [pairwise_km(xyz, e).float() for e in self.entity_xyz]
+    @staticmethod
+    def _geo_km(img_xyz: torch.Tensor, ent_xyz: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``[(B, E_ℓ)]`` great-circle km from each image's unit vector to each entity's of
+        every level (one matmul each)."""
+        return [pairwise_km(img_xyz, e).float() for e in ent_xyz]
 
     def train_step(self) -> dict:
         """One optimizer step on ``batch_size`` images (this process's share of it)."""
@@ -167,7 +168,7 @@ class HierLocTrainer(Trainer):
         d_pos = [self.model.manifold.dist(z, h) for h in pos]
         km = [None] * len(ents)
         if self.cfg.loss.loss == "gwh":
-            km = [pairwise_km(img_xyz, e).float() for e in ent_xyz]
+            km = self._geo_km(img_xyz, ent_xyz)
         total, per_level = self.loss_fn(dists, list(t.T), km, d_pos, offsets)
         total.backward()
         return float(total.detach()), [float(v.detach()) for v in per_level]
@@ -202,7 +203,7 @@ class HierLocTrainer(Trainer):
             with self._autocast():
                 z = self.model.image_embeddings(x, context=ctx)
             dists = self.model.distances(z, ents)
-            km = self._geo_km(coords)
+            km = self._geo_km(unit_vectors(coords[:, 0], coords[:, 1]), self.entity_xyz)
             for k, d in enumerate(dists):
                 correct = d.argmin(dim=1) == t[:, k]
                 known = t[:, k] >= 0
