@@ -70,9 +70,9 @@ def main() -> None:
     ap.add_argument("--patch", type=int, default=32, help="the benchmark's patch (pixels)")
     args = ap.parse_args()
     if args.output.exists():
-        raise SystemExit(f"{args.output} exists; choose a new folder")
+        ap.error(f"{args.output} exists; choose a new folder")
     if args.n < 0:
-        raise SystemExit(f"-n must be 0 (all) or positive, got {args.n}")
+        ap.error(f"-n must be 0 (all) or positive, got {args.n}")
 
     locs = pool_locations(args.pool, args.seed, args.block)
     rng = np.random.default_rng(1000 + args.seed)  # not the benchmark's own stream
