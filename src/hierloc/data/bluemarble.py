@@ -128,11 +128,11 @@ def _crop(grid: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
     return grid[row : row + size][:, cols]
 
 
-def assign_blocks(locs: pd.DataFrame, block: float, rng: np.random.Generator) -> dict[int, str]:
-    """The benchmark's split of the gallery's ``block``-degree cells: each cell holding a
-    location goes whole to train (80 %), val (5 %) or test (15 %) by one seeded permutation
-    (the first draw of ``rng``). Cells without a gallery location are in no split."""
-    block_id = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
+def assign_blocks(block_id: np.ndarray, rng: np.random.Generator) -> dict[int, str]:
+    """The benchmark's split of the gallery's grid blocks (``block_ids`` of its locations):
+    each block holding a location goes whole to train (80 %), val (5 %) or test (15 %) by one
+    seeded permutation (the first draw of ``rng``). Blocks without a gallery location are in
+    no split."""
     blocks = np.unique(block_id)
     shuffled = rng.permutation(blocks)
     cut1 = int(round(SPLIT_SHARES["train"] * len(blocks)))
@@ -219,8 +219,8 @@ def build(
     ) as tmp:
         rng = np.random.default_rng(seed)
         locs = load_locations()
-        split_of = assign_blocks(locs, block, rng)
         locs["block"] = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
+        split_of = assign_blocks(locs["block"].to_numpy(), rng)
         locs["split"] = [split_of[b] for b in locs["block"]]
         if split_by == "random":
             names = list(SPLIT_SHARES)
