@@ -1,7 +1,8 @@
-"""Probe (issue 13): larger held-out test sets than the benchmark's 1,000 test images, for the
-models trained on the demo's (or the full-size) training split. Every image lies in a grid block
-that no training or validation image of the benchmark (any size, the same seed and block) lies
-in, so nothing here was trained on or used to choose a recipe.
+"""Larger held-out test sets than the benchmark's own test split, for the models trained on a
+benchmark's training split. Every location lies in a test block of the benchmark or in a block
+that holds no gallery location, and every patch shares no pixel with any training or validation
+patch of the benchmark (checked against its stored pixel rectangles), so nothing here was
+trained on or used to choose a recipe.
 
 Two pools:
 
@@ -15,8 +16,8 @@ Two pools:
 Patches, maps and labels are made by the benchmark's own code (the same imagery, patch and
 offset rule); the folder is a data folder with ``test.parquet``:
 
-    python scripts/holdout.py -o runs/holdout/gallery --pool gallery
-    python scripts/holdout.py -o runs/holdout/cities --pool cities -n 5000
+    python scripts/holdout.py runs/demo/data -o runs/holdout/gallery --pool gallery
+    python scripts/holdout.py runs/demo/data -o runs/holdout/cities --pool cities -n 5000
     hierloc extract runs/holdout/cities/test.parquet -o runs/holdout/cities-features
     hierloc evaluate MODEL --data runs/holdout/cities --features runs/holdout/cities-features
 """
@@ -30,7 +31,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hierloc.data.bluemarble import assign_blocks, block_ids, label, load_locations, render
+from hierloc.data.bluemarble import (
+    assign_blocks,
+    block_ids,
+    label,
+    load_imagery,
+    load_locations,
+    paint,
+    patch_rectangles,
+    render,
+    windows,
+)
 from hierloc.data.writers import staged_folder
 from hierloc.geo.geonames import gazetteer_path
 
@@ -58,20 +69,37 @@ def pool_locations(pool: str, seed: int = 0, block: float = 4.0) -> pd.DataFrame
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("benchmark", type=Path, help="the benchmark folder (hierloc data bluemarble)")
     ap.add_argument("-o", "--output", type=Path, required=True, help="new folder (must not exist)")
     ap.add_argument("--pool", choices=("gallery", "cities"), required=True)
     ap.add_argument("-n", type=int, default=0, help="sample size (0: the whole pool)")
-    ap.add_argument("--seed", type=int, default=0, help="the benchmark's seed (its block split)")
-    ap.add_argument("--block", type=float, default=4.0, help="the benchmark's block (degrees)")
-    ap.add_argument("--patch", type=int, default=32, help="the benchmark's patch (pixels)")
     args = ap.parse_args()
+    manifest_path = args.benchmark / "manifest.json"
+    if not manifest_path.exists():
+        ap.error(
+            f"{args.benchmark}: no manifest.json; give a folder made by hierloc data bluemarble"
+        )
+    bench = json.loads(manifest_path.read_text())
+    if not bench.get("pixel_disjoint"):
+        ap.error(f"{args.benchmark}: not built pixel-disjoint; build it with --guard pixel")
     if args.output.exists():
         ap.error(f"{args.output} exists; choose a new folder")
     if args.n < 0:
         ap.error(f"-n must be 0 (all) or positive, got {args.n}")
 
-    locs = pool_locations(args.pool, args.seed, args.block)
-    rng = np.random.default_rng(1000 + args.seed)  # not the benchmark's own stream
+    seed, block, patch = bench["seed"], bench["block_degrees"], bench["patch_px"]
+    locs = pool_locations(args.pool, seed, block)
+    rng = np.random.default_rng(1000 + seed)  # not the benchmark's own stream
+    image = load_imagery(bench["imagery"])
+    h, w = image.shape[:2]
+    top, left = patch_rectangles(locs["latitude"], locs["longitude"], patch, w, h, rng)
+    seen = pd.read_parquet(args.benchmark / "metadata.parquet")
+    seen = seen[seen["split"] != "test"]
+    painted = np.zeros((h, w), bool)
+    paint(painted, seen["top"].to_numpy(), seen["left"].to_numpy(), patch, 1)
+    clear = np.array([not win.any() for win in windows(painted, top, left, patch)], dtype=bool)
+    locs = locs.assign(top=top, left=left)[clear]
+    print(f"{int((~clear).sum())} candidates dropped: their patch touches a train/val patch")
     if args.n and args.n < len(locs):
         locs = locs.iloc[np.sort(rng.choice(len(locs), args.n, replace=False))]
     locs = locs.reset_index(drop=True)
@@ -79,7 +107,7 @@ def main() -> None:
     locs["split"] = "test"
 
     with staged_folder(args.output, False, None) as tmp:
-        render(tmp, locs, "bmng.jpg", args.patch, rng)
+        render(tmp, locs, image, patch)
         out = label(locs)  # the benchmark's columns; locs keeps its pool column
         out["pool"] = locs["pool"].to_numpy()
         out.to_parquet(tmp / "test.parquet", index=False)
@@ -88,10 +116,11 @@ def main() -> None:
             "format": "hierloc-holdout",
             "version": 1,
             "pool": args.pool,
-            "imagery": "bmng.jpg",
-            "patch_px": args.patch,
-            "block_degrees": args.block,
-            "benchmark_seed": args.seed,
+            "imagery": bench["imagery"],
+            "patch_px": patch,
+            "block_degrees": block,
+            "benchmark": str(args.benchmark.resolve()),
+            "benchmark_seed": seed,
             "counts": {"test": len(out)},
             "pools": {k: int(v) for k, v in out["pool"].value_counts().items()},
             "blocks": int(out["block"].nunique()),

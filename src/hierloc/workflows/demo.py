@@ -75,7 +75,7 @@ CELLS_TAU_MAX = (1000, 400, 200, 80, 40, 30, 20)
 CELLS_TAU_MIN = 5
 SEMANTIC_SIZE = 28
 BASELINE_SET = ["epochs=10"]
-MODELS = ("hierloc", "geosurge", "knn", "classify", "regress", "zeroshot")
+MODELS = ("hierloc", "geosurge", "knn", "classify", "regress", "zeroshot", "prior")
 
 
 def run_demo(
