@@ -193,3 +193,28 @@ def test_compare_recomputes_exactly_what_changed(trained, tmp_path):  # noqa: F8
     third = times()
     changed = {k for k in second if second[k] != third[k]}
     assert changed == {"knn/eval", "zeroshot/eval"}
+
+
+def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_path):  # noqa: F811
+    """The prior ignores the image: one answer, the training location with the least summed
+    great-circle distance to the others (brute force over every pair), its city, confidence
+    the city's share of the training images."""
+    folder = train_baseline("prior", trained / "h", trained / "store", tmp_path / "p")
+    coords = data.train.coords.numpy().astype(np.float64)
+    n = len(coords)
+    total = [
+        sum(haversine_km(coords[i, 0], coords[i, 1], coords[j, 0], coords[j, 1]) for j in range(n))
+        for i in range(n)
+    ]
+    medoid = int(np.argmin(total))
+    rng = np.random.default_rng(0)
+    preds = BaselineLocator.load(folder).predict_features(
+        rng.normal(size=(7, data.image_dim)).astype(np.float32), top_k=5
+    )
+    city = int(data.train.targets[medoid, -1])
+    share = float((data.train.targets[:, -1] == city).float().mean())
+    for p in preds:
+        assert len(p.answers) == 1
+        assert (p.best.latitude, p.best.longitude) == pytest.approx(tuple(coords[medoid]))
+        assert p.best.places[-1].entity_id == data.entity_ids[-1][city]
+        assert p.best.confidence == pytest.approx(share)

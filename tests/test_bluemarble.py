@@ -328,3 +328,10 @@ def test_holdout_sets_share_no_pixel_with_the_benchmarks_train_or_val(bm, tmp_pa
     both = pd.concat([meta[meta["split"] != "test"], ho.assign(split="test")])
     shared = _shared_pixels(both)
     assert shared["test_vs_train"] == 0 and shared["test_vs_val"] == 0
+
+
+def test_pixel_guard_alone_also_shares_no_pixel(tmp_path):
+    build(tmp_path / "p", patch=24, block=4.0, seed=5, counts=COUNTS, guard="pixel")
+    meta = pd.read_parquet(tmp_path / "p" / "metadata.parquet")
+    assert meta["split"].value_counts().to_dict() == COUNTS
+    assert _shared_pixels(meta) == {"val_vs_train": 0, "test_vs_train": 0, "test_vs_val": 0}

@@ -38,11 +38,11 @@ def test_quick_demo_end_to_end_and_cached_rerun(tmp_path):
     res = runner.invoke(app, ["demo", "--quick", "-o", str(out)])
     assert res.exit_code == 0, res.output
     table = json.loads((out / "compare.json").read_text())
-    assert set(table) == {"hierloc", "geosurge", "knn", "classify", "regress", "zeroshot"}
+    assert set(table) == {"hierloc", "geosurge", "knn", "classify", "regress", "zeroshot", "prior"}
     floor = majority_geoscore(out / "data")
     for name, scores in table.items():
         assert scores["n"] == 80
-        if name != "regress":  # regression to coordinates is the weak baseline by design
+        if name not in ("regress", "prior"):  # regression is weak by design; prior by definition
             assert scores["geoscore"] > floor + 100, (name, scores["geoscore"], floor)
     report = (out / "report.md").read_text()
     for name in table:

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from hierloc import __version__
-from hierloc.errors import HierlocError, InputError
+from hierloc.errors import HierlocError, InputError, missing_dependency
 
 app = typer.Typer(
     name="hierloc",
@@ -87,6 +87,10 @@ def handles_errors(fn):
             if verbose:
                 raise
             _fail(f"{e.filename or ''}: {e.strerror or e}", 2)
+        except ModuleNotFoundError as e:  # an optional feature, or a damaged install
+            if verbose:
+                raise
+            _fail(str(missing_dependency(e.name, f"hierloc {fn.__name__.replace('_', ' ')}")), 2)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except Exception as e:  # a bug of ours: still one line unless --verbose

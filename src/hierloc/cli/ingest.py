@@ -370,11 +370,13 @@ def data_bluemarble(
     guard: Annotated[
         str,
         typer.Option(
-            help="pixel: no validation or test pixel in a training patch, no test pixel in a "
-            "validation patch (default); none: keep every location of each block, patches "
-            "near block borders then share pixels across splits (only to measure that leak)."
+            help="blocks (default): no validation or test pixel in a training patch, no test "
+            "pixel in a validation patch, and every held-out patch inside blocks of its own "
+            "split; pixel: the same guarantee with held-out patches anywhere in their blocks "
+            "(costs more training locations); none: every location of each block, so patches "
+            "near block borders share pixels across splits (only to measure that leak)."
         ),
-    ] = "pixel",
+    ] = "blocks",
     imagery: Annotated[str, typer.Option(help="bmng (Blue Marble) or shadedrelief.")] = "bmng",
     seed: Annotated[int, typer.Option(help="Seed of the split, sampling and offsets.")] = 0,
     overwrite: Annotated[

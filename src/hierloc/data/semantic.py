@@ -32,7 +32,7 @@ from hierloc.data.bluemarble import SEMANTIC_CLASSES
 from hierloc.data.extract import _summary, fingerprint
 from hierloc.data.features import FeatureStoreWriter, check_store_output
 from hierloc.data.images import Opener, collect_items, decode
-from hierloc.errors import HierlocError, InputError
+from hierloc.errors import HierlocError, InputError, missing_dependency
 
 log = logging.getLogger(__name__)
 PROVIDERS: dict[str, Callable[..., SegmentationProvider]] = {}
@@ -162,9 +162,7 @@ class OneFormer(SegmentationProvider):
         try:
             import transformers
         except ImportError as e:
-            raise HierlocError(
-                "the oneformer provider needs transformers: pip install transformers"
-            ) from e
+            raise missing_dependency(e.name, "the oneformer segmentation provider") from e
         local = Path(ref).expanduser()
         kwargs = {"local_files_only": True} if local.exists() else {}
         source = str(local) if local.exists() else ref

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from hierloc.encoders.base import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, Preprocess
-from hierloc.errors import HierlocError
+from hierloc.errors import HierlocError, missing_dependency
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ class HFImageEncoder(ImageEncoder):
         try:
             import transformers
         except ImportError as e:
-            raise HierlocError(
-                f"image encoder {spec!r} needs transformers: pip install transformers"
-            ) from e
+            raise missing_dependency(e.name, f"image encoder {spec!r}") from e
         local = Path(ref).expanduser()
         kwargs = {"local_files_only": True} if local.exists() else {}
         source = str(local) if local.exists() else ref
@@ -115,7 +113,7 @@ class TimmImageEncoder(ImageEncoder):
         try:
             import timm
         except ImportError as e:
-            raise HierlocError(f"image encoder {spec!r} needs timm: pip install timm") from e
+            raise missing_dependency(e.name, f"image encoder {spec!r}") from e
         name, _, weights = ref.partition("@")
         try:
             if weights:
@@ -160,9 +158,7 @@ class OpenClipImageEncoder(ImageEncoder):
         try:
             import open_clip
         except ImportError as e:
-            raise HierlocError(
-                f"image encoder {spec!r} needs open_clip: pip install open-clip-torch"
-            ) from e
+            raise missing_dependency(e.name, f"image encoder {spec!r}") from e
         arch, _, pretrained = ref.partition(":")
         try:
             model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=pretrained or None)

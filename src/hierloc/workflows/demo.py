@@ -28,13 +28,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from hierloc.data.bluemarble import basemap_dir, gallery_path
 from hierloc.data.bluemarble import build as build_bluemarble
 from hierloc.data.cells import build_cells
 from hierloc.data.extract import extract
 from hierloc.data.semantic import build_semantic_store
 from hierloc.data.writers import folder_kind, write_file_atomic
 from hierloc.encoders import create_image_encoder, create_text_encoder
-from hierloc.eval.maps import prediction_map
+from hierloc.eval.plots import examples_plot
 from hierloc.geo.haversine import haversine_km
 from hierloc.hierarchy.pipeline import build_hierarchy
 from hierloc.locate import load_locator
@@ -89,6 +90,7 @@ def run_demo(
     cells_tau: tuple[tuple[int, ...], int] | None = None,
 ) -> dict:
     """Run (or reuse) every stage; returns ``{"compare": {model: metrics}, "examples": …}``."""
+    gallery_path(), basemap_dir()  # the benchmark's inputs, checked before anything is made
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = counts or DEMO_COUNTS
@@ -179,19 +181,23 @@ def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
 
 
 def _examples(out: Path, data: Path, feats: Path, n: int) -> list[dict]:
-    """A few test images: the truth and HierLoc's top answer, with names; and their map."""
+    """A few test images: the truth and HierLoc's top answer, with names; and their picture."""
     test = pd.read_parquet(data / "test.parquet").sample(n=n, random_state=0)
     geo = load_locator(out / "compare" / "hierloc" / "model")
     x, ok = geo.inputs_for(test["id"].to_numpy(dtype=object), feats)
     test = test[ok]
     preds = geo.predict_features(x, test["id"].tolist(), top_k=3)
-    prediction_map(preds, out / "examples.png")
     rows = []
     for (_, t), p in zip(test.iterrows(), preds, strict=True):
         a = p.best
         rows.append(
             {
                 "id": p.id,
+                "image": str(data / t["path"]),
+                "true_lat": float(t["latitude"]),
+                "true_lon": float(t["longitude"]),
+                "pred_lat": float(a.latitude),
+                "pred_lon": float(a.longitude),
                 "truth": ", ".join(str(v) for v in (t["city"], t["region"], t["country_name"])),
                 "predicted": ", ".join(pl.name for pl in reversed(a.places)),
                 "error_km": float(
@@ -201,6 +207,7 @@ def _examples(out: Path, data: Path, feats: Path, n: int) -> list[dict]:
                 "country_confidence": a.level_confidence.get("country", float("nan")),
             }
         )
+    examples_plot(rows, out / "examples.png", "HierLoc on test photos: true place → top answer")
     return rows
 
 
