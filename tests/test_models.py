@@ -117,6 +117,32 @@ def test_geometry_stays_float32_under_bf16_autocast():
     assert all(torch.isfinite(x).all() for x in d)
 
 
+def test_the_image_tangent_is_summed_in_float32_under_bf16_autocast():
+    """Under autocast the MLPs' outputs are bf16, but the tangent they add up to (scaled
+    delta + skip + attention residual) is summed in float32 before expmap0: the point equals
+    expmap0 of the float32 sum of the same bf16 terms (a bf16 sum is off by ~2⁻⁹ relative)."""
+    torch.manual_seed(0)
+    cfg = HierLocConfig(dim=16, hidden=32, heads=4, feature_skip=True)
+    model = create_model("hierloc", cfg, 16, tables())
+    with torch.no_grad():  # zero at initialisation: give every term of the sum a value
+        for p in [*model.image_out.parameters(), *model.fuse.parameters()]:
+            p.normal_(0, 0.05)
+    model.eval()  # no dropout: the same terms twice
+    x = torch.randn(6, 16)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        ents = model.entity_embeddings()
+        ctx = model.entity_context(ents)
+        z = model.image_embeddings(x, context=ctx)
+        delta = model.image_out(model.image_mlp(x))
+        skip = model.skip(x)
+        u = model.log_alpha_img.exp().float() * delta.float() + skip.float()
+        att = [a.attend(u, kv) for a, kv in zip(model.attn, ctx, strict=True)]
+        u = u + model.fuse(torch.cat(att, dim=1)).float()
+    assert delta.dtype == torch.bfloat16  # the MLPs did run in bf16
+    want = model.manifold.expmap0(u, overflow="clip")
+    assert torch.allclose(z, want, rtol=1e-6, atol=1e-6)
+
+
 SKIP = HierLocConfig(dim=16, hidden=32, heads=4, feature_skip=True, anchor_std=1e-6)
 
 

@@ -201,17 +201,19 @@ class HierLocQuery(nn.Module):
     ) -> torch.Tensor:
         """``Z*`` for image features ``(B, D_img)``, ``(B, d+1)``; attention reads ``context``
         (from :meth:`entity_context`), computed from ``entities`` when not given."""
-        delta = self.image_out(self.image_mlp(features))
-        u = self.log_alpha_img.exp() * delta  # (B, d) tangent
+        # the MLPs may run in bf16 under autocast; the tangent they add up to is float32, so
+        # expmap0 gets every bit of the sum (STYLE: geometry in float32 or float64)
+        delta = self.image_out(self.image_mlp(features)).float()
+        u = self.log_alpha_img.exp().float() * delta  # (B, d) tangent
         if self.config.feature_skip:
-            u = u + self.skip(features)
+            u = u + self.skip(features).float()
         if self.config.attention:
             if context is None:
                 if entities is None:
                     raise ValueError("attention needs the entity embeddings or their context")
                 context = self.entity_context(entities)
             ctx = [att.attend(u, kv) for att, kv in zip(self.attn, context, strict=True)]
-            u = u + self.fuse(torch.cat(ctx, dim=1))  # residual in the tangent space
+            u = u + self.fuse(torch.cat(ctx, dim=1)).float()  # residual in the tangent space
         return self.manifold.expmap0(u, overflow="clip")
 
 
