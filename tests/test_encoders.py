@@ -101,10 +101,10 @@ def test_missing_weights_and_packages_are_clear_errors(monkeypatch):
     with pytest.raises(HierlocError, match=r"hf:facebook/dinov2-base.*weights not found.*hf:DIR"):
         create_image_encoder("hf:facebook/dinov2-base")
     monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
-    with pytest.raises(HierlocError, match="needs timm: pip install timm"):
+    with pytest.raises(HierlocError, match=r"'timm', not installed: pip install 'hierloc\[timm\]'"):
         create_image_encoder("timm:vit_large_patch14_dinov2")
     monkeypatch.setitem(sys.modules, "open_clip", None)
-    with pytest.raises(HierlocError, match="pip install open-clip-torch"):
+    with pytest.raises(HierlocError, match=r"pip install 'hierloc\[openclip\]'"):
         create_image_encoder("open_clip:ViT-L-14:openai")
     with pytest.raises(HierlocError, match="Did you mean 'efficientnet-lite2'"):
         create_image_encoder("efficientnet-lite1")
