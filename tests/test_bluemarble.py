@@ -335,3 +335,9 @@ def test_pixel_guard_alone_also_shares_no_pixel(tmp_path):
     meta = pd.read_parquet(tmp_path / "p" / "metadata.parquet")
     assert meta["split"].value_counts().to_dict() == COUNTS
     assert _shared_pixels(meta) == {"val_vs_train": 0, "test_vs_train": 0, "test_vs_val": 0}
+
+
+def test_a_negative_seed_is_one_line(tmp_path):
+    res = runner.invoke(app, ["data", "bluemarble", "-o", str(tmp_path / "s"), "--seed", "-1"])
+    assert res.exit_code == 2 and "--seed must be a whole number ≥ 0" in res.output
+    assert not (tmp_path / "s").exists()

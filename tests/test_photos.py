@@ -67,3 +67,29 @@ def test_gps_without_hemisphere_references_is_rejected_not_read_as_north_east(tm
     assert list(pd.read_parquet(out)["id"]) == ["ok"]
     rejects = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path")
     assert "without GPSLatitudeRef and GPSLongitudeRef" in rejects.loc["noref.jpg", "reason"]
+
+
+def test_zero_denominators_and_duplicate_ids_are_rejected_with_their_reason(tmp_path):
+    from PIL.TiffImagePlugin import IFDRational
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    ok = {1: "N", 2: (48.0, 51.0, 29.6), 3: "E", 4: (2.0, 17.0, 40.2)}
+    zero = IFDRational(1, 0)
+    photo(d / "zeroden.jpg", {1: "N", 2: (zero, 0.0, 0.0), 3: "E", 4: (2.0, 21.0, 0.0)})
+    photo(d / "zeroall.jpg", {1: "N", 2: (zero, zero, zero), 3: "E", 4: (zero, zero, zero)})
+    photo(d / "x.jpg", ok)
+    photo(d / "x.jpeg", ok)
+    photo(d / "y.jpg", ok)
+    out = tmp_path / "meta.parquet"
+    res = runner.invoke(app, ["data", "from-photos", str(d), "-o", str(out), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["photos"], summary["with_gps"], summary["rejected"]) == (5, 1, 4)
+    assert summary["rejected_by_reason"] == {"duplicate id": 2, "malformed GPS": 2}
+    df = pd.read_parquet(out)
+    assert list(df["id"]) == ["y"] and df[["latitude", "longitude"]].notna().all().all()
+    rejects = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path")
+    assert "zero denominator" in rejects.loc["zeroden.jpg", "reason"]
+    assert "zero denominator" in rejects.loc["zeroall.jpg", "reason"]
+    assert "duplicate id 'x' (also x.jpg)" in rejects.loc["x.jpeg", "reason"]

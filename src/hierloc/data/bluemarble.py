@@ -358,6 +358,8 @@ def build(
         raise HierlocError(f"--guard must be one of {list(GUARDS)}, got {guard!r}")
     if not 8 <= patch <= 512 or not 0.5 <= block <= 90:
         raise HierlocError("--patch must be in [8, 512] pixels and --block in [0.5, 90] degrees")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise HierlocError(f"--seed must be a whole number ≥ 0, got {seed!r}")
     out = Path(out)
     with staged_folder(
         out, overwrite, ("hierloc-bluemarble",), inputs=[gallery_path(), basemap_dir()]

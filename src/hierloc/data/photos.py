@@ -11,6 +11,8 @@ reason and are counted — never silently dropped.
 from __future__ import annotations
 
 import csv
+import math
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -30,8 +32,15 @@ DATETIME_ORIGINAL = 0x9003
 def _dms(value) -> float:
     """EXIF (deg, min, sec) rationals → degrees; a single number is taken as degrees."""
     if isinstance(value, int | float):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"GPS value {value!r} is not a number (a zero denominator?)")
         return float(value)
     parts = [float(v) for v in value]
+    if not all(math.isfinite(p) for p in parts):
+        raise ValueError(
+            f"GPS degrees/minutes/seconds {tuple(str(v) for v in value)} are not numbers "
+            "(a rational with a zero denominator)"
+        )
     if len(parts) != 3 or any(p < 0 for p in parts) or parts[1] >= 60 or parts[2] >= 60:
         raise ValueError(f"not degrees/minutes/seconds: {tuple(value)}")
     return parts[0] + parts[1] / 60 + parts[2] / 3600
@@ -75,25 +84,41 @@ def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | No
     kinds: Counter = Counter()
     for p in files:
         rel = p.relative_to(folder).as_posix()
-        try:
-            with Image.open(p) as img:
-                exif = img.getexif()
-            lat, lon = gps_from_exif(exif)
-        except (UnidentifiedImageError, OSError) as e:
-            bad.append((rel, f"unreadable image: {e}"))
-            kinds["unreadable image"] += 1
-            continue
-        except (ValueError, TypeError, ZeroDivisionError) as e:
-            reason = str(e) or type(e).__name__
-            bad.append((rel, reason))
-            kinds["no GPS" if reason.startswith("no GPS") else "malformed GPS"] += 1
-            continue
+        with warnings.catch_warnings(record=True) as caught:  # Pillow's "Corrupt EXIF data"
+            warnings.simplefilter("always")
+            try:
+                with Image.open(p) as img:
+                    exif = img.getexif()
+                lat, lon = gps_from_exif(exif)
+            except (UnidentifiedImageError, OSError) as e:
+                bad.append((rel, f"unreadable image: {e}"))
+                kinds["unreadable image"] += 1
+                continue
+            except (ValueError, TypeError, ZeroDivisionError) as e:
+                reason = str(e) or type(e).__name__
+                if caught:  # the GPS was unreadable because the EXIF is damaged: say so
+                    reason = f"{reason} ({' '.join(str(caught[0].message).split())})"
+                bad.append((rel, reason))
+                kinds["no GPS" if reason.startswith("no GPS") else "malformed GPS"] += 1
+                continue
         taken = exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL) or exif.get(0x0132)
         rows["id"].append(rel.rsplit(".", 1)[0])
         rows["latitude"].append(lat)
         rows["longitude"].append(lon)
         rows["path"].append(rel)
         rows["captured_at"].append(str(taken) if taken else None)
+    seen = Counter(rows["id"])
+    if any(n > 1 for n in seen.values()):  # x.jpg and x.jpeg: one id, two photos
+        keep = [seen[i] == 1 for i in rows["id"]]
+        by_id: dict[str, list[str]] = {}
+        for i, rel in zip(rows["id"], rows["path"], strict=True):
+            by_id.setdefault(i, []).append(rel)
+        for i, rel in zip(rows["id"], rows["path"], strict=True):
+            if seen[i] > 1:
+                others = ", ".join(r for r in by_id[i] if r != rel)
+                bad.append((rel, f"duplicate id {i!r} (also {others}): rename one of them"))
+                kinds["duplicate id"] += 1
+        rows = {k: [v for v, ok in zip(col, keep, strict=True) if ok] for k, col in rows.items()}
     with AtomicTableWriter(output) as writer:
         types = {k: pa.float64() if k in ("latitude", "longitude") else pa.string() for k in rows}
         writer.write(pa.table({k: pa.array(v, types[k]) for k, v in rows.items()}))
