@@ -218,3 +218,29 @@ def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_pa
         assert (p.best.latitude, p.best.longitude) == pytest.approx(tuple(coords[medoid]))
         assert p.best.places[-1].entity_id == data.entity_ids[-1][city]
         assert p.best.confidence == pytest.approx(share)
+
+
+def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path):  # noqa: F811
+    """A metadata file's rows are chosen by its split column; a split it does not have, a
+    file with a split column and no --split, or --split on a file without the column is one
+    line, exit 2 — never every row scored as if they were that split."""
+    knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    meta = pd.read_parquet(trained / "train.parquet")
+    with_split = meta.assign(split=np.where(np.arange(len(meta)) % 3 == 0, "test", "train"))
+    f = tmp_path / "m.parquet"
+    with_split.to_parquet(f)
+    res = runner.invoke(app, ["evaluate", str(knn), "--data", str(f), "--split", "val"])
+    assert res.exit_code == 2 and "no row of" in res.output and "test, train" in res.output
+    res = runner.invoke(app, ["evaluate", str(knn), "--data", str(f)])
+    assert res.exit_code == 2 and "choose the rows to score with --split" in res.output
+    out = tmp_path / "ev"
+    res = runner.invoke(
+        app, ["evaluate", str(knn), "--data", str(f), "--split", "test", "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == int((with_split["split"] == "test").sum()) and metrics["split"] == "test"
+    plain = tmp_path / "plain.parquet"
+    meta.to_parquet(plain)
+    res = runner.invoke(app, ["evaluate", str(knn), "--data", str(plain), "--split", "test"])
+    assert res.exit_code == 2 and "has no 'split' column" in res.output

@@ -81,7 +81,14 @@ def echo_summary(summary: dict, fmt: OutputFormat) -> None:
 HierarchyOpt = Annotated[Path, typer.Option(help="Hierarchy folder (training split).")]
 FeaturesOpt = Annotated[Path, typer.Option(help="Feature store with every split's images.")]
 DataOpt = Annotated[Path, typer.Option(help="Data folder with {split}.parquet, or a file.")]
-SplitOpt = Annotated[str, typer.Option(help="Split to evaluate.")]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Split to evaluate: a data folder's file (default test), or a metadata file's rows "
+        "by its split column.",
+        show_default=False,
+    ),
+]
 CellsOpt = Annotated[
     Path | None, typer.Option(help="GeoSURGE: cells folder (hierloc cells build).")
 ]

@@ -164,7 +164,15 @@ def evaluate_cmd(
             "data bluemarble's), or a metadata file."
         ),
     ],
-    split: Annotated[str, typer.Option(help="Which split of the data folder.")] = "test",
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="A data folder's split file (default test), or the rows of a metadata file "
+            "whose split column has this value (a file with a split column needs it; a file "
+            "without one is scored whole).",
+            show_default=False,
+        ),
+    ] = None,
     features: Annotated[
         Path | None,
         typer.Option(
@@ -192,7 +200,7 @@ def evaluate_cmd(
     from hierloc.data.writers import check_not_input
     from hierloc.eval.evaluate import evaluate, report_markdown
 
-    out = output or (model / f"eval-{split}")
+    out = output or (model / f"eval-{split or ('all' if data.is_file() else 'test')}")
     check_not_input(out, [model, data, features, semantic])
     metrics = evaluate(
         model, data, out, split=split, features=features, beam=beam, semantic=semantic

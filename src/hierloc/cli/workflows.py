@@ -35,7 +35,7 @@ def compare_cmd(
         ),
     ] = "hierloc,knn,classify,regress,zeroshot",
     val: Annotated[Path | None, typer.Option(help="Validation metadata for HierLoc.")] = None,
-    split: SplitOpt = "test",
+    split: SplitOpt = None,
     config: Annotated[Path | None, typer.Option(help="HierLoc YAML config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="HierLoc override (repeatable).")
@@ -149,7 +149,7 @@ def ablate_cmd(
     data: DataOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Ablation folder.")],
     val: Annotated[Path | None, typer.Option(help="Validation metadata.")] = None,
-    split: SplitOpt = "test",
+    split: SplitOpt = None,
     config: Annotated[Path | None, typer.Option(help="Base HierLoc YAML config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Base config override (repeatable).")

@@ -49,11 +49,13 @@ OSV5M = {
 }
 
 
-def split_file(data: str | Path, split: str) -> Path:
-    """``DATA/{split}.parquet`` (or .csv) for a data folder, or ``data`` itself for a file."""
+def split_file(data: str | Path, split: str | None) -> Path:
+    """``DATA/{split}.parquet`` (or .csv; ``test`` when None) for a data folder, or ``data``
+    itself for a file (its rows are chosen by :func:`split_rows`)."""
     data = Path(data)
     if data.is_file():
         return data
+    split = split or "test"
     for ext in (".parquet", ".csv"):
         if (data / f"{split}{ext}").exists():
             return data / f"{split}{ext}"
@@ -61,6 +63,33 @@ def split_file(data: str | Path, split: str) -> Path:
         f"{data}: no {split}.parquet or {split}.csv; give the data folder of "
         "hierloc data bluemarble or a metadata file"
     )
+
+
+def split_rows(raw: pd.DataFrame, path: Path, split: str | None) -> set[str] | None:
+    """The ids of a metadata file's rows to score: those whose ``split`` column equals
+    ``split``; every row when the file has no ``split`` column and none was asked for (None).
+    A file with a ``split`` column needs ``split``, and ``split`` needs the column: never a
+    silent choice."""
+    if "split" not in raw.columns:
+        if split is not None:
+            raise InputError(
+                f"--split {split}: {path} has no 'split' column, so its rows cannot be chosen by "
+                "split; leave --split out to score every row, or give the data folder"
+            )
+        return None
+    values = sorted(str(v) for v in raw["split"].dropna().unique())
+    if split is None:
+        raise InputError(
+            f"{path} has a 'split' column ({', '.join(values)}): choose the rows to score with "
+            "--split"
+        )
+    chosen = raw.loc[raw["split"].astype(str) == split, "id"].astype(str)
+    if chosen.empty:
+        raise InputError(
+            f"--split {split}: no row of {path} has split {split!r} (its split column holds: "
+            f"{', '.join(values) or 'nothing'})"
+        )
+    return set(chosen)
 
 
 def osv5m_truth(frame: pd.DataFrame, raw: pd.DataFrame | None) -> tuple[pd.DataFrame, str]:
@@ -123,22 +152,30 @@ def evaluate(
     model: str | Path,
     data: str | Path,
     output: str | Path,
-    split: str = "test",
+    split: str | None = "test",
     features: str | Path | None = None,
     beam: int = 10,
     search: str = "beam",
     semantic: str | Path | None = None,
 ) -> dict:
-    """Predict every image of the split, score with both protocols, write the report."""
-    predictor = load_locator(model)
+    """Predict every image of the split, score with both protocols, write the report.
+    ``split`` names a data folder's file (``test`` when None), or a metadata file's rows by
+    its ``split`` column (every row when None and the file has no such column)."""
     path = split_file(data, split)
     bad: list = []
-    truth = metadata_entities(path, rejected=bad)
+    truth = metadata_entities(path, rejected=bad)  # reads and checks the whole file
+    truth["id"] = truth["id"].astype(str)
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    chosen = split_rows(raw, path, split) if path == Path(data) else None
+    split = split if split is not None or path == Path(data) else "test"
+    predictor = load_locator(model)
+    if chosen is not None:
+        truth = truth[truth["id"].isin(chosen)].reset_index(drop=True)
+        bad = [b for b in bad if str(b[1]) in chosen]
+        raw = raw[raw["id"].astype(str).isin(chosen)]
     if truth.empty:
         raise InputError(f"{path}: no labelled records to evaluate")
-    truth["id"] = truth["id"].astype(str)
     store = features or predictor.manifest.get("features")
-    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     ids = truth["id"].to_numpy(dtype=object)
     feats, ok = predictor.inputs_for(ids, features, semantic)
     missing = pd.DataFrame({"id": ids[~ok], "reason": f"no features (or semantic map) in {store}"})

@@ -212,7 +212,7 @@ def ablate(
     data: Path,
     output: Path,
     val: Path | None = None,
-    split: str = "test",
+    split: str | None = None,
     config: Path | None = None,
     base: list[str] | None = None,
     tables: list[int | str] | None = None,

@@ -151,11 +151,13 @@ def evaluate_model(
     model_dir: Path,
     data: Path,
     out: Path,
-    split: str,
+    split: str | None,
     features: Path | None,
     search: str = "beam",
     beam: int = 10,
 ) -> dict:
+    if split is None and not Path(data).is_file():
+        split = "test"  # a data folder's default split (evaluate's rule), in the stage key
     manifest = (model_dir / "manifest.json").read_text()
     key = {
         "manifest": manifest,
@@ -181,7 +183,7 @@ def compare(
     data: Path,
     output: Path,
     val: Path | None = None,
-    split: str = "test",
+    split: str | None = None,
     config: Path | None = None,
     overrides: dict[str, list[str]] | None = None,
     device: str = "cpu",
@@ -223,7 +225,7 @@ def compare(
             on_step=progress,
             geosurge=geosurge,
         )
-        say(f"{name}: evaluating on {split}")
+        say(f"{name}: evaluating on {split or ('every row' if data.is_file() else 'test')}")
         results[name] = evaluate_model(
             model_dir, data, output / name / "eval", split, None if is_geosurge(name) else features
         )
