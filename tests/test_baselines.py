@@ -244,3 +244,15 @@ def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path
     meta.to_parquet(plain)
     res = runner.invoke(app, ["evaluate", str(knn), "--data", str(plain), "--split", "test"])
     assert res.exit_code == 2 and "has no 'split' column" in res.output
+
+
+def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path):  # noqa: F811
+    knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    meta = pd.read_parquet(trained / "train.parquet")[["id", "latitude", "longitude"]]
+    f = tmp_path / "coords_only.csv"
+    meta.to_csv(f, index=False)
+    out = tmp_path / "ev"
+    res = runner.invoke(app, ["evaluate", str(knn), "--data", str(f), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == len(meta) and metrics["entity"]["acc_country"] is not None
