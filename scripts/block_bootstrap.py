@@ -1,4 +1,4 @@
-"""Probe (issue 13): how far apart two models' GeoScores are on one split, beyond what the
+"""How far apart two models' GeoScores are on one split, beyond what the
 split's few geographic blocks can resolve. The benchmark's held-out splits are whole 4° blocks
 (the demo's test split: 1,000 images in ~70 blocks, the largest a quarter of them), so images
 of a block are not independent; this resamples *blocks* with replacement (paired: both models

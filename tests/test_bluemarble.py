@@ -341,3 +341,21 @@ def test_a_negative_seed_is_one_line(tmp_path):
     res = runner.invoke(app, ["data", "bluemarble", "-o", str(tmp_path / "s"), "--seed", "-1"])
     assert res.exit_code == 2 and "--seed must be a whole number ≥ 0" in res.output
     assert not (tmp_path / "s").exists()
+
+
+def test_held_out_samples_are_spread_evenly_over_their_blocks():
+    """No block gives more than one row above another block that still had rows to give."""
+    from hierloc.data.bluemarble import _take_spread
+
+    rng = np.random.default_rng(1)
+    block = rng.choice(12, size=400, p=np.r_[0.5, np.full(11, 0.5 / 11)])
+    pool = np.arange(400) * 3  # row ids are not positions
+    for n in (5, 37, 120, 399):
+        got = _take_spread(rng, pool, block, n)
+        assert len(got) == n == len(set(got)) and set(got) <= set(pool)
+        taken = np.bincount(block[got // 3], minlength=12)
+        have = np.bincount(block, minlength=12)
+        for a in range(12):
+            for b in range(12):
+                if taken[b] < have[b]:  # b was not exhausted
+                    assert taken[a] <= taken[b] + 1, (n, taken, have)

@@ -228,6 +228,27 @@ def windows(grid: np.ndarray, top, left, size: int):
         yield _crop(grid, int(t), int(lft), size)
 
 
+def _take_spread(
+    rng: np.random.Generator, pool: np.ndarray, block: np.ndarray, n: int | None
+) -> np.ndarray:
+    """A sorted seeded sample of ``n`` of ``pool`` spread evenly over its blocks: blocks in a
+    seeded order, one row from each in turn (each block's rows in a seeded order) until ``n``
+    are taken, so no block gives more than one row above any other that still has rows. A
+    held-out split's blocks are its unit of independence (spatial autocorrelation): spreading
+    the sample keeps a few photo-dense blocks from deciding every comparison."""
+    if n is None or n >= len(pool):
+        return np.sort(pool)
+    order = rng.permutation(len(pool))
+    pool, block = pool[order], block[order]
+    rank = np.zeros(len(pool), np.int64)  # position of each row within its block's order
+    for b in np.unique(block):
+        where = np.flatnonzero(block == b)
+        rank[where] = np.arange(len(where))
+    block_order = {b: k for k, b in enumerate(rng.permutation(np.unique(block)))}
+    key = rank * (len(block_order) + 1) + np.array([block_order[b] for b in block])
+    return np.sort(pool[np.argsort(key, kind="stable")[:n]])
+
+
 def select_disjoint(
     split: np.ndarray,
     top: np.ndarray,
@@ -237,10 +258,13 @@ def select_disjoint(
     wanted: dict[str, int] | None,
     rng: np.random.Generator,
     inside: bool = True,
+    blocks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Rows to keep so that no validation or test pixel is in a training patch and no test
     pixel in a validation patch (rules 1 and 2 of the module doc). ``split`` holds each
-    candidate's block split; ``wanted`` the sample size per split (None: every candidate left).
+    candidate's block split; ``wanted`` the sample size per split (None: every candidate left);
+    with ``blocks`` (each candidate's block id) a held-out sample is spread evenly over its
+    blocks (:func:`_take_spread`).
     Test is drawn first, then validation, then training, each from what the earlier draws
     left. Returns the kept row indices (sorted) and what each rule removed, per split."""
     owner = np.full(block_map.shape, -1, np.int8)  # the held-out split painted on each pixel
@@ -262,7 +286,11 @@ def select_disjoint(
             dtype=bool,
         )
         n = None if wanted is None else wanted.get(name, 0)
-        chosen = _take(rng, rows[within & clear], n)
+        pool = rows[within & clear]
+        if name != "train" and blocks is not None:
+            chosen = _take_spread(rng, pool, blocks[pool], n)
+        else:
+            chosen = _take(rng, pool, n)
         if name != "train":
             paint(owner, top[chosen], left[chosen], patch, code)
         keep.append(chosen)
@@ -390,6 +418,7 @@ def build(
                 wanted,
                 rng,
                 inside=guard == "blocks",
+                blocks=locs["block"].to_numpy(),
             )
             locs = locs.iloc[keep]
         elif wanted is not None:
