@@ -656,3 +656,44 @@ def test_bench_serve_small_load_hostile_mix_and_sigterm(models):
     assert r["batches"]["mean_photos"] > 1  # concurrent requests shared encoder passes
     assert r["sigterm"]["exit_status"] == 0 and r["sigterm"]["answered"] > 0
     assert r["peak_rss_gb"] is not None and r["peak_rss_gb"] < bench.TARGET_RSS_GB
+
+
+def test_query_parameters_are_read_or_refused_never_ignored(client):
+    files = [("a.png", png(1))]
+    parts = [("photos", (n, b, "image/png")) for n, b in files]
+    res = client.post("/v1/locate?top_k=3", files=parts)
+    assert res.status_code == 200 and len(res.json()["results"][0]["answers"]) == 3
+    res = client.post("/v1/locate?top_k=-1", files=parts)
+    assert res.status_code == 422 and "top_k=-1" in res.json()["error"]
+    res = client.post("/v1/locate?model=knn&beam=4", files=parts)
+    assert res.status_code == 200 and res.json()["model"] == "knn" and res.json()["beam"] == 4
+    res = client.post("/v1/locate?topk=3", files=parts)
+    assert res.status_code == 422 and "topk" in res.json()["error"]
+    res = client.post("/v1/locate?top_k=3", files=parts, data={"top_k": "4"})
+    assert res.status_code == 422 and "given twice" in res.json()["error"]
+
+
+def test_openapi_describes_what_the_routes_take_and_answer(client):
+    spec = client.get("/openapi.json").json()
+    locate = spec["paths"]["/v1/locate"]["post"]
+    body = locate["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["required"] == ["photos"] and body["properties"]["photos"]["type"] == "array"
+    assert {p["name"] for p in locate["parameters"]} == {"top_k", "beam", "model"}
+    assert set(locate["responses"]) >= {"200", "400", "401", "413", "415", "422", "503"}
+    for code in ("413", "415", "422"):
+        schema = locate["responses"][code]["content"]["application/json"]["schema"]
+        assert schema["required"] == ["error"]
+    assert set(spec["paths"]["/"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert "image/svg+xml" in spec["paths"]["/favicon.ico"]["get"]["responses"]["200"]["content"]
+    assert "404" in spec["paths"]["/static/{name}"]["get"]["responses"]
+    # and the answers are what the document says
+    assert client.get("/").headers["content-type"].startswith("text/html")
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+    assert client.get("/static/nope.js").status_code == 404
+
+
+def test_a_wrong_method_is_405_with_allow(client):
+    res = client.get("/v1/locate")
+    assert res.status_code == 405 and res.headers["allow"] == "POST"
+    assert "error" in res.json()

@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from PIL import Image
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -140,6 +140,120 @@ def model_names(sources: list) -> list[str]:
             name, k = f"{base}-{k}", k + 1
         names.append(name)
     return names
+
+
+_ERROR_RESPONSE = {
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "rejected": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        }
+    }
+}
+LOCATE_FIELDS = ("top_k", "beam", "model")
+
+
+def _media(content_type: str) -> dict:
+    """An OpenAPI 200 response of ``content_type`` (the route's true media type)."""
+    return {200: {"content": {content_type: {}}}}
+
+
+def locate_openapi(max_photos: int) -> dict:
+    """The OpenAPI description of ``POST /v1/locate`` (its handler reads the multipart body
+    itself, so FastAPI cannot infer it): the body, the query parameters and every answer."""
+    params = {
+        "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5},
+        "beam": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM, "default": 10},
+        "model": {"type": "string", "description": "a served model's name (GET /v1/models)"},
+    }
+    place = {
+        "type": "object",
+        "properties": {
+            "level": {"type": "string"},
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "latitude": {"type": "number"},
+            "longitude": {"type": "number"},
+            "confidence": {"type": ["number", "null"]},
+        },
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "rank": {"type": "integer"},
+            "latitude": {"type": "number"},
+            "longitude": {"type": "number"},
+            "score": {"type": "number"},
+            "confidence": {"type": ["number", "null"]},
+            "places": {"type": "array", "items": place},
+            "error_km": {"type": "number"},
+        },
+    }
+    ok = {
+        "type": "object",
+        "properties": {
+            "model": {"type": "string"},
+            "top_k": {"type": "integer"},
+            "beam": {"type": "integer"},
+            "results": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "answers": {"type": "array", "items": answer},
+                        "exif_gps": {"type": ["object", "null"]},
+                    },
+                },
+            },
+            "rejected": {"type": "array", "items": {"type": "object"}},
+        },
+    }
+    errors = {
+        "400": "malformed multipart body",
+        "401": "missing or wrong bearer token",
+        "413": f"body over the upload limit, or more than {max_photos} photos",
+        "415": "not multipart/form-data, or none of the files is an image",
+        "422": "a bad top_k, beam or model, an unknown field, or no photos",
+        "503": "models loading, queue full or shutting down (Retry-After)",
+    }
+    return {
+        "parameters": [
+            {"name": k, "in": "query", "required": False, "schema": v} for k, v in params.items()
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["photos"],
+                        "properties": {
+                            "photos": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                                "maxItems": max_photos,
+                            },
+                            **params,
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "answers per photo",
+                "content": {"application/json": {"schema": ok}},
+            },
+            **{c: _ERROR_RESPONSE | {"description": d} for c, d in errors.items()},
+        },
+    }
 
 
 def _error(status: int, message: str, headers: dict | None = None, **extra) -> JSONResponse:
@@ -343,7 +457,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.get("/healthz")
     async def healthz():
@@ -357,7 +471,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, "shutting down" if state.closing else "loading models")
         return {"status": "ready", "models": names}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, responses=_media("text/plain"))
     async def metrics():
         if state.batcher is not None:
             state.metrics.queue.set(state.batcher.depth)
@@ -377,7 +491,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             },
         }
 
-    @app.post("/v1/locate")
+    @app.post("/v1/locate", openapi_extra=locate_openapi(settings.max_batch))
     async def locate(request: Request):
         if state.closing:
             return _error(503, "shutting down", {"Retry-After": "5"})
@@ -385,6 +499,9 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return _error(415, "send the photos as multipart/form-data (field 'photos')")
+        stray = sorted(set(request.query_params) - set(LOCATE_FIELDS))
+        if stray:
+            return _error(422, f"unknown query parameters {stray}; use top_k, beam, model")
         arrival = Arrival(state)
         try:
             return await _read_and_locate(request, arrival)
@@ -405,17 +522,24 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         try:
             if request.scope.get(TOO_LARGE):
                 return too_large
-            return await _locate(form, arrival)
+            return await _locate(form, request.query_params, arrival)
         finally:
             await form.close()
 
-    async def _locate(form, arrival: Arrival) -> Response:
+    async def _locate(form, query, arrival: Arrival) -> Response:
+        fields = {}  # top_k, beam, model from the form or the query string (never both)
+        for key in LOCATE_FIELDS:
+            in_form, in_query = form.get(key), query.get(key)
+            if in_form is not None and in_query is not None and str(in_form) != in_query:
+                return _error(422, f"{key} given twice, {in_form!r} in the form and {in_query!r} "
+                              "in the query string; send it once")  # fmt: skip
+            fields[key] = in_form if in_form is not None else in_query
         try:
-            top_k = _int_field(form, "top_k", 5, 1, MAX_TOP_K)
-            beam = _int_field(form, "beam", 10, 1, MAX_BEAM)
+            top_k = _int_field(fields, "top_k", 5, 1, MAX_TOP_K)
+            beam = _int_field(fields, "beam", 10, 1, MAX_BEAM)
         except ValueError as e:
             return _error(422, str(e))
-        model = form.get("model") or names[0]
+        model = fields["model"] or names[0]
         if not isinstance(model, str) or model not in state.locators:
             return _error(422, f"unknown model {model!r}; served: {', '.join(names)}")
         uploads = [v for k, v in form.multi_items() if isinstance(v, UploadFile)]
@@ -467,15 +591,22 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
 
     static = resources.files("hierloc.serve") / "static"
 
-    @app.get("/favicon.ico")
+    @app.get("/favicon.ico", response_class=Response, responses=_media("image/svg+xml"))
     async def favicon():
         return Response((static / "favicon.svg").read_bytes(), media_type="image/svg+xml")
 
-    @app.get("/")
+    @app.get("/", response_class=HTMLResponse, responses=_media("text/html"))
     async def page():
         return Response((static / "index.html").read_bytes(), media_type="text/html")
 
-    @app.get("/static/{name}")
+    @app.get(
+        "/static/{name}",
+        response_class=Response,
+        responses={
+            200: {"content": {t: {} for t in ("text/javascript", "text/css", "image/svg+xml")}},
+            404: _ERROR_RESPONSE | {"description": "no such static file"},
+        },
+    )
     async def static_file(name: str):
         if name == "world.jpg":
             return Response(
