@@ -44,7 +44,7 @@ def error_cdf_plot(errors: dict[str, np.ndarray], path: str | Path) -> None:
     for t in THRESHOLDS_KM:
         ax.axvline(t, color="0.8", lw=0.8, zorder=0)
     ax.set_xscale("log")
-    ax.set_xlabel("error (km)")
+    ax.set_xlabel("error (km); grey lines: the 25 / 200 / 750 / 2,500 km thresholds")
     ax.set_ylabel("images within error (%)")
     ax.set_ylim(0, 100)
     ax.set_xlim(1, 20_038)
@@ -77,6 +77,15 @@ def error_map_plot(preds: pd.DataFrame, path: str | Path) -> None:
         linewidths=0.4,
     )
     fig.colorbar(sc, ax=ax, shrink=0.7, label="mean error (km)")
+    sizes = [n for n in (1, 10, 100, 1000) if n <= max(1, int(g["n"].max()))]
+    handles = [
+        plt.scatter([], [], s=12 + 8 * np.sqrt(n), c="0.7", edgecolors="k", linewidths=0.4)
+        for n in sizes
+    ]
+    ax.legend(
+        handles, [f"{n:,} image{'s' * (n > 1)}" for n in sizes], loc="lower left", fontsize=8,
+        title="disc: a true country, at its images' mean", title_fontsize=8,
+    )  # fmt: skip
     ax.set_xlim(-180, 180)
     ax.set_ylim(-90, 90)
     ax.set_xticks([])
@@ -142,10 +151,10 @@ def examples_plot(examples: list[dict], path: str | Path, title: str = "") -> No
         sub.set_xlabel(
             f"true: {_short(e['truth'])}\nanswer: {_short(e['predicted'])}\n"
             f"error {e['error_km']:,.0f} km · conf. {conf_text}",
-            fontsize=7.5,
+            fontsize=7,
         )
     _save(plt, fig, Path(path))
 
 
-def _short(names: str, width: int = 27) -> str:
+def _short(names: str, width: int = 24) -> str:
     return names if len(names) <= width else names[: width - 1] + "…"
