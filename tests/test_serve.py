@@ -697,3 +697,12 @@ def test_a_wrong_method_is_405_with_allow(client):
     res = client.get("/v1/locate")
     assert res.status_code == 405 and res.headers["allow"] == "POST"
     assert "error" in res.json()
+
+
+def test_each_result_echoes_its_file_name_and_position(client):
+    res = post(client, [("x.jpg", png(1)), ("x.png", png(2)), ("bad.jpg", b"nope")])
+    assert res.status_code == 200
+    body = res.json()
+    got = sorted((r["id"], r["file"], r["index"]) for r in body["results"])
+    assert got == [("x", "x.jpg", 0), ("x#2", "x.png", 1)]
+    assert [(r["file"], r["index"]) for r in body["rejected"]] == [("bad.jpg", 2)]

@@ -207,6 +207,8 @@ def locate_openapi(max_photos: int) -> dict:
                     "type": "object",
                     "properties": {
                         "id": {"type": "string"},
+                        "file": {"type": "string", "description": "the file name as sent"},
+                        "index": {"type": "integer", "description": "its position (from 0)"},
                         "answers": {"type": "array", "items": answer},
                         "exif_gps": {"type": ["object", "null"]},
                     },
@@ -554,14 +556,15 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             )
         if not uploads:
             return _error(422, "no photos: send one or more files in the field 'photos'")
-        photos, rejected, gps, taken = [], [], {}, set()
+        photos, rejected, gps, taken, sent = [], [], {}, set(), {}
         for k, up in enumerate(uploads):
             ident = _photo_id(up, k, taken)
+            sent[ident] = {"file": up.filename or "", "index": k}  # as sent, and where
             data = await up.read()
             kind = sniff(data)
             if kind is None:
                 why = "empty file (0 bytes)" if not data else "not an image (judged from its bytes)"
-                rejected.append({"id": ident, "reason": why})
+                rejected.append({"id": ident, "reason": why} | sent[ident])
                 continue
             photos.append((ident, data))
             gps[ident] = exif_gps(data)
@@ -576,7 +579,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, "shutting down", {"Retry-After": "5"})
         arrival.done()  # queued: the batcher need not wait for this one any more
         preds, bad = await asyncio.wrap_future(future)
-        rejected += [{"id": r.id, "reason": r.reason} for r in bad]
+        rejected += [{"id": r.id, "reason": r.reason} | sent.get(r.id, {}) for r in bad]
         state.metrics.photos.labels("answered").inc(len(preds))
         state.metrics.photos.labels("rejected").inc(len(rejected))
         return JSONResponse(
@@ -584,7 +587,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
                 "model": model,
                 "top_k": top_k,
                 "beam": beam,
-                "results": [prediction_json(p, gps.get(p.id)) for p in preds],
+                "results": [prediction_json(p, gps.get(p.id)) | sent[p.id] for p in preds],
                 "rejected": rejected,
             }
         )
