@@ -42,9 +42,9 @@ def test_shapes_for_several_grids(size, patch):
         fusion(torch.randn(2, n + 1, 40), sem)
 
 
-@pytest.mark.parametrize("blocks", [0, 2, 3])
+@pytest.mark.parametrize("blocks", [0, 1, 2, 3])
 def test_every_parameter_gets_a_gradient(blocks):
-    """From two blocks on, the semantic patches reach the fused CLS (see the module doc)."""
+    """From the first block on, the semantic map reaches the fused CLS (see the module doc)."""
     torch.manual_seed(2)
     fusion = SemanticFusion(
         classes=5,
@@ -60,7 +60,24 @@ def test_every_parameter_gets_a_gradient(blocks):
     out = fusion(torch.randn(3, 17, 32), torch.randint(0, 5, (3, 32, 32)))
     (out**2).sum().backward()
     for name, p in fusion.named_parameters():
+        if blocks == 1 and name == "pos":  # one block: only the CLS query's row is read out
+            assert p.grad is None or not torch.any(p.grad != 0)
+            continue
         assert p.grad is not None and torch.any(p.grad != 0), name
+
+
+def test_with_one_block_the_output_changes_when_only_the_map_changes():
+    """Table VIII's one-block row must see the map: the same RGB tokens with two maps of the
+    same classes in other proportions give other features."""
+    torch.manual_seed(4)
+    fusion = SemanticFusion(
+        classes=3, rgb_dim=16, out_dim=8, dim=16, blocks=1, heads=2, latent=4, patch=4, grid=(2, 2)
+    )
+    rgb = torch.randn(2, 5, 16)
+    a = torch.zeros(2, 8, 8, dtype=torch.long)
+    b = a.clone()
+    b[:, :4] = 2  # the top half another class
+    assert not torch.allclose(fusion(rgb, a), fusion(rgb, b), atol=1e-6)
 
 
 def test_semantic_input_matters_and_bad_maps_are_refused():
@@ -82,7 +99,8 @@ def test_semantic_input_matters_and_bad_maps_are_refused():
 
 def test_semantic_tokens_are_the_per_patch_one_hot_projection():
     """Token (i, j) = Σ over the patch's pixels of the embedding weight of that pixel's class at
-    that position + bias + the learned position (i, j); the CLS token first — written out with
+    that position + bias + the learned position (i, j); the CLS token first, the learned CLS
+    plus the mean over patches of the same projection without positions — written out with
     loops, independent of the convolution that computes it."""
     torch.manual_seed(0)
     p, grid = 7, (2, 3)
@@ -93,12 +111,15 @@ def test_semantic_tokens_are_the_per_patch_one_hot_projection():
     got = fusion.semantic_tokens(sem)
     W, b = fusion.embed.weight.detach(), fusion.embed.bias.detach()  # (dim, classes, p, p)
     for n in range(2):
-        assert torch.equal(got[n, 0], fusion.cls[0, 0])
+        summary = torch.zeros_like(b)
         for i in range(grid[0]):
             for j in range(grid[1]):
-                want = b + fusion.pos[0, :, i, j].detach()
+                proj = b.clone()
                 for y in range(p):
                     for x in range(p):
-                        want = want + W[:, int(sem[n, i * p + y, j * p + x]), y, x]
+                        proj = proj + W[:, int(sem[n, i * p + y, j * p + x]), y, x]
+                summary = summary + proj / (grid[0] * grid[1])
                 tok = got[n, 1 + i * grid[1] + j]
+                want = proj + fusion.pos[0, :, i, j].detach()
                 assert torch.allclose(tok, want, atol=1e-5), (n, i, j)
+        assert torch.allclose(got[n, 0], fusion.cls[0, 0].detach() + summary, atol=1e-5)

@@ -3,17 +3,23 @@ tokens through latent multi-head cross-attention.
 
 * Semantic tokens: the semantic map (class per pixel) one-hot encoded, cut into ``patch × patch``
   patches, each linearly projected to ``dim`` (128) — a convolution with kernel = stride =
-  ``patch`` over the one-hot map is exactly that projection — plus a CLS token and learned
-  positional embeddings (bilinearly resized for other grids).
+  ``patch`` over the one-hot map is exactly that projection — plus learned positional
+  embeddings (bilinearly resized for other grids), and a CLS token first. **Decision** (the
+  paper's text and Figure 2 leave it open): the semantic CLS token is the map's own summary, a
+  learned vector plus the mean of the patch projections (the projection of the map's mean
+  patch), not a learned constant. With a constant, the CLS query of the first block would not
+  depend on the map and semantic tokens never attend to each other, so after one block the
+  fused CLS — the output — would depend on the RGB tokens only, and Table VIII's one-block
+  row would be RGB-only by construction; with the summary, the map reaches the output from
+  the first block while the module stays a latent cross-attention with semantic queries.
 * Fusion block (the paper's text: queries of dimension 128, everything else in the backbone's
   dimension): ``f = f + Attn(LN(s), LN(f))``, ``f = f + MLP(LN(f))`` where ``s`` are the semantic
   tokens (queries, the same in every block) and ``f`` the RGB tokens (keys/values), fused in
   place token by token — so the semantic and RGB grids must match (14×14 patches of the map
   for CLIP ViT-L/14's grid). **Latent** attention: ``f`` is compressed to a ``latent``-d vector
   per token (64), from which each head's keys and values are projected (multi-head latent
-  attention). ``blocks`` of them in series (0–3). The fused CLS depends on the semantic patches
-  from the second block on (through the fused patch tokens); with one block only the semantic
-  CLS query reaches it.
+  attention). ``blocks`` of them in series (0–3); the map reaches the fused CLS from the first
+  block on (through the CLS query), and through the fused patch tokens from the second.
 * Output: the fused CLS → LayerNorm → linear → the image feature. With 0 blocks there is no
   fusion: the backbone's CLS token → LayerNorm → linear.
 
@@ -135,13 +141,14 @@ class SemanticFusion(nn.Module):
             raise ValueError(f"map size {H}×{W} is not a multiple of the patch {self.patch}")
         onehot = nn.functional.one_hot(semantic.long(), self.classes).permute(0, 3, 1, 2)
         tok = self.embed(onehot.to(self.embed.weight.dtype))  # (B, dim, H/p, W/p)
+        summary = tok.mean(dim=(2, 3))[:, None, :]  # (B, 1, dim): the map's mean patch
         pos = self.pos
         if tok.shape[-2:] != pos.shape[-2:]:  # another grid: resize the learned embeddings
             pos = nn.functional.interpolate(
                 pos, size=tok.shape[-2:], mode="bilinear", align_corners=False
             )
         tok = (tok + pos).flatten(2).transpose(1, 2)  # (B, N, dim)
-        return torch.cat([self.cls.expand(B, -1, -1), tok], 1)
+        return torch.cat([self.cls + summary, tok], 1)
 
     def forward(self, rgb_tokens: torch.Tensor, semantic: torch.Tensor | None) -> torch.Tensor:
         """``rgb_tokens (B, T, rgb_dim)`` (CLS first) and ``semantic (B, H, W)`` → features."""
