@@ -256,3 +256,13 @@ def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == len(meta) and metrics["entity"]["acc_country"] is not None
+
+
+def test_ten_crop_is_for_geosurge_only(trained, tmp_path):  # noqa: F811
+    knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    f = trained / "train.parquet"
+    res = runner.invoke(
+        app, ["evaluate", str(knn), "--data", str(f), "--ten-crop", "-o", str(tmp_path / "e")]
+    )
+    assert res.exit_code == 2 and "--ten-crop" in res.output and "knn models" in res.output
+    assert not (tmp_path / "e").exists()

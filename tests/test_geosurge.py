@@ -196,18 +196,34 @@ def test_extract_tokens_equals_the_encoders_tokens(tmp_path):
     )
 
 
-def test_ten_crops_cut_the_map_where_the_image_is_cut():
+def test_ten_crop_is_the_standard_geometry():
+    """torchvision's TenCrop after Resize, written out: the image resized (shorter side to
+    size / crop_pct), the size × size crops at the four corners and the centre (its offsets
+    rounded as torchvision rounds them), each also mirrored — one crop each, not a crop of a
+    crop."""
     from PIL import Image
 
-    from hierloc.locate.geosurge import ten_crops
+    from hierloc.encoders.base import Preprocess
 
-    grid = np.arange(64 * 64, dtype=np.int64).reshape(64, 64)
-    img = Image.fromarray((grid % 251).astype(np.uint8), mode="L")
-    crops = ten_crops(img, grid)
-    assert len(crops) == 10
-    for crop, m in crops:
-        assert m.shape == (56, 56)
-        np.testing.assert_array_equal(np.asarray(crop), (m % 251).astype(np.uint8))
+    pre = Preprocess(size=32, crop_pct=0.875, mean=(0, 0, 0), std=(1, 1, 1))
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (45, 61, 3), dtype=np.uint8))
+    x, boxes = pre.ten_crop(img)
+    assert x.shape == (10, 3, 32, 32) and len(boxes) == 10
+    short = round(32 / 0.875)  # 37
+    nw, nh = round(61 * short / 45), short
+    big = img.resize((nw, nh), Image.BICUBIC)
+    top_c, left_c = int(round((nh - 32) / 2.0)), int(round((nw - 32) / 2.0))
+    want = {}
+    for left, top in ((0, 0), (nw - 32, 0), (0, nh - 32), (nw - 32, nh - 32), (left_c, top_c)):
+        crop = big.crop((left, top, left + 32, top + 32))
+        key = (left / nw, top / nh, (left + 32) / nw, (top + 32) / nh)
+        want[key, False] = np.asarray(crop, np.float32) / 255
+        want[key, True] = np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT), np.float32) / 255
+    got = {(tuple(b), f): x[k].numpy().transpose(1, 2, 0) for k, (b, f) in enumerate(boxes)}
+    assert set(got) == set(want)
+    for key, arr in want.items():
+        np.testing.assert_allclose(got[key], arr, atol=1e-6)
 
 
 # -- training, model folder, evaluation ------------------------------------------------------
@@ -571,7 +587,20 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    assert len({r["id"] for r in json.loads(res.output)["predictions"]}) == 40
+    ten = {r["id"]: r for r in json.loads(res.output)["predictions"] if r["rank"] == 1}
+    assert len(ten) == 40
+    # hierloc evaluate --ten-crop scores exactly those ten-crop answers
+    out = tmp_path / "ev10"
+    args = ["evaluate", str(tmp_path / "model"), "--data", str(tmp_path / "meta.parquet")]
+    res = runner.invoke(app, [*args, "--ten-crop", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 40 and metrics["ten_crop"] is True
+    scored = pd.read_parquet(out / "predictions.parquet").set_index("id")
+    for i, r in ten.items():
+        assert scored.loc[i, "latitude"] == pytest.approx(r["latitude"], abs=1e-9)
+        assert scored.loc[i, "longitude"] == pytest.approx(r["longitude"], abs=1e-9)
+    assert (scored["true_latitude"] == df.set_index("id").loc[scored.index, "latitude"]).all()
     res = runner.invoke(
         app, ["predict", str(tmp_path / "model"), str(tmp_path / "nomap.parquet"), "-f", "json"]
     )
@@ -624,7 +653,6 @@ def test_map_cells_lie_under_the_tokens_that_see_them(size):
 
     from hierloc.data.semantic import aligned_map
     from hierloc.encoders.base import Preprocess
-    from hierloc.locate.geosurge import ten_crops
 
     W, H = size
     pre = Preprocess(
@@ -636,18 +664,18 @@ def test_map_cells_lie_under_the_tokens_that_see_them(size):
     )
     xs, ys = x.astype(np.int32), y.astype(np.int32)  # the "maps": each cell its coordinates
     grid = 28  # 8 preprocessed pixels per cell
-    crops = [(img, (xs, ys))] + [
-        (c, (mx, my))
-        for (c, mx), (_, my) in zip(ten_crops(img, xs), ten_crops(img, ys), strict=True)
-    ]
-    for crop, (mx, my) in crops:
-        arr = (pre(crop).numpy().transpose(1, 2, 0) * 255).round().astype(int)  # (224, 224, 3)
+    views = [(pre(img), None, False)]
+    tens, boxes = pre.ten_crop(img)
+    views += [(t, box, flip) for t, (box, flip) in zip(tens, boxes, strict=True)]
+    for tensor, box, flip in views:
+        arr = (tensor.numpy().transpose(1, 2, 0) * 255).round().astype(int)  # (224, 224, 3)
         centre = arr[4::8, 4::8]  # the pixel at each cell's centre (crop pixel 8i + 4)
         seen_x = centre[..., 0] + 256 * (centre[..., 2] // 16)
         seen_y = centre[..., 1] + 256 * (centre[..., 2] % 16)
+        step = -1 if flip else 1  # a mirrored crop reads its map mirrored
         # nearest sampling on either side: at most one source pixel apart
-        assert np.abs(aligned_map(mx, grid, pre) - seen_x).max() <= 1
-        assert np.abs(aligned_map(my, grid, pre) - seen_y).max() <= 1
+        assert np.abs(aligned_map(xs, grid, pre, box)[:, ::step] - seen_x).max() <= 1
+        assert np.abs(aligned_map(ys, grid, pre, box)[:, ::step] - seen_y).max() <= 1
 
 
 def test_torchrun_with_validation_and_early_stopping_finishes(toy, tmp_path):

@@ -193,6 +193,14 @@ def evaluate_cmd(
         typer.Option("--output", "-o", help="Report folder (default MODEL/eval-SPLIT)."),
     ] = None,
     beam: Annotated[int, typer.Option(min=1, help="Beam width.")] = 10,
+    ten_crop: Annotated[
+        bool,
+        typer.Option(
+            "--ten-crop",
+            help="GeoSURGE: read each image from the split's path column and average its "
+            "prediction over the standard ten crops (the paper's evaluation).",
+        ),
+    ] = False,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     verbose: VerboseOpt = False,
 ) -> None:
@@ -203,7 +211,14 @@ def evaluate_cmd(
     out = output or (model / f"eval-{split or ('all' if data.is_file() else 'test')}")
     check_not_input(out, [model, data, features, semantic])
     metrics = evaluate(
-        model, data, out, split=split, features=features, beam=beam, semantic=semantic
+        model,
+        data,
+        out,
+        split=split,
+        features=features,
+        beam=beam,
+        semantic=semantic,
+        ten_crop=ten_crop,
     )
     if fmt == "json":
         typer.echo(json.dumps(metrics, indent=2))

@@ -73,15 +73,20 @@ class SegmentationProvider:
         ]
 
 
-def aligned_map(m: np.ndarray, size: int, preprocess=None) -> np.ndarray:
+def aligned_map(m: np.ndarray, size: int, preprocess=None, box=None) -> np.ndarray:
     """Nearest-neighbour ``size × size`` samples (at cell centres) of the part of the map that
     the encoder sees after ``preprocess`` (a :class:`~hierloc.encoders.base.Preprocess`; the map
-    covers the whole image, at any resolution); ``None``: the whole map. Map cell ``(i, j)``
-    then covers the same pixels as the encoder's token ``(i, j)`` of a ``size × size`` grid."""
+    covers the whole image, at any resolution), or of ``box`` (``left, top, right, bottom`` as
+    fractions, e.g. one of ``Preprocess.ten_crop``'s); neither: the whole map. Map cell
+    ``(i, j)`` then covers the same pixels as the encoder's token ``(i, j)`` of a
+    ``size × size`` grid."""
     h, w = m.shape
-    left, top, right, bottom = (
-        (0.0, 0.0, 1.0, 1.0) if preprocess is None else (preprocess.crop_box(w, h))
-    )
+    if box is not None:
+        left, top, right, bottom = box
+    elif preprocess is not None:
+        left, top, right, bottom = preprocess.crop_box(w, h)
+    else:
+        left, top, right, bottom = (0.0, 0.0, 1.0, 1.0)
     centres = (np.arange(size) + 0.5) / size
     rows = np.floor((top + centres * (bottom - top)) * h).astype(np.int64).clip(0, h - 1)
     cols = np.floor((left + centres * (right - left)) * w).astype(np.int64).clip(0, w - 1)

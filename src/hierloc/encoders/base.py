@@ -55,19 +55,44 @@ class Preprocess:
         (nw, nh), left, top = self.layout(w, h)
         return left / nw, top / nh, (left + self.size) / nw, (top + self.size) / nh
 
-    def __call__(self, image) -> torch.Tensor:
-        """A PIL RGB image → ``(3, size, size)`` float32 tensor."""
+    def _resized(self, image):
         resample = {
             "bilinear": Image.BILINEAR,
             "bicubic": Image.BICUBIC,
             "nearest": Image.NEAREST,
         }[self.interpolation]
         new, left, top = self.layout(*image.size)
-        image = image.resize(new, resample)
-        image = image.crop((left, top, left + self.size, top + self.size))
+        return image.resize(new, resample), new, left, top
+
+    def _tensor(self, image) -> torch.Tensor:
         arr = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3)
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+    def __call__(self, image) -> torch.Tensor:
+        """A PIL RGB image → ``(3, size, size)`` float32 tensor."""
+        image, _, left, top = self._resized(image)
+        return self._tensor(image.crop((left, top, left + self.size, top + self.size)))
+
+    def ten_crop(self, image) -> tuple[torch.Tensor, list[tuple[tuple[float, ...], bool]]]:
+        """The standard ten-crop (torchvision's ``TenCrop`` after ``Resize``): the image resized
+        as for :meth:`__call__`, then the ``size × size`` crops at its four corners and its
+        centre, and each mirrored. Returns ``(10, 3, size, size)`` and, per crop, its box as
+        fractions of the image (``left, top, right, bottom``) and whether it is mirrored (a
+        semantic map is cut the same way)."""
+        image, (nw, nh), _, _ = self._resized(image)
+        s = self.size
+        centre = (int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0)))  # torchvision's
+        corners = [(0, 0), (nw - s, 0), (0, nh - s), (nw - s, nh - s), centre]
+        tensors, boxes = [], []
+        for left, top in corners:
+            crop = image.crop((left, top, left + s, top + s))
+            box = (left / nw, top / nh, (left + s) / nw, (top + s) / nh)
+            for flip in (False, True):
+                view = crop.transpose(Image.FLIP_LEFT_RIGHT) if flip else crop
+                tensors.append(self._tensor(view))
+                boxes.append((box, flip))
+        return torch.stack(tensors), boxes
 
 
 class ImageEncoder(torch.nn.Module):

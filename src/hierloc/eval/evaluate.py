@@ -157,8 +157,11 @@ def evaluate(
     beam: int = 10,
     search: str = "beam",
     semantic: str | Path | None = None,
+    ten_crop: bool = False,
 ) -> dict:
     """Predict every image of the split, score with both protocols, write the report.
+    ``ten_crop`` (GeoSURGE): each image read from the split's ``path`` column and its
+    prediction averaged over the standard ten crops, as the paper evaluates.
     ``split`` names a data folder's file (``test`` when None), or a metadata file's rows by
     its ``split`` column (every row when None and the file has no such column)."""
     path = split_file(data, split)
@@ -175,6 +178,11 @@ def evaluate(
         raw = raw[raw["id"].astype(str).isin(chosen)]
     if truth.empty:
         raise InputError(f"{path}: no labelled records to evaluate")
+    if ten_crop:
+        return _finish(
+            *_ten_crop_predictions(predictor, path, truth, bad), model, path, split, beam,
+            search, raw, output, ten_crop=True,
+        )  # fmt: skip
     store = features or predictor.manifest.get("features")
     ids = truth["id"].to_numpy(dtype=object)
     feats, ok = predictor.inputs_for(ids, features, semantic)
@@ -196,6 +204,42 @@ def evaluate(
     preds = predictions_frame(
         predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)
     )
+    return _finish(preds, truth, rejects, model, path, split, beam, search, raw, output)
+
+
+def _ten_crop_predictions(predictor, path: Path, truth: pd.DataFrame, bad: list):
+    """``(predictions, truth, rejects)`` of the split's images, each averaged over ten crops."""
+    if not hasattr(predictor, "predict_images"):
+        raise InputError(
+            f"--ten-crop averages GeoSURGE's predictions over ten crops of each image; "
+            f"{predictor.family} models answer from stored features (leave --ten-crop out)"
+        )
+    preds, rejected = predictor.predict([path], top_k=1, ten_crop=True)
+    frame = predictions_frame(preds)
+    wanted = set(truth["id"])
+    frame = frame[frame["id"].astype(str).isin(wanted)]
+    order = {i: k for k, i in enumerate(frame["id"].astype(str))}
+    truth = truth[truth["id"].isin(order)].copy()
+    truth = truth.iloc[np.argsort([order[i] for i in truth["id"]])].reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    if truth.empty:
+        raise InputError(f"{path}: none of its images could be read for ten-crop evaluation")
+    rejects = pd.concat(
+        [
+            pd.DataFrame(bad, columns=["row", "id", "reason"]).drop(columns="row"),
+            pd.DataFrame(
+                [(r.id, r.reason) for r in rejected if r.id in wanted], columns=["id", "reason"]
+            ),
+        ],
+        ignore_index=True,
+    )
+    return frame, truth, rejects
+
+
+def _finish(
+    preds, truth, rejects, model, path, split, beam, search, raw, output, ten_crop=False
+) -> dict:
+    """Score ``preds`` against ``truth`` with both protocols; write the outputs."""
     osv, origin = osv5m_truth(truth, raw)
     results = {}
     for protocol, extra in (("entity", truth[[f"{lv}_id" for lv in LEVELS]]), ("osv5m", osv)):
@@ -217,6 +261,7 @@ def evaluate(
         "n": len(preds),
         "search": search,
         "beam": beam,
+        "ten_crop": ten_crop,
         "rejected": len(rejects),
         "rejected_by_reason": {str(k): int(v) for k, v in rejects["reason"].value_counts().items()},
         "without_country": truth.attrs.get("without_country", 0),

@@ -16,8 +16,9 @@ log-probabilities (:func:`~hierloc.models.geosurge.product_scores`) → the top 
 answer's location is the cell's sample mean, its names and entity ids those the offline
 gazetteer gives that location (the labels the data were made with, so the entity protocol
 compares like with like). Confidence: the cell's share of ``exp(score)`` over all finest cells.
-Ten-crop averaging (``ten_crop=True`` with images): the log-probabilities of the four corner
-crops, the centre crop and their mirror images are averaged before the product.
+Ten-crop averaging (``ten_crop=True`` with images; ``Preprocess.ten_crop``'s standard geometry):
+the log-probabilities of the four corner crops, the centre crop and their mirror images are
+averaged before the product.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from hierloc.data.artifacts import read_safetensors
@@ -346,39 +346,23 @@ class GeoSurgeLocator(BaseLocator):
                         why = "no semantic map" + ("" if sem is None else f" ({sem})")
                         rejected.append(Rejected(item.id, why))
                         continue
-                crops = ten_crops(img, sem) if ten_crop else [(img, sem)]
-                x = torch.stack([enc.preprocess(c) for c, _ in crops])
+                if ten_crop:
+                    x, boxes = enc.preprocess.ten_crop(img)
+                else:
+                    x, boxes = enc.preprocess(img)[None], [(None, False)]
                 with torch.no_grad():
                     tok = enc(x)
                 m = None
                 if sem is not None:
                     side = self.inputs.map_size
-                    m = np.stack([aligned_map(s, side, enc.preprocess) for _, s in crops]).reshape(
-                        len(crops), -1
-                    )
+                    cells = [
+                        aligned_map(sem, side, enc.preprocess, box)[:, :: -1 if flip else 1]
+                        for box, flip in boxes
+                    ]
+                    m = np.stack(cells).reshape(len(cells), -1)
                 tx, tm = self.check_inputs((tok.numpy(), m))
                 lp = [v.mean(dim=0, keepdim=True) for v in self.log_probs(tx, tm)]
                 preds += self._answers(lp, [item.id], top_k)
         finally:
             opener.close()
         return preds, rejected
-
-
-def ten_crops(img, sem: np.ndarray | None, frac: float = 0.875):
-    """The four corner crops and the centre crop (``frac`` of each side) of a PIL image and its
-    map (cut at the same relative place), and their mirror images: ten ``(image, map)``."""
-    W, H = img.size
-    cw, ch = max(1, round(W * frac)), max(1, round(H * frac))
-    boxes = [(0, 0), (W - cw, 0), (0, H - ch), (W - cw, H - ch), ((W - cw) // 2, (H - ch) // 2)]
-    out = []
-    for x0, y0 in boxes:
-        crop = img.crop((x0, y0, x0 + cw, y0 + ch))
-        m = None
-        if sem is not None:
-            h, w = sem.shape
-            r0, r1 = round(y0 / H * h), max(round(y0 / H * h) + 1, round((y0 + ch) / H * h))
-            c0, c1 = round(x0 / W * w), max(round(x0 / W * w) + 1, round((x0 + cw) / W * w))
-            m = sem[r0:r1, c0:c1]
-        out.append((crop, m))
-        out.append((crop.transpose(Image.FLIP_LEFT_RIGHT), None if m is None else m[:, ::-1]))
-    return out

@@ -159,6 +159,8 @@ def evaluate_model(
     if split is None and not Path(data).is_file():
         split = "test"  # a data folder's default split (evaluate's rule), in the stage key
     manifest = (model_dir / "manifest.json").read_text()
+    # GeoSURGE is evaluated as its paper does: each image averaged over ten crops
+    ten_crop = json.loads(manifest).get("format") == "hierloc-geosurge"
     key = {
         "manifest": manifest,
         "data": str(Path(data).resolve()),
@@ -166,11 +168,19 @@ def evaluate_model(
         "features": None if features is None else str(Path(features).resolve()),
         "search": search,
         "beam": beam,
+        "ten_crop": ten_crop,
     }
     if stage_done(out, key) and (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
     metrics = evaluate(
-        model_dir, data, out, split=split, features=features, beam=beam, search=search
+        model_dir,
+        data,
+        out,
+        split=split,
+        features=features,
+        beam=beam,
+        search=search,
+        ten_crop=ten_crop,
     )
     mark_stage(out, key)
     return metrics
