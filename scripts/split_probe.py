@@ -22,13 +22,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from hierloc.bench.bluemarble import one_nn
+from hierloc.bench.bluemarble import one_nn, split_features
 from hierloc.data.bluemarble import build
-from hierloc.data.extract import extract
-from hierloc.data.features import FeatureStore
 from hierloc.eval.metrics import distance_metrics
 from hierloc.geo.haversine import haversine_km
 from hierloc.locate.baselines import geographic_medoid
@@ -70,17 +67,11 @@ def linear_bayes(xtr, ytr, xva, seed: int = 0) -> np.ndarray:
 
 
 def probe(root: Path) -> dict:
-    meta = pd.read_parquet(root / "metadata.parquet")
-    extract([root / "metadata.parquet"], root / "features", encoder=ENCODER)
-    store = FeatureStore.open(root / "features")
-    x = np.asarray(store.features, dtype=np.float32)
-    row = {i: k for k, i in enumerate(store.ids.to_pylist())}
-    train = meta[meta["split"] == "train"].reset_index(drop=True)
-    val = meta[meta["split"] == "val"].reset_index(drop=True)
-    nn = one_nn(x[[row[i] for i in train["id"]]], x[[row[i] for i in val["id"]]])
+    parts = split_features(root, ENCODER, ("train", "val"))
+    (train, xtr), (val, xva) = parts["train"], parts["val"]
+    nn = one_nn(xtr, xva)
     medoid = geographic_medoid(train[["latitude", "longitude"]].to_numpy())
-    ytr = train[["latitude", "longitude"]].to_numpy()
-    lin = linear_bayes(x[[row[i] for i in train["id"]]], ytr, x[[row[i] for i in val["id"]]])
+    lin = linear_bayes(xtr, train[["latitude", "longitude"]].to_numpy(), xva)
     out = {}
     for name, lat, lon in (
         ("knn", train["latitude"].to_numpy()[nn], train["longitude"].to_numpy()[nn]),

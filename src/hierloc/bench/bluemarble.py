@@ -26,15 +26,27 @@ def one_nn(train_feats: np.ndarray, test_feats: np.ndarray, block: int = 1024) -
     )
 
 
-def evaluate(root: Path, encoder: str, workers: int | None = None) -> dict:
+def split_features(
+    root: Path, encoder: str, splits: tuple[str, ...], workers: int | None = None
+) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    """The benchmark folder's features under ``root/features`` (extracted, resumable), and per
+    split its metadata rows and their features ``(N, D)`` float32, in the same order."""
     meta = pd.read_parquet(root / "metadata.parquet")
     extract([root / "metadata.parquet"], root / "features", encoder=encoder, workers=workers)
     store = FeatureStore.open(root / "features")
     feats = np.asarray(store.features, dtype=np.float32)
     row = {i: k for k, i in enumerate(store.ids.to_pylist())}
-    train = meta[meta["split"] == "train"].reset_index(drop=True)
-    test = meta[meta["split"] == "test"].reset_index(drop=True)
-    nn = one_nn(feats[[row[i] for i in train["id"]]], feats[[row[i] for i in test["id"]]])
+    out = {}
+    for split in splits:
+        frame = meta[meta["split"] == split].reset_index(drop=True)
+        out[split] = (frame, feats[[row[i] for i in frame["id"]]])
+    return out
+
+
+def evaluate(root: Path, encoder: str, workers: int | None = None) -> dict:
+    parts = split_features(root, encoder, ("train", "test"), workers)
+    (train, xtr), (test, xte) = parts["train"], parts["test"]
+    nn = one_nn(xtr, xte)
     pred = train.iloc[nn].reset_index(drop=True)
     d = haversine_km(pred["latitude"], pred["longitude"], test["latitude"], test["longitude"])
     m = distance_metrics(d)
