@@ -57,7 +57,8 @@ class Rejected:
 
 def answer_rows(predictions: list[Prediction]) -> list[dict]:
     """One flat row per answer: ``id, rank, latitude, longitude, score, confidence`` and per
-    level the entity's name and ``{level}_id`` (``hierloc predict``'s CSV/JSON rows)."""
+    level the entity's name, ``{level}_id`` and ``{level}_confidence`` (``hierloc predict``'s
+    CSV/JSON rows; the HTTP API nests the same values per place)."""
     rows = []
     for p in predictions:
         for rank, a in enumerate(p.answers, 1):
@@ -72,6 +73,7 @@ def answer_rows(predictions: list[Prediction]) -> list[dict]:
             for place in a.places:
                 row[place.level] = place.name
                 row[f"{place.level}_id"] = place.entity_id
+                row[f"{place.level}_confidence"] = a.level_confidence.get(place.level)
             rows.append(row)
     return rows
 
