@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hierloc.data.images import Item
 from hierloc.data.writers import atomic_path
@@ -63,6 +64,13 @@ def split_file(data: str | Path, split: str | None) -> Path:
         f"{data}: no {split}.parquet or {split}.csv; give the data folder of "
         "hierloc data bluemarble or a metadata file"
     )
+
+
+def names_images(path: Path) -> bool:
+    """Whether a metadata file has a ``path`` column (its images can be read)."""
+    if path.suffix in (".parquet", ".pq"):
+        return "path" in pq.read_schema(path).names  # the schema only, not the rows
+    return "path" in pd.read_csv(path, nrows=0).columns
 
 
 def split_rows(raw: pd.DataFrame, path: Path, split: str | None) -> set[str] | None:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from hierloc.data.writers import check_not_input, write_file_atomic
 from hierloc.errors import InputError
-from hierloc.eval.evaluate import evaluate, metrics_table
+from hierloc.eval.evaluate import evaluate, metrics_table, names_images, split_file
 from hierloc.eval.plots import error_cdf_plot
 from hierloc.locate import build_model_folder
 from hierloc.locate.baselines import BASELINES, baseline_config, train_baseline
@@ -159,8 +159,12 @@ def evaluate_model(
     if split is None and not Path(data).is_file():
         split = "test"  # a data folder's default split (evaluate's rule), in the stage key
     manifest = (model_dir / "manifest.json").read_text()
-    # GeoSURGE is evaluated as its paper does: each image averaged over ten crops
-    ten_crop = json.loads(manifest).get("format") == "hierloc-geosurge"
+    # GeoSURGE is evaluated as its paper does, each image averaged over ten crops, when the
+    # split names its images (a path column); otherwise on its stored centre-crop tokens —
+    # metrics.json says which ("ten_crop")
+    ten_crop = json.loads(manifest).get("format") == "hierloc-geosurge" and names_images(
+        split_file(data, split)
+    )
     key = {
         "manifest": manifest,
         "data": str(Path(data).resolve()),
