@@ -651,3 +651,26 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1].get("early_stop") and rows[-1]["step"] < 40
+
+
+def test_the_validation_line_names_every_level_for_hierloc_and_every_partition_for_geosurge():
+    from hierloc.cli.train import _val_line
+
+    hierloc = {
+        "val_acc_country": 0.05,
+        "val_majority_country": 0.15,
+        "val_acc_seen_country": 0.07,
+        "val_acc_city": 0.0,
+        "val_majority_city": 0.0,
+        "val_median_km": 7900.8,
+        "val_geoscore": 479.8,
+    }
+    line = _val_line(hierloc)
+    assert line == "val country 5.0% (15.0%) city 0.0% (0.0%), GeoScore 480, median 7,901 km"
+    geosurge = {
+        "val_acc_p0": 0.252,
+        "val_acc_p1": 0.216,
+        "val_geoscore": 1329,
+        "val_median_km": 5300,
+    }
+    assert _val_line(geosurge) == "val p0 25.2% p1 21.6%, GeoScore 1,329, median 5,300 km"

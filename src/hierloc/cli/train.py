@@ -18,19 +18,22 @@ from hierloc.cli.app import (
 
 
 def _val_line(info: dict) -> str:
-    """``val country 40.1% (28.1%) region … median 612 km``: accuracy (majority rate)."""
-    if "val_geoscore" in info:  # GeoSURGE: per partition, then the hierarchical answer
-        parts = [f"{k[8:]} {100 * v:.1f}%" for k, v in info.items() if k.startswith("val_acc_p")]
-        return (
-            f"val {' '.join(parts)}, GeoScore {info['val_geoscore']:.0f}, median "
-            f"{info['val_median_km']:,.0f} km"
-        )
-    parts = [
-        f"{k[8:]} {100 * v:.1f}% ({100 * info.get('val_majority_' + k[8:], 0.0):.1f}%)"
-        for k, v in info.items()
-        if k.startswith("val_acc_") and not k.startswith("val_acc_seen_")
-    ]
-    return f"val {' '.join(parts)}, median {info.get('val_median_km', float('nan')):,.0f} km"
+    """``val country 40.1% (28.1%) region … , GeoScore 1,234, median 612 km``: per level the
+    accuracy (the majority rate), or per GeoSURGE partition its accuracy; then the GeoScore
+    and median error of the answers when the validation gives them."""
+    parts = []
+    for k, v in info.items():
+        if k.startswith("val_acc_p"):  # a GeoSURGE partition
+            parts.append(f"{k[8:]} {100 * v:.1f}%")
+        elif k.startswith("val_acc_") and not k.startswith("val_acc_seen_"):
+            level = k[8:]
+            parts.append(
+                f"{level} {100 * v:.1f}% ({100 * info.get('val_majority_' + level, 0.0):.1f}%)"
+            )
+    line = f"val {' '.join(parts)}"
+    if "val_geoscore" in info:
+        line += f", GeoScore {info['val_geoscore']:,.0f}"
+    return line + f", median {info.get('val_median_km', float('nan')):,.0f} km"
 
 
 @app.command()
