@@ -152,6 +152,7 @@ def predictions_frame(predictions: list[Prediction]) -> pd.DataFrame:
             for place in a.places:
                 row[f"{place.level}_id"] = place.entity_id
                 row[place.level] = place.name
+                row[f"{place.level}_confidence"] = a.level_confidence.get(place.level)
         rows.append(row)
     return pd.DataFrame(rows)
 
