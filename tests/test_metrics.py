@@ -178,3 +178,20 @@ def test_pairwise_km_equals_haversine():
         unit_vectors(torch.tensor(b[:, 0]), torch.tensor(b[:, 1])),
     ).numpy()
     assert np.allclose(t, ref, rtol=1e-9, atol=1e-6)
+
+
+def test_calibration_script_ece_by_hand():
+    """Two bins, hand-computed: [0.1, 0.2) holds 0.15, 0.15 with one right (gap 0.35), [0.3,
+    0.4) holds 0.35, 0.35 both right (gap 0.65): ECE = ½·0.35 + ½·0.65 = 0.5."""
+    import importlib.util
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibration.py"
+    spec = importlib.util.spec_from_file_location("calibration_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    res = module.calibration(np.array([0.15, 0.15, 0.35, 0.35]), np.array([1.0, 0.0, 1.0, 1.0]))
+    assert abs(res["ece"] - 0.5) < 1e-12 and res["accuracy"] == 0.75
+    assert [(b, n) for b, n, _, _ in res["bins"]] == [(1, 2), (3, 2)]
