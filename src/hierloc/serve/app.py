@@ -164,6 +164,11 @@ def _media(content_type: str) -> dict:
     return {200: {"content": {content_type: {}}}}
 
 
+def _object(**properties) -> dict:
+    """A JSON-schema object of ``properties``."""
+    return {"type": "object", "properties": properties}
+
+
 def locate_openapi(max_photos: int) -> dict:
     """The OpenAPI description of ``POST /v1/locate`` (its handler reads the multipart body
     itself, so FastAPI cannot infer it): the body, the query parameters and every answer."""
@@ -172,51 +177,31 @@ def locate_openapi(max_photos: int) -> dict:
         "beam": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM, "default": 10},
         "model": {"type": "string", "description": "a served model's name (GET /v1/models)"},
     }
-    place = {
-        "type": "object",
-        "properties": {
-            "level": {"type": "string"},
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "latitude": {"type": "number"},
-            "longitude": {"type": "number"},
-            "confidence": {"type": ["number", "null"]},
-        },
-    }
-    answer = {
-        "type": "object",
-        "properties": {
-            "rank": {"type": "integer"},
-            "latitude": {"type": "number"},
-            "longitude": {"type": "number"},
-            "score": {"type": "number"},
-            "confidence": {"type": ["number", "null"]},
-            "places": {"type": "array", "items": place},
-            "error_km": {"type": "number"},
-        },
-    }
-    ok = {
-        "type": "object",
-        "properties": {
-            "model": {"type": "string"},
-            "top_k": {"type": "integer"},
-            "beam": {"type": "integer"},
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "id": {"type": "string"},
-                        "file": {"type": "string", "description": "the file name as sent"},
-                        "index": {"type": "integer", "description": "its position (from 0)"},
-                        "answers": {"type": "array", "items": answer},
-                        "exif_gps": {"type": ["object", "null"]},
-                    },
-                },
-            },
-            "rejected": {"type": "array", "items": {"type": "object"}},
-        },
-    }
+    num, text, maybe = {"type": "number"}, {"type": "string"}, {"type": ["number", "null"]}
+    place = _object(level=text, id=text, name=text, latitude=num, longitude=num, confidence=maybe)
+    answer = _object(
+        rank={"type": "integer"},
+        latitude=num,
+        longitude=num,
+        score=num,
+        confidence=maybe,
+        places={"type": "array", "items": place},
+        error_km=num,
+    )
+    result = _object(
+        id=text,
+        file={"type": "string", "description": "the file name as sent"},
+        index={"type": "integer", "description": "its position (from 0)"},
+        answers={"type": "array", "items": answer},
+        exif_gps={"type": ["object", "null"]},
+    )
+    ok = _object(
+        model=text,
+        top_k={"type": "integer"},
+        beam={"type": "integer"},
+        results={"type": "array", "items": result},
+        rejected={"type": "array", "items": {"type": "object"}},
+    )
     errors = {
         "400": "malformed multipart body",
         "401": "missing or wrong bearer token",
