@@ -100,7 +100,8 @@ def train(
             help="hierloc, geosurge (S2 cells + semantic fusion: --cells, --semantic, a token "
             "store as --features), or a baseline: knn (retrieval), classify (softmax over "
             "cities), regress (coordinates), zeroshot (nearest city mean "
-            "embedding). A baseline writes its model folder to --output; its "
+            "embedding), prior (the training medoid for every photo: what learning nothing "
+            "scores). A baseline writes its model folder to --output; its "
             "--set keys: epochs, lr, hidden, dropout, batch_size, seed."
         ),
     ] = "hierloc",
