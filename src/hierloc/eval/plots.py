@@ -102,11 +102,11 @@ def examples_plot(examples: list[dict], path: str | Path, title: str = "") -> No
 
     Each example is a dict with ``image`` (a path), ``true_lat``, ``true_lon``, ``truth``
     (names), ``pred_lat``, ``pred_lon``, ``predicted`` (names), ``error_km`` and
-    ``confidence`` (0–1, or NaN when the model gives none)."""
+    ``country_confidence`` (0–1, or NaN when the model gives none)."""
     from PIL import Image
 
     n = len(examples)
-    plt, fig = _figure(max(10.0, 2.4 * n), 8.2)
+    plt, fig = _figure(max(10.0, 2.4 * n), 8.5)
     grid = fig.add_gridspec(2, max(n, 1), height_ratios=[2.6, 1.25], hspace=0.08, wspace=0.08)
     ax = fig.add_subplot(grid[0, :])
     ax.imshow(np.asarray(world_background()), extent=(-180, 180, -90, 90))
@@ -121,9 +121,9 @@ def examples_plot(examples: list[dict], path: str | Path, title: str = "") -> No
             ax.plot([-180 * np.sign(lo), po], [mid, pa], color="white", lw=1.4, alpha=0.9)
         ax.scatter([lo], [la], s=70, facecolor="#2ecc40", edgecolor="black", zorder=3)
         ax.scatter([po], [pa], s=80, marker="X", color="#ff4136", edgecolor="black", zorder=3)
-        ax.annotate(
-            str(k), (lo, la), xytext=(5, 5), textcoords="offset points", color="white",
-            fontsize=10, fontweight="bold",
+        ax.annotate(  # offsets alternate so that numbers of nearby places stay apart
+            str(k), (lo, la), xytext=(6, 2) if k % 2 else (-14, 2),
+            textcoords="offset points", color="white", fontsize=10, fontweight="bold",
         )  # fmt: skip
     handles = [
         plt.Line2D([], [], marker="o", ls="", color="#2ecc40", mec="black", label="true place"),
@@ -145,12 +145,12 @@ def examples_plot(examples: list[dict], path: str | Path, title: str = "") -> No
             sub.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
         sub.set_xticks([])
         sub.set_yticks([])
-        conf = e["confidence"]
+        conf = e.get("country_confidence", float("nan"))
         conf_text = "—" if conf != conf else f"{100 * conf:.0f} %"
         sub.set_title(str(k), fontsize=10, fontweight="bold")
         sub.set_xlabel(
             f"true: {_short(e['truth'])}\nanswer: {_short(e['predicted'])}\n"
-            f"error {e['error_km']:,.0f} km · conf. {conf_text}",
+            f"error {e['error_km']:,.0f} km\ncountry confidence {conf_text}",
             fontsize=7,
         )
     _save(plt, fig, Path(path))
