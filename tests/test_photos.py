@@ -93,3 +93,22 @@ def test_zero_denominators_and_duplicate_ids_are_rejected_with_their_reason(tmp_
     assert "zero denominator" in rejects.loc["zeroden.jpg", "reason"]
     assert "zero denominator" in rejects.loc["zeroall.jpg", "reason"]
     assert "duplicate id 'x' (also x.jpg)" in rejects.loc["x.jpeg", "reason"]
+
+
+def test_corrupt_exif_is_a_reject_reason_not_a_warning(tmp_path):
+    """Pillow warns "Corrupt EXIF data" on a truncated GPS IFD; the photo is rejected with
+    that reason and no warning escapes (pytest turns warnings into errors here)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    exif = (
+        b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00"
+        b"\x25\x88\x04\x00\x01\x00\x00\x00\xff\xff\x00\x00"  # a GPS IFD pointer past the end
+    )
+    Image.new("RGB", (8, 8)).save(d / "broken_exif.jpg", exif=exif)
+    photo(d / "ok.jpg", {1: "N", 2: (48.0, 51.0, 29.6), 3: "E", 4: (2.0, 17.0, 40.2)})
+    out = tmp_path / "meta.parquet"
+    res = runner.invoke(app, ["data", "from-photos", str(d), "-o", str(out), "-f", "json"])
+    assert res.exit_code == 0, res.output
+    assert list(pd.read_parquet(out)["id"]) == ["ok"]
+    reason = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path").loc["broken_exif.jpg"]
+    assert "Corrupt EXIF data" in reason["reason"] and "Warning" not in res.stderr
