@@ -421,7 +421,7 @@ def data_leaks(
 ) -> None:
     """Count the held-out patches that share pixels with the splits they must not see.
 
-    From the stored pixel rectangles, for validation vs training, test vs training and test vs validation: patches sharing at least one pixel with a patch of the other split, sharing more than half their area with one, and the median distance to the other split's nearest location. A benchmark built with the default --guard pixel has 0 in every sharing column.
+    From the stored pixel rectangles, for validation vs training, test vs training and test vs validation: patches sharing at least one pixel with a patch of the other split, sharing more than half their area with one, and the median distance to the other split's nearest location. A benchmark built with --guard blocks (the default) or pixel has 0 in every sharing column.
     """  # noqa: E501
     from hierloc.data.artifacts import read_parquet
     from hierloc.data.bluemarble import split_leaks

@@ -206,9 +206,9 @@ def evaluate_cmd(
 ) -> None:
     """Score a model on a labelled split: GeoScore, mean / median km, accuracy at country, region, subregion and city under the entity and OSV5M protocols, recall at 1 / 25 / 200 / 750 / 2,500 km. Writes metrics.json, predictions.parquet, report.md, error_cdf.png and error_map.png."""  # noqa: E501
     from hierloc.data.writers import check_not_input
-    from hierloc.eval.evaluate import evaluate, report_markdown
+    from hierloc.eval.evaluate import default_split, evaluate, report_markdown
 
-    out = output or (model / f"eval-{split or ('all' if data.is_file() else 'test')}")
+    out = output or (model / f"eval-{default_split(data, split) or 'all'}")
     check_not_input(out, [model, data, features, semantic])
     metrics = evaluate(
         model,

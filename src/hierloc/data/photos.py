@@ -107,18 +107,16 @@ def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | No
         rows["longitude"].append(lon)
         rows["path"].append(rel)
         rows["captured_at"].append(str(taken) if taken else None)
-    seen = Counter(rows["id"])
-    if any(n > 1 for n in seen.values()):  # x.jpg and x.jpeg: one id, two photos
-        keep = [seen[i] == 1 for i in rows["id"]]
-        by_id: dict[str, list[str]] = {}
-        for i, rel in zip(rows["id"], rows["path"], strict=True):
-            by_id.setdefault(i, []).append(rel)
-        for i, rel in zip(rows["id"], rows["path"], strict=True):
-            if seen[i] > 1:
-                others = ", ".join(r for r in by_id[i] if r != rel)
-                bad.append((rel, f"duplicate id {i!r} (also {others}): rename one of them"))
-                kinds["duplicate id"] += 1
-        rows = {k: [v for v, ok in zip(col, keep, strict=True) if ok] for k, col in rows.items()}
+    by_id: dict[str, list[str]] = {}  # x.jpg and x.jpeg: one id, two photos
+    for i, rel in zip(rows["id"], rows["path"], strict=True):
+        by_id.setdefault(i, []).append(rel)
+    keep = [len(by_id[i]) == 1 for i in rows["id"]]
+    for i, rel, ok in zip(rows["id"], rows["path"], keep, strict=True):
+        if not ok:
+            others = ", ".join(r for r in by_id[i] if r != rel)
+            bad.append((rel, f"duplicate id {i!r} (also {others}): rename one of them"))
+            kinds["duplicate id"] += 1
+    rows = {k: [v for v, ok in zip(col, keep, strict=True) if ok] for k, col in rows.items()}
     with AtomicTableWriter(output) as writer:
         types = {k: pa.float64() if k in ("latitude", "longitude") else pa.string() for k in rows}
         writer.write(pa.table({k: pa.array(v, types[k]) for k, v in rows.items()}))

@@ -50,13 +50,19 @@ OSV5M = {
 }
 
 
+def default_split(data: str | Path, split: str | None) -> str | None:
+    """The split evaluated: ``split`` when given; else ``test`` for a data folder, and None
+    (every row) for a metadata file."""
+    return split if split is not None or Path(data).is_file() else "test"
+
+
 def split_file(data: str | Path, split: str | None) -> Path:
     """``DATA/{split}.parquet`` (or .csv; ``test`` when None) for a data folder, or ``data``
     itself for a file (its rows are chosen by :func:`split_rows`)."""
     data = Path(data)
     if data.is_file():
         return data
-    split = split or "test"
+    split = default_split(data, split)
     for ext in (".parquet", ".csv"):
         if (data / f"{split}{ext}").exists():
             return data / f"{split}{ext}"
@@ -178,8 +184,8 @@ def evaluate(
     truth = metadata_entities(path, rejected=bad)  # reads and checks the whole file
     truth["id"] = truth["id"].astype(str)
     raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    chosen = split_rows(raw, path, split) if path == Path(data) else None
-    split = split if split is not None or path == Path(data) else "test"
+    chosen = split_rows(raw, path, split) if Path(data).is_file() else None
+    split = default_split(data, split)
     predictor = load_locator(model)
     if chosen is not None:
         truth = truth[truth["id"].isin(chosen)].reset_index(drop=True)

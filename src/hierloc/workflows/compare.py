@@ -21,7 +21,13 @@ import pandas as pd
 
 from hierloc.data.writers import check_not_input, write_file_atomic
 from hierloc.errors import InputError
-from hierloc.eval.evaluate import evaluate, metrics_table, names_images, split_file
+from hierloc.eval.evaluate import (
+    default_split,
+    evaluate,
+    metrics_table,
+    names_images,
+    split_file,
+)
 from hierloc.eval.plots import error_cdf_plot
 from hierloc.locate import build_model_folder
 from hierloc.locate.baselines import BASELINES, baseline_config, train_baseline
@@ -156,8 +162,7 @@ def evaluate_model(
     search: str = "beam",
     beam: int = 10,
 ) -> dict:
-    if split is None and not Path(data).is_file():
-        split = "test"  # a data folder's default split (evaluate's rule), in the stage key
+    split = default_split(data, split)  # in the stage key as evaluate reads it
     manifest = (model_dir / "manifest.json").read_text()
     # GeoSURGE is evaluated as its paper does, each image averaged over ten crops, when the
     # split names its images (a path column); otherwise on its stored centre-crop tokens —
@@ -239,7 +244,7 @@ def compare(
             on_step=progress,
             geosurge=geosurge,
         )
-        say(f"{name}: evaluating on {split or ('every row' if data.is_file() else 'test')}")
+        say(f"{name}: evaluating on {default_split(data, split) or 'every row'}")
         results[name] = evaluate_model(
             model_dir, data, output / name / "eval", split, None if is_geosurge(name) else features
         )
