@@ -49,7 +49,7 @@ def test_from_photos(tmp_path):
     assert df.loc["trip/rio", "latitude"] == pytest.approx(-(22 + 57 / 60 + 7.2 / 3600))
     assert df.loc["trip/rio", "longitude"] == pytest.approx(-(43 + 12 / 60 + 36 / 3600))
     assert df.loc["eiffel", "captured_at"] == "2024:05:01 10:00:00"
-    assert df.loc["trip/rio", "path"] == "trip/rio.jpg"
+    assert df.loc["trip/rio", "path"] == "photos/trip/rio.jpg"  # from the output's folder
     rejects = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path")
     assert rejects.loc["nogps.jpg", "reason"] == "no GPS position in EXIF"
     assert "reference" in rejects.loc["badref.jpg", "reason"]
@@ -112,3 +112,22 @@ def test_corrupt_exif_is_a_reject_reason_not_a_warning(tmp_path):
     assert list(pd.read_parquet(out)["id"]) == ["ok"]
     reason = pd.read_csv(tmp_path / "meta.rejects.csv").set_index("path").loc["broken_exif.jpg"]
     assert "Corrupt EXIF data" in reason["reason"] and "Warning" not in res.stderr
+
+
+def test_the_metadata_file_leads_extract_to_every_photo(tmp_path):
+    """from-photos writes its file outside the photo folder; extract, reading paths from that
+    file's folder, finds every photo."""
+    d = tmp_path / "photos" / "trip"
+    d.mkdir(parents=True)
+    photo(d / "a.jpg", {1: "N", 2: (48.0, 51.0, 29.6), 3: "E", 4: (2.0, 17.0, 40.2)})
+    photo(d / "b.jpg", {1: "S", 2: (22.0, 57.0, 7.2), 3: "W", 4: (43.0, 12.0, 36.0)})
+    out = tmp_path / "meta" / "meta.parquet"
+    out.parent.mkdir()
+    res = runner.invoke(app, ["data", "from-photos", str(tmp_path / "photos"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(
+        app, ["extract", str(out), "-o", str(tmp_path / "f"), "--workers", "0", "-f", "json"]
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["images"] == 2 and summary["rejected"] == 0

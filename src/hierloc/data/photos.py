@@ -2,7 +2,9 @@
 
 For each image under a folder (recursive): id (the relative path without suffix, as
 ``hierloc extract`` names it), ``latitude``/``longitude`` in decimal degrees from the GPS IFD
-(degrees / minutes / seconds rationals, N/S/E/W references), ``path`` (relative) and
+(degrees / minutes / seconds rationals, N/S/E/W references), ``path`` (relative to the output
+file's folder, as every reader of a metadata file resolves it; absolute when there is no
+relative way) and
 ``captured_at`` (EXIF DateTimeOriginal, when present). Photos without GPS, with malformed
 GPS or out-of-range coordinates, or that cannot be read, go to the rejects file with the
 reason and are counted — never silently dropped.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -70,6 +73,14 @@ def gps_from_exif(exif) -> tuple[float, float]:
     return lat, lon
 
 
+def _path_from(photo: Path, base: Path) -> str:
+    """``photo`` relative to ``base`` (the metadata file's folder), or absolute."""
+    try:
+        return Path(os.path.relpath(photo.resolve(), base.resolve())).as_posix()
+    except ValueError:  # another drive: no relative path exists
+        return photo.resolve().as_posix()
+
+
 def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | None = None) -> dict:
     folder, output = Path(folder), Path(output)
     if not folder.is_dir():
@@ -81,6 +92,7 @@ def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | No
         raise InputError(f"{folder}: no photos found ({', '.join(IMAGE_SUFFIXES)})")
     rows = {"id": [], "latitude": [], "longitude": [], "path": [], "captured_at": []}
     bad: list[tuple[str, str]] = []
+    names: list[str] = []  # each kept row's path under the folder
     kinds: Counter = Counter()
     for p in files:
         rel = p.relative_to(folder).as_posix()
@@ -105,13 +117,14 @@ def from_photos(folder: str | Path, output: str | Path, rejects: str | Path | No
         rows["id"].append(rel.rsplit(".", 1)[0])
         rows["latitude"].append(lat)
         rows["longitude"].append(lon)
-        rows["path"].append(rel)
+        rows["path"].append(_path_from(p, output.parent))
+        names.append(rel)  # as found under the folder: how rejects name a photo
         rows["captured_at"].append(str(taken) if taken else None)
     by_id: dict[str, list[str]] = {}  # x.jpg and x.jpeg: one id, two photos
-    for i, rel in zip(rows["id"], rows["path"], strict=True):
+    for i, rel in zip(rows["id"], names, strict=True):
         by_id.setdefault(i, []).append(rel)
     keep = [len(by_id[i]) == 1 for i in rows["id"]]
-    for i, rel, ok in zip(rows["id"], rows["path"], keep, strict=True):
+    for i, rel, ok in zip(rows["id"], names, keep, strict=True):
         if not ok:
             others = ", ".join(r for r in by_id[i] if r != rel)
             bad.append((rel, f"duplicate id {i!r} (also {others}): rename one of them"))
