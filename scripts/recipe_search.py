@@ -79,6 +79,17 @@ VARIANTS: dict[str, list[str]] = {
         "model.anchor_std=0.01",
         "model.dim=256",
     ],
+    # the demo's shipped recipe (the shared map, leave-one-out positives) and its neighbours,
+    # searched again on the pixel-disjoint validation split
+    "demo": [*SKIP, "model.loo_means=true"],
+    "demo_steps250": [*SKIP, "model.loo_means=true", "optim.max_steps=250"],
+    "demo_strong_reg": [
+        *SKIP,
+        "model.loo_means=true",
+        "model.dropout=0.5",
+        "optim.weight_decay=0.3",
+    ],
+    "demo_image_only": [*SKIP, "model.loo_means=true", "model.modalities=[image]"],
 }
 
 

@@ -149,8 +149,11 @@ def journey(hierloc: Path, work: Path) -> None:
     run([h, "index", "run", "-o", "model"], work)
     photo = sorted((work / "bm" / "images" / "test").glob("*.png"))[0]
     out = run([h, "predict", "model", str(photo), "-f", "json"], work, stdout_only=True)
-    rows = json.loads(out)["predictions"]
-    check(len(rows) == 5 and rows[0]["rank"] == 1 and rows[0]["country"], f"predict gave {rows}")
+    rows = [a for r in json.loads(out)["results"] for a in r["answers"]]
+    check(
+        len(rows) == 5 and rows[0]["rank"] == 1 and rows[0]["places"][0]["name"],
+        f"predict gave {rows}",
+    )
     run([h, "predict", "model", "bm/images/test", "-f", "csv", "-o", "preds.csv"], work)
     rows = (work / "preds.csv").read_text().splitlines()
     check(len(rows) >= 41, f"predict on a folder wrote {len(rows) - 1} rows for 40 photos")

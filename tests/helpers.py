@@ -28,3 +28,20 @@ def assert_every_parameter_learns(module, *inputs) -> None:
     module(*(x.double() for x in inputs)).pow(2).sum().backward()
     for name, p in module.named_parameters():
         assert p.grad.abs().min().item() > 1e-9, name
+
+
+def document_rows(doc: dict) -> list[dict]:
+    """The predictions document's answers flattened, one row per answer: ``id, file, rank,
+    latitude, longitude, score, confidence`` and per level the name, ``{level}_id`` and
+    ``{level}_confidence`` (``hierloc predict --format csv``'s columns, plus ``file``)."""
+    rows = []
+    for r in doc["results"]:
+        for a in r["answers"]:
+            row = {"id": r["id"], "file": r["file"]}
+            row |= {k: a[k] for k in ("rank", "latitude", "longitude", "score", "confidence")}
+            for pl in a["places"]:
+                row[pl["level"]] = pl["name"]
+                row[f"{pl['level']}_id"] = pl["id"]
+                row[f"{pl['level']}_confidence"] = pl["confidence"]
+            rows.append(row)
+    return rows

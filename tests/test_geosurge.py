@@ -24,7 +24,7 @@ from hierloc.models.geosurge import (
     ancestors,
     product_scores,
 )
-from tests.helpers import assert_every_parameter_learns, set_options, torchrun
+from tests.helpers import assert_every_parameter_learns, document_rows, set_options, torchrun
 from tests.test_hierarchy import pseudo_photos
 
 runner = CliRunner()
@@ -568,7 +568,7 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)["predictions"]
+    rows = document_rows(json.loads(res.output))
     top = {r["id"]: r for r in rows if r["rank"] == 1}
     assert len(top) == len(from_stores) == 40
     for p in from_stores:  # features stored as float16: the same answers, scores to ~1e-2
@@ -587,7 +587,7 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         ],
     )
     assert res.exit_code == 0, res.output
-    ten = {r["id"]: r for r in json.loads(res.output)["predictions"] if r["rank"] == 1}
+    ten = {r["id"]: r for r in document_rows(json.loads(res.output)) if r["rank"] == 1}
     assert len(ten) == 40
     # hierloc evaluate --ten-crop scores exactly those ten-crop answers
     out = tmp_path / "ev10"

@@ -16,6 +16,7 @@ from hierloc.data.features import write_feature_store
 from hierloc.errors import InputError
 from hierloc.hierarchy.pipeline import build_hierarchy
 from hierloc.locate.hierloc import Geolocator
+from tests.helpers import document_rows
 from tests.test_hierarchy import pseudo_photos
 from tests.test_train import SMALL
 
@@ -124,7 +125,7 @@ def test_predict_cli_on_a_feature_store_in_every_format(trained, tmp_path):
     model, store = str(trained / "model"), str(trained / "store")
     res = runner.invoke(app, ["predict", model, store, "--top-k", "2", "-f", "json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.stdout)["predictions"]
+    rows = document_rows(json.loads(res.stdout))
     assert len(rows) == 2 * 300 and {r["rank"] for r in rows} == {1, 2}
     assert {"country", "city", "latitude", "confidence", "city_id"} <= set(rows[0])
     res = runner.invoke(

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from hierloc.cli import app as cli
 from hierloc.locate.types import Prediction, Rejected
 from hierloc.serve import Settings, create_app
 from hierloc.serve.app import model_names
+from tests.helpers import document_rows
 from tests.test_hierarchy import pseudo_photos
 from tests.test_predict import encoder_model
 
@@ -67,6 +69,16 @@ def png(seed: int = 0, size=(40, 30), **save) -> bytes:
     return buf.getvalue()
 
 
+def gps_jpeg(lat: float, lon: float) -> bytes:
+    """A JPEG whose EXIF GPS position is (lat, lon), north/east."""
+    exif = Image.Exif()
+    dms = lambda v: (float(int(v)), float(int(v * 60 % 60)), round(v * 3600 % 60, 4))  # noqa: E731
+    exif[ExifTags.IFD.GPSInfo] = {1: "N", 2: dms(lat), 3: "E", 4: dms(lon)}
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (90, 120, 30)).save(buf, "JPEG", exif=exif)
+    return buf.getvalue()
+
+
 def ready(client: TestClient) -> TestClient:
     for _ in range(300):
         if client.get("/readyz").status_code == 200:
@@ -87,51 +99,70 @@ def post(client, files, **data):
     return client.post("/v1/locate", files=parts, data={k: str(v) for k, v in data.items()})
 
 
+def _same_numbers(got, want, where="") -> None:
+    """Two JSON values equal: strings, ints and keys exactly, floats to 1e-4 relative."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (where, got, want)
+        for k in want:
+            _same_numbers(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (where, got, want)
+        for k, (g, w) in enumerate(zip(got, want, strict=True)):
+            _same_numbers(g, w, f"{where}[{k}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), where
+    else:
+        assert got == want, where
+
+
 def test_answers_equal_hierloc_predict(client, models):
-    """The same photos through the API and through ``hierloc predict --format json``: the same
-    rows (ids, entity ids and names per level, coordinates, score, confidence)."""
-    names = sorted(p.name for p in (models / "photos").iterdir())
-    files = [(n, (models / "photos" / n).read_bytes()) for n in names]
-    for model, folder in (("hierloc", "hierloc"), ("knn", "knn")):
+    """The same photos (one with EXIF GPS, one not an image) through the API and through
+    ``hierloc predict --format json``: one document, valid against the published schema, equal
+    but for ``file`` (the path given on the command line, the name uploaded)."""
+    import jsonschema_rs
+
+    photos = models / "photos-doc"
+    photos.mkdir(exist_ok=True)
+    for p in sorted((models / "photos").iterdir()):
+        (photos / p.name).write_bytes(p.read_bytes())
+    (photos / "gps.jpg").write_bytes(gps_jpeg(48.85, 2.35))
+    (photos / "zbad.png").write_bytes(b"not a png")
+    names = sorted(p.name for p in photos.iterdir())
+    files = [(n, (photos / n).read_bytes()) for n in names]
+    published = client.get("/openapi.json").json()["paths"]["/v1/locate"]["post"]
+    validator = jsonschema_rs.validator_for(
+        published["responses"]["200"]["content"]["application/json"]["schema"]
+    )
+    for model in ("hierloc", "knn"):
         res = post(client, files, top_k=3, model=model)
         assert res.status_code == 200, res.json()
-        body = res.json()
-        assert body["rejected"] == [] and len(body["results"]) == len(names)
+        api = res.json()
         out = runner.invoke(
-            cli,
-            ["predict", str(models / folder), str(models / "photos"), "--top-k", "3", "-f", "json"],
+            cli, ["predict", str(models / model), str(photos), "--top-k", "3", "-f", "json"]
         )
         assert out.exit_code == 0, out.output
-        want = json.loads(out.stdout)["predictions"]
-        got = []
-        for r in body["results"]:
-            for a in r["answers"]:
-                row = {
-                    "id": r["id"],
-                    "rank": a["rank"],
-                    "latitude": a["latitude"],
-                    "longitude": a["longitude"],
-                    "score": a["score"],
-                    "confidence": a["confidence"],
-                }
-                for pl in a["places"]:
-                    row[pl["level"]] = pl["name"]
-                    row[f"{pl['level']}_id"] = pl["id"]
-                    row[f"{pl['level']}_confidence"] = pl["confidence"]
-                got.append(row)
-        key = lambda r: (r["id"], r["rank"])  # noqa: E731
-        got, want = sorted(got, key=key), sorted(want, key=key)
-        assert [key(r) for r in got] == [key(r) for r in want]
-        for g, w in zip(got, want, strict=True):
-            assert {k: v for k, v in g.items() if isinstance(v, str)} == {
-                k: v for k, v in w.items() if isinstance(v, str)
-            }
-            assert set(g) == set(w)  # per-level confidences in both documents
-            for k in [k for k in g if not isinstance(g[k], str)]:
-                if g[k] is None or w[k] is None:
-                    assert g[k] is None and w[k] is None, (model, k)
-                else:
-                    assert g[k] == pytest.approx(w[k], rel=1e-4, abs=1e-6), (model, k)
+        cli_doc = json.loads(out.stdout)
+        for doc in (api, cli_doc):
+            validator.validate(doc)
+            assert doc["format"] == "hierloc-predictions" and doc["version"] == 1
+            assert [r["id"] for r in doc["rejected"]] == ["zbad"]
+            assert len(doc["results"]) == len(names) - 1
+        assert [r["file"] for r in api["results"]] == names[:-1]
+        assert [r["file"] for r in cli_doc["results"]] == [str(photos / n) for n in names[:-1]]
+        assert [r["index"] for r in api["results"]] == list(range(len(names) - 1))
+        gps = next(r for r in api["results"] if r["id"] == "gps")
+        assert gps["exif_gps"] == {
+            "latitude": pytest.approx(48.85),
+            "longitude": pytest.approx(2.35),
+        }
+        assert all("error_km" in a for a in gps["answers"])
+        strip = lambda d: {k: v for k, v in d.items() if k != "file"}  # noqa: E731
+        _same_numbers(
+            strip(api) | {"results": [strip(r) for r in api["results"]],
+                          "rejected": [strip(r) for r in api["rejected"]]},
+            strip(cli_doc) | {"results": [strip(r) for r in cli_doc["results"]],
+                              "rejected": [strip(r) for r in cli_doc["rejected"]]},
+        )  # fmt: skip
 
 
 def test_models_health_ready_and_metrics(client):
@@ -183,16 +214,21 @@ def test_unreadable_files_are_listed_beside_the_good_ones(client):
     body = res.json()
     assert sorted(r["id"] for r in body["results"]) == ["good", "passwd"]  # a label, not a path
     why = {r["id"]: r["reason"] for r in body["rejected"]}
-    assert why["notes"] == "not an image (judged from its bytes)"
+    assert why["notes"] == "not an image (unrecognised format)"
     assert why["empty"] == "empty file (0 bytes)"
     assert why["trunc"].startswith("corrupt or truncated")
     assert why["bomb"].startswith("too large")
     only_bad = post(client, [("a.txt", b"plain text"), ("b.bin", b"\x00\x01")])
-    assert only_bad.status_code == 415 and len(only_bad.json()["rejected"]) == 2
+    assert only_bad.status_code == 200 and only_bad.json()["results"] == []
+    assert [(r["file"], r["index"]) for r in only_bad.json()["rejected"]] == [
+        ("a.txt", 0),
+        ("b.bin", 1),
+    ]
 
 
 def test_limits_and_error_bodies(client):
-    assert post(client, [(f"{i}.png", png(i)) for i in range(9)]).status_code == 413  # 9 > 8
+    many = post(client, [(f"{i}.png", png(i)) for i in range(9)])  # 9 > --max-batch 8
+    assert many.status_code == 422 and "more than 8 photos" in many.json()["error"]
     big = [("big.png", os.urandom(1024 * 1024 + 10))]
     r = post(client, big)
     assert r.status_code == 413 and "limit" in r.json()["error"]
@@ -611,7 +647,7 @@ def test_evaluate_reads_images_the_store_lacks_with_the_models_encoder(models, t
         cli,
         ["predict", str(models / "hierloc"), str(models / "photos"), "--top-k", "1", "-f", "json"],
     )
-    for row in json.loads(out.stdout)["predictions"]:
+    for row in document_rows(json.loads(out.stdout)):
         new_id = f"new{int(row['id'][1:])}"
         assert preds.loc[new_id, "city_id"] == row["city_id"]
     meta.drop(columns="path").to_parquet(tmp_path / "nopath.parquet")
@@ -648,7 +684,7 @@ def test_bench_serve_small_load_hostile_mix_and_sigterm(models):
     want = {
         "good": "200",
         "slow": "200",
-        "not_image": "415",
+        "not_image": "200",
         "content_type": "415",
         "oversized": "413",
         "malformed": "400",
@@ -676,6 +712,9 @@ def test_query_parameters_are_read_or_refused_never_ignored(client):
     assert res.status_code == 422 and "topk" in res.json()["error"]
     res = client.post("/v1/locate?top_k=3", files=parts, data={"top_k": "4"})
     assert res.status_code == 422 and "given twice" in res.json()["error"]
+    for empty in ("top_k=", "beam=", "model="):  # empty is not "left out"
+        res = client.post(f"/v1/locate?{empty}", files=parts)
+        assert res.status_code == 422, (empty, res.json())
 
 
 def test_openapi_describes_what_the_routes_take_and_answer(client):
@@ -711,3 +750,27 @@ def test_each_result_echoes_its_file_name_and_position(client):
     got = sorted((r["id"], r["file"], r["index"]) for r in body["results"])
     assert got == [("x", "x.jpg", 0), ("x#2", "x.png", 1)]
     assert [(r["file"], r["index"]) for r in body["rejected"]] == [("bad.jpg", 2)]
+
+
+def test_openapi_fuzzer_passes_every_check(models, tmp_path):
+    """schemathesis (all checks: status codes, content types, response schemas, headers,
+    negative data rejected, positive data accepted, 405 with Allow…) against ``hierloc serve``
+    on a loopback port, from the server's own ``/openapi.json``; bounded in examples and time."""
+    import shutil
+    import subprocess
+
+    port = free_port()
+    proc = start_server([models / "hierloc", models / "knn"], port, log=tmp_path / "server.log")
+    try:
+        st = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+        assert st, "schemathesis is not installed (pip install -e '.[test]')"
+        run = subprocess.run(
+            [st, "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
+             "--max-examples", "25", "--max-time", "60", "--seed", "1", "--workers", "1",
+             "--generation-database", "none", "--no-color", "--request-timeout", "30"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

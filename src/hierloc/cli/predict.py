@@ -130,14 +130,10 @@ def predict_cmd(
             f"none of the {len(rejected)} images could be read (reasons above"
             f"{'' if output is None else ', and in ' + str(_rejects_path(output))})"
         )
-    rows = answer_rows(predictions)
     if fmt == PredictFormat.json:
-        text = json.dumps(
-            {"predictions": rows, "rejected": [{"id": r.id, "reason": r.reason} for r in rejected]},
-            indent=2,
-        )
+        text = json.dumps(_document(model, inputs, top_k, beam, predictions, rejected), indent=2)
     elif fmt == PredictFormat.csv:
-        text = pd.DataFrame(rows).to_csv(index=False)
+        text = pd.DataFrame(answer_rows(predictions)).to_csv(index=False)
     else:
         text = _table(predictions)
     if output is None:
@@ -225,6 +221,40 @@ def evaluate_cmd(
     else:
         typer.echo(report_markdown({model.name: metrics}))
         typer.echo(f"report: {out / 'report.md'}")
+
+
+def _document(model: Path, inputs: list[Path], top_k: int, beam: int, predictions, rejected):
+    """The predictions document (:mod:`hierloc.locate.document`, the same as the HTTP API's):
+    each input's file as given, its position and its EXIF GPS position."""
+    from hierloc.data.images import Opener, collect_items
+    from hierloc.locate.document import document, photo_gps, rejected_json, result_json
+
+    sources: dict[str, dict] = {}
+    gps: dict[str, tuple[float, float] | None] = {}
+    if len(inputs) == 1 and (inputs[0] / "features.npy").exists():  # a feature store's rows
+        from hierloc.data.features import FeatureStore
+
+        ids = FeatureStore.open(inputs[0]).ids.to_pylist()
+        sources = {i: {"file": str(inputs[0]), "index": k} for k, i in enumerate(ids)}
+    else:
+        opener = Opener()
+        try:
+            for k, item in enumerate(collect_items(list(inputs))):
+                sources[item.id] = {"file": item.member or item.container, "index": k}
+                try:
+                    gps[item.id] = photo_gps(opener.read(item))
+                except OSError:  # unreadable: listed among the rejects already
+                    gps[item.id] = None
+        finally:
+            opener.close()
+    results = [result_json(p, sources[p.id], gps.get(p.id)) for p in predictions]
+    return document(
+        model.resolve().name,
+        top_k,
+        beam,
+        results,
+        [rejected_json(r, sources[r.id]) for r in rejected],
+    )
 
 
 def _rejects_path(output: Path) -> Path:

@@ -193,6 +193,10 @@ _SIGNATURES = (
 )
 
 
+EMPTY = "empty file (0 bytes)"
+NOT_AN_IMAGE = "not an image (unrecognised format)"
+
+
 def sniff(data: bytes) -> str | None:
     """The image format the bytes start with (``jpeg``, ``png``, ``webp``, ``gif``, ``bmp``,
     ``tiff``), or ``None``: judged from the bytes, never from a name or a content type."""
@@ -207,7 +211,7 @@ def sniff(data: bytes) -> str | None:
 def decode(data: bytes, max_pixels: int = MAX_PIXELS):
     """``(PIL RGB image, None)`` or ``(None, reason)``; never raises."""
     if not data:
-        return None, "empty file (0 bytes)"
+        return None, EMPTY
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -225,7 +229,7 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS):
                 img = img.convert("RGB")
             return img, None
     except UnidentifiedImageError:
-        return None, "not an image (unrecognised format)"
+        return None, NOT_AN_IMAGE
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         return None, f"too large: possible decompression bomb ({e})"
     except (OSError, SyntaxError, ValueError, EOFError) as e:

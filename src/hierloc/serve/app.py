@@ -27,7 +27,6 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from PIL import Image
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -41,12 +40,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from hierloc import __version__
-from hierloc.data.images import sniff
-from hierloc.data.photos import gps_from_exif
+from hierloc.data.images import EMPTY, NOT_AN_IMAGE, sniff
 from hierloc.eval.maps import world_background
-from hierloc.geo.haversine import haversine_km
 from hierloc.locate import load_locator
-from hierloc.locate.types import Locator, Prediction
+from hierloc.locate.document import document, photo_gps, rejected_json, result_json
+from hierloc.locate.document import schema as document_schema
+from hierloc.locate.types import Locator, Rejected
 from hierloc.serve.batcher import Closed, MicroBatcher, QueueFull
 
 log = logging.getLogger(__name__)
@@ -169,45 +168,26 @@ def _object(**properties) -> dict:
     return {"type": "object", "properties": properties}
 
 
-def locate_openapi(max_photos: int) -> dict:
+def locate_openapi(max_photos: int, models: list[str]) -> dict:
     """The OpenAPI description of ``POST /v1/locate`` (its handler reads the multipart body
     itself, so FastAPI cannot infer it): the body, the query parameters and every answer."""
     params = {
         "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "default": 5},
         "beam": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM, "default": 10},
-        "model": {"type": "string", "description": "a served model's name (GET /v1/models)"},
+        "model": {
+            "type": "string",
+            "enum": list(models),
+            "default": models[0],
+            "description": "a served model's name (GET /v1/models)",
+        },
     }
-    num, text, maybe = {"type": "number"}, {"type": "string"}, {"type": ["number", "null"]}
-    place = _object(level=text, id=text, name=text, latitude=num, longitude=num, confidence=maybe)
-    answer = _object(
-        rank={"type": "integer"},
-        latitude=num,
-        longitude=num,
-        score=num,
-        confidence=maybe,
-        places={"type": "array", "items": place},
-        error_km=num,
-    )
-    result = _object(
-        id=text,
-        file={"type": "string", "description": "the file name as sent"},
-        index={"type": "integer", "description": "its position (from 0)"},
-        answers={"type": "array", "items": answer},
-        exif_gps={"type": ["object", "null"]},
-    )
-    ok = _object(
-        model=text,
-        top_k={"type": "integer"},
-        beam={"type": "integer"},
-        results={"type": "array", "items": result},
-        rejected={"type": "array", "items": {"type": "object"}},
-    )
+    ok = document_schema()
     errors = {
         "400": "malformed multipart body",
         "401": "missing or wrong bearer token",
-        "413": f"body over the upload limit, or more than {max_photos} photos",
-        "415": "not multipart/form-data, or none of the files is an image",
-        "422": "a bad top_k, beam or model, an unknown field, or no photos",
+        "413": "body over the upload limit (--max-upload-mb)",
+        "415": "not multipart/form-data",
+        "422": f"a bad top_k, beam or model, an unknown field, no photos or more than {max_photos}",
         "503": "models loading, queue full or shutting down (Retry-After)",
     }
     return {
@@ -220,14 +200,18 @@ def locate_openapi(max_photos: int) -> dict:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
+                        "description": "photos; top_k, beam and model go in the query string "
+                        "(an HTML form may send them as form fields instead: the same name "
+                        "with two different values is refused with 422)",
                         "required": ["photos"],
+                        "additionalProperties": False,
                         "properties": {
                             "photos": {
                                 "type": "array",
                                 "items": {"type": "string", "format": "binary"},
+                                "minItems": 1,
                                 "maxItems": max_photos,
                             },
-                            **params,
                         },
                     }
                 }
@@ -235,7 +219,8 @@ def locate_openapi(max_photos: int) -> dict:
         },
         "responses": {
             "200": {
-                "description": "answers per photo",
+                "description": "answers per photo; the files that are not usable images, each "
+                "with its reason, in rejected (all of them, when none is)",
                 "content": {"application/json": {"schema": ok}},
             },
             **{c: _ERROR_RESPONSE | {"description": d} for c, d in errors.items()},
@@ -356,42 +341,6 @@ def _photo_id(upload: UploadFile, k: int, taken: set[str]) -> str:
     return ident
 
 
-def exif_gps(data: bytes) -> tuple[float, float] | None:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return gps_from_exif(img.getexif())
-    except Exception:  # noqa: BLE001 (no or malformed GPS: the photo is answered without it)
-        return None
-
-
-def prediction_json(p: Prediction, gps: tuple[float, float] | None) -> dict:
-    answers = []
-    for rank, a in enumerate(p.answers, 1):
-        item = {
-            "rank": rank,
-            "latitude": a.latitude,
-            "longitude": a.longitude,
-            "score": a.score,
-            "confidence": a.confidence,
-            "places": [
-                {
-                    "level": pl.level,
-                    "id": pl.entity_id,
-                    "name": pl.name,
-                    "latitude": pl.latitude,
-                    "longitude": pl.longitude,
-                    "confidence": a.level_confidence.get(pl.level),
-                }
-                for pl in a.places
-            ],
-        }
-        if gps is not None:
-            item["error_km"] = float(haversine_km(gps[0], gps[1], a.latitude, a.longitude))
-        answers.append(item)
-    exif = None if gps is None else {"latitude": gps[0], "longitude": gps[1]}
-    return {"id": p.id, "answers": answers, "exif_gps": exif}
-
-
 def _load(state: State, names: list[str]) -> None:
     try:
         for name, src in zip(names, state.sources, strict=True):
@@ -478,7 +427,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             },
         }
 
-    @app.post("/v1/locate", openapi_extra=locate_openapi(settings.max_batch))
+    @app.post("/v1/locate", openapi_extra=locate_openapi(settings.max_batch, names))
     async def locate(request: Request):
         if state.closing:
             return _error(503, "shutting down", {"Retry-After": "5"})
@@ -504,7 +453,9 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             if request.scope.get(TOO_LARGE):
                 return too_large
             if "Too many files" in why:
-                return _error(413, f"more than {settings.max_batch} photos in one request")
+                return _error(
+                    422, f"more than {settings.max_batch} photos in one request (--max-batch)"
+                )
             return _error(400, f"malformed multipart body: {why}")
         try:
             if request.scope.get(TOO_LARGE):
@@ -526,7 +477,7 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             beam = _int_field(fields, "beam", 10, 1, MAX_BEAM)
         except ValueError as e:
             return _error(422, str(e))
-        model = fields["model"] or names[0]
+        model = names[0] if fields["model"] is None else fields["model"]
         if not isinstance(model, str) or model not in state.locators:
             return _error(422, f"unknown model {model!r}; served: {', '.join(names)}")
         uploads = [v for k, v in form.multi_items() if isinstance(v, UploadFile)]
@@ -548,14 +499,14 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             data = await up.read()
             kind = sniff(data)
             if kind is None:
-                why = "empty file (0 bytes)" if not data else "not an image (judged from its bytes)"
-                rejected.append({"id": ident, "reason": why} | sent[ident])
+                why = EMPTY if not data else NOT_AN_IMAGE
+                rejected.append(rejected_json(Rejected(ident, why), sent[ident]))
                 continue
             photos.append((ident, data))
-            gps[ident] = exif_gps(data)
-        if not photos:
+            gps[ident] = photo_gps(data)
+        if not photos:  # every file refused: each with its reason, as beside good ones
             state.metrics.photos.labels("rejected").inc(len(rejected))
-            return _error(415, "none of the files is an image", rejected=rejected)
+            return JSONResponse(document(model, top_k, beam, [], rejected))
         try:
             future = state.batcher.submit(model, photos, top_k, beam)
         except QueueFull as e:
@@ -564,18 +515,11 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
             return _error(503, "shutting down", {"Retry-After": "5"})
         arrival.done()  # queued: the batcher need not wait for this one any more
         preds, bad = await asyncio.wrap_future(future)
-        rejected += [{"id": r.id, "reason": r.reason} | sent.get(r.id, {}) for r in bad]
+        rejected += [rejected_json(r, sent[r.id]) for r in bad]
         state.metrics.photos.labels("answered").inc(len(preds))
         state.metrics.photos.labels("rejected").inc(len(rejected))
-        return JSONResponse(
-            {
-                "model": model,
-                "top_k": top_k,
-                "beam": beam,
-                "results": [prediction_json(p, gps.get(p.id)) | sent[p.id] for p in preds],
-                "rejected": rejected,
-            }
-        )
+        results = [result_json(p, sent[p.id], gps.get(p.id)) for p in preds]
+        return JSONResponse(document(model, top_k, beam, results, rejected))
 
     static = resources.files("hierloc.serve") / "static"
 
@@ -591,7 +535,11 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         "/static/{name}",
         response_class=Response,
         responses={
-            200: {"content": {t: {} for t in ("text/javascript", "text/css", "image/svg+xml")}},
+            200: {
+                "content": {
+                    t: {} for t in ("text/javascript", "text/css", "image/svg+xml", "image/jpeg")
+                }
+            },
             404: _ERROR_RESPONSE | {"description": "no such static file"},
         },
     )
@@ -616,8 +564,10 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
 
 def _int_field(form, key: str, default: int, low: int, high: int) -> int:
     raw = form.get(key)
-    if raw is None or raw == "":
+    if raw is None:
         return default
+    if raw == "":
+        raise ValueError(f"{key} is empty: give a number from {low} to {high}, or leave it out")
     if not isinstance(raw, str):
         raise ValueError(f"{key} must be a number, not a file")
     try:
