@@ -14,28 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import pandas as pd
 
-
-def calibration(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> dict:
-    """ECE and the per-bin table of confidences ``conf`` against outcomes ``right``."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            gap = abs(right[m].mean() - conf[m].mean())
-            ece += m.mean() * gap
-            rows.append((b, int(m.sum()), float(conf[m].mean()), float(right[m].mean())))
-    return {
-        "n": len(conf),
-        "ece": float(ece),
-        "mean_confidence": float(conf.mean()),
-        "accuracy": float(right.mean()),
-        "bins": rows,
-    }
+from hierloc.eval.metrics import calibration_error as calibration
 
 
 def main() -> None:

@@ -180,18 +180,25 @@ def test_pairwise_km_equals_haversine():
     assert np.allclose(t, ref, rtol=1e-9, atol=1e-6)
 
 
-def test_calibration_script_ece_by_hand():
+def test_calibration_error_by_hand():
     """Two bins, hand-computed: [0.1, 0.2) holds 0.15, 0.15 with one right (gap 0.35), [0.3,
     0.4) holds 0.35, 0.35 both right (gap 0.65): ECE = ½·0.35 + ½·0.65 = 0.5."""
-    import importlib.util
-    from pathlib import Path
-
     import numpy as np
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "calibration.py"
-    spec = importlib.util.spec_from_file_location("calibration_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    res = module.calibration(np.array([0.15, 0.15, 0.35, 0.35]), np.array([1.0, 0.0, 1.0, 1.0]))
+    from hierloc.eval.metrics import calibration_error, level_calibration
+
+    res = calibration_error(np.array([0.15, 0.15, 0.35, 0.35]), np.array([1.0, 0.0, 1.0, 1.0]))
     assert abs(res["ece"] - 0.5) < 1e-12 and res["accuracy"] == 0.75
     assert [(b, n) for b, n, _, _ in res["bins"]] == [(1, 2), (3, 2)]
+    # per level, top answers against the truth's ids; a level without confidences is left out
+    preds = pd.DataFrame(
+        {
+            "country_id": ["FR", "FR", "DE", "IT"],
+            "country_confidence": [0.15, 0.15, 0.35, 0.35],
+            "city_id": ["a", "b", "c", "d"],
+            "city_confidence": [np.nan] * 4,
+        }
+    )
+    truth = pd.DataFrame({"country_id": ["FR", "ES", "DE", "IT"], "city_id": list("abcd")})
+    cal = level_calibration(preds, truth)
+    assert list(cal) == ["country"] and abs(cal["country"]["ece"] - 0.5) < 1e-12

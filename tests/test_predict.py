@@ -275,15 +275,32 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
     assert "broken" in (tmp_path / "out.rejects.csv").read_text()
 
 
+def _lorentz_probabilities(points, z, K: float, temperature: float) -> np.ndarray:
+    """By hand, float64: softmax over entities of ``−d²/temperature``, ``d = R·arcosh(−⟨z, e⟩_L/K)``
+    with ``R = √K``, ``⟨x, y⟩_L = −x₀y₀ + Σ xᵢyᵢ`` and ``⟨x, x⟩_L = −K`` (HierLoc's squared
+    Lorentz distance, the paper's A.8 convention)."""
+    z, e = np.asarray(z, np.float64).copy(), np.asarray(points, np.float64).copy()
+    for x in (z, e):  # back onto the hyperboloid ⟨x, x⟩_L = −K from the space part
+        x[:, 0] = np.sqrt(K + (x[:, 1:] ** 2).sum(1))
+    ip = -np.outer(z[:, 0], e[:, 0]) + z[:, 1:] @ e[:, 1:].T
+    d = np.arccosh(np.maximum(1.0, -ip / K)) * np.sqrt(K)
+    logits = -(d**2) / temperature
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True)
+
+
 def test_calibrated_confidences_match_the_accuracy_of_a_held_out_half(trained, tmp_path):
-    """Histogram binning fitted on one half of a labelled split: on the other half, per level,
-    the mean calibrated confidence of the top answers is close to their accuracy; confidences
-    stay in [0, 1] and do not decrease with the raw confidence."""
+    """Temperature scaling per level fitted on one half of a labelled split: each level's
+    confidence is its entity's softmax probability over every entity of the level at τ·T
+    (checked against the distance by hand), T minimises the validation likelihood on the grid
+    (checked by brute force with the hand-made probabilities), and on the other half the mean
+    confidence of the top answers is close to their accuracy at every level."""
     import shutil
 
     import pandas as pd
 
-    from hierloc.locate.hierloc import calibrate, level_confidences
+    from hierloc.locate.hierloc import TEMPERATURE_GRID, calibrate
     from hierloc.train.data import metadata_entities
 
     frame = pd.read_parquet(trained / "train.parquet")
@@ -296,21 +313,38 @@ def test_calibrated_confidences_match_the_accuracy_of_a_held_out_half(trained, t
     cal = calibrate(model, tmp_path / "fit.parquet", trained / "store")
     geo = Geolocator.load(model)
     assert geo.manifest["calibration"] == cal and cal["images"] == len(fit)
+    assert geo.manifest["manifold"] == "lorentz"
+    K, tau = float(geo.manifest["K"]), geo.raw_temperature
     for split, is_fit in (("fit", True), ("held", False)):
         truth = metadata_entities(tmp_path / f"{split}.parquet")
         feats = load_feats(trained, truth["id"].to_numpy(dtype=object))
-        preds = geo.predict_features(feats, truth["id"].tolist(), top_k=1)
-        res = geo.search(feats, top_k=1)
-        raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :]
+        preds = geo.predict_features(feats, truth["id"].tolist(), top_k=3)
+        z = geo.embed(feats).numpy()
         for lv, name in enumerate(["country", "region", "subregion", "city"]):
+            ent = geo._loaded.entities
+            sub = ent[ent["level"] == lv].sort_values("row")
+            row_of = dict(zip(sub["entity_id"], sub["row"], strict=True))
+            points = geo.index.points[lv].double().numpy()
+            t = cal["levels"][name]["temperature"]
+            probs = _lorentz_probabilities(points, z, K, tau * t)
+            conf = np.array([p.best.level_confidence[name] for p in preds])
+            for b, p in enumerate(preds):  # every answer, not only the best
+                for a in p.answers:
+                    want = probs[b, row_of[a.places[lv].entity_id]]
+                    assert a.level_confidence[name] == pytest.approx(want, rel=1e-6, abs=1e-12)
             ids = np.array([p.best.places[lv].entity_id for p in preds])
             right = ids == truth[f"{name}_id"].to_numpy()
-            conf = np.array([p.best.level_confidence[name] for p in preds])
-            assert np.all((conf >= 0) & (conf <= 1))
-            order = np.argsort(raw[:, lv].numpy(), kind="stable")
-            assert np.all(np.diff(conf[order]) >= 0), name  # monotone in the raw confidence
-            if is_fit:
+            if is_fit:  # T is the grid's likelihood maximum (brute force, by hand)
                 assert cal["levels"][name]["accuracy"] == pytest.approx(right.mean())
+                rows = np.array([row_of[i] for i in ids])
+
+                def nll(tt, rows=rows, right=right, points=points, z=z):
+                    c = _lorentz_probabilities(points, z, K, tau * tt)[np.arange(len(rows)), rows]
+                    c = np.clip(c, 1e-12, 1 - 1e-12)
+                    return -(right * np.log(c) + (~right) * np.log1p(-c)).mean()
+
+                best = min(TEMPERATURE_GRID[::6], key=nll)
+                assert nll(t) <= nll(best) + 1e-9, (name, t, best)
             else:  # 150 held-out images: the binomial spread of an accuracy is below 0.05
                 assert abs(conf.mean() - right.mean()) < 0.12, (name, conf.mean(), right.mean())
     assert preds[0].best.confidence == preds[0].best.level_confidence["city"]

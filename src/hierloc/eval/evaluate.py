@@ -33,7 +33,8 @@ from hierloc.data.images import Item
 from hierloc.data.writers import atomic_path
 from hierloc.data.writers import write_file_atomic as write_atomic
 from hierloc.errors import InputError
-from hierloc.eval.plots import error_cdf_plot, error_map_plot
+from hierloc.eval.metrics import level_calibration
+from hierloc.eval.plots import error_cdf_plot, error_map_plot, reliability_plot
 from hierloc.eval.score import score_frames
 from hierloc.geo.geonames import default_gazetteer
 from hierloc.geo.haversine import haversine_km
@@ -269,6 +270,7 @@ def _finish(
         preds["true_longitude"].to_numpy(),
     )
     preds["true_country_id"] = truth["country_id"].to_numpy()
+    calibration = level_calibration(preds, truth)
     metrics = {
         "model": str(model),
         "data": str(path),
@@ -282,14 +284,19 @@ def _finish(
         "without_country": truth.attrs.get("without_country", 0),
         "osv5m_truth": origin,
         **results,
+        "calibration": {
+            lv: {k: v for k, v in c.items() if k != "bins"} for lv, c in calibration.items()
+        },
     }
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    _write_outputs(out, preds, metrics, rejects)
+    _write_outputs(out, preds, metrics, rejects, calibration)
     return metrics
 
 
-def _write_outputs(out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.DataFrame) -> None:
+def _write_outputs(
+    out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.DataFrame, calibration: dict
+) -> None:
     with atomic_path(out / "predictions.parquet") as tmp:
         preds.to_parquet(tmp, index=False)
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -297,6 +304,8 @@ def _write_outputs(out: Path, preds: pd.DataFrame, metrics: dict, rejects: pd.Da
         write_atomic(out / "rejects.csv", rejects.to_csv(index=False))
     error_cdf_plot({"model": preds["error_km"].to_numpy()}, out / "error_cdf.png")
     error_map_plot(preds, out / "error_map.png")
+    if calibration:
+        reliability_plot(calibration, out / "reliability.png")
     write_atomic(out / "report.md", report_markdown({"model": metrics}, pictures=True))
 
 
@@ -334,6 +343,16 @@ def report_markdown(rows: dict[str, dict], pictures: bool = False) -> str:
         f"{first['osv5m_truth']})\n\n" + metrics_table(rows, "osv5m")
     )
     text.append("\nAccuracies and recall in %. GeoScore = mean of 5000·exp(−km/1492.7).\n")
+    cal = first.get("calibration") or {}
+    if cal:
+        cells = ", ".join(
+            f"{lv} {c['ece']:.3f} (right {100 * c['accuracy']:.1f} %, mean confidence "
+            f"{100 * c['mean_confidence']:.1f} %)"
+            for lv, c in cal.items()
+        )
+        text.append(f"\nCalibration of the top answer's confidence, ECE over 10 bins: {cells}.\n")
     if pictures:
         text.append("\n![error CDF](error_cdf.png)\n\n![mean error per country](error_map.png)\n")
+        if cal:
+            text.append("\n![reliability per level](reliability.png)\n")
     return "".join(text)

@@ -131,3 +131,44 @@ def entity_level_accuracy(
         hits = included & (p.to_numpy(dtype=object) == t.to_numpy(dtype=object))
         out[level] = (int(hits.sum()), int(included.sum()))
     return out
+
+
+def calibration_error(conf: np.ndarray, right: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of confidences ``conf`` against outcomes ``right`` (0/1):
+    over ``bins`` equal-width bins of confidence, the bins' ``|share right − mean confidence|``
+    weighted by their share of answers; with the mean confidence, the accuracy and the bins
+    ``(bin, answers, mean confidence, share right)``."""
+    conf, right = np.asarray(conf, np.float64), np.asarray(right, np.float64)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(right[m].mean() - conf[m].mean())
+            rows.append((b, int(m.sum()), float(conf[m].mean()), float(right[m].mean())))
+    return {
+        "n": len(conf),
+        "ece": float(ece),
+        "mean_confidence": float(conf.mean()) if len(conf) else float("nan"),
+        "accuracy": float(right.mean()) if len(conf) else float("nan"),
+        "bins": rows,
+    }
+
+
+def level_calibration(preds: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Per level with confidences (``{level}_confidence`` in ``preds``, not all missing): the
+    calibration of the top answer's confidence against its being the true entity
+    (:func:`calibration_error`); ``{}`` for a family without per-level confidences."""
+    out = {}
+    for lv in LEVELS:
+        col = f"{lv}_confidence"
+        if col not in preds.columns or f"{lv}_id" not in truth.columns:
+            continue
+        conf = pd.to_numeric(preds[col], errors="coerce").to_numpy(np.float64)
+        keep = np.isfinite(conf)
+        if not keep.any():
+            continue
+        right = preds[f"{lv}_id"].to_numpy(dtype=object) == truth[f"{lv}_id"].to_numpy(dtype=object)
+        out[lv] = calibration_error(conf[keep], right[keep])
+    return out

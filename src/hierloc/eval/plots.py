@@ -1,5 +1,5 @@
 """Report pictures (matplotlib, Agg backend, written atomically): the error CDF of one or more
-models and the world map of mean error per country."""
+models, the world map of mean error per country, the reliability diagram per level."""
 
 from __future__ import annotations
 
@@ -50,6 +50,36 @@ def error_cdf_plot(errors: dict[str, np.ndarray], path: str | Path) -> None:
     ax.set_xlim(1, 20_038)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Geolocation error CDF")
+    _save(plt, fig, Path(path))
+
+
+def reliability_plot(calibration: dict, path: str | Path, title: str = "") -> None:
+    """One panel per level (:func:`hierloc.eval.metrics.level_calibration`): each confidence
+    bin's share of right answers against its mean confidence, disc area ∝ answers, the
+    diagonal (perfect calibration) dashed; ECE, accuracy and mean confidence in the title."""
+    levels = list(calibration)
+    plt, fig = _figure(3.3 * max(1, len(levels)), 3.7)
+    for k, lv in enumerate(levels):
+        c = calibration[lv]
+        ax = fig.add_subplot(1, len(levels), k + 1)
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1)
+        if c["bins"]:
+            _, ns, xs, ys = zip(*c["bins"], strict=True)
+            ax.scatter(xs, ys, s=[15 + 300 * n / c["n"] for n in ns], color="tab:blue", zorder=3)
+            ax.plot(xs, ys, color="tab:blue", lw=1, zorder=2)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"{lv} confidence")
+        if k == 0:
+            ax.set_ylabel("share of top answers right")
+        ax.set_title(
+            f"{lv}: ECE {c['ece']:.3f}\nright {100 * c['accuracy']:.1f} %, "
+            f"mean conf. {100 * c['mean_confidence']:.1f} %",
+            fontsize=9,
+        )
+    fig.suptitle(title or "Reliability of the top answer's confidence (disc area ∝ answers)")
+    fig.tight_layout()
     _save(plt, fig, Path(path))
 
 

@@ -19,13 +19,16 @@ Prediction (:class:`Geolocator`): per image the best ``top_k`` paths of a beam s
 ``beam``): country / region / subregion / city names, the city's mean coordinates, the path
 score and a confidence.
 
-Confidence, per level: the raw confidence of an answer's entity is the total
-``softmax(scores / τ)`` (``τ`` the temperature learned with the loss) of the beam's paths through
-that entity (a country shared by several paths gets their sum). When the model folder was
-calibrated on a validation split (:func:`calibrate`, done by ``hierloc index`` when the run had
-one), each level's raw confidence is mapped to the share of validation images with that raw
-confidence whose answer was right at that level (histogram binning), i.e. an estimate of the
-probability of being right. ``confidence`` is the finest level's.
+Confidence, per level. Uncalibrated, an answer's entity gets the total ``softmax(scores / τ)``
+(``τ`` the temperature learned with the loss) of the beam's paths through it (a country shared by
+several paths gets their sum). When the model folder was calibrated on a validation split
+(:func:`calibrate`, done by ``hierloc index`` when the run had one), an answer's entity at level
+``ℓ`` gets its probability under the softmax of the query's scores against **every** entity of
+level ``ℓ``, at temperature ``τ·T_ℓ``, ``T_ℓ`` fit on the validation split (temperature scaling
+per level, chosen there against histogram binning and isotonic regression:
+``scripts/calibration_study.py``). It costs one pass over the level's entities per query, and
+is an estimate of the probability of being right at that level. ``confidence`` is the finest
+level's.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
-from scipy.optimize import isotonic_regression
 
 from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
 from hierloc.data.features import FeatureStore
@@ -221,6 +223,26 @@ def level_confidences(
     return (same * p[:, None, :, None]).sum(2)
 
 
+def level_probabilities(
+    index: EntityIndex, z: torch.Tensor, paths: torch.Tensor, temperatures: list[float]
+) -> torch.Tensor:
+    """``(B, k, L)``: per answer and level, the probability of its entity under the softmax of
+    the query's scores against every entity of that level at ``temperatures[ℓ]`` (``−1``
+    paths: 0). Queries in chunks, so that a chunk's scores stay near 256 MB."""
+    q, extra = index.queries(z)
+    out = torch.zeros(paths.shape, dtype=torch.float64)
+    for lv, t in enumerate(temperatures):
+        vec = index.vectors(lv)
+        step = max(1, 2**25 // max(1, len(vec)))
+        for s in range(0, len(q), step):
+            e = None if extra is None else extra[s : s + step, None]
+            logp = torch.log_softmax(index.scores(q[s : s + step] @ vec.T, e) / t, dim=1)
+            rows = paths[s : s + step, :, lv].long()
+            p = logp.gather(1, rows.clamp(min=0)).exp()
+            out[s : s + step, :, lv] = torch.where(rows >= 0, p, torch.zeros_like(p))
+    return out
+
+
 class Geolocator(BaseLocator):
     """A loaded HierLoc model folder; the image side runs on ``device`` (CPU or CUDA), the
     beam search on the CPU."""
@@ -259,19 +281,19 @@ class Geolocator(BaseLocator):
         """``τ``, the temperature learned with the loss."""
         return float(self.manifest.get("tau", 1.0))
 
-    def calibrated(self, conf: torch.Tensor) -> torch.Tensor:
-        """Per-level raw confidences ``(…, L)`` → calibrated (unchanged when uncalibrated)."""
+    def level_temperatures(self) -> list[float] | None:
+        """``τ·T_ℓ`` per level when the folder is calibrated, else None."""
         cal = self.manifest.get("calibration")
         if not cal:
-            return conf
-        out = conf.clone()
-        for lv, name in enumerate(LEVEL_NAMES[: conf.shape[-1]]):
-            table = cal["levels"].get(name)
-            if table is None:
-                continue
-            which = np.searchsorted(np.asarray(table["edges"]), conf[..., lv].numpy(), "right")
-            out[..., lv] = torch.from_numpy(np.asarray(table["values"])[which])
-        return out
+            return None
+        if cal.get("method") != "temperature":
+            raise InputError(
+                f"{self.manifest.get('path', 'this model folder')}: confidence calibration "
+                f"{cal.get('method')!r} is not one this version reads; rebuild the folder with "
+                "hierloc index"
+            )
+        names = LEVEL_NAMES[: len(self.index.points)]
+        return [self.raw_temperature * cal["levels"][n]["temperature"] for n in names]
 
     # -- features → answers -------------------------------------------------------------
     @torch.no_grad()
@@ -296,11 +318,18 @@ class Geolocator(BaseLocator):
             return self._predict_flat(features, ids, top_k)
         if search != "beam":
             raise InputError(f"search must be 'beam' or 'flat', got {search!r}")
-        res = self.search(features, top_k, beam)
+        if top_k < 1 or beam < 1:
+            raise InputError("--top-k and --beam must be >= 1")
+        z = self.embed(features)
+        res = beam_search(self.index, z, width=max(beam, top_k))
         n = res.paths.shape[0]
         ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
         scores = res.scores
-        conf = self.calibrated(level_confidences(res.paths, scores, self.raw_temperature))
+        temps = self.level_temperatures()
+        if temps is None:
+            conf = level_confidences(res.paths, scores, self.raw_temperature)
+        else:
+            conf = level_probabilities(self.index, z, res.paths, temps)
         out = []
         for b in range(n):
             answers = []
@@ -333,45 +362,55 @@ class Geolocator(BaseLocator):
         return out
 
 
-def calibrate(
-    model_dir: str | Path, val: str | Path, features: str | Path, beam: int = 10, bins: int = 10
-) -> dict:
-    """Calibrate a model folder's confidences on a labelled validation split (histogram
-    binning, per level): the top answer's raw per-level confidence (the module doc) is cut into
-    ``bins`` equal-count bins; each bin maps to the share of its validation images whose top
-    answer is right at that level (``(hits + 1)/(n + 2)``, made non-decreasing by pooling
-    adjacent bins, weighted by their counts). Written into ``manifest.json`` as
-    ``calibration``; returns it."""
+CALIBRATION_IMAGES = 5000
+TEMPERATURE_GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 181))
+
+
+def calibrate(model_dir: str | Path, val: str | Path, features: str | Path, beam: int = 10) -> dict:
+    """Calibrate a model folder's confidences on a labelled validation split: per level, the
+    temperature factor ``T_ℓ`` (on a log grid from 0.05 to 400) that maximises the Bernoulli
+    likelihood of the top answer being right at that level, its confidence being its entity's
+    probability under the softmax over every entity of the level at ``τ·T_ℓ`` (the module
+    doc); at most ``CALIBRATION_IMAGES`` validation images (a seeded sample). Written into
+    ``manifest.json`` as ``calibration``; returns it."""
     geo = Geolocator.load(model_dir)
     truth = metadata_entities(val)
     feats, ok = FeatureStore.open(features).lookup(truth["id"].to_numpy(dtype=object))
     truth = truth[ok].reset_index(drop=True)
     if not len(truth):
         raise InputError(f"{val}: none of its images are in {features}; cannot calibrate")
-    res = geo.search(feats, top_k=1, beam=beam)
-    raw = level_confidences(res.paths, res.scores, geo.raw_temperature)[:, 0, :].numpy()
+    if len(truth) > CALIBRATION_IMAGES:  # a seeded sample bounds the (images × entities) pass
+        keep = np.sort(np.random.default_rng(0).choice(len(truth), CALIBRATION_IMAGES, False))
+        truth, feats = truth.iloc[keep].reset_index(drop=True), feats[keep]
+    z = geo.embed(feats)
+    res = beam_search(geo.index, z, width=beam)
+    q, extra = geo.index.queries(z)
     ent = geo._loaded.entities
     levels = {}
     for lv, name in enumerate(LEVEL_NAMES[: res.paths.shape[2]]):
         sub = ent[ent["level"] == lv]
         pos = dict(zip(sub["entity_id"], sub["row"], strict=True))
         true = truth[f"{name}_id"].map(pos).fillna(-1).astype(np.int64).to_numpy()
-        right = res.paths[:, 0, lv].numpy() == true
-        edges = np.unique(np.quantile(raw[:, lv], np.linspace(0, 1, bins + 1)[1:-1]))
-        which = np.searchsorted(edges, raw[:, lv], side="right")
-        hits = np.bincount(which, right, minlength=len(edges) + 1)
-        count = np.bincount(which, minlength=len(edges) + 1)
-        values = isotonic_regression((hits + 1) / (count + 2), weights=count + 2).x
-        levels[name] = {
-            "edges": edges.tolist(),
-            "values": values.tolist(),
-            "accuracy": float(right.mean()),
-        }
+        chosen = res.paths[:, 0, lv].long()
+        right = (chosen.numpy() == true).astype(np.float64)
+        scores = geo.index.scores(
+            q @ geo.index.vectors(lv).T, None if extra is None else extra[:, None]
+        )
+        mine = scores.gather(1, chosen[:, None]).squeeze(1)
+
+        def nll(t: float, scores=scores, mine=mine, right=right) -> float:
+            tau = geo.raw_temperature * t
+            logp = (mine / tau - torch.logsumexp(scores / tau, dim=1)).numpy()
+            log_wrong = np.log(-np.expm1(np.minimum(logp, -1e-12)))
+            return float(-(right * logp + (1 - right) * log_wrong).mean())
+
+        t = float(min(TEMPERATURE_GRID, key=nll))
+        levels[name] = {"temperature": t, "accuracy": float(right.mean())}
     calibration = {
         "val": str(Path(val).resolve()),
         "images": len(truth),
         "beam": beam,
-        "method": "histogram binning",
+        "method": "temperature",
         "levels": levels,
     }
     manifest = dict(geo.manifest) | {"calibration": calibration}

@@ -219,6 +219,14 @@ def _report(out: Path, results: dict, examples: list[dict]) -> None:
     shutil.copyfile(cmp / "hierloc" / "eval" / "error_map.png", out / "hierloc_error_map.png")
     text = (cmp / "compare.md").read_text().replace("# hierloc compare", "# hierloc demo", 1)
     text += "\n## HierLoc: mean error per country\n\n![error map](hierloc_error_map.png)\n"
+    reliability = cmp / "hierloc" / "eval" / "reliability.png"
+    if reliability.exists():
+        shutil.copyfile(reliability, out / "hierloc_reliability.png")
+        text += (
+            "\n## HierLoc: how far to trust its confidence\n\nPer level, the share of top "
+            "answers that were right against their confidence (calibrated on the validation "
+            "split; on the diagonal = calibrated).\n\n![reliability](hierloc_reliability.png)\n"
+        )
     text += "\n## Example predictions (HierLoc, test split)\n\n"
     text += (
         "| id | truth | predicted (city, subregion, region, country) | error km | "
