@@ -23,3 +23,20 @@ def osv5m_parity() -> dict:
     if not path.exists():  # a missing reference fails, it never skips
         pytest.fail(f"reference fixture {path} is missing: clone next to ../shared")
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A small HierLoc run and its model folder on pseudo photos (``tests.test_predict``);
+    shared by every test of a worker: tests copy it before they change anything."""
+    from tests.test_predict import _train_and_index
+
+    return _train_and_index(tmp_path_factory.mktemp("predict"))
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory):
+    """The toy GeoSURGE inputs (``tests.test_geosurge.build_toy``)."""
+    from tests.test_geosurge import build_toy
+
+    return build_toy(tmp_path_factory.mktemp("geosurge"))

@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from hierloc.cli import app
-from tests.test_predict import trained  # noqa: F401 (fixture)
 
 runner = CliRunner()
 TINY = [
@@ -23,7 +22,7 @@ TINY = [
 ]
 
 
-def test_ablate_tables_8_and_13(trained, tmp_path):  # noqa: F811
+def test_ablate_tables_8_and_13(trained, tmp_path):
     """Tables 8 and 13, a rerun that reuses everything, then the base config with 2 seeds."""
     args = [
         "ablate",

@@ -14,7 +14,6 @@ from hierloc.cli import app
 from hierloc.geo.haversine import haversine_km, unit_vectors
 from hierloc.locate.baselines import BaselineLocator, train_baseline
 from hierloc.train.data import load_entities, load_training_data
-from tests.test_predict import trained  # noqa: F401 (fixture)
 
 runner = CliRunner()
 
@@ -24,11 +23,11 @@ def _unit(x):
 
 
 @pytest.fixture(scope="module")
-def data(trained):  # noqa: F811
+def data(trained):
     return load_training_data(trained / "h", trained / "store")
 
 
-def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):  # noqa: F811
+def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):
     folder = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
     knn = BaselineLocator.load(folder)
     rng = np.random.default_rng(3)
@@ -45,7 +44,7 @@ def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):  # noq
         assert p.best.places[0].entity_id == data.entity_ids[0][int(data.train.targets[want[b], 0])]
 
 
-def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):  # noqa: F811
+def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):
     folder = train_baseline("zeroshot", trained / "h", trained / "store", tmp_path / "z")
     tables, ids, _ = load_entities(trained / "h")
     q = data.train.features[:30].numpy()
@@ -59,7 +58,7 @@ def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):  
     assert np.allclose([[p.best.latitude, p.best.longitude] for p in preds], coords)
 
 
-def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_path):  # noqa: F811
+def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_path):
     folder = train_baseline(
         "regress", trained / "h", trained / "store", tmp_path / "r", ["epochs=20", "lr=3e-3"]
     )
@@ -82,7 +81,7 @@ def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_pa
     assert np.median(err) < np.median(base)
 
 
-def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_path):  # noqa: F811
+def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_path):
     folder = train_baseline(
         "classify",
         trained / "h",
@@ -105,7 +104,7 @@ def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_
     ]
 
 
-def test_evaluate_and_compare_end_to_end(trained, tmp_path):  # noqa: F811
+def test_evaluate_and_compare_end_to_end(trained, tmp_path):
     args = [
         "compare",
         "--hierarchy",
@@ -157,7 +156,7 @@ def test_evaluate_and_compare_end_to_end(trained, tmp_path):  # noqa: F811
     assert (tmp_path / "cmp" / "hierloc" / "model" / "manifest.json").stat().st_mtime_ns == stamp
 
 
-def test_compare_recomputes_exactly_what_changed(trained, tmp_path):  # noqa: F811
+def test_compare_recomputes_exactly_what_changed(trained, tmp_path):
     """A changed baseline option retrains and re-evaluates that model only; a changed data
     split re-evaluates every model without retraining any; an unchanged rerun touches nothing."""
     from hierloc.workflows.compare import compare
@@ -195,7 +194,7 @@ def test_compare_recomputes_exactly_what_changed(trained, tmp_path):  # noqa: F8
     assert changed == {"knn/eval", "zeroshot/eval"}
 
 
-def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_path):  # noqa: F811
+def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_path):
     """The prior ignores the image: one answer, the training location with the least summed
     great-circle distance to the others (brute force over every pair), its city, confidence
     the city's share of the training images."""
@@ -220,7 +219,7 @@ def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_pa
         assert p.best.confidence == pytest.approx(share)
 
 
-def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path):  # noqa: F811
+def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path):
     """A metadata file's rows are chosen by its split column; a split it does not have, a
     file with a split column and no --split, or --split on a file without the column is one
     line, exit 2 — never every row scored as if they were that split."""
@@ -246,7 +245,7 @@ def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path
     assert res.exit_code == 2 and "has no 'split' column" in res.output
 
 
-def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path):  # noqa: F811
+def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path):
     knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
     meta = pd.read_parquet(trained / "train.parquet")[["id", "latitude", "longitude"]]
     f = tmp_path / "coords_only.csv"
@@ -258,7 +257,7 @@ def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path
     assert metrics["n"] == len(meta) and metrics["entity"]["acc_country"] is not None
 
 
-def test_ten_crop_is_for_geosurge_only(trained, tmp_path):  # noqa: F811
+def test_ten_crop_is_for_geosurge_only(trained, tmp_path):
     knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
     f = trained / "train.parquet"
     res = runner.invoke(

@@ -267,11 +267,11 @@ TOY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
+def build_toy(root):
+    """The toy GeoSURGE inputs under ``root``: tokens, maps, a train/val split and cells (the
+    ``toy`` fixture, conftest.py)."""
     from hierloc.data.cells import build_cells
 
-    root = tmp_path_factory.mktemp("geosurge")
     df = pseudo_photos(600, seed=8)
     rng = np.random.default_rng(0)
     _toy_inputs(root, df, rng)

@@ -12,7 +12,6 @@ import pytest
 from typer.testing import CliRunner
 
 from hierloc.cli import app
-from tests.test_predict import trained  # noqa: F401 (fixture)
 
 runner = CliRunner()
 
@@ -38,7 +37,7 @@ def refused(args: list[str], *needles: str) -> str:
 
 
 @pytest.fixture()
-def work(trained, tmp_path):  # noqa: F811
+def work(trained, tmp_path):
     """A private copy of the trained fixture (hierarchy h, store, run, model)."""
     for name in ("h", "store", "run", "model"):
         shutil.copytree(trained / name, tmp_path / name)

@@ -60,11 +60,6 @@ def _train_and_index(root, extra=()):
     return root
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return _train_and_index(tmp_path_factory.mktemp("predict"))
-
-
 def test_top_answer_is_the_best_path_of_the_trained_model(trained):
     """The model folder answers like the checkpoint itself: the top path equals brute force
     over every root-to-leaf path with the checkpoint's embeddings."""

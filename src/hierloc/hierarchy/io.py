@@ -138,6 +138,18 @@ def export_tree(folder: HierarchyFolder) -> dict:
     return {"format": FORMAT, "version": VERSION, "countries": roots}
 
 
+ENTITY_FRAME_COLUMNS = (
+    "level",
+    "row",
+    "entity_id",
+    "name",
+    "latitude",
+    "longitude",
+    "count",
+    "parent_row",
+)
+
+
 def entity_frame(ids: list[np.ndarray], frame: pd.DataFrame) -> pd.DataFrame:
     """``entities.parquet`` of a model folder from a hierarchy's entities (``load_entities``):
     ``level, row, entity_id, name, latitude, longitude, count, parent_row``."""

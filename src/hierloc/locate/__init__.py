@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hierloc.data.manifests import read_model_manifest, run_model
+from hierloc.data.spec import Spec, check_folder
 from hierloc.errors import InputError
 from hierloc.locate import baselines, geosurge, hierloc
 from hierloc.locate.types import Answer, Locator, Place, Prediction, Rejected, answer_rows
@@ -33,6 +34,7 @@ class Family:
     model: str | None = None  # the run's model name (sources.json) it builds from, if any
     build: Callable[..., Path] | None = None  # (checkpoint, run, output, **options) -> folder
     options: tuple[str, ...] = ("overwrite",)  # the keyword options ``build`` takes
+    spec: Callable[[], Spec] | None = None  # the folder's files, checked before ``load``
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -51,6 +53,7 @@ register_family(
         "hierloc",
         hierloc.build_model_folder,
         ("overwrite", "hierarchy", "half", "calibrate_on"),
+        hierloc.folder_spec,
     )
 )
 register_family(
@@ -60,9 +63,17 @@ register_family(
         geosurge.GeoSurgeLocator.load,
         "geosurge",
         geosurge.build_model_folder,
+        spec=geosurge.folder_spec,
     )
 )
-register_family(Family(baselines.FORMAT, baselines.VERSION, baselines.BaselineLocator.load))
+register_family(
+    Family(
+        baselines.FORMAT,
+        baselines.VERSION,
+        baselines.BaselineLocator.load,
+        spec=baselines.folder_spec,
+    )
+)
 
 
 def formats() -> list[str]:
@@ -71,7 +82,8 @@ def formats() -> list[str]:
 
 def load_locator(path: str | Path, device: str = "cpu") -> Locator:
     """Open any model folder (its manifest's ``format`` picks the family; the version is
-    checked against the family's)."""
+    checked against the family's, and the folder against the family's spec — every file
+    present, of its dtype and shape, the weights fitting the config — before it loads)."""
     path = Path(path)
     manifest = read_model_manifest(path)
     fam = _FAMILIES.get(manifest["format"])
@@ -88,6 +100,8 @@ def load_locator(path: str | Path, device: str = "cpu") -> Locator:
             f"hierloc reads version {fam.version}; rebuild the folder with "
             "hierloc index (or train the baseline again)"
         )
+    if fam.spec is not None:
+        check_folder(path, fam.spec(), manifest)
     return fam.load(path, device=device, manifest=manifest)
 
 

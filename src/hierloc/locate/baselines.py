@@ -39,10 +39,11 @@ from hierloc.checks import ConfigValueError, integer, number
 from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
 from hierloc.data.features import FeatureStore
 from hierloc.data.manifests import encoder_description, read_model_manifest
+from hierloc.data.spec import Array, Spec, Table, Weights, module_shapes
 from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
 from hierloc.errors import InputError
 from hierloc.geo.haversine import km_from_chord, unit_vectors
-from hierloc.hierarchy.io import entity_frame
+from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame
 from hierloc.locate.base import BaseLocator, EntityNames
 from hierloc.locate.types import Prediction
 from hierloc.train.data import load_entities, load_training_data
@@ -237,6 +238,82 @@ def train_baseline(
     return output
 
 
+def _config(path: Path, manifest: dict) -> BaselineConfig:
+    """The manifest's ``config`` as a :class:`BaselineConfig` (one line when it is not one)."""
+    cfg = manifest["config"]
+    known = [f.name for f in dataclasses.fields(BaselineConfig)]
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise InputError(
+            f"{path / 'manifest.json'}: config keys {unknown} are not baseline settings "
+            f"({', '.join(known)}); {REFIT}"
+        )
+    try:
+        return BaselineConfig(**cfg)
+    except (InputError, ConfigValueError) as e:
+        raise InputError(f"{path / 'manifest.json'}: config: {e}; {REFIT}") from e
+
+
+def folder_spec() -> Spec:
+    """What a baseline's model folder holds, per baseline (:mod:`hierloc.data.spec`)."""
+
+    def files(m: dict) -> list:
+        if m["model"] not in BASELINES:
+            raise ValueError(f"baseline {m['model']!r} is none of {BASELINES}")
+        out: list = [Table("entities.parquet", "entity table", ENTITY_FRAME_COLUMNS)]
+        vectors = ("float16", "float32")
+        if m["model"] == "knn":
+            out += [
+                Array("gallery.npy", "gallery of image features", vectors, ("N", "image_dim")),
+                Array("gallery_city.npy", "gallery's city rows", ("int64",), ("N",), "cities"),
+                Array("gallery_coords.npy", "gallery's coordinates", ("float32", "float64"),
+                      ("N", 2)),
+            ]  # fmt: skip
+        elif m["model"] == "zeroshot":
+            out.append(Array("city_mean.npy", "city embeddings", vectors, ("cities", "image_dim")))
+        elif m["model"] == "prior":
+            out += [
+                Array("prior_coords.npy", "prior's coordinates", ("float64",), (1, 2)),
+                Array("prior_city.npy", "prior's city row", ("int64",), (1,), "cities"),
+                Array("prior_share.npy", "prior's share", ("float64",), (1,)),
+            ]
+        else:
+            out.append(Weights("model.safetensors", f"{m['model']} weights", _mlp_shapes))
+        return out
+
+    def dims(m: dict) -> dict:
+        return {"cities": int(m["cities"]), "image_dim": int(m["image_dim"])}
+
+    return Spec(
+        "baseline model folder",
+        REFIT,
+        {"model": str, "config": dict, "cities": int, "image_dim": int},
+        files,
+        dims,
+        checks=[_check_cities],
+    )
+
+
+def _mlp_shapes(context: dict) -> dict:
+    m = context["manifest"]
+    cfg = _config(context["path"], m)
+    out = m["cities"] if m["model"] == "classify" else 3
+    return module_shapes(lambda: _mlp(int(m["image_dim"]), out, cfg))
+
+
+def _check_cities(path: Path, context: dict) -> None:
+    import pyarrow.parquet as pq
+
+    level = pq.read_table(path / "entities.parquet", columns=["level"]).column(0).to_numpy()
+    cities = int((level == level.max()).sum()) if len(level) else 0
+    if cities != context["manifest"]["cities"]:
+        raise InputError(
+            f"{path / 'entities.parquet'}: {cities} cities, but manifest.json says "
+            f"{context['manifest']['cities']}; {REFIT}"
+        )
+    _config(path, context["manifest"])
+
+
 class BaselineLocator(BaseLocator):
     """A baseline's model folder (see the module doc), answering like a Geolocator."""
 
@@ -245,7 +322,7 @@ class BaselineLocator(BaseLocator):
         self.path, self.manifest = path, manifest
         self.kind = manifest["model"]
         self.names = EntityNames(read_parquet(path / "entities.parquet", "entity table", fix))
-        self.cfg = BaselineConfig(**manifest["config"])
+        self.cfg = _config(path, manifest)
         self._encoder = None
         self._arrays = {
             p.stem: torch.from_numpy(read_npy(p, "baseline array", fix)) for p in path.glob("*.npy")

@@ -23,6 +23,7 @@ averaged before the product.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from hierloc.data.geocode import fill_labels
 from hierloc.data.images import Item, Opener, collect_items, decode
 from hierloc.data.manifests import REBUILD, read_model_manifest, read_sources
 from hierloc.data.semantic import MapFiles, aligned_map, create_provider
+from hierloc.data.spec import Document, Spec, Table, Weights, module_shapes
 from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
 from hierloc.encoders import create_image_encoder
 from hierloc.encoders.base import TokenOutput
@@ -109,6 +111,67 @@ def build_model_folder(
     return Path(output)
 
 
+CELL_COLUMNS = ("partition", "row", "cell_id", "level", "count", "tau_max", "parent_row")
+
+
+def folder_spec() -> Spec:
+    """What a GeoSURGE model folder holds (:mod:`hierloc.data.spec`), checked before it loads."""
+
+    def files(m: dict) -> list:
+        return [
+            Document("config.yaml", "model config", _geosurge_config, "config"),
+            Table("cells.parquet", "cells table", CELL_COLUMNS),
+            Weights("model.safetensors", "GeoSURGE weights", _weight_shapes),
+        ]
+
+    return Spec(
+        "GeoSURGE model folder",
+        REBUILD,
+        {"inputs": dict, "cells": list, "depth": int, "head": str, "image_dim": int},
+        files,
+        checks=[_check_cells],
+    )
+
+
+def _geosurge_config(path: Path):
+    return load_config(path, model="geosurge")
+
+
+def _inputs(path: Path, manifest: dict) -> GeoSurgeInputs:
+    i = manifest["inputs"]
+    names = [f.name for f in dataclasses.fields(GeoSurgeInputs)]
+    if sorted(i) != sorted(names):
+        raise InputError(
+            f"{path / 'manifest.json'}: 'inputs' has the keys {sorted(i)}, not {sorted(names)}; "
+            f"{REBUILD}"
+        )
+    return GeoSurgeInputs(**(i | {"grid": tuple(i["grid"])}))
+
+
+def _weight_shapes(context: dict) -> dict:
+    m, cfg = context["manifest"], context["config"]
+    if cfg.model.depth != m["depth"] or len(m["cells"]) != m["depth"]:
+        raise InputError(
+            f"{context['path'] / 'config.yaml'}: model.depth {cfg.model.depth}, but "
+            f"manifest.json has depth {m['depth']} and {len(m['cells'])} partitions of cells; "
+            f"{REBUILD}"
+        )
+    inputs = _inputs(context["path"], m)
+    return module_shapes(lambda: create_model("geosurge", cfg.model, inputs, m["cells"]))
+
+
+def _check_cells(path: Path, context: dict) -> None:
+    import pyarrow.parquet as pq
+
+    part = pq.read_table(path / "cells.parquet", columns=["partition"]).column(0).to_numpy()
+    have = np.bincount(part, minlength=len(context["manifest"]["cells"])).tolist()
+    if have[: len(context["manifest"]["cells"])] != context["manifest"]["cells"]:
+        raise InputError(
+            f"{path / 'cells.parquet'}: cells per partition {have}, but manifest.json says "
+            f"{context['manifest']['cells']}; {REBUILD}"
+        )
+
+
 class GeoSurgeLocator(BaseLocator):
     """A loaded GeoSURGE model folder; the model runs on ``device``."""
 
@@ -116,8 +179,7 @@ class GeoSurgeLocator(BaseLocator):
         self.path, self.manifest = path, manifest
         self.device = torch.device(device)
         cfg = load_config(path / "config.yaml", model="geosurge")
-        i = manifest["inputs"]
-        self.inputs = GeoSurgeInputs(**(i | {"grid": tuple(i["grid"])}))
+        self.inputs = _inputs(path, manifest)
         self.model = create_model("geosurge", cfg.model, self.inputs, manifest["cells"])
         self.model.load_state_dict(
             read_safetensors(path / "model.safetensors", "GeoSURGE weights", REBUILD)

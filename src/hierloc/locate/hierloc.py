@@ -51,6 +51,7 @@ from hierloc.data.manifests import (
     read_model_manifest,
     read_sources,
 )
+from hierloc.data.spec import Array, Document, Spec, Table, Weights, module_shapes
 from hierloc.data.writers import (
     MODEL_FOLDER_KINDS,
     check_folder_output,
@@ -60,7 +61,7 @@ from hierloc.data.writers import (
 from hierloc.errors import InputError
 from hierloc.geometry import get_manifold
 from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.hierarchy.io import entity_frame
+from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame
 from hierloc.locate.base import BaseLocator, EntityNames
 from hierloc.locate.types import Prediction
 from hierloc.losses import GWHInfoNCE
@@ -177,6 +178,50 @@ class LoadedIndex:
     entities: pd.DataFrame
     query: torch.nn.Module  # HierLocQuery
     context: list[torch.Tensor] | None  # attention keys/values of every level
+
+
+def folder_spec() -> Spec:
+    """What a HierLoc model folder holds (:mod:`hierloc.data.spec`), checked before it loads."""
+
+    def files(m: dict) -> list:
+        L = int(m["levels"])
+        if L < 1 or len(m["counts"]) != L:
+            raise ValueError(f"levels {L} but {len(m['counts'])} counts")
+        points = ("float16", "float32", "float64")
+        out = [Document("config.yaml", "image side's config", load_config, "config")]
+        out += [
+            Array(f"points_{lv}.npy", "entity points", points, (f"E{lv}", "D")) for lv in range(L)
+        ]
+        for lv in range(L - 1):
+            out.append(Array(f"ptr_{lv}.npy", "children offsets", ("int64",), (f"ptr{lv}",)))
+            out.append(
+                Array(f"child_{lv}.npy", "children lists", ("int64",), (None,), f"E{lv + 1}")
+            )
+        out.append(Table("entities.parquet", "entity table", ENTITY_FRAME_COLUMNS, "entities"))
+        out.append(Weights("query.safetensors", "image-side weights", _query_shapes))
+        return out
+
+    def dims(m: dict) -> dict:
+        counts = [int(c) for c in m["counts"]]
+        out = {f"E{lv}": c for lv, c in enumerate(counts)}
+        out |= {f"ptr{lv}": c + 1 for lv, c in enumerate(counts[:-1])}
+        return out | {"entities": sum(counts), "image_dim": int(m["image_dim"])}
+
+    return Spec(
+        "HierLoc model folder",
+        REBUILD,
+        {"levels": int, "counts": list, "manifold": str, "K": (int, float), "squared": bool,
+         "tau": (int, float), "image_dim": int},
+        files,
+        dims,
+    )  # fmt: skip
+
+
+def _query_shapes(context: dict) -> dict:
+    m = context["manifest"]
+    return module_shapes(
+        lambda: HierLocQuery(context["config"].model, int(m["image_dim"]), int(m["levels"]))
+    )
 
 
 def load_index(path: str | Path, manifest: dict | None = None) -> LoadedIndex:
