@@ -176,3 +176,43 @@ def test_mismatched_arrays_and_weights(families, tmp_path):
     # the intact folders still load through the library as well
     for folder, _ in families.values():
         assert load_locator(folder).manifest["format"]
+
+
+def test_bad_training_inputs_are_one_line_and_leave_nothing(trained, toy, tmp_path):
+    """Training, cells, compare and ablate inputs that do not fit: one line, exit 2, no
+    output folder left behind."""
+    from tests.test_geosurge import TOY
+
+    h, store = str(trained / "h"), str(trained / "store")
+    cells, tok, sem = str(toy / "cells"), str(toy / "tok"), str(toy / "sem")
+    no_assign = tmp_path / "cells-without-assignments"
+    shutil.copytree(toy / "cells", no_assign)
+    (no_assign / "assignments.parquet").unlink()
+    (tmp_path / "bad.csv").write_text("id,latitude,longitude\na,100,5\nb,x,3\n")
+    gs = ["train", "--model", "geosurge", "--features", tok, "--semantic", sem]
+    small = [*set_options([*TOY, "optim.max_steps=1"])]
+    cmp = ["compare", "--hierarchy", h, "--features", store, "--data", str(toy / "val.parquet")]
+    ab = ["ablate", "--hierarchy", h, "--features", store, "--data", str(trained / "train.parquet")]
+    cases = [
+        ([*gs, "--cells", cells, *small, "--set", "model.depth=9"], "model.depth 9"),
+        ([*gs, "--cells", str(no_assign), *small], "assignments.parquet"),
+        (["cells", "build", str(toy / "train.parquet"), "--tau-min", "100000"], "--tau-min"),
+        (["cells", "build", str(tmp_path / "bad.csv")], "no usable rows"),
+        (["train", "--model", "knn", "--hierarchy", h, "--features", store,
+          "--config", str(tmp_path / "nope.yaml")], "nope.yaml"),
+        (["train", "--model", "knn", "--hierarchy", h, "--features", store,
+          "--val", str(toy / "val.parquet")], "--val"),
+        ([*cmp, "--models", "geosurge", "--cells", cells, "--tokens", tok], "--semantic"),
+        ([*cmp, "--models", "geosurge", "--cells", cells, "--tokens", tok, "--semantic", sem,
+          "--geosurge-set", "optim.nope=1"], "optim.nope"),
+        ([*ab, "--tables", ","], "--tables"),
+        ([*ab, "--tables", "VIII", "--cells", cells, "--tokens", tok], "--semantic"),
+    ]  # fmt: skip
+    for k, (args, needle) in enumerate(cases):
+        out = tmp_path / f"out{k}"
+        res = runner.invoke(app, [*args, "-o", str(out)])
+        lines = [ln for ln in res.output.splitlines() if ln.strip() and "INFO" not in ln]
+        assert res.exit_code == 2, (args, res.output)
+        assert len(lines) == 1 and needle in lines[0], (args, res.output)
+        assert "internal error" not in res.output
+        assert not out.exists(), (args, sorted(p.name for p in out.iterdir()))

@@ -36,6 +36,14 @@ def _val_line(info: dict) -> str:
     return line + f", median {info.get('val_median_km', float('nan')):,.0f} km"
 
 
+# the options each kind of model takes besides --features, --output and --set
+TRAIN_OPTIONS = {
+    "hierloc": ("--hierarchy", "--val", "--config", "--device"),
+    "geosurge": ("--cells", "--semantic", "--val", "--config", "--device"),
+    "baseline": ("--hierarchy", "--config", "--overwrite"),
+}
+
+
 @app.command()
 @handles_errors
 def train(
@@ -125,12 +133,30 @@ def train(
     from hierloc.errors import InputError
     from hierloc.train.run import train_run
 
+    given = {
+        "--val": val is not None,
+        "--hierarchy": hierarchy is not None,
+        "--cells": cells is not None,
+        "--semantic": semantic is not None,
+        "--config": config is not None,
+        "--device": device != "cpu",
+        "--overwrite": overwrite,
+    }
+    takes = TRAIN_OPTIONS.get(model, TRAIN_OPTIONS["baseline"])
+    stray = [k for k, v in given.items() if v and k not in takes]
+    if stray:
+        raise InputError(
+            f"{', '.join(stray)}: not an option of --model {model} (it takes --features, "
+            f"--output, --set{''.join(', ' + t for t in takes)})"
+        )
     if model not in ("hierloc", "geosurge"):
         from hierloc.locate.baselines import train_baseline
 
         if hierarchy is None:
             raise InputError("the baselines train on a hierarchy: pass --hierarchy")
-        out = train_baseline(model, hierarchy, features, output, set_ or [], overwrite=overwrite)
+        out = train_baseline(
+            model, hierarchy, features, output, set_ or [], overwrite=overwrite, config=config
+        )
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
     with contextlib.ExitStack() as stack:

@@ -71,7 +71,20 @@ def build_cells(
                 progress(reader.rows_read)
         rejects.close()
         lat, lon = np.concatenate(lats), np.concatenate(lons)
+        if not len(lat):
+            why = "; ".join(f"{n} × {k}" for k, n in rejects.counts.most_common(3))
+            raise InputError(
+                f"{metadata}: no usable rows, {sum(rejects.counts.values())} rejected "
+                f"({why or 'the file has no rows'}); the cells need coordinates"
+            )
         partitions, assignment = build_partitions(lat, lon, tau_max=tuple(tau_max), tau_min=tau_min)
+        empty = [part.tau_max for part in partitions if not len(part)]
+        if empty:
+            raise InputError(
+                f"--tau-min {tau_min}: no cell of the partitions with --tau-max "
+                f"{','.join(map(str, empty))} keeps {tau_min} of the {len(lat):,} records; "
+                "lower --tau-min"
+            )
         tables = []
         for p, part in enumerate(partitions):
             tables.append(

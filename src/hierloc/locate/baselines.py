@@ -78,11 +78,28 @@ class BaselineConfig:
         number("temperature", self.temperature, 0, low_open=True)
 
 
-def baseline_config(overrides: list[str] | None) -> BaselineConfig:
-    """``KEY=VALUE`` overrides of :class:`BaselineConfig` (unknown keys rejected)."""
+def baseline_config(overrides: list[str] | None, path: str | Path | None = None) -> BaselineConfig:
+    """:class:`BaselineConfig` from a YAML file's ``baseline:`` section (``path``), then
+    ``KEY=VALUE`` overrides (unknown keys rejected)."""
     cfg = BaselineConfig()
     fields = {f.name: f.type for f in dataclasses.fields(BaselineConfig)}
-    for item in overrides or []:
+    from_file = []
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise InputError(f"{path}: cannot read the config ({' '.join(str(e).split())})") from e
+        if not isinstance(data, dict) or set(data) - {"baseline"}:
+            got = sorted(data) if isinstance(data, dict) else repr(data)
+            raise InputError(
+                f"{path}: a baseline's config holds one section, baseline: (keys "
+                f"{', '.join(sorted(fields))}), not {got}"
+            )
+        section = data.get("baseline") or {}
+        if not isinstance(section, dict):
+            raise InputError(f"{path}: baseline: must be a mapping of keys, got {section!r}")
+        from_file = [f"{k}={v!r}" for k, v in section.items()]
+    for item in [*from_file, *(overrides or [])]:
         key, _, raw = item.partition("=")
         key = key.strip().removeprefix("baseline.")
         if key not in fields or not _:
@@ -173,11 +190,13 @@ def train_baseline(
     output: str | Path,
     overrides: list[str] | None = None,
     overwrite: bool = False,
+    config: str | Path | None = None,
 ) -> Path:
-    """Train (or set up) baseline ``name`` on the hierarchy's training images; write its folder."""
+    """Train (or set up) baseline ``name`` on the hierarchy's training images; write its folder.
+    ``config``: a YAML file with a ``baseline:`` section, under ``overrides``."""
     if name not in BASELINES:
         raise InputError(f"unknown baseline {name!r}; choose one of {BASELINES} or hierloc")
-    cfg = baseline_config(overrides)
+    cfg = baseline_config(overrides, config)
     check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, [hierarchy, features])
     torch.manual_seed(cfg.seed)
     data = load_training_data(hierarchy, features)

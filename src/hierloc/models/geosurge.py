@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hierloc.checks import ConfigValueError, integer, number, one_of
+from hierloc.errors import InputError
 from hierloc.models.registry import register_model
 
 
@@ -58,7 +59,7 @@ class LatentCrossAttention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+            raise InputError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
         self.q = nn.Linear(dim, dim)
         self.down = nn.Linear(context_dim, latent, bias=False)
@@ -116,7 +117,7 @@ class SemanticFusion(nn.Module):
     ) -> None:
         super().__init__()
         if not 0 <= blocks:
-            raise ValueError(f"blocks must be >= 0, got {blocks}")
+            raise InputError(f"blocks must be >= 0, got {blocks}")
         self.classes, self.patch, self.grid = classes, patch, grid
         self.blocks = nn.ModuleList(
             [FusionBlock(dim, rgb_dim, heads, latent) for _ in range(blocks)]
@@ -232,10 +233,12 @@ class GeoSurge(nn.Module):
         super().__init__()
         c = config
         if c.head not in ("cells", "classify"):
-            raise ValueError(f"model.head must be cells or classify, got {c.head!r}")
+            raise InputError(f"model.head must be cells or classify, got {c.head!r}")
         if not 1 <= c.depth <= len(cell_counts):
-            raise ValueError(
-                f"model.depth {c.depth}: the cells folder has {len(cell_counts)} partitions"
+            raise InputError(
+                f"model.depth {c.depth}: the cells folder has {len(cell_counts)} partitions; "
+                f"set model.depth from 1 to {len(cell_counts)}, or build the cells with more "
+                "--tau-max values"
             )
         self.config, self.inputs = config, inputs
         self.cell_counts = list(cell_counts[: c.depth])
@@ -245,7 +248,7 @@ class GeoSurge(nn.Module):
         if c.blocks:
             side = inputs.grid[0]
             if not inputs.map_size or inputs.map_size % side or inputs.grid[0] != inputs.grid[1]:
-                raise ValueError(
+                raise InputError(
                     f"semantic maps of {inputs.map_size} px do not divide into the backbone's "
                     f"{inputs.grid[0]}×{inputs.grid[1]} patch grid; make them with hierloc "
                     f"semantic --size N·{side} (e.g. {side * 4})"

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hierloc.data.artifacts import read_parquet
 from hierloc.data.cells import load_cells, locate_cells
 from hierloc.data.features import FeatureStore, read_rows
 from hierloc.data.ids import IdIndex
@@ -105,7 +106,11 @@ def load_geosurge_data(
     sem_store = FeatureStore.open(semantic) if semantic is not None else None
     inputs = store_inputs(tok_store, sem_store)
     frame, parts = load_cells(cells)
-    assign = pd.read_parquet(Path(cells) / "assignments.parquet")
+    assign = read_parquet(
+        Path(cells) / "assignments.parquet",
+        "cells' record assignments",
+        "make the cells folder again with hierloc cells build TRAIN_METADATA -o FOLDER",
+    )
     P = len(parts)
 
     def split(ids, targets, latlon):

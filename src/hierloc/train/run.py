@@ -39,14 +39,8 @@ def train_run(
     """
     check_run_folder(output, [hierarchy, features, val, config, cells, semantic])
     cfg = load_config(config, list(overrides), model=model)
+    check_inputs(model, cfg, hierarchy=hierarchy, cells=cells, semantic=semantic)
     if model == "geosurge":
-        if cells is None:
-            raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
-        if semantic is None and cfg.model.blocks:
-            raise InputError(
-                "GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc semantic), "
-                "or --set model.blocks=0 to train without fusion"
-            )
         data = load_geosurge_data(cells, features, semantic, val)
         trainer = start_trainer(GeoSurgeTrainer, cfg, data, output, device)
         if trainer.rank == 0:
@@ -54,8 +48,6 @@ def train_run(
                 Path(output), "geosurge", cells=cells, features=features, semantic=semantic, val=val
             )
     else:
-        if hierarchy is None:
-            raise InputError("HierLoc trains on a hierarchy: pass --hierarchy")
         data = load_training_data(hierarchy, features, val)
         trainer = start_trainer(HierLocTrainer, cfg, data, output, device)
         if trainer.rank == 0:
@@ -69,6 +61,20 @@ def train_run(
         if on_step is not None:
             on_step(info)
     return trainer
+
+
+def check_inputs(model: str, cfg, hierarchy=None, cells=None, semantic=None) -> None:
+    """The input folders ``model`` needs under config ``cfg`` are given (before any work)."""
+    if model == "geosurge":
+        if cells is None:
+            raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
+        if semantic is None and cfg.model.blocks:
+            raise InputError(
+                "GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc semantic), "
+                "or --set model.blocks=0 to train without fusion"
+            )
+    elif hierarchy is None:
+        raise InputError("HierLoc trains on a hierarchy: pass --hierarchy")
 
 
 RUN_FILES = ("sources.json", "config.yaml", "metrics.jsonl", "stage.json")  # stage: compare

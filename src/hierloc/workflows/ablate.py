@@ -29,7 +29,7 @@ from pathlib import Path
 
 from hierloc.data.writers import write_file_atomic
 from hierloc.errors import InputError
-from hierloc.workflows.compare import build_model, evaluate_model
+from hierloc.workflows.compare import build_model, check_models, evaluate_model
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,10 @@ def parse_tables(spec: str | None) -> list[int | str] | None:
     out: list[int | str] = []
     for t in (x.strip() for x in spec.split(",") if x.strip()):
         out.append(int(t) if t.isdigit() else t.upper())
+    if not out:
+        raise InputError(
+            f"--tables {spec!r}: names no table; give e.g. 6,8 or VII (leave it out for all)"
+        )
     known = {r.table for r in rows()}
     bad = [t for t in out if t not in known]
     if bad:
@@ -239,27 +243,33 @@ def ablate(
     ]
     base = list(base or [])
     output = Path(output)
-    models: dict[str, list[tuple[str, Path]]] = {}  # variant → [(run name, model folder)]
+    plan = []  # (variant, run name, model name, folder, its overrides), checked before work
     for r in selected:
-        if r.variant in models:
+        if any(v == r.variant for v, *_ in plan):
             continue
-        models[r.variant] = []
         for seed, run in _runs_of(r.variant, seeds, all_seeds):
-            say(f"variant {run}: training (or reusing)")
-            folder = output / "runs" / run
             seeded = [f"run.seed={seed}"] if run != r.variant else []
             if r.variant.startswith("gs-"):
-                over = list(geosurge_base or []) + list(r.overrides) + seeded
                 name = f"geosurge-{r.variant[3:]}"
-                m = build_model(
-                    name, folder, hierarchy, features, val, None, over, geosurge=geosurge
-                )
+                over = list(geosurge_base or []) + list(r.overrides) + seeded
             else:
                 name = "zeroshot" if r.variant == "zeroshot" else f"hierloc-{r.variant}"
                 over = [] if r.variant == "zeroshot" else base + list(r.overrides) + seeded
-                cfg = config if name != "zeroshot" else None
-                m = build_model(name, folder, hierarchy, features, val, cfg, over)
-            models[r.variant].append((run, m))
+            plan.append((r.variant, run, name, output / "runs" / run, over))
+    for _, run, name, _, over in plan:
+        try:
+            check_models([name], config, {name: over}, geosurge)
+        except InputError as e:
+            raise InputError(f"variant {run}: {e}") from None
+    models: dict[str, list[tuple[str, Path]]] = {}  # variant → [(run name, model folder)]
+    for variant, run, name, folder, over in plan:
+        say(f"variant {run}: training (or reusing)")
+        if variant.startswith("gs-"):
+            m = build_model(name, folder, hierarchy, features, val, None, over, geosurge=geosurge)
+        else:
+            cfg = config if name != "zeroshot" else None
+            m = build_model(name, folder, hierarchy, features, val, cfg, over)
+        models.setdefault(variant, []).append((run, m))
     results: dict[int, list[dict]] = {}
     for r in selected:
         say(f"table {r.table}: {r.label}")

@@ -32,7 +32,7 @@ from hierloc.eval.plots import error_cdf_plot
 from hierloc.locate import build_model_folder
 from hierloc.locate.baselines import BASELINES, baseline_config, train_baseline
 from hierloc.train.config import load_config
-from hierloc.train.run import train_run
+from hierloc.train.run import check_inputs, train_run
 
 log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("hierloc", *BASELINES)
@@ -78,7 +78,10 @@ def check_models(
         over = overrides.get(name, [])
         if is_geosurge(name):
             check_geosurge_inputs(geosurge)
-            load_config(None, over, model="geosurge")
+            cfg = load_config(None, over, model="geosurge")
+            check_inputs(
+                "geosurge", cfg, cells=geosurge["cells"], semantic=geosurge.get("semantic")
+            )
         elif name == "hierloc" or name.startswith("hierloc-"):
             load_config(config, over)
         elif name in BASELINES:
