@@ -168,3 +168,19 @@ def test_empty_and_header_only_files(tmp_path):
     path.write_text("id,latitude,longitude\n")
     with pytest.raises(InputError, match="no rows"):
         list(MetadataReader(path))
+
+
+def test_coordinates_in_radians_are_refused_not_read_as_degrees(tmp_path):
+    """Paris, New York and Sydney in radians lie in the ±π/2, ±π box (open sea in degrees):
+    refused with the conversion; the same places in degrees, and one degree row among
+    radian-looking ones, are read."""
+    rad = np.radians([[48.85, 2.35], [40.71, -74.0], [-33.87, 151.21]])
+    pd.DataFrame({"id": list("abc"), "latitude": rad[:, 0], "longitude": rad[:, 1]}).to_csv(
+        tmp_path / "rad.csv", index=False
+    )
+    with pytest.raises(InputError, match=r"rad\.csv: all 3 coordinates .* radians.*180/π"):
+        list(MetadataReader(tmp_path / "rad.csv"))
+    deg = pd.DataFrame({"id": list("abcd"), "latitude": [*rad[:, 0], 48.85]})
+    deg["longitude"] = [*rad[:, 1], 2.35]
+    deg.to_csv(tmp_path / "deg.csv", index=False)
+    assert sum(len(c.ids) for c in MetadataReader(tmp_path / "deg.csv")) == 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -177,6 +178,11 @@ class _SeenIds:
         kept_ids = pa.array(ids[keep].to_numpy(dtype=object), type=pa.string())
         self.runs.append((h[keep][order], rows[keep][order], kept_ids))
         return dup, first
+
+
+# a file of at least this many coordinates, all inside ±π/2, ±π (a patch of open sea in the
+# Gulf of Guinea), is refused as radians
+RADIAN_ROWS = 3
 
 
 class MetadataReader:
@@ -343,6 +349,7 @@ class MetadataReader:
     def __iter__(self) -> Iterator[Chunk]:
         seen = _SeenIds()
         any_rows = False
+        degrees = False  # a valid row outside the radian box (|lat| ≤ π/2, |lon| ≤ π)
         for table in self._batches():
             n = table.num_rows
             if n == 0:
@@ -400,6 +407,10 @@ class MetadataReader:
                         )
             valid = table.filter(pa.array(ok))
             self.rows_valid += valid.num_rows
+            lat_ok, lon_ok = coords["latitude"][ok], coords["longitude"][ok]
+            degrees = degrees or bool(
+                np.any((np.abs(lat_ok) > math.pi / 2) | (np.abs(lon_ok) > math.pi))
+            )
             yield Chunk(
                 table=valid,
                 rows=rows[ok],
@@ -410,6 +421,12 @@ class MetadataReader:
             )
         if not any_rows:
             raise InputError(f"{self.path}: has a header but no rows")
+        if self.rows_valid >= RADIAN_ROWS and not degrees:
+            raise InputError(
+                f"{self.path}: all {self.rows_valid} coordinates lie within ±π/2 latitude and ±π "
+                "longitude, open sea off West Africa: they look like radians; convert them to "
+                "degrees (× 180/π)"
+            )
 
     def summary(self) -> dict:
         return {
