@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from hierloc.encoders.base import IMAGENET_MEAN, IMAGENET_STD, ImageEncoder, Preprocess
+from hierloc.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from hierloc.encoders.base import ImageEncoder, Preprocess
 from hierloc.errors import HierlocError, missing_dependency
 
 log = logging.getLogger(__name__)

@@ -6,13 +6,15 @@ Works on NumPy arrays (float64 recommended) and on torch tensors (for losses), i
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 EARTH_RADIUS_KM = 6371.0  # OSV5M's constant (metrics/utils.py)
 
 
 def _namespace(x):
+    """``torch`` for a tensor (imported only then: NumPy callers never load it), else NumPy."""
     if type(x).__module__.startswith("torch"):
+        import torch
+
         return torch
     return np
 
@@ -58,6 +60,7 @@ def pairwise_km(a_xyz, b_xyz):
 def km_from_chord(chord):
     """Great-circle km from the chord ``|a−b|`` between unit vectors: ``2R·asin(chord/2)``
     (NumPy or torch; torch works in place after the first operation, for the loss's tiles)."""
-    if _namespace(chord) is torch:
-        return torch.asin(chord.mul(0.5).clamp_(0.0, 1.0)).mul_(2 * EARTH_RADIUS_KM)
+    xp = _namespace(chord)
+    if xp is not np:
+        return xp.asin(chord.mul(0.5).clamp_(0.0, 1.0)).mul_(2 * EARTH_RADIUS_KM)
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.clip(np.asarray(chord) / 2, 0.0, 1.0))

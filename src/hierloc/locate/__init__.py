@@ -18,12 +18,13 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hierloc.data.manifests import read_model_manifest, run_model
-from hierloc.data.spec import Spec, check_folder
 from hierloc.errors import InputError
-from hierloc.locate import baselines, geosurge, hierloc
 from hierloc.locate.types import Answer, Locator, Place, Prediction, Rejected, answer_rows
+
+if TYPE_CHECKING:
+    from hierloc.data.spec import Spec
 
 
 @dataclass(frozen=True)
@@ -45,38 +46,50 @@ def register_family(family: Family) -> Family:
     return family
 
 
-register_family(
-    Family(
-        hierloc.FORMAT,
-        hierloc.VERSION,
-        hierloc.Geolocator.load,
-        "hierloc",
-        hierloc.build_model_folder,
-        ("overwrite", "hierarchy", "half", "calibrate_on"),
-        hierloc.folder_spec,
+def _builtin_families() -> None:
+    """Register HierLoc, GeoSURGE and the baselines on first use: importing this package stays
+    free of torch (the ONNX engine and the predictions document need only its types)."""
+    if _BUILTINS_DONE:
+        return
+    _BUILTINS_DONE.append(True)
+    from hierloc.locate import baselines, geosurge, hierloc
+
+    register_family(
+        Family(
+            hierloc.FORMAT,
+            hierloc.VERSION,
+            hierloc.Geolocator.load,
+            "hierloc",
+            hierloc.build_model_folder,
+            ("overwrite", "hierarchy", "half", "calibrate_on"),
+            hierloc.folder_spec,
+        )
     )
-)
-register_family(
-    Family(
-        geosurge.FORMAT,
-        geosurge.VERSION,
-        geosurge.GeoSurgeLocator.load,
-        "geosurge",
-        geosurge.build_model_folder,
-        spec=geosurge.folder_spec,
+    register_family(
+        Family(
+            geosurge.FORMAT,
+            geosurge.VERSION,
+            geosurge.GeoSurgeLocator.load,
+            "geosurge",
+            geosurge.build_model_folder,
+            spec=geosurge.folder_spec,
+        )
     )
-)
-register_family(
-    Family(
-        baselines.FORMAT,
-        baselines.VERSION,
-        baselines.BaselineLocator.load,
-        spec=baselines.folder_spec,
+    register_family(
+        Family(
+            baselines.FORMAT,
+            baselines.VERSION,
+            baselines.BaselineLocator.load,
+            spec=baselines.folder_spec,
+        )
     )
-)
+
+
+_BUILTINS_DONE: list[bool] = []
 
 
 def formats() -> list[str]:
+    _builtin_families()
     return sorted(_FAMILIES)
 
 
@@ -84,6 +97,10 @@ def load_locator(path: str | Path, device: str = "cpu") -> Locator:
     """Open any model folder (its manifest's ``format`` picks the family; the version is
     checked against the family's, and the folder against the family's spec — every file
     present, of its dtype and shape, the weights fitting the config — before it loads)."""
+    from hierloc.data.manifests import read_model_manifest
+    from hierloc.data.spec import check_folder
+
+    _builtin_families()
     path = Path(path)
     manifest = read_model_manifest(path)
     fam = _FAMILIES.get(manifest["format"])
@@ -123,6 +140,9 @@ def build_model_folder(run: str | Path, output: str | Path, **options) -> Path:
     """A run folder (its best checkpoint, else its latest) or a checkpoint folder → a model
     folder at ``output``; ``options`` are the family's (HierLoc: ``hierarchy``, ``half``,
     ``calibrate_on``; all: ``overwrite``)."""
+    from hierloc.data.manifests import run_model
+
+    _builtin_families()
     ckpt, run_dir = resolve_checkpoint(run)
     model = run_model(run_dir)
     builders = {f.model: f for f in _FAMILIES.values() if f.build is not None}

@@ -1,0 +1,240 @@
+"""``hierloc export``: a HierLoc model folder as one ONNX file — the image encoder (optional),
+the query head and the beam search itself.
+
+The beam search is unrolled over the levels with a fixed width ``W``: the top level's ``W``
+best entities (``TopK`` over all of them), then per level the children of the beam from a
+padded children table (``Gather``; padding scores ``−inf``), path scores accumulated, the
+``W`` best paths kept (``TopK`` over ``W × C`` candidates), the parents' paths carried by
+``GatherElements``. Distances are the model's (squared) manifold distances computed in
+float64 from the stored entity points (float32 or float16), as the Python search does (Lorentz
+models, the paper's; the Euclidean and sphere ablations are not exported); standard
+opset 17 only (MatMul, Gather, GatherElements, TopK, Reshape, Where, Log, Sqrt, Softmax…),
+no contrib ops, no Loop or If.
+
+Inputs: ``features`` ``(B, D)`` float32 (precomputed image features), or with the encoder
+``pixels`` ``(B, 3, S, S)`` float32, the photo resized, centre-cropped and normalised as the
+model's encoder expects (:class:`hierloc.data.preprocess.Preprocess`; its settings ride in the
+metadata). Outputs: ``paths`` ``(B, W, L)`` int64 entity rows per level (−1: no path),
+``scores`` ``(B, W)`` float64 path scores, ``coordinates`` ``(B, W, 2)`` the finest entity's
+mean latitude and longitude, ``confidences`` ``(B, W, L)`` per level (the model folder's
+calibrated confidence when it has one, else the beam's mass; :mod:`hierloc.locate.hierloc`).
+The entity ids, names and coordinates, the levels, the preprocessing, the width and the format
+version are a JSON document in the model's metadata (key ``hierloc``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hierloc.data.writers import atomic_path, check_output_file
+from hierloc.errors import InputError
+from hierloc.hierarchy.build import LEVEL_NAMES
+from hierloc.locate.hierloc import Geolocator
+
+FORMAT = "hierloc-onnx"
+VERSION = 1
+OPSET = 17
+
+
+def children_table(ptr: np.ndarray, child: np.ndarray) -> np.ndarray:
+    """CSR children → ``(E, C)`` int64, each row an entity's children padded with −1 (``C`` the
+    largest family, at least 1)."""
+    counts = np.diff(ptr)
+    width = max(1, int(counts.max()) if len(counts) else 1)
+    table = np.full((len(counts), width), -1, np.int64)
+    cols = np.arange(len(child)) - np.repeat(ptr[:-1], counts)
+    table[np.repeat(np.arange(len(counts)), counts), cols] = child
+    return table
+
+
+class BeamGraph(nn.Module):
+    """Features → the beam's paths, scores, coordinates and confidences (module doc)."""
+
+    def __init__(self, geo: Geolocator, width: int, half: bool = False, encoder=None) -> None:
+        super().__init__()
+        idx = geo.index
+        m = geo.manifest
+        self.encoder = encoder
+        self.query = geo.query.float().eval()
+        self.context = None if geo.context is None else [c.float() for c in geo.context]
+        self.K = float(m["K"])
+        self.squared = bool(m["squared"])
+        if m["manifold"] != "lorentz":
+            raise InputError(
+                f"hierloc export writes Lorentz models (the paper's); this one is {m['manifold']}"
+            )
+        self.levels = idx.levels
+        self.width = width
+        store = torch.float16 if half else torch.float32
+        for lv in range(self.levels):
+            # the manifold's database search vectors (float64 in the index), stored narrower
+            self.register_buffer(f"v{lv}", idx.vectors(lv).to(store).contiguous())
+        for lv in range(self.levels - 1):
+            ptr, child = idx.children(lv)
+            self.register_buffer(f"c{lv}", torch.from_numpy(children_table(ptr, child)))
+        names = geo.names.levels
+        self.register_buffer("coords", torch.from_numpy(np.ascontiguousarray(names[-1][2])))
+        temps = geo.level_temperatures()
+        self.temperatures = temps
+        self.tau = geo.raw_temperature
+
+    def vectors(self, lv: int) -> torch.Tensor:
+        return getattr(self, f"v{lv}").double()
+
+    def _score(self, ip: torch.Tensor) -> torch.Tensor:
+        """−distance (squared when the model was trained so) from Lorentz inner products
+        ``⟨q, x⟩_L = −K·cosh(d/R)``, ``R = √K`` (``acosh`` as a log, as the Python search)."""
+        x = torch.clamp(ip * (-1.0 / self.K), min=1.0)
+        d = torch.log(x + torch.sqrt(x * x - 1.0)) * (self.K**0.5)
+        return -(d * d) if self.squared else -d
+
+    def forward(self, x: torch.Tensor):
+        if self.encoder is not None:
+            x = self.encoder(x)
+        z = self.query.image_embeddings(x.float(), context=self.context).double()
+        space = z[:, 1:]  # onto the hyperboloid, the time sign flipped: q·x = ⟨z, x⟩_L
+        time = torch.sqrt(self.K + (space * space).sum(1, keepdim=True))
+        q = torch.cat([-time, space], dim=1)
+        B = q.shape[0]
+        v0 = self.vectors(0)
+        k0 = min(self.width, v0.shape[0])
+        s0 = self._score(q @ v0.T)
+        scores, ids = torch.topk(s0, k0, dim=1)
+        paths = ids[:, :, None]
+        for lv in range(1, self.levels):
+            table = getattr(self, f"c{lv - 1}")  # (E_{lv-1}, C)
+            C = table.shape[1]
+            kids = table[ids]  # (B, W, C), −1 padded
+            valid = kids >= 0
+            safe = torch.where(valid, kids, torch.zeros_like(kids))
+            vec = self.vectors(lv)[safe]  # (B, W, C, D)
+            s = self._score((vec * q[:, None, None, :]).sum(-1)) + scores[:, :, None]
+            s = torch.where(valid, s, torch.full_like(s, float("-inf")))
+            W = ids.shape[1]
+            k = min(self.width, W * C)
+            scores, flat = torch.topk(s.reshape(B, W * C), k, dim=1)
+            parent = torch.div(flat, C, rounding_mode="floor")
+            ids = torch.gather(safe.reshape(B, W * C), 1, flat)
+            keep = torch.gather(paths, 1, parent[:, :, None].expand(-1, -1, paths.shape[2]))
+            paths = torch.cat([keep, ids[:, :, None]], dim=2)
+        dead = torch.isinf(scores)[:, :, None]
+        paths = torch.where(dead, torch.full_like(paths, -1), paths)
+        coords = self.coords[ids]
+        conf = self._confidences(q, paths, scores)
+        return paths, scores, coords, conf
+
+    def _confidences(self, q, paths, scores) -> torch.Tensor:
+        if self.temperatures is None:  # the beam's mass per entity and level
+            p = torch.softmax(scores / self.tau, dim=1)
+            p = torch.where(torch.isnan(p), torch.zeros_like(p), p)
+            same = (paths[:, :, None, :] == paths[:, None, :, :]).double()
+            return (same * p[:, None, :, None]).sum(2)
+        out = []
+        for lv, t in enumerate(self.temperatures):
+            logp = torch.log_softmax(self._score(q @ self.vectors(lv).T) / t, dim=1)
+            rows = paths[:, :, lv]
+            p = torch.gather(logp, 1, torch.clamp(rows, min=0)).exp()
+            out.append(torch.where(rows >= 0, p, torch.zeros_like(p)))
+        return torch.stack(out, dim=2)
+
+
+def _register_symbolics() -> None:
+    """ONNX has Sinh, Cosh, Asinh and Acosh (opset 9); the TorchScript exporter names no
+    symbolic for some of them: map them one to one."""
+    for op in ("sinh", "cosh", "asinh", "acosh"):
+        torch.onnx.register_custom_op_symbolic(
+            f"aten::{op}", lambda g, x, _op=op: g.op(_op.capitalize(), x), 9
+        )
+
+
+def export_metadata(geo: Geolocator, width: int, half: bool, encoder) -> dict:
+    """The document that rides in the ONNX file's metadata (key ``hierloc``)."""
+    levels = []
+    for lv, (ids, names, xy, _) in enumerate(geo.names.levels):
+        levels.append(
+            {
+                "level": LEVEL_NAMES[lv] if lv < len(LEVEL_NAMES) else f"level{lv}",
+                "ids": [str(i) for i in ids],
+                "names": [str(n) for n in names],
+                "latitude": [round(float(v), 6) for v in xy[:, 0]],
+                "longitude": [round(float(v), 6) for v in xy[:, 1]],
+            }
+        )
+    enc = geo.manifest.get("encoder")
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "width": width,
+        "float16": half,
+        "input": "pixels" if encoder is not None else "features",
+        "image_dim": geo.image_dim,
+        "encoder": enc,
+        "preprocess": None if encoder is None else encoder.preprocess.to_dict(),
+        "calibrated": geo.level_temperatures() is not None,
+        "levels": levels,
+    }
+
+
+def export_onnx(
+    model_dir: str | Path,
+    output: str | Path,
+    width: int = 10,
+    half: bool = False,
+    with_encoder: bool = True,
+) -> dict:
+    """Write ``output`` (one ONNX file, module doc); returns its metadata."""
+    import onnx
+
+    from hierloc.locate import load_locator
+
+    output = Path(output)
+    check_output_file(output, [model_dir], (".onnx",), option="--output")
+    if width < 1:
+        raise InputError(f"--beam {width}: give a width ≥ 1")
+    geo = load_locator(model_dir)
+    if not isinstance(geo, Geolocator):
+        raise InputError(
+            f"{model_dir}: a {geo.family} model folder; hierloc export writes HierLoc models"
+        )
+    encoder = None
+    if with_encoder:
+        if geo.encoder_name is None:
+            raise InputError(
+                f"{model_dir}: the model names no image encoder (trained on features of "
+                "unknown origin); export it with --features-input"
+            )
+        encoder = geo.image_encoder()
+        encoder = getattr(encoder, "torch_encoder", encoder).eval()  # the torch graph
+    graph = BeamGraph(geo, width, half, encoder).eval()
+    if encoder is not None:
+        size = encoder.preprocess.size
+        example, name = torch.zeros(2, 3, size, size), "pixels"
+    else:
+        example, name = torch.zeros(2, geo.image_dim), "features"
+    meta = export_metadata(geo, width, half, encoder)
+    _register_symbolics()
+    outputs = ["paths", "scores", "coordinates", "confidences"]
+    with atomic_path(output) as tmp, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(tmp),
+            input_names=[name],
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=False,  # folding would store the entity tables as float64
+        )
+        model = onnx.load(str(tmp))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "hierloc", json.dumps(meta, separators=(",", ":"))
+        onnx.save(model, str(tmp))
+    return meta
