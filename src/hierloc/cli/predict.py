@@ -18,6 +18,40 @@ class PredictFormat(str, Enum):
     csv = "csv"
 
 
+class Engine(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+@app.command("export")
+@handles_errors
+def export_cmd(
+    model: Annotated[Path, typer.Argument(help="A HierLoc model folder (hierloc index).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The .onnx file to write.")],
+    beam: Annotated[
+        int, typer.Option(min=1, help="Beam width, fixed in the file (the most answers too).")
+    ] = 10,
+    half: Annotated[
+        bool, typer.Option("--half", help="Store the entity points as float16.")
+    ] = False,
+    features_input: Annotated[
+        bool,
+        typer.Option(
+            "--features-input",
+            help="Take image features (B, D) instead of photos: leave the encoder out.",
+        ),
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The whole geolocator in one ONNX file: the image encoder (input: photos resized, centre-cropped and normalised, (B, 3, S, S) float32; the settings ride in the file), the query head and the beam search unrolled over the levels (standard opset 17: runs in onnxruntime anywhere and in onnxruntime-web). Outputs per image the beam's paths (entity rows per level), path scores, coordinates and per-level confidences; the entity ids and names are in the file's metadata. hierloc predict --engine onnx FILE PHOTOS answers with it without torch."""  # noqa: E501
+    from hierloc.locate.export import export_onnx
+
+    meta = export_onnx(model, output, width=beam, half=half, with_encoder=not features_input)
+    counts = {t["level"]: len(t["ids"]) for t in meta["levels"]}
+    summary = {"file": str(output), "bytes": output.stat().st_size, "input": meta["input"]}
+    typer.echo(json.dumps(summary | {"beam": beam, "float16": half, "entities": counts}, indent=2))
+
+
 @app.command("index")
 @handles_errors
 def index_cmd(
@@ -104,28 +138,44 @@ def predict_cmd(
             "crops and their mirror images (the paper's evaluation).",
         ),
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="torch: a model folder; onnx: a file from hierloc export (no torch needed; "
+            "--beam is the file's)."
+        ),
+    ] = Engine.torch,
     verbose: VerboseOpt = False,
 ) -> None:
     """Where were these photos taken? Per image the top-k hierarchical answers (country / region / subregion / city names, coordinates, score, confidence) by beam search. Unreadable images are reported on stderr and in rejects.csv beside --output, never silently dropped."""  # noqa: E501
-    import pandas as pd
-
     from hierloc.data.writers import check_output_file
     from hierloc.errors import InputError
-    from hierloc.locate import answer_rows, load_locator
+    from hierloc.locate import answer_rows
 
     reads = [model, *inputs]
     check_output_file(output, reads)
     if output is not None:
         check_output_file(_rejects_path(output), reads, option="--output's rejects file")
     check_output_file(map_, [*reads, output], (".html", ".htm", ".png"), option="--map")
-    geo = load_locator(model, device=device)
-    predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam, ten_crop=ten_crop)
+    if engine == Engine.onnx:
+        if ten_crop or device != "cpu":
+            raise InputError("--ten-crop and --device apply to --engine torch only")
+        from hierloc.locate.onnx_engine import OnnxGeolocator
+
+        geo = OnnxGeolocator(model)
+        beam = geo.width
+        predictions, rejected = geo.predict(inputs, top_k=top_k)
+    else:
+        from hierloc.locate import load_locator
+
+        geo = load_locator(model, device=device)
+        predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam, ten_crop=ten_crop)
     for r in rejected:
         typer.echo(f"hierloc: rejected {r.id}: {r.reason}", err=True)
+    rejects_csv = _csv([{"id": r.id, "reason": r.reason} for r in rejected], ["id", "reason"])
     if rejected and not predictions:
         if output is not None:
-            table = pd.DataFrame([r.__dict__ for r in rejected]).to_csv(index=False)
-            write_atomic(_rejects_path(output), table)
+            write_atomic(_rejects_path(output), rejects_csv)
         raise InputError(
             f"none of the {len(rejected)} images could be read (reasons above"
             f"{'' if output is None else ', and in ' + str(_rejects_path(output))})"
@@ -133,7 +183,7 @@ def predict_cmd(
     if fmt == PredictFormat.json:
         text = json.dumps(_document(model, inputs, top_k, beam, predictions, rejected), indent=2)
     elif fmt == PredictFormat.csv:
-        text = pd.DataFrame(answer_rows(predictions)).to_csv(index=False)
+        text = _csv(answer_rows(predictions))
     else:
         text = _table(predictions)
     if output is None:
@@ -141,8 +191,7 @@ def predict_cmd(
     else:
         write_atomic(output, text)
         if rejected:
-            table = pd.DataFrame([r.__dict__ for r in rejected]).to_csv(index=False)
-            write_atomic(_rejects_path(output), table)
+            write_atomic(_rejects_path(output), rejects_csv)
     if map_ is not None:
         from hierloc.eval.maps import prediction_map
 
@@ -255,6 +304,21 @@ def _document(model: Path, inputs: list[Path], top_k: int, beam: int, prediction
         results,
         [rejected_json(r, sources[r.id]) for r in rejected],
     )
+
+
+def _csv(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as CSV text, the columns in first-seen order (the standard library's writer)."""
+    import csv
+    import io
+
+    cols = list(columns or [])
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _rejects_path(output: Path) -> Path:

@@ -7,6 +7,7 @@ is applied. :func:`sniff` names the format from the first bytes."""
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -66,3 +67,47 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS):
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         return None, f"corrupt or truncated: {msg}"
+
+
+GPS_IFD = 0x8825
+
+
+def _dms(value) -> float:
+    """EXIF (deg, min, sec) rationals → degrees; a single number is taken as degrees."""
+    if isinstance(value, int | float):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"GPS value {value!r} is not a number (a zero denominator?)")
+        return float(value)
+    parts = [float(v) for v in value]
+    if not all(math.isfinite(p) for p in parts):
+        raise ValueError(
+            f"GPS degrees/minutes/seconds {tuple(str(v) for v in value)} are not numbers "
+            "(a rational with a zero denominator)"
+        )
+    if len(parts) != 3 or any(p < 0 for p in parts) or parts[1] >= 60 or parts[2] >= 60:
+        raise ValueError(f"not degrees/minutes/seconds: {tuple(value)}")
+    return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+
+def gps_from_exif(exif) -> tuple[float, float]:
+    """``(lat, lon)`` from a PIL ``Exif``; raises ``ValueError`` with the reason."""
+    gps = exif.get_ifd(GPS_IFD)
+    if not gps or 2 not in gps or 4 not in gps:
+        raise ValueError("no GPS position in EXIF")
+    lat, lon = _dms(gps[2]), _dms(gps[4])
+    missing = [
+        name
+        for tag, name in ((1, "GPSLatitudeRef"), (3, "GPSLongitudeRef"))
+        if not str(gps.get(tag, "")).strip()
+    ]
+    if missing:  # without them the hemisphere is unknown: never guess north/east
+        raise ValueError(f"GPS position without {' and '.join(missing)} (N/S, E/W unknown)")
+    lat_ref = str(gps[1]).strip().upper()[:1]
+    lon_ref = str(gps[3]).strip().upper()[:1]
+    if lat_ref not in ("N", "S") or lon_ref not in ("E", "W"):
+        raise ValueError(f"bad GPS reference {lat_ref!r}/{lon_ref!r}")
+    lat = -lat if lat_ref == "S" else lat
+    lon = -lon if lon_ref == "W" else lon
+    if abs(lat) > 90 or abs(lon) > 180:
+        raise ValueError(f"GPS position out of range: {lat}, {lon}")
+    return lat, lon

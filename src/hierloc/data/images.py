@@ -21,10 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from hierloc.data.decode import EMPTY, MAX_PIXELS, NOT_AN_IMAGE, decode, sniff
-from hierloc.data.tables import _format
 from hierloc.errors import InputError
 
 __all__ = [
@@ -87,6 +84,10 @@ def tar_items(path: Path) -> list[Item]:
 
 
 def metadata_items(path: Path, id_column: str, path_column: str, root: Path | None) -> list[Item]:
+    import pandas as pd  # only for metadata files: photos alone are read without it
+
+    from hierloc.data.formats import table_format as _format
+
     fmt = _format(path)
     try:
         if fmt == "csv":

@@ -21,24 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from hierloc.data.formats import table_format
 from hierloc.errors import InputError
 
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
-PARQUET_SUFFIXES = (".parquet", ".pq")
 COORD_COLUMNS = ("latitude", "longitude")
 COORD_RANGES = {"latitude": 90.0, "longitude": 180.0}
 
 
-def _format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(CSV_SUFFIXES):
-        return "csv"
-    if name.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    raise InputError(
-        f"{path}: unknown file format {path.suffix!r}; use CSV ({', '.join(CSV_SUFFIXES)}) "
-        f"or Parquet ({', '.join(PARQUET_SUFFIXES)})"
-    )
+_format = table_format  # the name the readers use
 
 
 def where(path: Path, row: int, fmt: str) -> str:

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from hierloc.data.tables import _format
+from hierloc.data.formats import table_format as _format
 from hierloc.errors import InputError
 
 

@@ -30,7 +30,7 @@ def photo_gps(data: bytes) -> tuple[float, float] | None:
     """A photo's EXIF GPS position, or None (no GPS, or GPS that cannot be read)."""
     from PIL import Image
 
-    from hierloc.data.photos import gps_from_exif
+    from hierloc.data.decode import gps_from_exif
 
     try:
         with Image.open(io.BytesIO(data)) as img:
