@@ -156,3 +156,13 @@ def test_bad_exports_and_files_are_one_line(trained, photo_model, tmp_path):
         assert res.exit_code == 2, (argv, res.output)
         assert needle in res.output and len(res.output.strip().splitlines()) == 1, res.output
     assert not (tmp_path / "k.onnx").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_bench_predict_measures_both_engines_on_the_same_photos(photo_model):
+    from hierloc.bench import predict as bench
+
+    r = bench.run(photo_model / "model", photo_model / "geo.onnx", photo_model / "photos", 1, 6)
+    assert r["photos"] == 6  # the first six photos (the bad file sorts last)
+    assert set(r["cold_s"]) == set(r["warm_photos_per_s"]) == {"torch", "onnx"}
+    assert r["top1_agreement"] == 1.0
+    assert r["cold_speedup"] == pytest.approx(r["cold_s"]["torch"] / r["cold_s"]["onnx"])

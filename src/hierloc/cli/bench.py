@@ -294,6 +294,26 @@ def bench_search(
     _emit(bench.run(quick=quick, batch=batch, with_profile=with_profile), output)
 
 
+@bench_app.command("predict")
+@handles_errors
+def bench_predict(
+    model: Annotated[Path, typer.Argument(help="A HierLoc model folder.")],
+    onnx_file: Annotated[Path, typer.Argument(help="Its export (hierloc export).")],
+    photos: Annotated[Path, typer.Argument(help="A folder of photos (the first 64 are used).")],
+    repeats: Annotated[int, typer.Option(min=1, help="Cold starts per engine (median).")] = 3,
+    output: OutputOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """The two prediction engines side by side in one run: the model folder (torch) and its ONNX export (onnxruntime, no torch) on the same photos. Cold: one photo through hierloc predict as a new process, wall time (target ≤ 1 s for onnx on 2 cores); warm: photos/s at batch 1 and 64; and the engines' agreement on the top answer."""  # noqa: E501
+    _check(output)
+    for path, what in ((model, "model folder"), (onnx_file, "ONNX file"), (photos, "photos")):
+        if not path.exists():
+            raise InputError(f"{path}: no such {what}")
+    from hierloc.bench import predict as bench
+
+    _emit(bench.run(model, onnx_file, photos, repeats=repeats), output)
+
+
 @bench_app.command("serve")
 @handles_errors
 def bench_serve(
