@@ -216,3 +216,42 @@ def test_bad_training_inputs_are_one_line_and_leave_nothing(trained, toy, tmp_pa
         assert len(lines) == 1 and needle in lines[0], (args, res.output)
         assert "internal error" not in res.output
         assert not out.exists(), (args, sorted(p.name for p in out.iterdir()))
+
+
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from hierloc.data import writers
+
+out, when = Path(sys.argv[1]), sys.argv[2]
+die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+if when == "before-swap":
+    writers._exchange = die
+elif when == "after-swap":
+    swap = writers._exchange
+    writers._exchange = lambda a, b: (swap(a, b), die())
+elif when == "while-flushing":
+    writers.os.fsync = die
+with writers.staged_folder(out, True, None) as tmp:
+    (tmp / "manifest.json").write_text('{"format": "x"}')
+    (tmp / "value").write_text("new")
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "left"), [("while-flushing", "old"), ("before-swap", "old"), ("after-swap", "new")]
+)
+def test_a_folder_replaced_by_a_killed_process_is_the_old_or_the_new(tmp_path, when, left):
+    """SIGKILL while the new folder is flushed, just before the swap and just after it: the
+    output folder is whole — the old one or the new one — never missing or mixed."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"format": "x"}')
+    (out / "value").write_text("old")
+    run = subprocess.run([sys.executable, "-c", CRASH, str(out), when], capture_output=True)
+    assert run.returncode == -9, run.stderr.decode()[-500:]
+    assert (out / "value").read_text() == left
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "value"]

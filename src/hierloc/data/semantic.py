@@ -93,11 +93,6 @@ def aligned_map(m: np.ndarray, size: int, preprocess=None, box=None) -> np.ndarr
     return m[rows][:, cols]
 
 
-def resize_nearest(m: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize of a whole class map to ``size × size`` (pixel centres)."""
-    return aligned_map(m, size)
-
-
 class MapFiles(SegmentationProvider):
     """Class maps stored as files: single-band images (``L``, ``P``, ``I``) or ``.npy``."""
 

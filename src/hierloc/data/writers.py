@@ -201,14 +201,64 @@ def staging_dir(out: Path, overwrite: bool, kinds: tuple[str, ...] | None, input
     return tmp
 
 
+def _fsync_tree(root: Path) -> None:
+    """Every file under ``root``, then every folder, flushed to disk."""
+    folders = [root]
+    for p in root.rglob("*"):
+        if p.is_dir():
+            folders.append(p)
+        elif p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    for d in folders:
+        _fsync_dir(d)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the system has no such call."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (38, 22, 95):  # ENOSYS, EINVAL (file system without it), EOPNOTSUPP
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def commit_dir(tmp: Path, out: Path) -> None:
-    """Swap the finished temp folder in place of ``out``."""
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
+    """Put the finished temp folder in place of ``out``, flushed to disk first. A crash at any
+    point leaves ``out`` as the old folder or the new one, never neither: a new ``out`` is one
+    rename; an existing one is exchanged with ``tmp`` in one atomic step (then the old one,
+    now at ``tmp``, is removed). Without an atomic exchange (not Linux), the old folder is
+    renamed aside first and a crash between the two renames leaves it at ``.NAME.old``."""
+    _fsync_tree(tmp)
+    if not out.exists():
+        tmp.rename(out)
+    elif _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(out.parent)
 
 
 @contextlib.contextmanager

@@ -205,30 +205,6 @@ def neg_dist_from_ip(ip, K: float, squared: bool, extra=None):
     return -(d * d) if squared else -d
 
 
-def gathered_dist(z, h_space, h_norm, h_radius, K: float):
-    """Float64 distances ``(B, k)`` from queries ``z (B, D)`` to gathered entities: their space
-    parts ``h_space (B, k, d)``, space norms ``h_norm (B, k)`` and radii ``asinh(|h⃗|/R)``
-    (precomputed once per index), as torch tensors or NumPy arrays. The stable polar form of
-    :func:`dist` (``|x−y|_L² = 4K·sinh²((s−t)/2) + |x⃗||y⃗|·|x̂−ŷ|²``) with ``|x̂−ŷ|² = 2 − 2·x̂·ŷ``
-    from one contraction; pairs closer than 1e-3 in direction get the difference form (no
-    cancellation)."""
-    xp = np if isinstance(z, np.ndarray) else torch
-    R = math.sqrt(K)
-    tiny = np.finfo(np.float64).tiny
-    zs = z[:, 1:]
-    nz = xp.sqrt(xp.clip((zs * zs).sum(-1), tiny, None))  # (B,)
-    uz = zs / nz[:, None]
-    sz = xp.arcsinh(nz / R)[:, None]
-    chord2 = xp.clip(2 - 2 * xp.einsum("bkd,bd->bk", h_space, uz) / h_norm, 0.0, None)
-    close = chord2 < 1e-6
-    if close.any():  # exact where 2 − 2cos would cancel
-        i, j = xp.where(close)
-        diff = uz[i] - h_space[i, j] / h_norm[i, j][:, None]
-        chord2[i, j] = (diff * diff).sum(-1)
-    q = 4 * K * xp.sinh((sz - h_radius) / 2) ** 2 + nz[:, None] * h_norm * chord2
-    return 2 * R * xp.arcsinh(xp.sqrt(q) / (2 * R))
-
-
 # -- the fused loss's tile (hierloc.losses.fused) ------------------------------------------
 # points enter as unit space directions u with scalars (n = |x⃗|, s = asinh(n/R)); per tile
 # m = u_b·u_e, q = n_b·n_e·(2 − 2m) + 4K·sinh²((s_b − t_e)/2) = |x − y|_L², D from q.

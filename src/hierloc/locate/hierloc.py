@@ -164,10 +164,10 @@ def build_model_folder(
             "features": sources.get("features"),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    if calibrate_on is None:
-        calibrate_on = sources.get("val")
-    if calibrate_on and sources.get("features"):
-        calibrate(output, calibrate_on, sources["features"])
+        if calibrate_on is None:
+            calibrate_on = sources.get("val")
+        if calibrate_on and sources.get("features"):  # inside: the folder appears calibrated
+            calibrate(tmp, calibrate_on, sources["features"])
     return output
 
 

@@ -80,7 +80,10 @@ class _FusedLevelLoss(torch.autograd.Function):
         ga, gc = torch.zeros_like(a), torch.zeros_like(c)
         g_rows = [torch.zeros_like(r) for r in row_s]
         g_cols = [torch.zeros_like(v) for v in col_s]
-        g_tau = g_lam = g_sigma = 0.0
+        # the scalar gradients stay on the device (float64) until the end: no host sync per tile
+        g_tau, g_lam, g_sigma = (
+            torch.zeros((), dtype=torch.float64, device=a.device) for _ in range(3)
+        )
         losses = torch.empty(B, dtype=a.dtype, device=a.device)
         c_op = c * c0[:, None] if scaled else c  # c_e·u_e: ∂L/∂u_b as one matmul
         row_chunk = max(1, min(B, spec.max_rows))
@@ -96,7 +99,7 @@ class _FusedLevelLoss(torch.autograd.Function):
             stored, tile_lse = [], []
             pos_logit = torch.empty(nb, dtype=a.dtype, device=a.device)
             for e0, e1 in tiles:
-                hit = ((tgt >= e0) & (tgt < e1)).nonzero().squeeze(1)
+                pos = _positives(tgt, e0, e1)  # (nb, e1 − e0): the target's column, as a mask
                 cols = [v[e0:e1] for v in col_s]
                 D, dDdq, extra = form.fused_tile(
                     ab @ c[e0:e1].T, rows, cols, spec.K, spec.squared, want
@@ -104,34 +107,36 @@ class _FusedLevelLoss(torch.autograd.Function):
                 lg = D * -inv_tau
                 if gwh:
                     lw, _, _ = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig, False)
-                    lw[hit, tgt[hit] - e0] = 0.0
+                    lw.masked_fill_(pos, 0.0)
                     lg.add_(lw)
                 if spec.neg_offset:
                     lg.add_(spec.neg_offset)
-                    lg[hit, tgt[hit] - e0] -= spec.neg_offset
-                pos_logit[hit] = lg[hit, tgt[hit] - e0]
+                    lg.sub_(pos.to(lg.dtype), alpha=spec.neg_offset)
+                # the positive's logit where it is in this tile (a sum of zeros and one value)
+                pos_logit = torch.where(pos.any(1), lg.masked_fill(~pos, 0.0).sum(1), pos_logit)
                 tile_lse.append(torch.logsumexp(lg, dim=1))
-                stored.append((hit, lg, D, dDdq, extra) if want else None)
+                stored.append((lg, D, dDdq, extra) if want else None)
             lse = torch.logsumexp(torch.stack(tile_lse), dim=0)
             losses[sl] = lse - pos_logit
             if not want:
                 continue
             ab_op = ab * rows[0][:, None] if scaled else ab
             # pass 2: R = (softmax − onehot)/B = ∂L/∂logit, then the chain back to m
-            for (e0, e1), (hit, lg, D, dDdq, extra) in zip(tiles, stored, strict=True):
+            for (e0, e1), (lg, D, dDdq, extra) in zip(tiles, stored, strict=True):
+                pos = _positives(tgt, e0, e1)
                 Rm = lg.sub_(lse[:, None]).exp_().mul_(1.0 / B)
-                Rm[hit, tgt[hit] - e0] -= 1.0 / B
+                Rm.sub_(pos.to(Rm.dtype), alpha=1.0 / B)
                 if needs[10]:  # ∂logit/∂τ = D/τ²
-                    g_tau += float(torch.dot(Rm.flatten(), D.flatten())) * inv_tau**2
+                    g_tau += torch.dot(Rm.flatten(), D.flatten()).double() * inv_tau**2
                 if need_lam or need_sigma:  # ∂logit/∂λ = k/(1+λk) on negatives
                     lw, k, dlogk = _log_w(spec, img_xyz[sl], ent_xyz[e0:e1], lam_v, sig, need_sigma)
                     t_lam = k.mul_(torch.exp(lw.neg_()))
-                    t_lam[hit, tgt[hit] - e0] = 0.0
+                    t_lam.masked_fill_(pos, 0.0)
                     pr = t_lam.mul_(Rm)
                     if need_lam:
-                        g_lam += float(pr.sum())
+                        g_lam += pr.sum().double()
                     if need_sigma:  # σ·∂log k/∂σ = dlogk
-                        g_sigma += float(torch.dot(pr.flatten(), dlogk.flatten())) * lam_v / sig
+                        g_sigma += torch.dot(pr.flatten(), dlogk.flatten()).double() * lam_v / sig
                 G = Rm.mul_(-inv_tau)
                 if dDdq is not None:
                     G.mul_(dDdq)  # ∂L/∂q
@@ -161,9 +166,16 @@ class _FusedLevelLoss(torch.autograd.Function):
         per_point = [next(rest) * go if present else None for present in ctx.layout]
         per_point = [g if need else None for g, need in zip(per_point, needs[4:8], strict=True)]
         g_scalars = [
-            go * v if need else None for v, need in zip(ctx.scalars, needs[10:13], strict=True)
+            (go * v).to(go.dtype) if need else None
+            for v, need in zip(ctx.scalars, needs[10:13], strict=True)
         ]
         return (None, None, ga * go, gc * go, *per_point, None, None, *g_scalars)
+
+
+def _positives(target: torch.Tensor, e0: int, e1: int) -> torch.Tensor:
+    """``(B, e1 − e0)`` bool: True at each row's target column when it lies in ``[e0, e1)``."""
+    cols = torch.arange(e0, e1, device=target.device)
+    return target[:, None] == cols[None, :]
 
 
 def fused_level_loss(

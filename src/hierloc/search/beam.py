@@ -73,7 +73,7 @@ def beam_compiled(index: EntityIndex, z: torch.Tensor, width: int, depth: int | 
 
 @torch.no_grad()
 def beam_search(
-    index: EntityIndex, z: torch.Tensor, width: int = 10, backend: str = "torch"
+    index: EntityIndex, z: torch.Tensor, width: int = 10, backend: str = "compiled"
 ) -> SearchResult:
     """Beam search: the ``width`` best countries, then at each deeper level only the children
     of the beam are scored (gathered through the CSR lists), path scores accumulated, the best
@@ -81,23 +81,23 @@ def beam_search(
 
     Args:
         z: ``(B, D)`` query points on the index's manifold.
-        backend: ``"torch"`` (the compiled exact search, :func:`beam_compiled`; the name kept
-            for callers) or ``"faiss"`` (the paper's variant: an ``IndexFlatIP`` for the top
+        backend: ``"compiled"`` (the exact search compiled with numba, :func:`beam_compiled`)
+            or ``"faiss"`` (the paper's variant: an ``IndexFlatIP`` for the top
             level, FAISS inner products by id for the children of the beam, float32 pruning).
     Returns:
         the final beam re-scored in float64, best first (``paths (B, k, L)``).
     """
     if width < 1:
         raise ValueError(f"beam width must be >= 1, got {width}")
-    if backend not in ("torch", "faiss"):
-        raise ValueError(f"backend must be 'torch' or 'faiss', got {backend!r}")
+    if backend not in ("compiled", "faiss"):
+        raise ValueError(f"backend must be 'compiled' or 'faiss', got {backend!r}")
     B = z.shape[0]
     if B == 0:
         return SearchResult(
             torch.zeros(0, width, index.levels, dtype=torch.long),
             torch.zeros(0, width, dtype=torch.float64),
         )
-    if backend == "torch":
+    if backend == "compiled":
         paths, scores, _ = beam_compiled(index, z, width)
         return SearchResult(paths, scores)  # the kernel's scores are the exact ones
     q, qn2 = index.queries(z)

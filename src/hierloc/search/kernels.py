@@ -12,7 +12,7 @@ for the manifold's score ``s`` (increasing in the inner product — larger is cl
 construction of the search vectors). Only candidates whose upper bound reaches the
 ``width``-th best lower bound can be among the ``width`` best; those, and only those, are
 scored exactly in float64 (:func:`exact_dist`: each manifold's stable form — Lorentz the polar
-form of ``lorentz.dist``, no cancellation far from the origin, issue 13; Euclidean and sphere
+form of ``lorentz.dist``, no cancellation far from the origin; Euclidean and sphere
 from coordinate differences) — and the beam is chosen by the exact scores. Every level keeps
 exactly the beam exact arithmetic keeps (up to float64 rounding), and the final beam's scores
 are its exact scores, for every manifold: no re-rank follows.
@@ -329,10 +329,3 @@ def path_dist(q, paths, v64, off, norms, radii, kind, K):
                 row = off[lv] + paths[b, t, lv]
                 out[b, t, lv] = exact_dist(q, b, nz, sz, v64, row, norms[row], radii[row], kind, K)
     return out
-
-
-@nb.njit(parallel=True, cache=True)
-def parallel_copy(dst, src):
-    """``dst[:] = src`` across numba's threads (``hierloc bench search``'s copy bandwidth)."""
-    for i in nb.prange(len(src)):
-        dst[i] = src[i]

@@ -141,9 +141,11 @@ class Trainer:
         if self.position + bs > n:
             self.epoch += 1
             self.position = 0
-        g = torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + self.epoch)
-        perm = torch.randperm(n, generator=g)
-        idx = perm[self.position : self.position + bs]
+        if getattr(self, "_perm_epoch", None) != self.epoch:  # one permutation per epoch,
+            # a function of the seed and the epoch alone: a resumed run draws the same one
+            g = torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + self.epoch)
+            self._perm, self._perm_epoch = torch.randperm(n, generator=g), self.epoch
+        idx = self._perm[self.position : self.position + bs]
         self._global_batch = idx
         self.position += bs
         per = bs // self.world
