@@ -188,11 +188,9 @@ def train(
             cells=cells,
             semantic=semantic,
         )
-    if trainer.world > 1:
-        import torch.distributed as dist
+    from hierloc.train.runtime import leave_process_group
 
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_process_group(trainer.rank, trainer.world)
     if trainer.rank == 0:
         summary = {"run": str(output), "steps": trainer.step, **trainer.validate()}
         typer.echo(json.dumps(summary, indent=2))

@@ -47,6 +47,24 @@ def join_process_group(device: str | torch.device = "cpu") -> tuple[int, int]:
     return rank, world
 
 
+def leave_process_group(rank: int, world: int) -> None:
+    """The end of a data-parallel run (``world > 1``): every process waits for the others,
+    leaves the group, and the non-zero ranks exit at once (status 0, output flushed) — letting
+    them run the interpreter's shutdown let native worker threads (Gloo's, the thread pools')
+    be destroyed while joinable, which aborts the process after its work is done."""
+    if world <= 1:
+        return
+    import os
+    import sys
+
+    dist.barrier()
+    dist.destroy_process_group()
+    if rank != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def start_trainer(trainer_cls, cfg, data, run_dir, device: str = "cpu"):
     """The process setup above, then ``trainer_cls(cfg, data, run_dir, device, rank, world)``."""
     tune_allocator()
