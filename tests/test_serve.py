@@ -79,6 +79,14 @@ def gps_jpeg(lat: float, lon: float) -> bytes:
     return buf.getvalue()
 
 
+def until(condition, timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds (checked every 10 ms), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
 def ready(client: TestClient) -> TestClient:
     for _ in range(300):
         if client.get("/readyz").status_code == 200:
@@ -353,12 +361,14 @@ class SlowLocator:
 
     def __init__(self):
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a batch is inside predict_prepared
         self.batches: list[list[str]] = []
 
     def prepare_photo(self, data):
         return np.zeros(1), None
 
     def predict_prepared(self, ids, tensors, top_k, beam):
+        self.entered.set()
         self.gate.wait(10)
         self.batches.append(list(ids))
         return [Prediction(i, []) for i in ids]
@@ -380,13 +390,14 @@ def test_requests_arriving_while_a_batch_runs_share_the_next_and_a_full_queue_an
         def call(k):
             out[k] = post(c, [(f"r{k}.png", png(k))]).status_code
 
+        batcher = app.state.hierloc.batcher
         first = threading.Thread(target=call, args=(0,))
         first.start()
-        time.sleep(0.4)  # r0 runs alone (nobody else was coming) and holds the worker
+        assert slow.entered.wait(10)  # r0 runs alone (nobody else was coming), holds the worker
         threads = [threading.Thread(target=call, args=(k,)) for k in (1, 2, 3)]
         for t in threads:
             t.start()
-        time.sleep(0.3)  # r1–r3 are queued behind it
+        until(lambda: batcher.depth == 4)  # r1–r3 are queued behind it
         slow.gate.set()
         for t in [first, *threads]:
             t.join()
@@ -394,9 +405,11 @@ def test_requests_arriving_while_a_batch_runs_share_the_next_and_a_full_queue_an
         assert slow.batches[0] == ["r0"]
         assert sorted(slow.batches[1]) == ["r1", "r2", "r3"]  # one batch for three requests
         slow.gate.clear()
+        slow.entered.clear()
         busy = threading.Thread(target=call, args=(9,))
         busy.start()
-        time.sleep(0.4)  # r9 is now running (blocked on the gate): 1 photo pending
+        assert slow.entered.wait(10)  # r9 is running (blocked on the gate): 1 photo pending
+        until(lambda: batcher.depth == 1)
         r = post(c, [(f"q{i}.png", png(i)) for i in range(4)])  # 1 + 4 > 4
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         slow.gate.set()
