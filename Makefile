@@ -7,10 +7,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# onnxruntime-web for `hierloc export --web` and its browser test (npm, into .cache/)
+ORT_WEB_SPEC ?= onnxruntime-web@1.31.1
+ORT_WEB := .cache/onnxruntime-web/node_modules/onnxruntime-web/dist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hierloc-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean ort-web
 
 install: $(STAMP)
 
@@ -30,7 +33,13 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/python scripts/check_imports.py
-	$(BIN)/python -m pytest -n auto --dist loadfile
+	HIERLOC_ONNXRUNTIME_WEB=$${HIERLOC_ONNXRUNTIME_WEB:-$(CURDIR)/$(ORT_WEB)} \
+		$(BIN)/python -m pytest -n auto --dist loadfile
+
+ort-web: $(ORT_WEB)/ort.wasm.min.js
+
+$(ORT_WEB)/ort.wasm.min.js:
+	npm install --prefix .cache/onnxruntime-web --no-audit --no-fund --silent "$(ORT_WEB_SPEC)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .cache

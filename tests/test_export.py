@@ -166,3 +166,95 @@ def test_bench_predict_measures_both_engines_on_the_same_photos(photo_model):
     assert set(r["cold_s"]) == set(r["warm_photos_per_s"]) == {"torch", "onnx"}
     assert r["top1_agreement"] == 1.0
     assert r["cold_speedup"] == pytest.approx(r["cold_s"]["torch"] / r["cold_s"]["onnx"])
+
+
+def test_the_exported_site_geolocates_in_the_browser_and_sends_nothing(photo_model, tmp_path):
+    """``hierloc export --web``, served from a loopback static server, in headless Chromium:
+    photos dropped on the page (one with EXIF GPS, one not an image) get the Python engine's
+    answers (entity ids per level, coordinates and confidences to 1e-4), the true place and its
+    error; every request goes to the page's own origin; no console error or CSP violation."""
+    import functools
+    import http.server
+    import os
+    import threading
+    from pathlib import Path
+
+    from PIL import ExifTags
+
+    from hierloc.locate.onnx_engine import OnnxGeolocator
+
+    chromium, driver_bin = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    ort_web = os.environ.get("HIERLOC_ONNXRUNTIME_WEB")
+    if not (chromium.exists() and driver_bin.exists() and ort_web and Path(ort_web).is_dir()):
+        why = "headless Chromium or onnxruntime-web is missing (make ort-web)"
+        if os.environ.get("HIERLOC_REQUIRE_BROWSER"):  # set by .ci/run, which installs both
+            pytest.fail(why)
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    site = tmp_path / "site"
+    res = runner.invoke(app, ["export", str(photo_model / "model"), "--web", "-o", str(site)])
+    assert res.exit_code == 0, res.output
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    exif = Image.Exif()
+    exif[ExifTags.IFD.GPSInfo] = {1: "N", 2: (48.0, 51.0, 24.0), 3: "E", 4: (2.0, 21.0, 7.0)}
+    Image.new("RGB", (64, 48), (120, 100, 60)).save(photos / "paris.jpg", exif=exif)
+    for name in ("p1.png", "p3.png", "p5.png"):
+        (photos / name).write_bytes((photo_model / "photos" / name).read_bytes())
+    (photos / "notes.png").write_bytes(b"not a photo")
+    names = ["paris.jpg", "p1.png", "p3.png", "p5.png", "notes.png"]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(chromium)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1600",
+                "--disable-dev-shm-usage"):  # fmt: skip
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=opts, service=webdriver.ChromeService(str(driver_bin)))
+    try:
+        browser.get(url)
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#models input")) == 1)
+        assert "never sent" in browser.find_element(By.ID, "privacy").text
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(photos / n) for n in names))
+        wait.until(lambda b: b.find_element(By.ID, "status").text == "done")
+        doc = browser.execute_script("return window.hierlocLocal.last")
+        requests = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        logs = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+        artifacts = Path(os.environ.get("HIERLOC_ARTIFACTS") or tmp_path)
+        artifacts.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(artifacts / "site.png"))
+        cards = browser.find_elements(By.CSS_SELECTOR, "article.card")
+        paris = next(c for c in cards if c.find_element(By.TAG_NAME, "h2").text == "paris.jpg")
+        assert "EXIF GPS: 48.8567, 2.3519" in paris.text and " km" in paris.text
+    finally:
+        browser.quit()
+        httpd.shutdown()
+    assert requests and all(r.startswith(url) for r in requests), requests
+    assert logs == [], logs
+    assert [r["file"] for r in doc["rejected"]] == ["notes.png"]
+    assert doc["results"][0]["exif_gps"]["latitude"] == pytest.approx(48.8567, abs=1e-4)
+    want, _ = OnnxGeolocator(site / "static" / "geolocator.onnx").predict(
+        [photos / n for n in names[:-1]], top_k=3
+    )
+    assert len(doc["results"]) == len(want) == 4
+    for got, p in zip(doc["results"], want, strict=True):
+        assert got["file"] == p.id + Path(got["file"]).suffix
+        assert len(got["answers"]) == len(p.answers) == 3
+        for a, b in zip(got["answers"], p.answers, strict=True):
+            assert [x["id"] for x in a["places"]] == [x.entity_id for x in b.places]
+            assert (a["latitude"], a["longitude"]) == pytest.approx(
+                (b.latitude, b.longitude), abs=1e-4
+            )
+            assert [x["confidence"] for x in a["places"]] == pytest.approx(
+                [b.level_confidence[x.level] for x in b.places], abs=1e-4
+            )

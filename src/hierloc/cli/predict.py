@@ -41,9 +41,51 @@ def export_cmd(
             help="Take image features (B, D) instead of photos: leave the encoder out.",
         ),
     ] = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Write a static site (-o a folder) that geolocates in the browser with "
+            "onnxruntime-web: the photo never leaves the machine. Serve it with any static "
+            "server (python -m http.server -d SITE).",
+        ),
+    ] = False,
+    onnxruntime_web: Annotated[
+        Path | None,
+        typer.Option(
+            help="--web: the dist folder of an installed onnxruntime-web (npm install "
+            "onnxruntime-web; default $HIERLOC_ONNXRUNTIME_WEB, else "
+            "./node_modules/onnxruntime-web/dist).",
+            show_default=False,
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="--web: replace an exported site.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """The whole geolocator in one ONNX file: the image encoder (input: photos resized, centre-cropped and normalised, (B, 3, S, S) float32; the settings ride in the file), the query head and the beam search unrolled over the levels (standard opset 17: runs in onnxruntime anywhere and in onnxruntime-web). Outputs per image the beam's paths (entity rows per level), path scores, coordinates and per-level confidences; the entity ids and names are in the file's metadata. hierloc predict --engine onnx FILE PHOTOS answers with it without torch."""  # noqa: E501
+    from hierloc.errors import InputError
+
+    if web:
+        from hierloc.serve.site import export_site
+
+        if features_input:
+            raise InputError("--web exports photos in, not features: drop --features-input")
+        meta = export_site(model, output, beam, half, onnxruntime_web, overwrite)
+        size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
+        summary = {
+            "site": str(output),
+            "bytes": size,
+            "serve": f"python -m http.server -d {output}",
+        }
+        typer.echo(
+            json.dumps(
+                summary | {"entities": {t["level"]: len(t["ids"]) for t in meta["levels"]}},
+                indent=2,
+            )
+        )
+        return
+    if onnxruntime_web is not None or overwrite:
+        raise InputError("--onnxruntime-web and --overwrite apply to --web only")
     from hierloc.locate.export import export_onnx
 
     meta = export_onnx(model, output, width=beam, half=half, with_encoder=not features_input)

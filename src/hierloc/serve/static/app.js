@@ -25,6 +25,8 @@ function svg(tag, attrs = {}) {
 }
 
 async function api(path, options = {}) {
+  // the exported site (hierloc export --web) answers in the page itself: local.js
+  if (window.hierlocLocal) return window.hierlocLocal.api(path, options);
   const headers = Object.assign({}, options.headers || {});
   if (state.token) headers.Authorization = "Bearer " + state.token;
   const res = await fetch(path, Object.assign({}, options, { headers }));
@@ -82,14 +84,12 @@ async function locate(files) {
       form.append("top_k", String(topK));
       form.append("model", model);
       const { status, body } = await api("/v1/locate", { method: "POST", body: form });
-      const names = chunk.map((e) => e.file.name.replace(/\.[^.]*$/, ""));
-      if (status === 200 || status === 415) {
+      if (status === 200) {
         const results = body.results || [];
         const rejected = body.rejected || [];
-        chunk.forEach((e, i) => {
-          const id = names[i];
-          const r = results.find((x) => x.id === id);
-          const bad = rejected.find((x) => x.id === id);
+        chunk.forEach((e, i) => {  // matched by position in the request
+          const r = results.find((x) => x.index === i);
+          const bad = rejected.find((x) => x.index === i);
           if (r) { e.byModel[model] = r.answers; e.gps = r.exif_gps; }
           else if (bad) e.rejected = bad.reason;
         });
