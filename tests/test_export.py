@@ -239,6 +239,7 @@ def test_the_exported_site_geolocates_in_the_browser_and_sends_nothing(photo_mod
     finally:
         browser.quit()
         httpd.shutdown()
+        httpd.server_close()
     assert requests and all(r.startswith(url) for r in requests), requests
     assert logs == [], logs
     assert [r["file"] for r in doc["rejected"]] == ["notes.png"]
