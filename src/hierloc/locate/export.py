@@ -2,10 +2,11 @@
 the query head and the beam search itself.
 
 The beam search is unrolled over the levels with a fixed width ``W``: the top level's ``W``
-best entities (``TopK`` over all of them), then per level the children of the beam from a
-padded children table (``Gather``; padding scores ``−inf``), path scores accumulated, the
-``W`` best paths kept (``TopK`` over ``W × C`` candidates), the parents' paths carried by
-``GatherElements``. Distances are the model's (squared) manifold distances computed in
+best entities (``TopK`` over all of them), then per level the children of the beam read from
+the CSR children lists (``Gather`` of ``ptr``, then of ``C`` slots from the first child, ``C``
+the largest family of the level; slots past a family's end score ``−inf``), path scores
+accumulated, the ``W`` best paths kept (``TopK`` over ``W × C`` candidates), the parents'
+paths carried by ``GatherElements``. Distances are the model's (squared) manifold distances computed in
 float64 from the stored entity points (float32 or float16), as the Python search does (Lorentz
 models, the paper's; the Euclidean and sphere ablations are not exported); standard
 opset 17 only (MatMul, Gather, GatherElements, TopK, Reshape, Where, Log, Sqrt, Softmax…),
@@ -42,17 +43,6 @@ VERSION = 1
 OPSET = 17
 
 
-def children_table(ptr: np.ndarray, child: np.ndarray) -> np.ndarray:
-    """CSR children → ``(E, C)`` int64, each row an entity's children padded with −1 (``C`` the
-    largest family, at least 1)."""
-    counts = np.diff(ptr)
-    width = max(1, int(counts.max()) if len(counts) else 1)
-    table = np.full((len(counts), width), -1, np.int64)
-    cols = np.arange(len(child)) - np.repeat(ptr[:-1], counts)
-    table[np.repeat(np.arange(len(counts)), counts), cols] = child
-    return table
-
-
 class BeamGraph(nn.Module):
     """Features → the beam's paths, scores, coordinates and confidences (module doc)."""
 
@@ -75,9 +65,12 @@ class BeamGraph(nn.Module):
         for lv in range(self.levels):
             # the manifold's database search vectors (float64 in the index), stored narrower
             self.register_buffer(f"v{lv}", idx.vectors(lv).to(store).contiguous())
+        self.families = []  # the largest family per level: the candidates per beam slot
         for lv in range(self.levels - 1):
             ptr, child = idx.children(lv)
-            self.register_buffer(f"c{lv}", torch.from_numpy(children_table(ptr, child)))
+            self.register_buffer(f"p{lv}", torch.from_numpy(np.asarray(ptr, np.int64)))
+            self.register_buffer(f"c{lv}", torch.from_numpy(np.asarray(child, np.int64)))
+            self.families.append(max(1, int(np.diff(ptr).max())) if len(ptr) > 1 else 1)
         names = geo.names.levels
         self.register_buffer("coords", torch.from_numpy(np.ascontiguousarray(names[-1][2])))
         temps = geo.level_temperatures()
@@ -108,11 +101,18 @@ class BeamGraph(nn.Module):
         scores, ids = torch.topk(s0, k0, dim=1)
         paths = ids[:, :, None]
         for lv in range(1, self.levels):
-            table = getattr(self, f"c{lv - 1}")  # (E_{lv-1}, C)
-            C = table.shape[1]
-            kids = table[ids]  # (B, W, C), −1 padded
-            valid = kids >= 0
-            safe = torch.where(valid, kids, torch.zeros_like(kids))
+            ptr, child = getattr(self, f"p{lv - 1}"), getattr(self, f"c{lv - 1}")
+            C = self.families[lv - 1]
+            start = ptr[ids]  # (B, W): the beam's children are child[start : start + count]
+            count = ptr[ids + 1] - start
+            j = torch.arange(C, dtype=torch.long)
+            valid = j[None, None, :] < count[:, :, None]  # (B, W, C)
+            pos = torch.where(
+                valid,
+                start[:, :, None] + j[None, None, :],
+                torch.zeros_like(valid, dtype=torch.long),
+            )
+            safe = child[pos]
             vec = self.vectors(lv)[safe]  # (B, W, C, D)
             s = self._score((vec * q[:, None, None, :]).sum(-1)) + scores[:, :, None]
             s = torch.where(valid, s, torch.full_like(s, float("-inf")))
