@@ -5,12 +5,12 @@ The beam search is unrolled over the levels with a fixed width ``W``: the top le
 best entities (``TopK`` over all of them), then per level the children of the beam read from
 the CSR children lists (``Gather`` of ``ptr``, then of ``C`` slots from the first child, ``C``
 the largest family of the level; slots past a family's end score ``−inf``), path scores
-accumulated, the ``W`` best paths kept (``TopK`` over ``W × C`` candidates), the parents'
-paths carried by ``GatherElements``. Distances are the model's (squared) manifold distances computed in
-float64 from the stored entity points (float32 or float16), as the Python search does (Lorentz
-models, the paper's; the Euclidean and sphere ablations are not exported); standard
-opset 17 only (MatMul, Gather, GatherElements, TopK, Reshape, Where, Log, Sqrt, Softmax…),
-no contrib ops, no Loop or If.
+accumulated, the ``W`` best paths kept (``TopK`` over ``W × C`` candidates), the parents' paths
+carried by ``GatherElements``. Distances are the model's (squared) manifold distances computed
+in float64 from the stored entity points (float32 or float16), as the Python search does
+(Lorentz models, the paper's; the Euclidean and sphere ablations are not exported); standard
+opset 17 only (MatMul, Gather, GatherElements, TopK, Reshape, Where, Log, Sqrt, Softmax…), no
+contrib ops, no Loop or If.
 
 Inputs: ``features`` ``(B, D)`` float32 (precomputed image features), or with the encoder
 ``pixels`` ``(B, 3, S, S)`` float32, the photo resized, centre-cropped and normalised as the
