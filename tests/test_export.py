@@ -259,3 +259,19 @@ def test_the_exported_site_geolocates_in_the_browser_and_sends_nothing(photo_mod
             assert [x["confidence"] for x in a["places"]] == pytest.approx(
                 [b.level_confidence[x.level] for x in b.places], abs=1e-4
             )
+
+
+@pytest.mark.parametrize("share", [0, 10**9])
+def test_gathered_and_whole_level_scoring_give_the_same_beam(trained, tmp_path, monkeypatch, share):
+    """Both ways the file scores a level's candidates (gathering them, or scoring the level
+    whole and gathering the scores), forced on every level: the Python search's paths."""
+    import hierloc.locate.export as export
+
+    monkeypatch.setattr(export, "GATHER_SHARE", share)
+    out = tmp_path / "geo.onnx"
+    export.export_onnx(trained / "model", out, with_encoder=False)
+    x, _ = _features(trained)
+    paths, scores = _run(out, x)[:2]
+    res = load_locator(trained / "model").search(x, top_k=10, beam=10)
+    assert (paths == res.paths.numpy()).all()
+    np.testing.assert_allclose(scores, res.scores.numpy(), rtol=1e-5, atol=1e-5)

@@ -39,6 +39,10 @@ from hierloc.hierarchy.build import LEVEL_NAMES
 from hierloc.locate.hierloc import Geolocator
 
 FORMAT = "hierloc-onnx"
+# a level's candidates (W × its largest family) are gathered when they are at most a quarter
+# of its entities; otherwise the level is scored whole (one MatMul) and their scores gathered:
+# the same scores, without materialising W × C vectors per image for heavy-tailed families
+GATHER_SHARE = 4
 VERSION = 1
 OPSET = 17
 
@@ -113,10 +117,15 @@ class BeamGraph(nn.Module):
                 torch.zeros_like(valid, dtype=torch.long),
             )
             safe = child[pos]
-            vec = self.vectors(lv)[safe]  # (B, W, C, D)
-            s = self._score((vec * q[:, None, None, :]).sum(-1)) + scores[:, :, None]
-            s = torch.where(valid, s, torch.full_like(s, float("-inf")))
             W = ids.shape[1]
+            if W * C * GATHER_SHARE <= self.vectors(lv).shape[0]:  # few candidates: gather them
+                vec = self.vectors(lv)[safe]  # (B, W, C, D)
+                s = self._score((vec * q[:, None, None, :]).sum(-1))
+            else:  # big families: score the whole level once, read the candidates' scores
+                level = self._score(q @ self.vectors(lv).T)  # (B, E)
+                s = torch.gather(level, 1, safe.reshape(B, W * C)).reshape(B, W, C)
+            s = s + scores[:, :, None]
+            s = torch.where(valid, s, torch.full_like(s, float("-inf")))
             k = min(self.width, W * C)
             scores, flat = torch.topk(s.reshape(B, W * C), k, dim=1)
             parent = torch.div(flat, C, rounding_mode="floor")
