@@ -56,7 +56,10 @@ class BeamGraph(nn.Module):
         m = geo.manifest
         self.encoder = encoder
         self.query = geo.query.float().eval()
-        self.context = None if geo.context is None else [c.float() for c in geo.context]
+        store = torch.float16 if half else torch.float32
+        self.attends = geo.context is not None  # the attention's keys/values of every entity
+        for lv, c in enumerate(geo.context or []):  # stored as the entity points are
+            self.register_buffer(f"kv{lv}", c.to(store).contiguous())
         self.K = float(m["K"])
         self.squared = bool(m["squared"])
         if m["manifold"] != "lorentz":
@@ -65,7 +68,6 @@ class BeamGraph(nn.Module):
             )
         self.levels = idx.levels
         self.width = width
-        store = torch.float16 if half else torch.float32
         for lv in range(self.levels):
             # the manifold's database search vectors (float64 in the index), stored narrower
             self.register_buffer(f"v{lv}", idx.vectors(lv).to(store).contiguous())
@@ -94,7 +96,10 @@ class BeamGraph(nn.Module):
     def forward(self, x: torch.Tensor):
         if self.encoder is not None:
             x = self.encoder(x)
-        z = self.query.image_embeddings(x.float(), context=self.context).double()
+        context = None
+        if self.attends:
+            context = [getattr(self, f"kv{lv}").float() for lv in range(self.levels)]
+        z = self.query.image_embeddings(x.float(), context=context).double()
         space = z[:, 1:]  # onto the hyperboloid, the time sign flipped: q·x = ⟨z, x⟩_L
         time = torch.sqrt(self.K + (space * space).sum(1, keepdim=True))
         q = torch.cat([-time, space], dim=1)
