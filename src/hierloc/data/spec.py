@@ -258,16 +258,16 @@ class _Checker:
                     parts.append(f"has {len(extra)} it does not ({_few(extra)})")
                 self.fail(
                     entry.name,
-                    f"{entry.what} {' and '.join(parts)}: weights and config.yaml are from "
+                    f"{entry.what} {' and '.join(parts)}: weights and config are from "
                     "different models",
                 )
             for key in sorted(want):
                 if got[key] != want[key]:
                     self.fail(
                         entry.name,
-                        f"tensor {key!r} has shape {_shape_text(got[key])} but config.yaml and "
-                        f"manifest.json build {_shape_text(want[key])}: weights and config are "
-                        "from different models",
+                        f"tensor {key!r} has shape {_shape_text(got[key])} but the folder's "
+                        f"config and manifest build {_shape_text(want[key])}: weights and config "
+                        "are from different models",
                     )
 
 
