@@ -34,7 +34,7 @@ TEMPS = TEMPERATURE_GRID  # the library's grid
 def outcomes(geo: Geolocator, data: Path, features: Path):
     """``(paths, scores, right (N, L))`` of the beam on a labelled split."""
     from hierloc.data.features import FeatureStore
-    from hierloc.train.data import metadata_entities
+    from hierloc.hierarchy.labels import metadata_entities
 
     truth = metadata_entities(data)
     feats, ok = FeatureStore.open(features).lookup(truth["id"].to_numpy(dtype=object))

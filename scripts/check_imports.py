@@ -132,7 +132,7 @@ FORBIDDEN = {
     "hierarchy": {"models", "train", "locate", "eval", "serve", "workflows", "cli"},
     "train": {"locate", "serve", "workflows", "cli"},
     "locate": {"serve", "workflows", "cli"},
-    "eval": {"serve", "workflows", "cli"},
+    "eval": {"train", "serve", "workflows", "cli"},
     "workflows": {"serve", "cli"},
 }
 

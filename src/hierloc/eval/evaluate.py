@@ -39,9 +39,9 @@ from hierloc.eval.score import score_frames
 from hierloc.geo.geonames import default_gazetteer
 from hierloc.geo.haversine import haversine_km
 from hierloc.hierarchy.build import LEVEL_NAMES as LEVELS
+from hierloc.hierarchy.labels import metadata_entities
 from hierloc.locate import load_locator
 from hierloc.locate.types import Prediction
-from hierloc.train.data import metadata_entities
 
 OSV5M = {
     "country": "unique_country",

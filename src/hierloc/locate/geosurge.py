@@ -45,12 +45,12 @@ from hierloc.encoders.base import TokenOutput
 from hierloc.errors import InputError
 from hierloc.geo.gazetteer import load_gazetteer
 from hierloc.hierarchy.build import LEVEL_NAMES
+from hierloc.hierarchy.labels import label_entities
 from hierloc.locate.base import BaseLocator
 from hierloc.locate.types import Answer, Place, Prediction, Rejected
 from hierloc.models import create_model
 from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores
 from hierloc.train.config import load_config, save_config
-from hierloc.train.data import label_entities
 from hierloc.train.geosurge import store_inputs
 
 FORMAT = "hierloc-geosurge"

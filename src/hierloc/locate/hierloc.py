@@ -62,6 +62,7 @@ from hierloc.errors import InputError
 from hierloc.geometry import get_manifold
 from hierloc.hierarchy.build import LEVEL_NAMES
 from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame
+from hierloc.hierarchy.labels import metadata_entities
 from hierloc.locate.base import BaseLocator, EntityNames
 from hierloc.locate.types import Prediction
 from hierloc.losses import GWHInfoNCE
@@ -69,7 +70,7 @@ from hierloc.models import create_model
 from hierloc.models.hierloc import HierLocQuery
 from hierloc.search import EntityIndex, beam_search, csr_children, flat_search
 from hierloc.train.config import load_config, save_config
-from hierloc.train.data import load_entities, metadata_entities
+from hierloc.train.data import load_entities
 
 FORMAT = "hierloc-index"
 VERSION = 1
