@@ -36,7 +36,7 @@ from torch import nn
 from hierloc.data.writers import atomic_path, check_output_file
 from hierloc.errors import InputError
 from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.locate.hierloc import Geolocator
+from hierloc.locate.hierloc import Geolocator, entity_probability, level_confidences
 
 FORMAT = "hierloc-onnx"
 # a level's candidates (W × its largest family) are gathered when they are at most a quarter
@@ -60,7 +60,7 @@ class BeamGraph(nn.Module):
         self.attends = geo.context is not None  # the attention's keys/values of every entity
         for lv, c in enumerate(geo.context or []):  # stored as the entity points are
             self.register_buffer(f"kv{lv}", c.to(store).contiguous())
-        self.K = float(m["K"])
+        self.manifold = idx.manifold
         self.squared = bool(m["squared"])
         if m["manifold"] != "lorentz":
             raise InputError(
@@ -87,11 +87,8 @@ class BeamGraph(nn.Module):
         return getattr(self, f"v{lv}").double()
 
     def _score(self, ip: torch.Tensor) -> torch.Tensor:
-        """−distance (squared when the model was trained so) from Lorentz inner products
-        ``⟨q, x⟩_L = −K·cosh(d/R)``, ``R = √K`` (``acosh`` as a log, as the Python search)."""
-        x = torch.clamp(ip * (-1.0 / self.K), min=1.0)
-        d = torch.log(x + torch.sqrt(x * x - 1.0)) * (self.K**0.5)
-        return -(d * d) if self.squared else -d
+        """−distance from search inner products, as the Python search scores them."""
+        return self.manifold.neg_dist_from_ip(ip, self.squared)
 
     def forward(self, x: torch.Tensor):
         if self.encoder is not None:
@@ -100,9 +97,7 @@ class BeamGraph(nn.Module):
         if self.attends:
             context = [getattr(self, f"kv{lv}").float() for lv in range(self.levels)]
         z = self.query.image_embeddings(x.float(), context=context).double()
-        space = z[:, 1:]  # onto the hyperboloid, the time sign flipped: q·x = ⟨z, x⟩_L
-        time = torch.sqrt(self.K + (space * space).sum(1, keepdim=True))
-        q = torch.cat([-time, space], dim=1)
+        q = self.manifold.search_vectors(self.manifold.project(z), "query")  # q·x = ⟨z, x⟩_L
         B = q.shape[0]
         v0 = self.vectors(0)
         k0 = min(self.width, v0.shape[0])
@@ -145,17 +140,14 @@ class BeamGraph(nn.Module):
 
     def _confidences(self, q, paths, scores) -> torch.Tensor:
         if self.temperatures is None:  # the beam's mass per entity and level
-            p = torch.softmax(scores / self.tau, dim=1)
-            p = torch.where(torch.isnan(p), torch.zeros_like(p), p)
-            same = (paths[:, :, None, :] == paths[:, None, :, :]).double()
-            return (same * p[:, None, :, None]).sum(2)
-        out = []
-        for lv, t in enumerate(self.temperatures):
-            logp = torch.log_softmax(self._score(q @ self.vectors(lv).T) / t, dim=1)
-            rows = paths[:, :, lv]
-            p = torch.gather(logp, 1, torch.clamp(rows, min=0)).exp()
-            out.append(torch.where(rows >= 0, p, torch.zeros_like(p)))
-        return torch.stack(out, dim=2)
+            return level_confidences(paths, scores, self.tau)
+        return torch.stack(
+            [
+                entity_probability(self._score(q @ self.vectors(lv).T), paths[:, :, lv], t)
+                for lv, t in enumerate(self.temperatures)
+            ],
+            dim=2,
+        )
 
 
 def _register_symbolics() -> None:

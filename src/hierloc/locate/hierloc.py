@@ -282,11 +282,17 @@ def level_probabilities(
         step = max(1, 2**25 // max(1, len(vec)))
         for s in range(0, len(q), step):
             e = None if extra is None else extra[s : s + step, None]
-            logp = torch.log_softmax(index.scores(q[s : s + step] @ vec.T, e) / t, dim=1)
-            rows = paths[s : s + step, :, lv].long()
-            p = logp.gather(1, rows.clamp(min=0)).exp()
-            out[s : s + step, :, lv] = torch.where(rows >= 0, p, torch.zeros_like(p))
+            scores = index.scores(q[s : s + step] @ vec.T, e)
+            out[s : s + step, :, lv] = entity_probability(scores, paths[s : s + step, :, lv], t)
     return out
+
+
+def entity_probability(scores: torch.Tensor, rows: torch.Tensor, t: float) -> torch.Tensor:
+    """``(B, k)``: the probability of entity ``rows`` under ``softmax(scores / t)`` over a
+    level's every entity (``scores (B, E)``; row ``−1``: 0)."""
+    rows = rows.long()
+    p = torch.log_softmax(scores / t, dim=1).gather(1, rows.clamp(min=0)).exp()
+    return torch.where(rows >= 0, p, torch.zeros_like(p))
 
 
 class Geolocator(BaseLocator):
@@ -353,9 +359,12 @@ class Geolocator(BaseLocator):
         return torch.cat(out) if out else torch.zeros(0, self.index.points[0].shape[1])
 
     def search(self, features, top_k: int = 5, beam: int = 10):
+        return self._beam(self.embed(features), top_k, beam)
+
+    def _beam(self, z: torch.Tensor, top_k: int, beam: int):
         if top_k < 1 or beam < 1:
             raise InputError("--top-k and --beam must be >= 1")
-        return beam_search(self.index, self.embed(features), width=max(beam, top_k))
+        return beam_search(self.index, z, width=max(beam, top_k))
 
     def predict_features(
         self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
@@ -364,10 +373,8 @@ class Geolocator(BaseLocator):
             return self._predict_flat(features, ids, top_k)
         if search != "beam":
             raise InputError(f"search must be 'beam' or 'flat', got {search!r}")
-        if top_k < 1 or beam < 1:
-            raise InputError("--top-k and --beam must be >= 1")
         z = self.embed(features)
-        res = beam_search(self.index, z, width=max(beam, top_k))
+        res = self._beam(z, top_k, beam)
         n = res.paths.shape[0]
         ids = [str(i) for i in range(n)] if ids is None else [str(i) for i in ids]
         scores = res.scores

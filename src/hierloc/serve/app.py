@@ -163,11 +163,6 @@ def _media(content_type: str) -> dict:
     return {200: {"content": {content_type: {}}}}
 
 
-def _object(**properties) -> dict:
-    """A JSON-schema object of ``properties``."""
-    return {"type": "object", "properties": properties}
-
-
 def locate_openapi(max_photos: int, models: list[str]) -> dict:
     """The OpenAPI description of ``POST /v1/locate`` (its handler reads the multipart body
     itself, so FastAPI cannot infer it): the body, the query parameters and every answer."""
