@@ -109,6 +109,7 @@ class Trainer:
                 manifold, lr=cfg.optim.riemannian_lr, stabilize=cfg.optim.stabilize
             )
         self.step = self.epoch = self.position = 0
+        self._perm, self._perm_epoch = None, None  # this epoch's order of the training samples
         self.best = -1.0
         self.bad_evals = 0  # validations since the best (early stopping)
         n = len(data.train)
@@ -141,7 +142,7 @@ class Trainer:
         if self.position + bs > n:
             self.epoch += 1
             self.position = 0
-        if getattr(self, "_perm_epoch", None) != self.epoch:  # one permutation per epoch,
+        if self._perm_epoch != self.epoch:  # one permutation per epoch,
             # a function of the seed and the epoch alone: a resumed run draws the same one
             g = torch.Generator().manual_seed(self.cfg.run.seed * 100_003 + self.epoch)
             self._perm, self._perm_epoch = torch.randperm(n, generator=g), self.epoch
