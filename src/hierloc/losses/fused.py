@@ -165,8 +165,8 @@ class _FusedLevelLoss(torch.autograd.Function):
         needs = ctx.needs_input_grad
         per_point = [next(rest) * go if present else None for present in ctx.layout]
         per_point = [g if need else None for g, need in zip(per_point, needs[4:8], strict=True)]
-        g_scalars = [
-            (go * v).to(go.dtype) if need else None
+        g_scalars = [  # one host read per backward, not one per tile
+            go * float(v) if need else None
             for v, need in zip(ctx.scalars, needs[10:13], strict=True)
         ]
         return (None, None, ga * go, gc * go, *per_point, None, None, *g_scalars)
