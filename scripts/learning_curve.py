@@ -1,4 +1,4 @@
-"""Learning curve (issue 13): HierLoc and the baselines at a larger training set than the
+"""Learning curve: HierLoc and the baselines at a larger training set than the
 demo's, on the same benchmark (same geographic blocks per split; the test images are drawn
 anew for each size), same encoder, same recipe per epoch.
 
@@ -22,14 +22,23 @@ import json
 from pathlib import Path
 
 from hierloc.workflows.compare import compare
-from hierloc.workflows.demo import BASELINE_SET, DEMO_COUNTS, HIERLOC_SET, prepare_benchmark
+from hierloc.workflows.demo import (
+    BASELINE_SET,
+    CELLS_TAU_MAX,
+    CELLS_TAU_MIN,
+    DEMO_COUNTS,
+    GEOSURGE_SET,
+    HIERLOC_SET,
+    geosurge_inputs,
+    prepare_benchmark,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("-o", "--output", type=Path, default=Path("runs/curve"))
     ap.add_argument("--train", type=int, default=20_000)
-    ap.add_argument("--models", default="hierloc,knn,zeroshot,classify")
+    ap.add_argument("--models", default="hierloc,geosurge,knn,zeroshot,classify,prior")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], dest="sets")
@@ -44,6 +53,13 @@ def main() -> None:
         hset.append(f"run.seed={a.seed}")
     hset += a.sets
     models = a.models.split(",")
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    gs = None
+    if "geosurge" in models:
+        gs = geosurge_inputs(out, data, counts, (CELLS_TAU_MAX, CELLS_TAU_MIN), say)
+    over = {m: BASELINE_SET for m in models}
+    over["hierloc"] = hset
+    over["geosurge"] = GEOSURGE_SET
     results = compare(
         models,
         hier,
@@ -51,8 +67,9 @@ def main() -> None:
         data,
         out / ("compare" if not a.seed else f"compare-seed{a.seed}"),
         val=data / "val.parquet",
-        overrides={m: hset if m == "hierloc" else BASELINE_SET for m in models},
-        on_event=lambda m: print(m, flush=True),
+        overrides={m: over[m] for m in models},
+        on_event=say,
+        geosurge=gs,
     )
     print(
         json.dumps(

@@ -105,3 +105,54 @@ def test_each_bench_command_runs_quick_through_the_cli(args, tmp_path):
     res = CliRunner().invoke(app, ["bench", *args, *extra, "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == json.loads(out.read_text())
+
+
+def test_bench_search_scale_quick_through_the_cli(tmp_path):
+    """Two small worlds: the counts scale every level alike, 20 image vectors per entity, the
+    exported ONNX beam answers with the Python kernel's top-1 paths, the growth plot is a PNG,
+    and the slopes are the log-ratios of the reported rates."""
+    import json
+    import math
+
+    from typer.testing import CliRunner
+
+    from hierloc.bench.hierarchy import PAPER_COUNTS
+    from hierloc.cli import app
+
+    out, png = tmp_path / "scale.json", tmp_path / "growth.png"
+    res = CliRunner().invoke(
+        app,
+        ["bench", "search", "--scale", "--quick", "--batch", "64", "-o", str(out)]
+        + ["--plot", str(png)],
+    )
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    w = r["worlds"]
+    assert [x["counts"] for x in w] == [
+        [max(8, round(c * f)) for c in PAPER_COUNTS] for f in (0.01, 0.03)
+    ]
+    for x in w:
+        assert x["entities"] == sum(x["counts"]) and x["images"] == 20 * x["entities"]
+        assert x["onnx_top1_equal"] == 1.0 and x["exhaustive"] == "measured"
+        assert x["exhaustive_index_mb"] == round(x["images"] * 129 * 4 / 1e6, 1)
+    want = math.log(w[1]["flat_qps_b64"] / w[0]["flat_qps_b64"]) / math.log(
+        w[1]["entities"] / w[0]["entities"]
+    )
+    assert r["slopes"]["flat"] == pytest.approx(want, abs=0.02)  # from the rounded rates
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_scale_extrapolates_exhaustive_beyond_the_memory_budget():
+    """A world whose image vectors exceed the budget gets retrieval's rate from the largest
+    measured world, scaled by the vector counts' ratio (cost linear in the vectors)."""
+    from hierloc.bench import scale
+
+    small = scale.scaled_counts(0.01)
+    budget = 20 * sum(small) * 129 * 4  # the first world's vectors fit, the second's do not
+    r = scale.run((0.01, 0.02), batch=16, repeats=1, memory_budget=budget)
+    a, b = r["worlds"]
+    assert a["exhaustive"] == "measured" and b["exhaustive"].startswith("extrapolated")
+    assert b["exhaustive_qps_b16"] == pytest.approx(
+        a["exhaustive_qps_b16"] * a["images"] / b["images"], rel=1e-3
+    )
+    assert r["slopes"]["exhaustive_measured"] is None

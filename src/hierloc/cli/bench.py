@@ -281,6 +281,22 @@ def bench_search(
             "copy bandwidth.",
         ),
     ] = False,
+    scale: Annotated[
+        bool,
+        typer.Option(
+            "--scale",
+            help="Instead: how the cost grows with the world — the same hierarchy at 0.1×, "
+            "1× and 10× the paper's counts (24k, 244k, 2.4M entities) beside 20 image vectors "
+            "per entity: beam search (Python kernel and the exported ONNX file), flat search "
+            "and exhaustive retrieval (extrapolated where the vectors exceed a quarter of the "
+            "memory), queries/s and memory per world. ~15 minutes; with --quick, two small "
+            "worlds.",
+        ),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="With --scale: also draw the log-log growth plot (PNG)."),
+    ] = None,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="json (the report is always JSON).")
     ] = "json",
@@ -289,6 +305,23 @@ def bench_search(
 ) -> None:
     """Entity search vs exhaustive image retrieval at the paper's scale (233 / 4,946 / 29,214 / 209,894 entities, d = 128, 4.8 M image embeddings), measured in one run: beam search (k = 10; torch and the FAISS variant), flat per-level search, exhaustive retrieval, each with its fastest implementation at the batch size; queries/s at batch 1 and 1024, index storage (float32, float16) and ratios. Needs faiss-cpu and ~6 GB of memory; a few minutes."""  # noqa: E501
     _check(output, fmt=fmt)
+    if plot is not None:
+        if not scale:
+            raise InputError("--plot draws the --scale report: add --scale, or leave --plot out")
+        from hierloc.data.writers import check_output_file
+
+        check_output_file(plot, [output] if output else [], (".png",), option="--plot")
+    if scale:
+        if with_profile:
+            raise InputError("--profile times the paper-scale run: leave it out with --scale")
+        from hierloc.bench import scale as growth
+
+        scales = (0.01, 0.03) if quick else growth.SCALES
+        report = growth.run(scales, batch=batch, say=lambda m: typer.echo(m, err=True))
+        if plot is not None:
+            growth.growth_plot(report, plot)
+        _emit(report, output)
+        return
     from hierloc.bench import search as bench
 
     _emit(bench.run(quick=quick, batch=batch, with_profile=with_profile), output)

@@ -100,7 +100,7 @@ def run_demo(
         say(f"[{time.perf_counter() - t0:6.0f} s] {msg}")
 
     data, feats, hier = prepare_benchmark(out, counts, stage)
-    gs = _geosurge_inputs(out, data, counts, cells_tau or (CELLS_TAU_MAX, CELLS_TAU_MIN), stage)
+    gs = geosurge_inputs(out, data, counts, cells_tau or (CELLS_TAU_MAX, CELLS_TAU_MIN), stage)
     hset = list(HIERLOC_SET if hierloc_set is None else hierloc_set)
     bset = list(BASELINE_SET if baseline_set is None else baseline_set)
     over = {m: hset if m == "hierloc" else bset for m in MODELS}
@@ -152,7 +152,7 @@ def prepare_benchmark(
     return data, feats, hier
 
 
-def _geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
+def geosurge_inputs(out: Path, data: Path, counts: dict, tau, stage) -> dict:
     """Tokens, semantic maps and cells (each resumable or reused when done)."""
     stage("GeoSURGE: extracting tokens (resumable; reused when complete)")
     extract([data / "metadata.parquet"], out / "tokens", encoder=ENCODER, tokens=True)
