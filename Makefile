@@ -13,7 +13,14 @@ ORT_WEB := .cache/onnxruntime-web/node_modules/onnxruntime-web/dist
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.hierloc-installed
 
-.PHONY: demo test install clean ort-web
+# the paper's backbones (timm, open_clip, transformers) need a torchvision that matches torch:
+# a second environment with the pair these machines carry locally (a CUDA build; runs on CPU)
+BACKBONE_VENV ?= .venv-backbones
+BACKBONE_TORCH ?= torch==2.14.1 torchvision==0.29.1
+BACKBONE_LIBS ?= timm==1.0.31 open_clip_torch==3.3.0 transformers==5.25.0
+BACKBONE_STAMP := $(BACKBONE_VENV)/.hierloc-installed
+
+.PHONY: demo test install clean ort-web test-backbones
 
 install: $(STAMP)
 
@@ -36,10 +43,20 @@ test: $(STAMP)
 	HIERLOC_ONNXRUNTIME_WEB=$${HIERLOC_ONNXRUNTIME_WEB:-$(CURDIR)/$(ORT_WEB)} \
 		$(BIN)/python -m pytest -n auto --dist loadfile
 
+test-backbones: $(BACKBONE_STAMP)
+	$(BACKBONE_VENV)/bin/python -m pytest -p no:cacheprovider backbone_tests
+
+$(BACKBONE_STAMP): pyproject.toml
+	@test -x $(BACKBONE_VENV)/bin/python || $(PYTHON) -m venv $(BACKBONE_VENV)
+	$(BACKBONE_VENV)/bin/python -m pip install -q $(BACKBONE_TORCH)
+	$(BACKBONE_VENV)/bin/python -m pip install -q $(BACKBONE_LIBS) pytest -e .
+	$(BACKBONE_VENV)/bin/python -m pip install -q --no-deps "geoclip==1.3.0"
+	@touch $@
+
 ort-web: $(ORT_WEB)/ort.wasm.min.js
 
 $(ORT_WEB)/ort.wasm.min.js:
 	npm install --prefix .cache/onnxruntime-web --no-audit --no-fund --silent "$(ORT_WEB_SPEC)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .cache
+	rm -rf $(VENV) $(BACKBONE_VENV) .pytest_cache .ruff_cache .hypothesis .cache

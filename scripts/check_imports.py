@@ -131,7 +131,8 @@ FORBIDDEN = {
     "data": {"models", "losses", "train", "locate", "eval", "serve", "workflows", "cli"},
     "hierarchy": {"models", "train", "locate", "eval", "serve", "workflows", "cli"},
     "train": {"locate", "serve", "workflows", "cli"},
-    "locate": {"serve", "workflows", "cli"},
+    "config": {"train", "locate", "eval", "serve", "workflows", "cli", "bench"},
+    "locate": {"train", "serve", "workflows", "cli"},
     "eval": {"train", "serve", "workflows", "cli"},
     "workflows": {"serve", "cli"},
 }

@@ -28,7 +28,7 @@ from hierloc.bench.bluemarble import one_nn, split_features
 from hierloc.data.bluemarble import build
 from hierloc.eval.metrics import distance_metrics
 from hierloc.geo.haversine import haversine_km
-from hierloc.locate.baselines import geographic_medoid
+from hierloc.train.baselines import geographic_medoid
 
 COUNTS = {"train": 10_000, "val": 500, "test": 1_000}
 ENCODER = "efficientnet-lite0-onnx"

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 
 from hierloc.cli import app
 from hierloc.geo.haversine import haversine_km, unit_vectors
-from hierloc.locate.baselines import BaselineLocator, train_baseline
-from hierloc.train.data import load_entities, load_training_data
+from hierloc.hierarchy.io import load_entities
+from hierloc.locate.baselines import BaselineLocator
+from hierloc.train.data import load_training_data
+from hierloc.train.families import fit_model
 
 runner = CliRunner()
 
@@ -28,7 +30,7 @@ def data(trained):
 
 
 def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):
-    folder = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    folder = fit_model("knn", trained / "h", trained / "store", tmp_path / "knn")
     knn = BaselineLocator.load(folder)
     rng = np.random.default_rng(3)
     q = rng.normal(size=(25, data.image_dim)).astype(np.float32)
@@ -45,7 +47,7 @@ def test_knn_returns_the_nearest_training_image(trained, data, tmp_path):
 
 
 def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):
-    folder = train_baseline("zeroshot", trained / "h", trained / "store", tmp_path / "z")
+    folder = fit_model("zeroshot", trained / "h", trained / "store", tmp_path / "z")
     tables, ids, _ = load_entities(trained / "h")
     q = data.train.features[:30].numpy()
     means = _unit(
@@ -59,7 +61,7 @@ def test_zeroshot_is_the_nearest_city_mean_embedding(trained, data, tmp_path):
 
 
 def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_path):
-    folder = train_baseline(
+    folder = fit_model(
         "regress", trained / "h", trained / "store", tmp_path / "r", ["epochs=20", "lr=3e-3"]
     )
     preds = BaselineLocator.load(folder).predict_features(data.train.features.numpy(), top_k=1)
@@ -82,7 +84,7 @@ def test_regress_names_the_city_nearest_to_its_coordinates(trained, data, tmp_pa
 
 
 def test_classify_beats_the_majority_city_on_training_images(trained, data, tmp_path):
-    folder = train_baseline(
+    folder = fit_model(
         "classify",
         trained / "h",
         trained / "store",
@@ -198,7 +200,7 @@ def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_pa
     """The prior ignores the image: one answer, the training location with the least summed
     great-circle distance to the others (brute force over every pair), its city, confidence
     the city's share of the training images."""
-    folder = train_baseline("prior", trained / "h", trained / "store", tmp_path / "p")
+    folder = fit_model("prior", trained / "h", trained / "store", tmp_path / "p")
     coords = data.train.coords.numpy().astype(np.float64)
     n = len(coords)
     total = [
@@ -223,7 +225,7 @@ def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path
     """A metadata file's rows are chosen by its split column; a split it does not have, a
     file with a split column and no --split, or --split on a file without the column is one
     line, exit 2 — never every row scored as if they were that split."""
-    knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    knn = fit_model("knn", trained / "h", trained / "store", tmp_path / "knn")
     meta = pd.read_parquet(trained / "train.parquet")
     with_split = meta.assign(split=np.where(np.arange(len(meta)) % 3 == 0, "test", "train"))
     f = tmp_path / "m.parquet"
@@ -246,7 +248,7 @@ def test_evaluate_split_chooses_rows_of_a_file_or_says_why_not(trained, tmp_path
 
 
 def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path):
-    knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    knn = fit_model("knn", trained / "h", trained / "store", tmp_path / "knn")
     meta = pd.read_parquet(trained / "train.parquet")[["id", "latitude", "longitude"]]
     f = tmp_path / "coords_only.csv"
     meta.to_csv(f, index=False)
@@ -258,7 +260,7 @@ def test_evaluate_labels_a_file_without_labels_as_training_was(trained, tmp_path
 
 
 def test_ten_crop_is_for_geosurge_only(trained, tmp_path):
-    knn = train_baseline("knn", trained / "h", trained / "store", tmp_path / "knn")
+    knn = fit_model("knn", trained / "h", trained / "store", tmp_path / "knn")
     f = trained / "train.parquet"
     res = runner.invoke(
         app, ["evaluate", str(knn), "--data", str(f), "--ten-crop", "-o", str(tmp_path / "e")]

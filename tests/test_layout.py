@@ -26,8 +26,12 @@ def test_a_planted_upward_import_is_reported(monkeypatch):
     graph = dict(check.GRAPH)
     graph["hierloc.geometry.lorentz"] = graph["hierloc.geometry.lorentz"] | {"hierloc.train.loop"}
     graph["hierloc.eval.evaluate"] = graph["hierloc.eval.evaluate"] | {"hierloc.locate.hierloc"}
+    graph["hierloc.locate.baselines"] = graph["hierloc.locate.baselines"] | {"hierloc.train.data"}
+    graph["hierloc.config"] = graph["hierloc.config"] | {"hierloc.train.runtime"}
     monkeypatch.setattr(check, "GRAPH", graph)
     bad = check.violations()
+    assert "hierloc.locate.baselines imports hierloc.train.data (a higher layer)" in bad
+    assert "hierloc.config imports hierloc.train.runtime (a higher layer)" in bad
     assert (
         "hierloc.eval.evaluate imports hierloc.locate.hierloc (downstream code uses "
         "load_locator and locate.types)" in bad

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from hierloc.errors import InputError
+from hierloc.hierarchy.io import EntityTables
 from hierloc.losses import GWHInfoNCE
 from hierloc.models import available_models, create_model
-from hierloc.models.hierloc import EntityTables, HierLocConfig, LevelAttention
+from hierloc.models.hierloc import HierLocConfig, LevelAttention
 from tests.helpers import assert_every_parameter_learns
 
 COUNTS = (3, 7, 12, 20)

@@ -75,9 +75,9 @@ def test_feature_skip_model_folder_answers_like_its_checkpoint(tmp_path):
 def _assert_top_answer_is_brute_force(trained):
     from safetensors.torch import load_file
 
+    from hierloc.config import load_config
     from hierloc.locate import resolve_checkpoint
     from hierloc.models import create_model
-    from hierloc.train.config import load_config
     from hierloc.train.data import load_training_data
 
     ckpt, _ = resolve_checkpoint(trained / "run")

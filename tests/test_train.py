@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from hierloc.cli import app
+from hierloc.config import load_config
 from hierloc.data.features import write_feature_store
 from hierloc.errors import InputError
 from hierloc.hierarchy.pipeline import build_hierarchy
-from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
 from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer

@@ -14,8 +14,8 @@ import torch
 
 from hierloc.bench._measure import run_isolated
 from hierloc.bench.hierarchy import PAPER_COUNTS
-from hierloc.models.hierloc import EntityTables
-from hierloc.train.config import load_config
+from hierloc.config import load_config
+from hierloc.hierarchy.io import EntityTables
 from hierloc.train.data import Split, TrainingData
 from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer

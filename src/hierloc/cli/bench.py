@@ -44,7 +44,7 @@ def _check(
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"--device {device}: no CUDA device here; use --device cpu")
     if overrides:
-        from hierloc.train.config import load_config
+        from hierloc.config import load_config
 
         load_config(overrides=list(overrides))
 

@@ -36,14 +36,6 @@ def _val_line(info: dict) -> str:
     return line + f", median {info.get('val_median_km', float('nan')):,.0f} km"
 
 
-# the options each kind of model takes besides --features, --output and --set
-TRAIN_OPTIONS = {
-    "hierloc": ("--hierarchy", "--val", "--config", "--device"),
-    "geosurge": ("--cells", "--semantic", "--val", "--config", "--device"),
-    "baseline": ("--hierarchy", "--config", "--overwrite"),
-}
-
-
 @app.command()
 @handles_errors
 def train(
@@ -131,6 +123,7 @@ def train(
     HierLoc: paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
     from hierloc.errors import InputError
+    from hierloc.train.families import family_of
     from hierloc.train.run import train_run
 
     given = {
@@ -142,19 +135,18 @@ def train(
         "--device": device != "cpu",
         "--overwrite": overwrite,
     }
-    takes = TRAIN_OPTIONS.get(model, TRAIN_OPTIONS["baseline"])
+    family = family_of(model)
+    takes = family.options
     stray = [k for k, v in given.items() if v and k not in takes]
     if stray:
         raise InputError(
             f"{', '.join(stray)}: not an option of --model {model} (it takes --features, "
             f"--output, --set{''.join(', ' + t for t in takes)})"
         )
-    if model not in ("hierloc", "geosurge"):
-        from hierloc.locate.baselines import train_baseline
+    if family.trains == "fit":
+        from hierloc.train.families import fit_model
 
-        if hierarchy is None:
-            raise InputError("the baselines train on a hierarchy: pass --hierarchy")
-        out = train_baseline(
+        out = fit_model(
             model, hierarchy, features, output, set_ or [], overwrite=overwrite, config=config
         )
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))

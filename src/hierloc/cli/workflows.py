@@ -59,13 +59,12 @@ def compare_cmd(
 ) -> None:
     """Train (or reuse) and evaluate several models on the same features, split and metrics; writes compare.md, compare.json ({model: score keys}, entity protocol), compare_osv5m.json and error_cdf.png. Reruns reuse every stage whose inputs did not change."""  # noqa: E501
     from hierloc.eval.evaluate import metrics_table
+    from hierloc.train.families import family_of
     from hierloc.workflows.compare import compare
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    over = {
-        n: list(set_ or []) if n.startswith("hierloc") else list(baseline_set or []) for n in names
-    }
-    over |= {n: list(geosurge_set or []) for n in names if n.startswith("geosurge")}
+    sets = {"hierloc": set_, "geosurge": geosurge_set}  # every other family: --baseline-set
+    over = {n: list(sets.get(family_of(n).name, baseline_set) or []) for n in names}
     gs = {"cells": cells, "tokens": tokens, "semantic": semantic}
     results = compare(
         names,

@@ -15,8 +15,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Resize the shorter side to ``round(size / crop_pct)``, centre-crop ``size``, scale to
-    [0, 1], normalise with ``mean``/``std`` (RGB)."""
+    """Resize the shorter side to ``round(size / crop_pct)`` (``resize="square"``: both
+    sides, the aspect ratio not kept, as DINOv3's processor does), centre-crop ``size``,
+    scale to [0, 1], normalise with ``mean``/``std`` (RGB)."""
 
     size: int = 224
     crop_pct: float = 0.875
@@ -26,16 +27,24 @@ class Preprocess:
     # the longer side after resizing: "round" (ours, the bundled encoders) or "floor"
     # (torchvision's Resize and transformers' processors, which truncate)
     long_side: str = "round"
+    resize: str = "shorter"  # or "square"
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("shorter", "square"):
+            raise ValueError(f"Preprocess.resize must be shorter or square, got {self.resize!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["long_side"] == "round":  # the default: manifests written before it stay equal
-            del d["long_side"]
+        for key, default in (("long_side", "round"), ("resize", "shorter")):
+            if d[key] == default:  # the defaults: manifests written before them stay equal
+                del d[key]
         return d
 
     def layout(self, w: int, h: int) -> tuple[tuple[int, int], int, int]:
         """For a ``w × h`` image: the resized size and the crop's left and top, in pixels."""
         short = max(1, round(self.size / self.crop_pct))
+        if self.resize == "square":
+            return (short, short), (short - self.size) // 2, (short - self.size) // 2
         scale = short / min(w, h)
         cut = round if self.long_side == "round" else int
         new = (max(self.size, cut(w * scale)), max(self.size, cut(h * scale)))

@@ -31,20 +31,29 @@ def _missing(spec: str, looked: str, how: str, cause: Exception) -> HierlocError
 def preprocess_of_processor(proc, default_size: int) -> Preprocess:
     """The model's own transformers image processor as our :class:`Preprocess` (one code path
     that also knows which pixels each token sees): shorter side to ``size["shortest_edge"]``,
-    centre crop ``crop_size`` when ``do_center_crop`` (DINOv2: 256 → 224; CLIP: 224 → 224), its
-    resampling filter, mean and std."""
+    centre crop ``crop_size`` when ``do_center_crop`` (DINOv2: 256 → 224; CLIP: 224 → 224), or
+    a fixed ``size["height"] × size["width"]`` square without keeping the aspect ratio
+    (DINOv3: 224 × 224); its resampling filter, mean and std."""
     size = getattr(proc, "size", None) or {}
+    square = not size.get("shortest_edge") and size.get("height") is not None
+    if square and size.get("width") != size.get("height"):
+        raise HierlocError(
+            f"image processor resizes to {size['height']} × {size['width']}: hierloc's "
+            "preprocessing makes square inputs only"
+        )
     short = size.get("shortest_edge") or size.get("height") or default_size
     crop = getattr(proc, "crop_size", None) or {}
     out = int(crop.get("height", short)) if getattr(proc, "do_center_crop", False) else int(short)
+    resample = getattr(proc, "resample", 3)
     filters = {0: "nearest", 2: "bilinear", 3: "bicubic"}
     return Preprocess(
         size=out,
         crop_pct=out / int(short),
         mean=tuple(float(v) for v in proc.image_mean),
         std=tuple(float(v) for v in proc.image_std),
-        interpolation=filters.get(int(getattr(proc, "resample", 3)), "bicubic"),
+        interpolation=filters.get(int(getattr(resample, "value", resample)), "bicubic"),
         long_side="floor",
+        resize="square" if square else "shorter",
     )
 
 

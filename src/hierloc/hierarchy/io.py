@@ -20,7 +20,7 @@ half-written hierarchy and never damages an existing one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,32 @@ from hierloc.hierarchy.build import LEVEL_NAMES, Hierarchy
 FORMAT = "hierloc-hierarchy"
 REBUILD = "rebuild the folder with hierloc hierarchy build … --overwrite"
 VERSION = 1
+
+
+@dataclass
+class EntityTables:
+    """Per level (coarse → fine): mean coordinates ``(E, 2)`` degrees, mean image embeddings
+    ``(E, D_img)`` or ``None``, text embeddings ``(E, D_txt)`` or ``None``."""
+
+    coords: list[np.ndarray]
+    image_mean: list[np.ndarray | None] = field(default_factory=list)
+    text: list[np.ndarray | None] = field(default_factory=list)
+
+
+def load_entities(hierarchy: str | Path) -> tuple[EntityTables, list[np.ndarray], pd.DataFrame]:
+    """A hierarchy folder's entity tables per level, the entity ids per level (row → id) and
+    the entities frame."""
+    folder = HierarchyFolder.open(hierarchy)
+    ent = folder.entities
+    image_mean, text = folder.image_mean(), folder.text()
+    coords, means, texts, ids = [], [], [], []
+    for lv in range(len(LEVEL_NAMES)):
+        rows = np.flatnonzero(ent["level"].to_numpy() == lv)
+        coords.append(ent.iloc[rows][["latitude", "longitude"]].to_numpy())
+        means.append(None if image_mean is None else np.asarray(image_mean[rows]))
+        texts.append(None if text is None else np.asarray(text[rows]))
+        ids.append(ent["entity_id"].to_numpy(dtype=object)[rows])
+    return EntityTables(coords=coords, image_mean=means, text=texts), ids, ent
 
 
 def write_entities(hierarchy: Hierarchy, folder: Path) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from hierloc.config import load_config, save_config
 from hierloc.data.artifacts import read_safetensors
 from hierloc.data.cells import load_cells
 from hierloc.data.features import FeatureStore
@@ -49,9 +50,7 @@ from hierloc.hierarchy.labels import label_entities
 from hierloc.locate.base import BaseLocator
 from hierloc.locate.types import Answer, Place, Prediction, Rejected
 from hierloc.models import create_model
-from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores
-from hierloc.train.config import load_config, save_config
-from hierloc.train.geosurge import store_inputs
+from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores, store_inputs
 
 FORMAT = "hierloc-geosurge"
 VERSION = 1

@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
+from hierloc.config import load_config, save_config
 from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
 from hierloc.data.features import FeatureStore
 from hierloc.data.manifests import (
@@ -61,7 +62,7 @@ from hierloc.data.writers import (
 from hierloc.errors import InputError
 from hierloc.geometry import get_manifold
 from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame
+from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame, load_entities
 from hierloc.hierarchy.labels import metadata_entities
 from hierloc.locate.base import BaseLocator, EntityNames
 from hierloc.locate.types import Prediction
@@ -69,8 +70,6 @@ from hierloc.losses import GWHInfoNCE
 from hierloc.models import create_model
 from hierloc.models.hierloc import HierLocQuery
 from hierloc.search import EntityIndex, beam_search, csr_children, flat_search
-from hierloc.train.config import load_config, save_config
-from hierloc.train.data import load_entities
 
 FORMAT = "hierloc-index"
 VERSION = 1

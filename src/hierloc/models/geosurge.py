@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from hierloc.checks import ConfigValueError, integer, number, one_of
+from hierloc.data.semantic import check_alignment, semantic_info
 from hierloc.errors import InputError
 from hierloc.models.registry import register_model
 
@@ -222,6 +223,28 @@ class GeoSurgeInputs:
     cls_token: bool  # whether token 0 is a CLS (else the mean token serves as CLS)
     classes: int  # semantic classes (0 without semantic maps)
     map_size: int  # semantic map side in pixels (0 without)
+
+
+def store_inputs(tokens, semantic) -> GeoSurgeInputs:
+    """The model's input description from the stores' manifests (clear errors otherwise)."""
+    enc = tokens.manifest.get("encoder") or {}
+    if enc.get("output") != "tokens":
+        raise InputError(
+            f"{tokens.path}: holds pooled features, not tokens; GeoSURGE needs "
+            "hierloc extract --tokens"
+        )
+    T, C = enc["tokens"]
+    info = semantic_info(semantic) if semantic is not None else {"classes": [], "map_size": 0}
+    if semantic is not None:
+        check_alignment(tokens, semantic)
+    return GeoSurgeInputs(
+        tokens=int(T),
+        token_dim=int(C),
+        grid=tuple(enc["token_grid"]),
+        cls_token=bool(enc["cls_token"]),
+        classes=len(info["classes"]),
+        map_size=int(info["map_size"]),
+    )
 
 
 class GeoSurge(nn.Module):

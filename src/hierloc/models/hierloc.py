@@ -21,7 +21,7 @@ ambient (Lorentz, sphere) or ``d`` (Euclidean ablation).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from hierloc.checks import ConfigValueError, flag, integer, number, one_of
 from hierloc.errors import InputError
 from hierloc.geo.location_encoding import sphere_m_plus
 from hierloc.geometry import available_manifolds, get_manifold
+from hierloc.hierarchy.io import EntityTables
 from hierloc.models.registry import register_model
 
 MODALITIES = ("location", "image", "text")
@@ -83,16 +84,6 @@ class HierLocConfig:
         flag("feature_skip", self.feature_skip)
         number("skip_scale", self.skip_scale, 0, low_open=True)
         flag("loo_means", self.loo_means)
-
-
-@dataclass
-class EntityTables:
-    """Per level (coarse → fine): mean coordinates ``(E, 2)`` degrees, mean image embeddings
-    ``(E, D_img)`` or ``None``, text embeddings ``(E, D_txt)`` or ``None``."""
-
-    coords: list[np.ndarray]
-    image_mean: list[np.ndarray | None] = field(default_factory=list)
-    text: list[np.ndarray | None] = field(default_factory=list)
 
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:

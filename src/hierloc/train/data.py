@@ -16,9 +16,8 @@ import torch
 from hierloc.data.features import FeatureStore
 from hierloc.errors import InputError
 from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.hierarchy.io import HierarchyFolder, entity_frame
+from hierloc.hierarchy.io import EntityTables, entity_frame, load_entities
 from hierloc.hierarchy.labels import metadata_entities
-from hierloc.models.hierloc import EntityTables
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +49,6 @@ def _split(feats: np.ndarray, targets: np.ndarray, coords: np.ndarray) -> Split:
         torch.from_numpy(targets.astype(np.int64)),
         torch.from_numpy(coords.astype(np.float64)),
     )
-
-
-def load_entities(hierarchy: str | Path) -> tuple[EntityTables, list[np.ndarray], pd.DataFrame]:
-    """A hierarchy folder's entity tables per level, the entity ids per level (row → id) and
-    the entities frame."""
-    folder = HierarchyFolder.open(hierarchy)
-    ent = folder.entities
-    image_mean, text = folder.image_mean(), folder.text()
-    coords, means, texts, ids = [], [], [], []
-    for lv in range(len(LEVEL_NAMES)):
-        rows = np.flatnonzero(ent["level"].to_numpy() == lv)
-        coords.append(ent.iloc[rows][["latitude", "longitude"]].to_numpy())
-        means.append(None if image_mean is None else np.asarray(image_mean[rows]))
-        texts.append(None if text is None else np.asarray(text[rows]))
-        ids.append(ent["entity_id"].to_numpy(dtype=object)[rows])
-    return EntityTables(coords=coords, image_mean=means, text=texts), ids, ent
 
 
 def load_training_data(

@@ -25,13 +25,12 @@ from hierloc.data.cells import load_cells, locate_cells
 from hierloc.data.features import FeatureStore, read_rows
 from hierloc.data.ids import IdIndex
 from hierloc.data.metadata import MetadataReader
-from hierloc.data.semantic import check_alignment, semantic_info
 from hierloc.errors import InputError
 from hierloc.eval.metrics import distance_metrics
 from hierloc.geo.haversine import haversine_km
 from hierloc.losses.partition import partition_loss
 from hierloc.models import create_model
-from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores
+from hierloc.models.geosurge import GeoSurgeInputs, ancestors, product_scores, store_inputs
 from hierloc.train.loop import Trainer
 
 log = logging.getLogger(__name__)
@@ -68,28 +67,6 @@ class GeoSurgeData:
         if self.semantic is not None and split.semantic_rows is not None:
             sem = torch.from_numpy(read_rows(self.semantic.features, split.semantic_rows[idx]))
         return tok, sem
-
-
-def store_inputs(tokens, semantic) -> GeoSurgeInputs:
-    """The model's input description from the stores' manifests (clear errors otherwise)."""
-    enc = tokens.manifest.get("encoder") or {}
-    if enc.get("output") != "tokens":
-        raise InputError(
-            f"{tokens.path}: holds pooled features, not tokens; GeoSURGE needs "
-            "hierloc extract --tokens"
-        )
-    T, C = enc["tokens"]
-    info = semantic_info(semantic) if semantic is not None else {"classes": [], "map_size": 0}
-    if semantic is not None:
-        check_alignment(tokens, semantic)
-    return GeoSurgeInputs(
-        tokens=int(T),
-        token_dim=int(C),
-        grid=tuple(enc["token_grid"]),
-        cls_token=bool(enc["cls_token"]),
-        classes=len(info["classes"]),
-        map_size=int(info["map_size"]),
-    )
 
 
 def _rows_of(store, ids: np.ndarray) -> np.ndarray:

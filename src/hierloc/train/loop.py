@@ -27,10 +27,10 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
+from hierloc.config import TrainConfig, save_config
 from hierloc.data.artifacts import read_safetensors
 from hierloc.data.writers import staged_folder
 from hierloc.errors import InputError
-from hierloc.train.config import TrainConfig, save_config
 from hierloc.train.data import TrainingData
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,27 @@ def _fsync_dir_files(folder: Path) -> None:
 
 
 @torch.no_grad()
+def lr_factor(
+    schedule: str,
+    step: int,
+    total_steps: int,
+    warmup_steps: int = 0,
+    steps_per_epoch: int = 1,
+    step_gamma: float = 0.5,
+) -> float:
+    """The learning-rate multiplier of optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then ``constant``, ``cosine`` (to 0 at ``total_steps``) or ``step``
+    (× ``step_gamma`` per epoch)."""
+    if schedule not in ("constant", "cosine", "step"):
+        raise ValueError(f"optim.schedule must be constant, cosine or step, got {schedule!r}")
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "cosine":
+        return warm * 0.5 * (1 + math.cos(math.pi * step / max(1, total_steps)))
+    if schedule == "step":
+        return warm * step_gamma ** (step // steps_per_epoch)
+    return warm
+
+
 def project_onto_manifold(optimizer, manifold) -> None:
     """Put every parameter of ``optimizer`` back on the hyperboloid (``x0`` recomputed from the
     space part) after a RiemannianAdam step: geoopt 0.5.1 does not re-project, and float32
@@ -191,14 +212,14 @@ class Trainer:
     def lr_factor(self, step: int) -> float:
         """The learning-rate multiplier of optimizer step ``step`` (0-based)."""
         o = self.cfg.optim
-        if o.schedule not in ("constant", "cosine", "step"):
-            raise ValueError(f"optim.schedule must be constant, cosine or step, got {o.schedule!r}")
-        warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
-        if o.schedule == "cosine":
-            return warm * 0.5 * (1 + math.cos(math.pi * step / max(1, self.total_steps)))
-        if o.schedule == "step":
-            return warm * o.step_gamma ** (step // self.steps_per_epoch)
-        return warm
+        return lr_factor(
+            o.schedule,
+            step,
+            self.total_steps,
+            warmup_steps=o.warmup_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            step_gamma=o.step_gamma,
+        )
 
     def _agree_to_stop(self, stop: bool) -> bool:
         """Rank 0's early-stopping decision, broadcast so that every process stops at the same

@@ -9,8 +9,8 @@ from pathlib import Path
 from hierloc.data.manifests import write_sources
 from hierloc.data.writers import check_not_input, folder_kind
 from hierloc.errors import InputError
-from hierloc.train.config import load_config
 from hierloc.train.data import load_training_data
+from hierloc.train.families import family_of
 from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
 from hierloc.train.hierloc import HierLocTrainer
 from hierloc.train.runtime import start_trainer
@@ -38,7 +38,9 @@ def train_run(
     (``info`` has the validation metrics on validation steps).
     """
     check_run_folder(output, [hierarchy, features, val, config, cells, semantic])
-    cfg = load_config(config, list(overrides), model=model)
+    if family_of(model).trains != "run":
+        raise InputError(f"{model} is fitted, not trained in a run: hierloc train --model {model}")
+    cfg = family_of(model).config(config, overrides)
     check_inputs(model, cfg, hierarchy=hierarchy, cells=cells, semantic=semantic)
     if model == "geosurge":
         data = load_geosurge_data(cells, features, semantic, val)
@@ -65,16 +67,9 @@ def train_run(
 
 def check_inputs(model: str, cfg, hierarchy=None, cells=None, semantic=None) -> None:
     """The input folders ``model`` needs under config ``cfg`` are given (before any work)."""
-    if model == "geosurge":
-        if cells is None:
-            raise InputError("GeoSURGE trains on S2 cells: pass --cells (hierloc cells build)")
-        if semantic is None and cfg.model.blocks:
-            raise InputError(
-                "GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc semantic), "
-                "or --set model.blocks=0 to train without fusion"
-            )
-    elif hierarchy is None:
-        raise InputError("HierLoc trains on a hierarchy: pass --hierarchy")
+    family_of(model).check_inputs(
+        cfg, {"hierarchy": hierarchy, "cells": cells, "semantic": semantic}
+    )
 
 
 RUN_FILES = ("sources.json", "config.yaml", "metrics.jsonl", "stage.json")  # stage: compare

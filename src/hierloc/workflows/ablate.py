@@ -29,6 +29,7 @@ from pathlib import Path
 
 from hierloc.data.writers import write_file_atomic
 from hierloc.errors import InputError
+from hierloc.train.families import family_of
 from hierloc.workflows.compare import build_model, check_models, evaluate_model
 
 
@@ -262,18 +263,21 @@ def ablate(
         except InputError as e:
             raise InputError(f"variant {run}: {e}") from None
     models: dict[str, list[tuple[str, Path]]] = {}  # variant → [(run name, model folder)]
+    names: dict[str, str] = {}  # variant → its model name
     for variant, run, name, folder, over in plan:
         say(f"variant {run}: training (or reusing)")
-        if variant.startswith("gs-"):
+        family = family_of(name).name
+        if family == "geosurge":
             m = build_model(name, folder, hierarchy, features, val, None, over, geosurge=geosurge)
         else:
-            cfg = config if name != "zeroshot" else None
+            cfg = config if family == "hierloc" else None
             m = build_model(name, folder, hierarchy, features, val, cfg, over)
+        names[variant] = name
         models.setdefault(variant, []).append((run, m))
     results: dict[int, list[dict]] = {}
     for r in selected:
         say(f"table {r.table}: {r.label}")
-        feats = None if r.variant.startswith("gs-") else features
+        feats = None if family_of(names[r.variant]).name == "geosurge" else features
         per_seed = []
         for run, model_dir in models[r.variant]:
             tag = f"{run}-{r.search}{r.beam if r.search == 'beam' else ''}"

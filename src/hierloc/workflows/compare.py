@@ -30,12 +30,11 @@ from hierloc.eval.evaluate import (
 )
 from hierloc.eval.plots import error_cdf_plot
 from hierloc.locate import build_model_folder
-from hierloc.locate.baselines import BASELINES, baseline_config, train_baseline
-from hierloc.train.config import load_config
-from hierloc.train.run import check_inputs, train_run
+from hierloc.train.families import FAMILIES, family_of, fit_model
+from hierloc.train.run import train_run
 
 log = logging.getLogger(__name__)
-DEFAULT_MODELS = ("hierloc", *BASELINES)
+DEFAULT_MODELS = tuple(n for n in FAMILIES if n != "geosurge")
 
 
 def stage_done(folder: Path, key: dict) -> bool:
@@ -56,7 +55,7 @@ def _model_key(name: str, args: dict) -> dict:
 
 
 def is_geosurge(name: str) -> bool:
-    return name == "geosurge" or name.startswith("geosurge-")
+    return family_of(name).name == "geosurge"
 
 
 def check_geosurge_inputs(geosurge: dict | None) -> None:
@@ -75,21 +74,12 @@ def check_models(
     if not models:
         raise InputError("--models: name at least one model")
     for name in models:
+        family = family_of(name)  # one line for an unknown name
         over = overrides.get(name, [])
-        if is_geosurge(name):
+        if family.name == "geosurge":
             check_geosurge_inputs(geosurge)
-            cfg = load_config(None, over, model="geosurge")
-            check_inputs(
-                "geosurge", cfg, cells=geosurge["cells"], semantic=geosurge.get("semantic")
-            )
-        elif name == "hierloc" or name.startswith("hierloc-"):
-            load_config(config, over)
-        elif name in BASELINES:
-            baseline_config(over)
-        else:
-            raise InputError(
-                f"--models: unknown model {name!r}; choose from {(*DEFAULT_MODELS, 'geosurge')}"
-            )
+        cfg = family.config(config if family.name == "hierloc" else None, over)
+        family.check_inputs(cfg, {"hierarchy": True, **(geosurge or {})})
 
 
 def build_model(
@@ -125,7 +115,8 @@ def build_model(
     if stage_done(model_dir, key):
         log.info("%s: reusing %s", name, model_dir)
         return model_dir
-    if name == "hierloc" or name.startswith("hierloc-") or is_geosurge(name):
+    family = family_of(name)
+    if family.trains == "run":
         run = folder / "run"
         if run.exists() and not stage_done(run, key):
             shutil.rmtree(run)  # trained from other inputs: start over
@@ -148,10 +139,8 @@ def build_model(
         else:
             train_run(hierarchy, features, run, val, config, overrides, device, on_step=on_step)
         build_model_folder(run, model_dir, overwrite=True)
-    elif name in BASELINES:
-        train_baseline(name, hierarchy, features, model_dir, overrides, overwrite=True)
     else:
-        raise InputError(f"unknown model {name!r}; choose from {DEFAULT_MODELS}")
+        fit_model(name, hierarchy, features, model_dir, overrides, overwrite=True)
     mark_stage(model_dir, key)
     return model_dir
 
@@ -241,7 +230,7 @@ def compare(
             hierarchy,
             features,
             val,
-            config if name.startswith("hierloc") else None,
+            config if family_of(name).name == "hierloc" else None,
             overrides.get(name, []),
             device,
             on_step=progress,

