@@ -118,8 +118,9 @@ class BeamGraph(nn.Module):
             )
             safe = child[pos]
             W = ids.shape[1]
-            if W * C * GATHER_SHARE <= self.vectors(lv).shape[0]:  # few candidates: gather them
-                vec = self.vectors(lv)[safe]  # (B, W, C, D)
+            stored = getattr(self, f"v{lv}")
+            if W * C * GATHER_SHARE <= stored.shape[0]:  # few candidates: gather them
+                vec = stored[safe].double()  # (B, W, C, D): the candidates only, then widened
                 s = self._score((vec * q[:, None, None, :]).sum(-1))
             else:  # big families: score the whole level once, read the candidates' scores
                 level = self._score(q @ self.vectors(lv).T)  # (B, E)
