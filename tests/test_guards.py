@@ -364,7 +364,7 @@ def test_bad_config_files_are_named(work, text, needle):
     "item, needle",
     [
         ("epochs=0", "epochs=0: an integer ≥ 1"),
-        ("lr=.nan", "not a finite number"),
+        ("lr=.nan", "baseline.lr=nan: a finite number > 0"),
         ("epochs=2.5", "not an integer"),
         ("dropout=1", "dropout=1.0: a finite number ≥ 0"),
     ],

@@ -28,21 +28,31 @@ class Preprocess:
     # (torchvision's Resize and transformers' processors, which truncate)
     long_side: str = "round"
     resize: str = "shorter"  # or "square"
+    # the shorter side, size / crop_pct: "round" (ours) or "floor" (timm's transforms)
+    short_side: str = "round"
 
     def __post_init__(self) -> None:
         if self.resize not in ("shorter", "square"):
             raise ValueError(f"Preprocess.resize must be shorter or square, got {self.resize!r}")
+        for key in ("long_side", "short_side"):
+            if getattr(self, key) not in ("round", "floor"):
+                raise ValueError(f"Preprocess.{key} must be round or floor")
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key, default in (("long_side", "round"), ("resize", "shorter")):
+        for key, default in (
+            ("long_side", "round"),
+            ("resize", "shorter"),
+            ("short_side", "round"),
+        ):
             if d[key] == default:  # the defaults: manifests written before them stay equal
                 del d[key]
         return d
 
     def layout(self, w: int, h: int) -> tuple[tuple[int, int], int, int]:
         """For a ``w × h`` image: the resized size and the crop's left and top, in pixels."""
-        short = max(1, round(self.size / self.crop_pct))
+        ratio = self.size / self.crop_pct
+        short = max(1, int(ratio) if self.short_side == "floor" else round(ratio))
         if self.resize == "square":
             return (short, short), (short - self.size) // 2, (short - self.size) // 2
         scale = short / min(w, h)

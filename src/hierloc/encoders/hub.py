@@ -22,10 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def _missing(spec: str, looked: str, how: str, cause: Exception) -> HierlocError:
-    return HierlocError(
-        f"image encoder {spec!r}: weights not found ({looked}; {type(cause).__name__}: "
-        f"{str(cause).splitlines()[0][:200]}). {how}"
-    )
+    said = (str(cause).splitlines() or [""])[0][:200]
+    why = f"{type(cause).__name__}: {said}" if said else type(cause).__name__
+    return HierlocError(f"image encoder {spec!r}: weights not found ({looked}; {why}). {how}")
 
 
 def preprocess_of_processor(proc, default_size: int) -> Preprocess:
@@ -148,6 +147,7 @@ class TimmImageEncoder(ImageEncoder):
             std=tuple(cfg.get("std", IMAGENET_STD)),
             interpolation=cfg.get("interpolation", "bicubic"),
             long_side="floor",  # timm's transforms resize with torchvision (truncating)
+            short_side="floor",  # and take the shorter side as floor(size / crop_pct)
         )
         self.name, self.dim = spec, int(model.num_features)
         self.version = f"timm-{timm.__version__}:{name}:{cfg.get('tag', '')}"

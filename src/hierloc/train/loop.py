@@ -42,7 +42,6 @@ def _fsync_dir_files(folder: Path) -> None:
             os.fsync(fh.fileno())
 
 
-@torch.no_grad()
 def lr_factor(
     schedule: str,
     step: int,
@@ -64,6 +63,7 @@ def lr_factor(
     return warm
 
 
+@torch.no_grad()
 def project_onto_manifold(optimizer, manifold) -> None:
     """Put every parameter of ``optimizer`` back on the hyperboloid (``x0`` recomputed from the
     space part) after a RiemannianAdam step: geoopt 0.5.1 does not re-project, and float32

@@ -123,7 +123,8 @@
   // Preprocess.layout/array (hierloc.data.preprocess) on RGB bytes → (3, S, S) float32
   function preprocess(rgb, w, h, pre) {
     const size = pre.size;
-    const short = Math.max(1, roundHalfEven(size / pre.crop_pct));
+    const ratio = size / pre.crop_pct;  // timm floors the shorter side, we round it
+    const short = Math.max(1, pre.short_side === "floor" ? Math.floor(ratio) : roundHalfEven(ratio));
     const scale = short / Math.min(w, h);
     const cut = pre.long_side === "floor" ? Math.trunc : roundHalfEven;
     const square = pre.resize === "square";  // both sides to `short`, aspect not kept
