@@ -56,7 +56,7 @@ def test_exported_beam_equals_the_model_folders_on_every_image(trained, tmp_path
     assert (paths[:, 0] == res.paths[:, 0].numpy()).all()  # top-1, every image
     assert (paths == res.paths.numpy()).mean() > 0.999  # the whole beam
     np.testing.assert_allclose(scores, res.scores.numpy(), rtol=1e-5, atol=1e-5)
-    preds = geo.predict_features(x, ids, top_k=10)
+    preds = geo.predict_features(x, ids=ids, top_k=10)
     for b, p in enumerate(preds):
         for j, a in enumerate(p.answers):
             assert coords[b, j].tolist() == pytest.approx([a.latitude, a.longitude], abs=1e-5)
@@ -244,7 +244,7 @@ def test_the_exported_site_geolocates_in_the_browser_and_sends_nothing(photo_mod
     assert logs == [], logs
     assert [r["file"] for r in doc["rejected"]] == ["notes.png"]
     assert doc["results"][0]["exif_gps"]["latitude"] == pytest.approx(48.8567, abs=1e-4)
-    want, _ = OnnxGeolocator(site / "static" / "geolocator.onnx").predict(
+    want, _ = OnnxGeolocator(site / "static" / "geolocator.onnx").predict_images(
         [photos / n for n in names[:-1]], top_k=3
     )
     assert len(doc["results"]) == len(want) == 4

@@ -113,7 +113,7 @@ class CentroidLocator(BaseLocator):
     def _counts(self) -> dict:
         return {"cities": int(self.manifest["cities"])}
 
-    def predict_features(self, features, ids=None, top_k=5, beam=10, search="beam"):
+    def predict_features(self, features, *, ids=None, top_k=5, beam=10, search="beam"):
         x = torch.from_numpy(_unit(self.check_features(features)))
         ids = [str(i) for i in range(len(x))] if ids is None else [str(i) for i in ids]
         score, rows = (x @ self.centroids.T).topk(min(top_k, len(self.centroids)), dim=1)

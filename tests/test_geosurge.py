@@ -325,7 +325,7 @@ def test_train_resume_is_exact_and_model_folder_answers(toy, tmp_path):
     ids = pd.read_parquet(toy / "val.parquet")["id"].to_numpy()[:20]
     inputs, ok = loc.inputs_for(ids)
     assert ok.all()
-    preds = loc.predict_features(inputs, ids, top_k=3)
+    preds = loc.predict_features(inputs, ids=ids, top_k=3)
     # brute force from the checkpoint: per leaf, the product of the partitions' probabilities
     model = loc.model
     with torch.no_grad():
@@ -551,7 +551,7 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
     loc = GeoSurgeLocator.load(tmp_path / "model")
     ids = df["id"].to_numpy()
     inputs, ok = loc.inputs_for(ids)
-    from_stores = loc.predict_features(inputs, ids[ok], top_k=2)
+    from_stores = loc.predict_features(inputs, ids=ids[ok], top_k=2)
     df.iloc[:5].drop(columns="semantic_path").assign(semantic_path="img/none.png").to_parquet(
         tmp_path / "nomap.parquet"
     )
@@ -704,3 +704,25 @@ def test_every_fusion_parameter_gets_a_gradient():
     torch.manual_seed(0)
     attn = LatentCrossAttention(32, 16, heads=4, latent=8)
     assert_every_parameter_learns(attn, torch.randn(3, 5, 32), torch.randn(3, 7, 16))
+
+
+def test_every_family_answers_the_whole_locator_protocol(trained, toy, tmp_path):
+    """What callers use is on the protocol, and each built-in family's locator has all of it
+    (HierLoc, a baseline, GeoSURGE); GeoSURGE alone averages ten crops and answers photos one
+    by one."""
+    from hierloc.locate import Locator, load_locator
+    from hierloc.train.families import fit_model
+
+    knn = fit_model("knn", trained / "h", trained / "store", tmp_path / "knn")
+    assert _train(toy, tmp_path / "run", 2).exit_code == 0
+    res = runner.invoke(app, ["index", str(tmp_path / "run"), "-o", str(tmp_path / "gs")])
+    assert res.exit_code == 0, res.output
+    locs = [load_locator(trained / "model"), load_locator(knn), load_locator(tmp_path / "gs")]
+    for loc in locs:
+        assert isinstance(loc, Locator), loc.family
+    assert [loc.supports_ten_crop for loc in locs] == [False, False, True]
+    assert [loc.batches_photos for loc in locs] == [True, True, False]
+    from hierloc.errors import InputError
+
+    with pytest.raises(InputError, match="GeoSURGE answers from photos"):
+        locs[2].predict_store(toy / "tok")

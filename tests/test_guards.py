@@ -469,7 +469,7 @@ def test_predict_with_only_unreadable_photos_says_so(work, monkeypatch):
     assert geo.predict_features(np.zeros((0, geo.image_dim), np.float32)) == []
 
     class Unreadable:
-        def predict(self, inputs, top_k, beam, ten_crop=False):
+        def predict_images(self, inputs, *, top_k, beam, ten_crop=False):
             return [], [Rejected("bad", "not an image (unrecognised format)")]
 
     monkeypatch.setattr(hierloc.locate, "load_locator", lambda model, device="cpu": Unreadable())

@@ -153,9 +153,9 @@ def test_predict_cli_on_a_feature_store_in_every_format(trained, tmp_path):
 def test_bad_inputs_give_clear_errors(trained, tmp_path):
     geo = Geolocator.load(trained / "model")
     with pytest.raises(InputError, match=r"\(N, 16\)"):
-        geo.predict(np.zeros((3, 15), np.float32))
+        geo.predict_features(np.zeros((3, 15), np.float32))
     with pytest.raises(InputError, match="NaN"):
-        geo.predict(np.full((1, 16), np.nan, np.float32))
+        geo.predict_features(np.full((1, 16), np.nan, np.float32))
     res = runner.invoke(app, ["predict", str(tmp_path), str(trained / "store")])
     assert res.exit_code != 0 and "not a model folder" in res.output
     bad = tmp_path / "old"
@@ -253,7 +253,7 @@ def test_images_are_encoded_with_the_models_encoder_and_bad_ones_rejected(tmp_pa
         Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(imgs / f"a{i}.png")
     (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     geo = Geolocator.load(tmp_path / "m")
-    preds, rejected = geo.predict([imgs], top_k=1)
+    preds, rejected = geo.predict_images([imgs], top_k=1)
     assert sorted(p.id for p in preds) == ["a0", "a1"]
     assert [r.id for r in rejected] == ["broken"] and rejected[0].reason
     with Image.open(imgs / "a0.png") as im:
@@ -313,7 +313,7 @@ def test_calibrated_confidences_match_the_accuracy_of_a_held_out_half(trained, t
     for split, is_fit in (("fit", True), ("held", False)):
         truth = metadata_entities(tmp_path / f"{split}.parquet")
         feats = load_feats(trained, truth["id"].to_numpy(dtype=object))
-        preds = geo.predict_features(feats, truth["id"].tolist(), top_k=3)
+        preds = geo.predict_features(feats, ids=truth["id"].tolist(), top_k=3)
         z = geo.embed(feats).numpy()
         for lv, name in enumerate(["country", "region", "subregion", "city"]):
             ent = geo._loaded.entities

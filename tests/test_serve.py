@@ -367,13 +367,16 @@ class SlowLocator:
     def prepare_photo(self, data):
         return np.zeros(1), None
 
-    def predict_prepared(self, ids, tensors, top_k, beam):
+    def image_encoder(self):  # created before the decode pool shares it
+        return None
+
+    def predict_prepared(self, ids, tensors, *, top_k, beam):
         self.entered.set()
         self.gate.wait(10)
         self.batches.append(list(ids))
         return [Prediction(i, []) for i in ids]
 
-    def predict_photos(self, photos, top_k=5, beam=10):
+    def predict_photos(self, photos, *, top_k=5, beam=10):
         raise AssertionError("batched locators go through predict_prepared")
 
     def describe(self):
@@ -456,7 +459,7 @@ def test_a_family_without_batching_is_answered_one_job_at_a_time(models):
     class Whole(SlowLocator):
         batches_photos = False
 
-        def predict_photos(self, photos, top_k=5, beam=10):
+        def predict_photos(self, photos, *, top_k=5, beam=10):
             return [Prediction(i, []) for i, _ in photos[:1]], [
                 Rejected(i, "x") for i, _ in photos[1:]
             ]

@@ -206,12 +206,20 @@ def predict_cmd(
 
         geo = OnnxGeolocator(model)
         beam = geo.width
-        predictions, rejected = geo.predict(inputs, top_k=top_k)
+        predictions, rejected = geo.predict_images(inputs, top_k=top_k)
     else:
         from hierloc.locate import load_locator
 
         geo = load_locator(model, device=device)
-        predictions, rejected = geo.predict(inputs, top_k=top_k, beam=beam, ten_crop=ten_crop)
+        if _is_store(inputs):
+            if ten_crop:
+                raise InputError("--ten-crop crops photos; a feature store holds features")
+            predictions = geo.predict_store(inputs[0], top_k=top_k, beam=beam)
+            rejected = []
+        else:
+            predictions, rejected = geo.predict_images(
+                inputs, top_k=top_k, beam=beam, ten_crop=ten_crop
+            )
     for r in rejected:
         typer.echo(f"hierloc: rejected {r.id}: {r.reason}", err=True)
     rejects_csv = _csv([{"id": r.id, "reason": r.reason} for r in rejected], ["id", "reason"])
@@ -314,6 +322,18 @@ def evaluate_cmd(
         typer.echo(f"report: {out / 'report.md'}")
 
 
+def _is_store(inputs: list[Path]) -> bool:
+    """One input that is a feature store (its manifest says so, or it holds a store's
+    ``features.npy``: then a damaged manifest is reported as the store's): its rows are
+    answered."""
+    from hierloc.data.features import FORMAT
+    from hierloc.data.writers import folder_kind
+
+    if len(inputs) != 1 or not inputs[0].is_dir():
+        return False
+    return folder_kind(inputs[0]) == FORMAT or (inputs[0] / "features.npy").exists()
+
+
 def _document(model: Path, inputs: list[Path], top_k: int, beam: int, predictions, rejected):
     """The predictions document (:mod:`hierloc.locate.document`, the same as the HTTP API's):
     each input's file as given, its position and its EXIF GPS position."""
@@ -322,7 +342,7 @@ def _document(model: Path, inputs: list[Path], top_k: int, beam: int, prediction
 
     sources: dict[str, dict] = {}
     gps: dict[str, tuple[float, float] | None] = {}
-    if len(inputs) == 1 and (inputs[0] / "features.npy").exists():  # a feature store's rows
+    if _is_store(inputs):  # a feature store's rows
         from hierloc.data.features import FeatureStore
 
         ids = FeatureStore.open(inputs[0]).ids.to_pylist()

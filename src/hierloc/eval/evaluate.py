@@ -218,19 +218,21 @@ def evaluate(
     )
     truth = truth[ok].reset_index(drop=True)
     preds = predictions_frame(
-        predictor.predict_features(feats, truth["id"].tolist(), 1, beam, search=search)
+        predictor.predict_features(
+            feats, ids=truth["id"].tolist(), top_k=1, beam=beam, search=search
+        )
     )
     return _finish(preds, truth, rejects, model, path, split, beam, search, raw, output)
 
 
 def _ten_crop_predictions(predictor, path: Path, truth: pd.DataFrame, bad: list):
     """``(predictions, truth, rejects)`` of the split's images, each averaged over ten crops."""
-    if not hasattr(predictor, "predict_images"):
+    if not predictor.supports_ten_crop:
         raise InputError(
             f"--ten-crop averages GeoSURGE's predictions over ten crops of each image; "
             f"{predictor.family} models answer from stored features (leave --ten-crop out)"
         )
-    preds, rejected = predictor.predict([path], top_k=1, ten_crop=True)
+    preds, rejected = predictor.predict_images([path], top_k=1, ten_crop=True)
     frame = predictions_frame(preds)
     wanted = set(truth["id"])
     frame = frame[frame["id"].astype(str).isin(wanted)]

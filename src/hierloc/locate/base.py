@@ -95,6 +95,7 @@ class BaseLocator:
     manifest: dict
     family = "model"  # the family's name (hierloc, geosurge, knn, …)
     batches_photos = True  # prepare_photo + predict_prepared (the service's micro-batches)
+    supports_ten_crop = False  # predict_images(..., ten_crop=True)
     _encoder = None
 
     def describe(self) -> dict:
@@ -127,7 +128,7 @@ class BaseLocator:
         return x
 
     def predict_features(
-        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+        self, features, *, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
     ) -> list[Prediction]:
         """Top-``top_k`` answers per row of ``features`` (``search``: ``beam`` or, for
         HierLoc, ``flat``: each level's nearest entity independently — Table 8's baseline)."""
@@ -206,42 +207,48 @@ class BaseLocator:
             return None, f"preprocessing failed: {e}"
 
     def predict_prepared(
-        self, ids: list[str], tensors: list[torch.Tensor], top_k: int = 5, beam: int = 10
+        self, ids: list[str], tensors: list[torch.Tensor], *, top_k: int = 5, beam: int = 10
     ) -> list[Prediction]:
         """Prepared photos (:meth:`prepare_photo`) → predictions: one encoder pass, one
         batched search."""
         if not tensors:
             return []
-        return self.predict_features(self.encode_tensors(tensors), ids, top_k, beam)
+        feats = self.encode_tensors(tensors)
+        return self.predict_features(feats, ids=ids, top_k=top_k, beam=beam)
 
     def predict_photos(
-        self, photos: list[tuple[str, bytes]], top_k: int = 5, beam: int = 10
+        self, photos: list[tuple[str, bytes]], *, top_k: int = 5, beam: int = 10
     ) -> tuple[list[Prediction], list[Rejected]]:
         """``(id, bytes)`` photos → predictions and the photos that could not be read."""
         kept, tensors, rejected = prepare_photos(self, photos)
         ids = [photos[k][0] for k in kept]
-        return self.predict_prepared(ids, tensors, top_k, beam), [r for _, r in rejected]
+        preds = self.predict_prepared(ids, tensors, top_k=top_k, beam=beam)
+        return preds, [r for _, r in rejected]
 
-    def predict(
-        self, inputs, top_k: int = 5, beam: int = 10, ids=None, ten_crop: bool = False
+    def predict_store(
+        self, path: str | Path, *, top_k: int = 5, beam: int = 10
+    ) -> list[Prediction]:
+        """Every row of a feature store (``hierloc extract``), which must hold features of
+        the encoder the model was trained on."""
+        store = FeatureStore.open(path)
+        store_enc = (encoder_description(store.manifest.get("encoder")) or {}).get("name")
+        if self.encoder_name and store_enc and store_enc != self.encoder_name:
+            raise InputError(
+                f"{path}: features by {store_enc!r} but this model was "
+                f"trained on {self.encoder_name!r} features"
+            )
+        feats = np.asarray(store.features, dtype=np.float32)
+        ids = list(store.ids.to_pylist())
+        return self.predict_features(feats, ids=ids, top_k=top_k, beam=beam)
+
+    def predict_images(
+        self, sources, *, top_k: int = 5, beam: int = 10, ten_crop: bool = False
     ) -> tuple[list[Prediction], list[Rejected]]:
-        """Predictions for features ``(N, D)`` (array or tensor), a feature store folder, or
-        image sources (paths). Returns ``(predictions, rejected inputs with their reason)``.
-        ``ten_crop``: families that support it (GeoSURGE) override this method."""
+        """Image sources (files, folders, archives, a metadata file with a path column) →
+        ``(predictions, rejected inputs with their reason)``, encoded with the model's own
+        encoder. ``ten_crop``: families with ``supports_ten_crop`` (GeoSURGE)."""
         if ten_crop:
             raise InputError(f"--ten-crop applies to GeoSURGE models only, not {self.family}")
-        if isinstance(inputs, np.ndarray | torch.Tensor):
-            return self.predict_features(inputs, ids, top_k, beam), []
-        sources = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
-        if len(sources) == 1 and (sources[0] / "features.npy").exists():
-            store = FeatureStore.open(sources[0])
-            store_enc = (encoder_description(store.manifest.get("encoder")) or {}).get("name")
-            if self.encoder_name and store_enc and store_enc != self.encoder_name:
-                raise InputError(
-                    f"{sources[0]}: features by {store_enc!r} but this model was "
-                    f"trained on {self.encoder_name!r} features"
-                )
-            feats = np.asarray(store.features, dtype=np.float32)
-            return self.predict_features(feats, list(store.ids.to_pylist()), top_k, beam), []
+        sources = [Path(p) for p in ([sources] if isinstance(sources, str | Path) else sources)]
         got_ids, feats, rejected = self.encode_images(sources)
-        return self.predict_features(feats, got_ids, top_k, beam), rejected
+        return self.predict_features(feats, ids=got_ids, top_k=top_k, beam=beam), rejected

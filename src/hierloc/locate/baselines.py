@@ -174,7 +174,7 @@ class BaselineLocator(BaseLocator):
 
     @torch.no_grad()
     def predict_features(
-        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+        self, features, *, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
     ) -> list[Prediction]:
         x = torch.from_numpy(self.check_features(features))
         n = len(x)

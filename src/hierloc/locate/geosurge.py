@@ -303,7 +303,7 @@ class GeoSurgeLocator(BaseLocator):
         return out
 
     def predict_features(
-        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+        self, features, *, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
     ) -> list[Prediction]:
         """``features``: ``(tokens (N, T·C), maps (N, S·S))`` (or tokens alone without fusion).
         ``beam``/``search`` do not apply (every finest cell is scored)."""
@@ -316,23 +316,28 @@ class GeoSurgeLocator(BaseLocator):
         return out
 
     # -- images ---------------------------------------------------------------------------
-    def predict(
-        self, inputs, top_k: int = 5, beam: int = 10, ids=None, ten_crop: bool = False
+    batches_photos = False  # each photo needs its own segmentation and crops
+    supports_ten_crop = True
+
+    def predict_store(self, path, *, top_k: int = 5, beam: int = 10) -> list[Prediction]:
+        raise InputError(
+            f"{path}: GeoSURGE answers from photos (with their semantic maps), not from a "
+            "feature store; score stored tokens and maps with hierloc evaluate"
+        )
+
+    def predict_images(
+        self, sources, *, top_k: int = 5, beam: int = 10, ten_crop: bool = False
     ) -> tuple[list[Prediction], list[Rejected]]:
-        """Predictions for ``(tokens, maps)`` arrays, or image sources: a metadata file whose
-        map column the model's provider reads (bluemarble, files), or any images with the
-        oneformer provider."""
-        if isinstance(inputs, tuple | np.ndarray | torch.Tensor):
-            return self.predict_features(inputs, ids, top_k), []
-        sources = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+        """Image sources: a metadata file whose map column the model's provider reads
+        (bluemarble, files), or any images with the oneformer provider; ``ten_crop`` averages
+        the log-probabilities over the standard ten crops."""
+        sources = [Path(p) for p in ([sources] if isinstance(sources, str | Path) else sources)]
         items = collect_items(sources)
         maps = self.semantic_maps(sources, items) if self.model.config.blocks else None
-        return self.predict_images(items, maps, top_k, ten_crop)
-
-    batches_photos = False  # each photo needs its own segmentation and crops
+        return self._predict_items(items, maps, top_k, ten_crop)
 
     def predict_photos(
-        self, photos: list[tuple[str, bytes]], top_k: int = 5, beam: int = 10
+        self, photos: list[tuple[str, bytes]], *, top_k: int = 5, beam: int = 10
     ) -> tuple[list[Prediction], list[Rejected]]:
         """``(id, bytes)`` photos → predictions (the semantic maps by the model's provider;
         a provider that reads map files cannot segment uploads: every photo is rejected)."""
@@ -343,7 +348,7 @@ class GeoSurgeLocator(BaseLocator):
                 maps = self.semantic_maps([], items)
             except InputError as e:
                 return [], [Rejected(i.id, str(e)) for i in items]
-        return self.predict_images(items, maps, top_k)
+        return self._predict_items(items, maps, top_k)
 
     def semantic_maps(self, sources: list[Path], items) -> dict[str, np.ndarray | str]:
         """Full-resolution class maps by id, from the model's segmentation provider (or the
@@ -377,7 +382,7 @@ class GeoSurgeLocator(BaseLocator):
             opener.close()
         return out
 
-    def predict_images(
+    def _predict_items(
         self,
         items,
         maps: dict[str, np.ndarray] | None = None,

@@ -366,7 +366,7 @@ class Geolocator(BaseLocator):
         return beam_search(self.index, z, width=max(beam, top_k))
 
     def predict_features(
-        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+        self, features, *, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
     ) -> list[Prediction]:
         if search == "flat":
             return self._predict_flat(features, ids, top_k)

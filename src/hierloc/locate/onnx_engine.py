@@ -123,7 +123,7 @@ class OnnxGeolocator:
         return out
 
     def predict_photos(
-        self, photos: list[tuple[str, bytes]], top_k: int = 5, batch_size: int = 32
+        self, photos: list[tuple[str, bytes]], *, top_k: int = 5, batch_size: int = 32
     ) -> tuple[list[Prediction], list[Rejected]]:
         """``(id, bytes)`` photos → predictions and the photos that could not be read."""
         if self.preprocess is None:
@@ -144,7 +144,7 @@ class OnnxGeolocator:
                 preds += self.predict_arrays(np.stack(arrays), ids, top_k)
         return preds, rejected
 
-    def predict(self, sources: list[Path], top_k: int = 5, batch_size: int = 32):
+    def predict_images(self, sources: list[Path], *, top_k: int = 5, batch_size: int = 32):
         """Image files, folders or archives → ``(predictions, rejected)``, read and answered
         ``batch_size`` photos at a time."""
         from hierloc.data.images import Opener, collect_items
@@ -160,7 +160,7 @@ class OnnxGeolocator:
                         photos.append((item.id, opener.read(item)))
                     except OSError as e:
                         rejected.append(Rejected(item.id, f"unreadable: {e}"))
-                got, bad = self.predict_photos(photos, top_k, batch_size)
+                got, bad = self.predict_photos(photos, top_k=top_k, batch_size=batch_size)
                 preds += got
                 rejected += bad
         finally:

@@ -80,9 +80,15 @@ def answer_rows(predictions: list[Prediction]) -> list[dict]:
 
 @runtime_checkable
 class Locator(Protocol):
-    """A loaded model folder of any family (``hierloc.locate.load_locator``)."""
+    """A loaded model folder of any family (``hierloc.locate.load_locator``): everything its
+    callers use (``hierloc predict``, ``evaluate``, ``compare``, the service). Inputs come
+    by explicit method — features, a feature store, image sources or photos in memory — and
+    the options are keyword-only, in one order: ``ids``, ``top_k``, ``beam``, then the rest."""
 
     manifest: dict  # the folder's manifest.json (format, version, encoder, …)
+    family: str  # hierloc, geosurge, knn, …
+    batches_photos: bool  # prepare_photo + predict_prepared batch (else predict_photos)
+    supports_ten_crop: bool  # predict_images(..., ten_crop=True)
 
     @property
     def image_dim(self) -> int:
@@ -94,17 +100,47 @@ class Locator(Protocol):
         """The image encoder the model was trained on (None: features of unknown origin)."""
         ...
 
-    def predict(
-        self, inputs, top_k: int = 5, beam: int = 10, ids=None, ten_crop: bool = False
-    ) -> tuple[list[Prediction], list[Rejected]]:
-        """Features, a feature store folder or image sources (paths) → predictions and the
-        inputs that could not be used."""
+    def image_encoder(self):
+        """The encoder the model was trained on (created on first use)."""
+        ...
+
+    def describe(self) -> dict:
+        """What this folder is: family, encoder, entity or cell counts, version."""
         ...
 
     def predict_features(
-        self, features, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
+        self, features, *, ids=None, top_k: int = 5, beam: int = 10, search: str = "beam"
     ) -> list[Prediction]:
         """Top-``top_k`` answers per row of ``features`` (what :meth:`inputs_for` returns)."""
+        ...
+
+    def predict_store(
+        self, path: str | Path, *, top_k: int = 5, beam: int = 10
+    ) -> list[Prediction]:
+        """Every row of a feature store made with the model's encoder."""
+        ...
+
+    def predict_images(
+        self, sources, *, top_k: int = 5, beam: int = 10, ten_crop: bool = False
+    ) -> tuple[list[Prediction], list[Rejected]]:
+        """Image files, folders, archives or a metadata file → predictions and the images
+        that could not be used."""
+        ...
+
+    def prepare_photo(self, data: bytes):
+        """One photo's bytes → ``(the encoder's input, None)`` or ``(None, reason)``."""
+        ...
+
+    def predict_prepared(
+        self, ids: list[str], tensors: list, *, top_k: int = 5, beam: int = 10
+    ) -> list[Prediction]:
+        """Prepared photos (:meth:`prepare_photo`) → predictions, one batch."""
+        ...
+
+    def predict_photos(
+        self, photos: list[tuple[str, bytes]], *, top_k: int = 5, beam: int = 10
+    ) -> tuple[list[Prediction], list[Rejected]]:
+        """``(id, bytes)`` photos in memory → predictions and the photos not read."""
         ...
 
     def inputs_for(
@@ -114,8 +150,4 @@ class Locator(Protocol):
         semantic: str | Path | None = None,
     ):
         """``(inputs of the ids found, found mask)`` from the stores the model reads."""
-        ...
-
-    def describe(self) -> dict:
-        """What this folder is: family, encoder, entity or cell counts, version."""
         ...

@@ -342,7 +342,7 @@ def _load(state: State, names: list[str]) -> None:
             loc = (
                 src if not isinstance(src, str | Path) else load_locator(src, state.settings.device)
             )
-            if getattr(loc, "batches_photos", False) and hasattr(loc, "image_encoder"):
+            if loc.batches_photos:
                 loc.image_encoder()  # created once, before the decode pool shares it
             state.locators[name] = loc
         s = state.settings

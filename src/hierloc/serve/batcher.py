@@ -168,7 +168,7 @@ class MicroBatcher:
             if getattr(loc, "batches_photos", False):
                 results = self._batched(loc, jobs, top_k, beam)
             else:
-                results = [loc.predict_photos(j.photos, top_k, beam) for j in jobs]
+                results = [loc.predict_photos(j.photos, top_k=top_k, beam=beam) for j in jobs]
         except Exception as e:  # noqa: BLE001 (handed to each request, which reports it)
             for j in jobs:
                 j.future.set_exception(e)
@@ -188,7 +188,8 @@ class MicroBatcher:
         owner = [k for k, j in enumerate(jobs) for _ in j.photos]
         photos = [p for j in jobs for p in j.photos]
         kept, tensors, bad = prepare_photos(loc, photos, self._pool.map)
-        preds = loc.predict_prepared([photos[n][0] for n in kept], tensors, top_k, beam)
+        ids = [photos[n][0] for n in kept]
+        preds = loc.predict_prepared(ids, tensors, top_k=top_k, beam=beam)
         out: list[list[Prediction]] = [[] for _ in jobs]
         rejected: list[list[Rejected]] = [[] for _ in jobs]
         for n, p in zip(kept, preds, strict=True):

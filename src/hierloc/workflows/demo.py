@@ -172,7 +172,7 @@ def _examples(out: Path, data: Path, feats: Path, n: int) -> list[dict]:
     geo = load_locator(out / "compare" / "hierloc" / "model")
     x, ok = geo.inputs_for(test["id"].to_numpy(dtype=object), feats)
     test = test[ok]
-    preds = geo.predict_features(x, test["id"].tolist(), top_k=3)
+    preds = geo.predict_features(x, ids=test["id"].tolist(), top_k=3)
     rows = []
     for (_, t), p in zip(test.iterrows(), preds, strict=True):
         a = p.best
