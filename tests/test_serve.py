@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -790,3 +791,27 @@ def test_openapi_fuzzer_passes_every_check(models, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+
+
+def test_request_options_from_form_and_query_string():
+    """The handler's option parsing, on its own: defaults, the query string, both places only
+    when equal, ranges, the model among the served, no stray form field."""
+    from starlette.datastructures import FormData, QueryParams
+
+    from hierloc.serve.app import request_options
+
+    names = ["a", "b"]
+    assert request_options(FormData(), QueryParams(""), names) == (5, 10, "a")
+    assert request_options(FormData({"top_k": "3"}), QueryParams("beam=4&model=b"), names) == (
+        3, 4, "b",
+    )  # fmt: skip
+    assert request_options(FormData({"top_k": "3"}), QueryParams("top_k=3"), names)[0] == 3
+    for form, query, needle in (
+        ({"top_k": "3"}, "top_k=4", "top_k given twice"),
+        ({}, "top_k=", "top_k is empty"),
+        ({}, "beam=0", "beam=0: must be between 1 and"),
+        ({}, "model=c", "unknown model 'c'; served: a, b"),
+        ({"colour": "red"}, "", "unknown fields ['colour']"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            request_options(FormData(form), QueryParams(query), names)

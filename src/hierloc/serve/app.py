@@ -108,6 +108,7 @@ class State:
     closing: bool = False
     metrics: _Metrics | None = None
     arriving: int = 0  # /v1/locate requests being read (not yet queued); event-loop thread only
+    names: list[str] = field(default_factory=list)  # the served models' names, in order
 
 
 class Arrival:
@@ -362,16 +363,20 @@ def _load(state: State, names: list[str]) -> None:
 
 
 def create_app(models: list, settings: Settings | None = None) -> FastAPI:
-    """The service for ``models`` (model folders, or already loaded Locators)."""
+    """The service for ``models`` (model folders, or already loaded Locators): the routes are
+    the module's handlers, which read the service's :class:`State` from ``app.state``."""
     if not models:
         raise ValueError("serve at least one model folder")
     settings = settings or Settings()
     state = State(settings, list(models), metrics=_Metrics())
-    names = model_names(state.sources)
+    state.names = model_names(state.sources)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threading.Thread(target=_load, args=(state, names), name="load-models", daemon=True).start()
+        loader = threading.Thread(
+            target=_load, args=(state, state.names), name="load-models", daemon=True
+        )
+        loader.start()
         yield
         state.closing = True
         if state.batcher is not None:
@@ -385,176 +390,214 @@ def create_app(models: list, settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hierloc = state
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-    @app.get("/healthz")
-    async def healthz():
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz():
-        if state.load_error:
-            return _error(503, f"models failed to load: {state.load_error}")
-        if not state.ready.is_set() or state.closing:
-            return _error(503, "shutting down" if state.closing else "loading models")
-        return {"status": "ready", "models": names}
-
-    @app.get("/metrics", response_class=PlainTextResponse, responses=_media("text/plain"))
-    async def metrics():
-        if state.batcher is not None:
-            state.metrics.queue.set(state.batcher.depth)
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    async def models_route():
-        if not state.ready.is_set():
-            return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
-        return {
-            "models": [{"name": n, **state.locators[n].describe()} for n in names],
-            "limits": {
-                "max_photos": settings.max_batch,
-                "max_upload_bytes": settings.max_body,
-                "max_top_k": MAX_TOP_K,
-                "max_beam": MAX_BEAM,
-            },
-        }
-
-    @app.post("/v1/locate", openapi_extra=locate_openapi(settings.max_batch, names))
-    async def locate(request: Request):
-        if state.closing:
-            return _error(503, "shutting down", {"Retry-After": "5"})
-        if not state.ready.is_set():
-            return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            return _error(415, "send the photos as multipart/form-data (field 'photos')")
-        stray = sorted(set(request.query_params) - set(LOCATE_FIELDS))
-        if stray:
-            return _error(422, f"unknown query parameters {stray}; use top_k, beam, model")
-        arrival = Arrival(state)
-        try:
-            return await _read_and_locate(request, arrival)
-        finally:
-            arrival.done()
-
-    async def _read_and_locate(request: Request, arrival: Arrival) -> Response:
-        too_large = _error(413, f"request body over the limit of {settings.max_body:,} bytes")
-        try:
-            form = await request.form(max_files=settings.max_batch, max_fields=16)
-        except (MultiPartException, StarletteHTTPException) as e:
-            why = str(getattr(e, "detail", e))
-            if request.scope.get(TOO_LARGE):
-                return too_large
-            if "Too many files" in why:
-                return _error(
-                    422, f"more than {settings.max_batch} photos in one request (--max-batch)"
-                )
-            return _error(400, f"malformed multipart body: {why}")
-        try:
-            if request.scope.get(TOO_LARGE):
-                return too_large
-            return await _locate(form, request.query_params, arrival)
-        finally:
-            await form.close()
-
-    async def _locate(form, query, arrival: Arrival) -> Response:
-        fields = {}  # top_k, beam, model from the form or the query string (never both)
-        for key in LOCATE_FIELDS:
-            in_form, in_query = form.get(key), query.get(key)
-            if in_form is not None and in_query is not None and str(in_form) != in_query:
-                return _error(422, f"{key} given twice, {in_form!r} in the form and {in_query!r} "
-                              "in the query string; send it once")  # fmt: skip
-            fields[key] = in_form if in_form is not None else in_query
-        try:
-            top_k = _int_field(fields, "top_k", 5, 1, MAX_TOP_K)
-            beam = _int_field(fields, "beam", 10, 1, MAX_BEAM)
-        except ValueError as e:
-            return _error(422, str(e))
-        model = names[0] if fields["model"] is None else fields["model"]
-        if not isinstance(model, str) or model not in state.locators:
-            return _error(422, f"unknown model {model!r}; served: {', '.join(names)}")
-        uploads = [v for k, v in form.multi_items() if isinstance(v, UploadFile)]
-        stray = [
-            k
-            for k, v in form.multi_items()
-            if not isinstance(v, UploadFile) and k not in ("top_k", "beam", "model")
-        ]
-        if stray:
-            return _error(
-                422, f"unknown fields {sorted(set(stray))}; send photos, top_k, beam, model"
-            )
-        if not uploads:
-            return _error(422, "no photos: send one or more files in the field 'photos'")
-        photos, rejected, gps, taken, sent = [], [], {}, set(), {}
-        for k, up in enumerate(uploads):
-            ident = _photo_id(up, k, taken)
-            sent[ident] = {"file": up.filename or "", "index": k}  # as sent, and where
-            data = await up.read()
-            kind = sniff(data)
-            if kind is None:
-                why = EMPTY if not data else NOT_AN_IMAGE
-                rejected.append(rejected_json(Rejected(ident, why), sent[ident]))
-                continue
-            photos.append((ident, data))
-            gps[ident] = photo_gps(data)
-        if not photos:  # every file refused: each with its reason, as beside good ones
-            state.metrics.photos.labels("rejected").inc(len(rejected))
-            return JSONResponse(document(model, top_k, beam, [], rejected))
-        try:
-            future = state.batcher.submit(model, photos, top_k, beam)
-        except QueueFull as e:
-            return _error(503, f"busy: {e}; retry shortly", {"Retry-After": "1"})
-        except Closed:
-            return _error(503, "shutting down", {"Retry-After": "5"})
-        arrival.done()  # queued: the batcher need not wait for this one any more
-        preds, bad = await asyncio.wrap_future(future)
-        rejected += [rejected_json(r, sent[r.id]) for r in bad]
-        state.metrics.photos.labels("answered").inc(len(preds))
-        state.metrics.photos.labels("rejected").inc(len(rejected))
-        results = [result_json(p, sent[p.id], gps.get(p.id)) for p in preds]
-        return JSONResponse(document(model, top_k, beam, results, rejected))
-
-    static = resources.files("hierloc.serve") / "static"
-
-    @app.get("/favicon.ico", response_class=Response, responses=_media("image/svg+xml"))
-    async def favicon():
-        return Response((static / "favicon.svg").read_bytes(), media_type="image/svg+xml")
-
-    @app.get("/", response_class=HTMLResponse, responses=_media("text/html"))
-    async def page():
-        return Response((static / "index.html").read_bytes(), media_type="text/html")
-
-    @app.get(
-        "/static/{name}",
-        response_class=Response,
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/readyz", readyz, methods=["GET"])
+    app.add_api_route(
+        "/metrics", metrics, methods=["GET"], response_class=PlainTextResponse,
+        responses=_media("text/plain"),
+    )  # fmt: skip
+    app.add_api_route("/v1/models", models_route, methods=["GET"])
+    app.add_api_route(
+        "/v1/locate", locate, methods=["POST"],
+        openapi_extra=locate_openapi(settings.max_batch, state.names),
+    )  # fmt: skip
+    app.add_api_route(
+        "/favicon.ico", favicon, methods=["GET"], response_class=Response,
+        responses=_media("image/svg+xml"),
+    )  # fmt: skip
+    app.add_api_route(
+        "/", page, methods=["GET"], response_class=HTMLResponse, responses=_media("text/html")
+    )
+    app.add_api_route(
+        "/static/{name}", static_file, methods=["GET"], response_class=Response,
         responses={
-            200: {
-                "content": {
-                    t: {} for t in ("text/javascript", "text/css", "image/svg+xml", "image/jpeg")
-                }
-            },
+            200: {"content": {t: {} for t in STATIC_TYPES.values()}},
             404: _ERROR_RESPONSE | {"description": "no such static file"},
         },
-    )
-    async def static_file(name: str):
-        if name == "world.jpg":
-            return Response(
-                _world_jpeg(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"}
-            )
-        types = {
-            "app.js": "text/javascript",
-            "style.css": "text/css",
-            "favicon.svg": "image/svg+xml",
-        }
-        if name not in types:  # a fixed list: no client-chosen path is ever opened
-            return _error(404, f"no static file {name!r}")
-        return Response((static / name).read_bytes(), media_type=types[name])
-
+    )  # fmt: skip
     app.add_middleware(Guard, token=settings.token, metrics=state.metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body)  # outermost: before any parsing
     return app
+
+
+# -- the handlers ---------------------------------------------------------------------------
+def _state(request: Request) -> State:
+    return request.app.state.hierloc
+
+
+async def http_error(request: Request, exc: StarletteHTTPException):
+    return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def healthz():
+    return {"status": "ok"}
+
+
+async def readyz(request: Request):
+    state = _state(request)
+    if state.load_error:
+        return _error(503, f"models failed to load: {state.load_error}")
+    if not state.ready.is_set() or state.closing:
+        return _error(503, "shutting down" if state.closing else "loading models")
+    return {"status": "ready", "models": state.names}
+
+
+async def metrics(request: Request):
+    state = _state(request)
+    if state.batcher is not None:
+        state.metrics.queue.set(state.batcher.depth)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def models_route(request: Request):
+    state = _state(request)
+    if not state.ready.is_set():
+        return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
+    s = state.settings
+    return {
+        "models": [{"name": n, **state.locators[n].describe()} for n in state.names],
+        "limits": {
+            "max_photos": s.max_batch,
+            "max_upload_bytes": s.max_body,
+            "max_top_k": MAX_TOP_K,
+            "max_beam": MAX_BEAM,
+        },
+    }
+
+
+async def locate(request: Request):
+    state = _state(request)
+    if state.closing:
+        return _error(503, "shutting down", {"Retry-After": "5"})
+    if not state.ready.is_set():
+        return _error(503, state.load_error or "loading models", {"Retry-After": "1"})
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return _error(415, "send the photos as multipart/form-data (field 'photos')")
+    stray = sorted(set(request.query_params) - set(LOCATE_FIELDS))
+    if stray:
+        return _error(422, f"unknown query parameters {stray}; use top_k, beam, model")
+    arrival = Arrival(state)
+    try:
+        return await _read_and_locate(state, request, arrival)
+    finally:
+        arrival.done()
+
+
+async def _read_and_locate(state: State, request: Request, arrival: Arrival) -> Response:
+    limit = state.settings.max_body
+    too_large = _error(413, f"request body over the limit of {limit:,} bytes")
+    try:
+        form = await request.form(max_files=state.settings.max_batch, max_fields=16)
+    except (MultiPartException, StarletteHTTPException) as e:
+        why = str(getattr(e, "detail", e))
+        if request.scope.get(TOO_LARGE):
+            return too_large
+        if "Too many files" in why:
+            n = state.settings.max_batch
+            return _error(422, f"more than {n} photos in one request (--max-batch)")
+        return _error(400, f"malformed multipart body: {why}")
+    try:
+        if request.scope.get(TOO_LARGE):
+            return too_large
+        return await locate_form(state, form, request.query_params, arrival)
+    finally:
+        await form.close()
+
+
+def request_options(form, query, names: list[str]) -> tuple[int, int, str]:
+    """``(top_k, beam, model)`` from a request's form and query string: each at most once
+    (or equal in both), in range, the model one of ``names`` (default: the first); no other
+    form field than the photos. Raises ``ValueError`` with the 422 answer's message."""
+    fields = {}
+    for key in LOCATE_FIELDS:
+        in_form, in_query = form.get(key), query.get(key)
+        if in_form is not None and in_query is not None and str(in_form) != in_query:
+            raise ValueError(f"{key} given twice, {in_form!r} in the form and {in_query!r} "
+                             "in the query string; send it once")  # fmt: skip
+        fields[key] = in_form if in_form is not None else in_query
+    top_k = _int_field(fields, "top_k", 5, 1, MAX_TOP_K)
+    beam = _int_field(fields, "beam", 10, 1, MAX_BEAM)
+    model = names[0] if fields["model"] is None else fields["model"]
+    if not isinstance(model, str) or model not in names:
+        raise ValueError(f"unknown model {model!r}; served: {', '.join(names)}")
+    stray = {k for k, v in form.multi_items() if not isinstance(v, UploadFile)} - set(LOCATE_FIELDS)
+    if stray:
+        raise ValueError(f"unknown fields {sorted(stray)}; send photos, top_k, beam, model")
+    return top_k, beam, model
+
+
+async def _read_uploads(uploads: list[UploadFile]):
+    """``(photos (id, bytes), rejected documents, EXIF GPS by id, each id's file and
+    position)``: files that are not images are rejected with their reason here."""
+    photos, rejected, gps, taken, sent = [], [], {}, set(), {}
+    for k, up in enumerate(uploads):
+        ident = _photo_id(up, k, taken)
+        sent[ident] = {"file": up.filename or "", "index": k}  # as sent, and where
+        data = await up.read()
+        if sniff(data) is None:
+            why = EMPTY if not data else NOT_AN_IMAGE
+            rejected.append(rejected_json(Rejected(ident, why), sent[ident]))
+            continue
+        photos.append((ident, data))
+        gps[ident] = photo_gps(data)
+    return photos, rejected, gps, sent
+
+
+async def locate_form(state: State, form, query, arrival: Arrival) -> Response:
+    """A parsed ``/v1/locate`` request → its predictions document (or the error answer)."""
+    try:
+        top_k, beam, model = request_options(form, query, state.names)
+    except ValueError as e:
+        return _error(422, str(e))
+    uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+    if not uploads:
+        return _error(422, "no photos: send one or more files in the field 'photos'")
+    photos, rejected, gps, sent = await _read_uploads(uploads)
+    if not photos:  # every file refused: each with its reason, as beside good ones
+        state.metrics.photos.labels("rejected").inc(len(rejected))
+        return JSONResponse(document(model, top_k, beam, [], rejected))
+    try:
+        future = state.batcher.submit(model, photos, top_k, beam)
+    except QueueFull as e:
+        return _error(503, f"busy: {e}; retry shortly", {"Retry-After": "1"})
+    except Closed:
+        return _error(503, "shutting down", {"Retry-After": "5"})
+    arrival.done()  # queued: the batcher need not wait for this one any more
+    preds, bad = await asyncio.wrap_future(future)
+    rejected += [rejected_json(r, sent[r.id]) for r in bad]
+    state.metrics.photos.labels("answered").inc(len(preds))
+    state.metrics.photos.labels("rejected").inc(len(rejected))
+    results = [result_json(p, sent[p.id], gps.get(p.id)) for p in preds]
+    return JSONResponse(document(model, top_k, beam, results, rejected))
+
+
+STATIC = resources.files("hierloc.serve") / "static"
+# a fixed list: no client-chosen path is ever opened
+STATIC_TYPES = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+    "world.jpg": "image/jpeg",
+}
+
+
+async def favicon():
+    return Response((STATIC / "favicon.svg").read_bytes(), media_type="image/svg+xml")
+
+
+async def page():
+    return Response((STATIC / "index.html").read_bytes(), media_type="text/html")
+
+
+async def static_file(name: str):
+    if name == "world.jpg":
+        return Response(
+            _world_jpeg(), media_type="image/jpeg", headers={"Cache-Control": "max-age=86400"}
+        )
+    if name not in STATIC_TYPES:
+        return _error(404, f"no static file {name!r}")
+    return Response((STATIC / name).read_bytes(), media_type=STATIC_TYPES[name])
 
 
 def _int_field(form, key: str, default: int, low: int, high: int) -> int:
