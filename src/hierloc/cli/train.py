@@ -124,7 +124,6 @@ def train(
     """  # noqa: E501
     from hierloc.errors import InputError
     from hierloc.train.families import family_of
-    from hierloc.train.run import train_run
 
     given = {
         "--val": val is not None,
@@ -151,6 +150,16 @@ def train(
         )
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
+    _train_in_run(hierarchy, features, output, val, config, set_ or [], device, model, cells,
+                  semantic)  # fmt: skip
+
+
+def _train_in_run(hierarchy, features, output, val, config, sets, device, model, cells, semantic):
+    """The generic loop's families: train (or resume) with a progress bar and a validation
+    line per validation step; the summary as JSON at the end."""
+    from hierloc.train.run import train_run
+    from hierloc.train.runtime import leave_process_group
+
     with contextlib.ExitStack() as stack:
         bar = {}
 
@@ -167,21 +176,9 @@ def train(
                 )
 
         trainer = train_run(
-            hierarchy,
-            features,
-            output,
-            val,
-            config,
-            set_ or [],
-            device,
-            on_start=start,
-            on_step=step,
-            model=model,
-            cells=cells,
-            semantic=semantic,
-        )
-    from hierloc.train.runtime import leave_process_group
-
+            hierarchy, features, output, val, config, sets, device, on_start=start,
+            on_step=step, model=model, cells=cells, semantic=semantic,
+        )  # fmt: skip
     leave_process_group(trainer.rank, trainer.world)
     if trainer.rank == 0:
         summary = {"run": str(output), "steps": trainer.step, **trainer.validate()}

@@ -90,36 +90,11 @@ def build_hierarchy(
             if gaz is not None:
                 existing, filled = gap_fill(existing, chunk.lat, chunk.lon, gaz)
                 geocoded += filled
-            country = existing["country"]
-            if country is None:
-                country = np.full(len(chunk), None, dtype=object)
-            iso2 = canonical_iso2(pd.Series(country, dtype=object))
-            bad = pd.isna(iso2)
-            if bad.any():
-                missing = is_missing(country) & bad
-                reasons = np.where(
-                    missing,
-                    "country is missing (run hierloc geocode, or build with a gazetteer)",
-                    np.array([f"unknown country {c!r}" for c in country], dtype=object),
-                )
-                kinds = np.where(missing, "country is missing", "unknown country")
-                if strict:
-                    r = int(np.flatnonzero(bad)[0])
-                    raise InputError(
-                        f"{where(metadata, int(chunk.rows[r]), reader.fmt)}: {reasons[r]}"
-                    )
-                rejects.add(chunk.rows[bad], chunk.ids[bad], reasons[bad], kinds[bad])
-            keep = ~bad
+            iso2, keep = _countries(existing["country"], chunk, rejects, strict, metadata, reader)
             emb = has_emb = None
             if store is not None:
-                pos = index.lookup(chunk.ids[keep])
-                has_emb = pos >= 0
+                emb, has_emb = _embeddings(store, index, chunk.ids[keep])
                 without_features += int((~has_emb).sum())
-                emb = np.zeros((int(keep.sum()), store.dim), dtype=np.float16)
-                if has_emb.any():
-                    sel = np.flatnonzero(has_emb)
-                    order = np.argsort(pos[sel], kind="stable")  # sequential memmap reads
-                    emb[sel[order]] = store.features[pos[sel[order]]]
             ids = builder.add(
                 iso2[keep],
                 {c: (None if existing[c] is None else existing[c][keep]) for c in LABEL_COLUMNS},
@@ -128,49 +103,87 @@ def build_hierarchy(
                 embeddings=emb,
                 has_embedding=has_emb,
             )
-            labels_writer.write(
-                pa.table(
-                    {
-                        "id": pa.array(chunk.ids[keep], type=pa.string()),
-                        "latitude": pa.array(chunk.lat[keep], type=pa.float64()),
-                        "longitude": pa.array(chunk.lon[keep], type=pa.float64()),
-                    }
-                    | {f"{lv}_id": pa.array(ids[lv], type=pa.string()) for lv in LEVEL_NAMES},
-                    schema=schema,
-                )
-            )
+            columns = {"id": chunk.ids[keep], "latitude": chunk.lat[keep]}
+            columns |= {"longitude": chunk.lon[keep]}
+            columns |= {f"{lv}_id": ids[lv] for lv in LEVEL_NAMES}
+            labels_writer.write(pa.table(columns, schema=schema))
             if progress is not None:
                 progress(reader.rows_read)
         labels_writer.close()
         rejects.close()
         hierarchy = builder.finalize(text_encoder=text_encoder)
         write_entities(hierarchy, tmp)
-        ent = hierarchy.entities
-        manifest = {
-            "format": FORMAT,
-            "version": VERSION,
-            "metadata": {"file": metadata.name, "sha256": file_sha256(metadata)},
-            "columns": dict(sorted(reader.source.items())),
-            "features": None
-            if store is None
-            else {
-                "folder": Path(features).name,
-                "encoder": store.manifest.get("encoder"),
-                "dim": store.dim,
-                "records_without_features": without_features,
-            },
-            "gazetteer": gazetteer,
-            "records_geocoded": geocoded,
-            "text_encoder": text_encoder_name if text_encoder is not None else None,
-            "text_dim": None if hierarchy.text is None else int(hierarchy.text.shape[1]),
-            **reader.summary(),
-            "records": int(ent.loc[ent["level"] == 0, "count"].sum()),
-            "entities": {lv: int((ent["level"] == d).sum()) for d, lv in enumerate(LEVEL_NAMES)},
-            "placeholder_token": "_",
-        }
+        manifest = _manifest(
+            metadata, reader, hierarchy, store, features, gazetteer, geocoded, without_features
+        )
+        manifest["text_encoder"] = text_encoder_name if text_encoder is not None else None
         manifest["rows_rejected"] = rejects.total
         manifest["rejected_by_reason"] = dict(sorted(rejects.counts.items()))
         _write_manifest(tmp, manifest)
         if not rejects.total:
             (tmp / "rejects.csv").unlink(missing_ok=True)
     return manifest
+
+
+def _countries(country, chunk, rejects, strict: bool, metadata: Path, reader):
+    """``(ISO2 codes, rows kept)`` of a chunk: rows whose country is missing or unknown are
+    rejected with their reason (``strict``: the first one is an error naming its row)."""
+    if country is None:
+        country = np.full(len(chunk), None, dtype=object)
+    iso2 = canonical_iso2(pd.Series(country, dtype=object))
+    bad = pd.isna(iso2)
+    if bad.any():
+        missing = is_missing(country) & bad
+        reasons = np.where(
+            missing,
+            "country is missing (run hierloc geocode, or build with a gazetteer)",
+            np.array([f"unknown country {c!r}" for c in country], dtype=object),
+        )
+        kinds = np.where(missing, "country is missing", "unknown country")
+        if strict:
+            r = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{where(metadata, int(chunk.rows[r]), reader.fmt)}: {reasons[r]}")
+        rejects.add(chunk.rows[bad], chunk.ids[bad], reasons[bad], kinds[bad])
+    return iso2, ~bad
+
+
+def _embeddings(store, index, ids) -> tuple[np.ndarray, np.ndarray]:
+    """``(float16 embeddings of ids (zeros where absent), which ids the store holds)``, read
+    from the memory-mapped store in order."""
+    pos = index.lookup(ids)
+    has_emb = pos >= 0
+    emb = np.zeros((len(ids), store.dim), dtype=np.float16)
+    if has_emb.any():
+        sel = np.flatnonzero(has_emb)
+        order = np.argsort(pos[sel], kind="stable")  # sequential memmap reads
+        emb[sel[order]] = store.features[pos[sel[order]]]
+    return emb, has_emb
+
+
+def _manifest(
+    metadata, reader, hierarchy, store, features, gazetteer, geocoded, without_features
+) -> dict:
+    """The hierarchy folder's manifest (inputs, options, counts; no timestamps)."""
+    ent = hierarchy.entities
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "metadata": {"file": metadata.name, "sha256": file_sha256(metadata)},
+        "columns": dict(sorted(reader.source.items())),
+        "features": None
+        if store is None
+        else {
+            "folder": Path(features).name,
+            "encoder": store.manifest.get("encoder"),
+            "dim": store.dim,
+            "records_without_features": without_features,
+        },
+        "gazetteer": gazetteer,
+        "records_geocoded": geocoded,
+        "text_encoder": None,
+        "text_dim": None if hierarchy.text is None else int(hierarchy.text.shape[1]),
+        **reader.summary(),
+        "records": int(ent.loc[ent["level"] == 0, "count"].sum()),
+        "entities": {lv: int((ent["level"] == d).sum()) for d, lv in enumerate(LEVEL_NAMES)},
+        "placeholder_token": "_",
+    }
