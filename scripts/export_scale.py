@@ -24,7 +24,7 @@ import torch
 from hierloc.bench.hierarchy import PAPER_COUNTS
 from hierloc.bench.search import make_index
 from hierloc.hierarchy.build import LEVEL_NAMES
-from hierloc.locate.export import OPSET, BeamGraph, _register_symbolics
+from hierloc.locate.export import BeamGraph, write_graph
 from hierloc.models.hierloc import HierLocConfig, HierLocQuery
 from hierloc.search import beam_search
 
@@ -60,20 +60,7 @@ def build(image_dim: int = 512) -> Synthetic:
 
 
 def export(geo, path: Path, half: bool) -> None:
-    _register_symbolics()
-    graph = BeamGraph(geo, 10, half).eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            graph,
-            (torch.zeros(2, geo.image_dim),),
-            str(path),
-            input_names=["features"],
-            output_names=["paths", "scores", "coordinates", "confidences"],
-            dynamic_axes={"features": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=False,
-        )
+    write_graph(BeamGraph(geo, 10, half).eval(), path, torch.zeros(2, geo.image_dim), "features")
 
 
 def main() -> None:

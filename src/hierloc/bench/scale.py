@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,24 +74,10 @@ def search_graph_geolocator(index, coords: np.ndarray) -> SimpleNamespace:
 
 
 def export_search_graph(index, coords: np.ndarray, path: Path, width: int = 10) -> None:
-    from hierloc.locate.export import OPSET, BeamGraph, _register_symbolics
+    from hierloc.locate.export import BeamGraph, write_graph
 
-    _register_symbolics()
     graph = BeamGraph(search_graph_geolocator(index, coords), width).eval()
-    dim = index.points[0].shape[1]
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer's notes on the fixed shapes
-        torch.onnx.export(
-            graph,
-            (torch.zeros(2, dim),),
-            str(path),
-            input_names=["points"],
-            output_names=["paths", "scores", "coordinates", "confidences"],
-            dynamic_axes={"points": {0: "batch"}},
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=False,
-        )
+    write_graph(graph, path, torch.zeros(2, index.points[0].shape[1]), "points")
 
 
 def _rate(fn, n: int, repeats: int) -> float:
@@ -296,13 +281,7 @@ def growth_plot(report: dict, path: str | Path) -> None:
     )
     ax.plot(x[real], ex[real], "D", color="C3")
     ax.plot(x[~real], ex[~real], "D", color="C3", mfc="white", label="extrapolated")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("entities in the hierarchy")
-    ax.set_ylabel("queries / s")
-    ax.set_title("Search speed as the world grows")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
-    ax.grid(True, which="both", color="0.9", lw=0.6)
+    _log_axes(ax, "queries / s", "Search speed as the world grows")
     ax = fig.add_subplot(122)
     for label, key, color, style in (
         ("entity index (Python: float32 points, children lists)", "beam_index_mb", "C0", "o-"),
@@ -311,11 +290,15 @@ def growth_plot(report: dict, path: str | Path) -> None:
         ("image vectors (float32)", "exhaustive_index_mb", "C3", "D-"),
     ):
         ax.plot(x, [w[key] for w in worlds], style, color=color, label=label)
+    _log_axes(ax, "MB", "Memory as the world grows")
+    _save(plt, fig, Path(path))
+
+
+def _log_axes(ax, ylabel: str, title: str) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("entities in the hierarchy")
-    ax.set_ylabel("MB")
-    ax.set_title("Memory as the world grows")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     ax.grid(True, which="both", color="0.9", lw=0.6)
-    _save(plt, fig, Path(path))

@@ -326,12 +326,11 @@ def _is_store(inputs: list[Path]) -> bool:
     """One input that is a feature store (its manifest says so, or it holds a store's
     ``features.npy``: then a damaged manifest is reported as the store's): its rows are
     answered."""
-    from hierloc.data.features import FORMAT
-    from hierloc.data.writers import folder_kind
+    from hierloc.data.formats import FEATURES_FORMAT, folder_kind
 
     if len(inputs) != 1 or not inputs[0].is_dir():
         return False
-    return folder_kind(inputs[0]) == FORMAT or (inputs[0] / "features.npy").exists()
+    return folder_kind(inputs[0]) == FEATURES_FORMAT or (inputs[0] / "features.npy").exists()
 
 
 def _document(model: Path, inputs: list[Path], top_k: int, beam: int, predictions, rejected):

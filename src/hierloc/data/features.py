@@ -24,11 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hierloc.data.formats import FEATURES_FORMAT
 from hierloc.data.ids import IdIndex
 from hierloc.data.writers import atomic_path, check_not_input, check_replaceable, write_file_atomic
 from hierloc.errors import InputError
 
-FORMAT = "hierloc-features"
+FORMAT = FEATURES_FORMAT
 
 
 @dataclass

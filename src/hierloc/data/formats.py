@@ -1,11 +1,14 @@
-"""Table file formats by name (no pandas or pyarrow: light modules use it)."""
+"""File and folder formats by name (no pandas, pyarrow or torch: light modules use it):
+table files by their suffix, hierloc folders by their manifest's ``format``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hierloc.errors import InputError
 
+FEATURES_FORMAT = "hierloc-features"  # a feature store's manifest (hierloc.data.features)
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -21,3 +24,12 @@ def table_format(path: Path) -> str:
         f"{path}: unknown file format {path.suffix!r}; use CSV ({', '.join(CSV_SUFFIXES)}) "
         f"or Parquet ({', '.join(PARQUET_SUFFIXES)})"
     )
+
+
+def folder_kind(path: Path) -> str | None:
+    """The ``format`` a folder's ``manifest.json`` declares (None without a readable one)."""
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("format") if isinstance(manifest, dict) else None

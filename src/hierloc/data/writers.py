@@ -7,7 +7,6 @@ it, renamed onto the target on :meth:`AtomicTableWriter.close`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from hierloc.data.formats import folder_kind
 from hierloc.data.formats import table_format as _format
 from hierloc.errors import InputError
 
@@ -144,15 +144,6 @@ def check_not_input(out: str | Path, inputs, option: str = "--output") -> None:
             f"{out}: {option} {why} {given}; writing there would replace what "
             f"the command reads — choose another {option} path"
         )
-
-
-def folder_kind(path: Path) -> str | None:
-    """The ``format`` a folder's ``manifest.json`` declares (None without a readable one)."""
-    try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest.get("format") if isinstance(manifest, dict) else None
 
 
 def check_replaceable(

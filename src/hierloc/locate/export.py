@@ -160,6 +160,28 @@ def _register_symbolics() -> None:
         )
 
 
+OUTPUTS = ("paths", "scores", "coordinates", "confidences")
+
+
+def write_graph(graph: BeamGraph, path, example: torch.Tensor, input_name: str) -> None:
+    """``graph`` traced on ``example`` into an ONNX file at ``path``: one input (batch axis
+    dynamic), the four outputs, opset :data:`OPSET`, the entity tables as stored."""
+    _register_symbolics()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on the fixed shapes
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            input_names=[input_name],
+            output_names=list(OUTPUTS),
+            dynamic_axes={input_name: {0: "batch"}, **{o: {0: "batch"} for o in OUTPUTS}},
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=False,  # folding would store the entity tables as float64
+        )
+
+
 def export_metadata(geo: Geolocator, width: int, half: bool, encoder) -> dict:
     """The document that rides in the ONNX file's metadata (key ``hierloc``)."""
     levels = []
@@ -225,21 +247,8 @@ def export_onnx(
     else:
         example, name = torch.zeros(2, geo.image_dim), "features"
     meta = export_metadata(geo, width, half, encoder)
-    _register_symbolics()
-    outputs = ["paths", "scores", "coordinates", "confidences"]
-    with atomic_path(output) as tmp, warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph,
-            (example,),
-            str(tmp),
-            input_names=[name],
-            output_names=outputs,
-            dynamic_axes={name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=False,  # folding would store the entity tables as float64
-        )
+    with atomic_path(output) as tmp:
+        write_graph(graph, tmp, example, name)
         model = onnx.load(str(tmp))
         entry = model.metadata_props.add()
         entry.key, entry.value = "hierloc", json.dumps(meta, separators=(",", ":"))
