@@ -247,6 +247,17 @@ def store_inputs(tokens, semantic) -> GeoSurgeInputs:
     )
 
 
+def check_grid(config: GeoSurgeConfig, inputs: GeoSurgeInputs) -> None:
+    """With fusion, the semantic maps must divide into the backbone's square patch grid."""
+    side = inputs.grid[0]
+    if config.blocks and (not inputs.map_size or inputs.map_size % side or side != inputs.grid[1]):
+        raise InputError(
+            f"semantic maps of {inputs.map_size} px do not divide into the backbone's "
+            f"{inputs.grid[0]}×{inputs.grid[1]} patch grid; make them with hierloc "
+            f"semantic --size N·{side} (e.g. {side * 4})"
+        )
+
+
 class GeoSurge(nn.Module):
     """Tokens + semantic map → image feature → per-partition log-probabilities over cells."""
 
@@ -267,16 +278,8 @@ class GeoSurge(nn.Module):
         self.cell_counts = list(cell_counts[: c.depth])
         rgb = c.rgb_dim or inputs.token_dim
         self.proj = nn.Linear(inputs.token_dim, rgb) if c.rgb_dim else nn.Identity()
-        patch = 1
-        if c.blocks:
-            side = inputs.grid[0]
-            if not inputs.map_size or inputs.map_size % side or inputs.grid[0] != inputs.grid[1]:
-                raise InputError(
-                    f"semantic maps of {inputs.map_size} px do not divide into the backbone's "
-                    f"{inputs.grid[0]}×{inputs.grid[1]} patch grid; make them with hierloc "
-                    f"semantic --size N·{side} (e.g. {side * 4})"
-                )
-            patch = inputs.map_size // side
+        check_grid(c, inputs)
+        patch = inputs.map_size // inputs.grid[0] if c.blocks else 1
         self.fusion = SemanticFusion(
             max(1, inputs.classes),
             rgb,

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from hierloc.data.features import FeatureStore
 from hierloc.data.manifests import write_sources
 from hierloc.data.writers import check_not_input, folder_kind
 from hierloc.errors import InputError
+from hierloc.models.geosurge import check_grid, store_inputs
 from hierloc.train.data import load_training_data
 from hierloc.train.families import family_of
 from hierloc.train.geosurge import GeoSurgeTrainer, load_geosurge_data
@@ -43,6 +45,7 @@ def train_run(
     cfg = family_of(model).config(config, overrides)
     check_inputs(model, cfg, hierarchy=hierarchy, cells=cells, semantic=semantic)
     if model == "geosurge":
+        check_geosurge_stores(cfg, features, semantic)
         data = load_geosurge_data(cells, features, semantic, val)
         trainer = start_trainer(GeoSurgeTrainer, cfg, data, output, device)
         if trainer.rank == 0:
@@ -63,6 +66,12 @@ def train_run(
         if on_step is not None:
             on_step(info)
     return trainer
+
+
+def check_geosurge_stores(cfg, tokens, semantic) -> None:
+    """The token and semantic stores fit the model's config (before any sample is read)."""
+    sem = FeatureStore.open(semantic) if semantic is not None else None
+    check_grid(cfg.model, store_inputs(FeatureStore.open(tokens), sem))
 
 
 def check_inputs(model: str, cfg, hierarchy=None, cells=None, semantic=None) -> None:
