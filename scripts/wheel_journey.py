@@ -141,12 +141,14 @@ def journey(hierloc: Path, work: Path) -> None:
         work,
     )  # fmt: skip
     out = run(
-        [h, "train", "--hierarchy", "hier", "--features", "feats", "-o", "run",
-         "--val", "bm/val.parquet", "--set", "optim.max_steps=20", "--set", "run.val_every=10"],
+        [h, "train", "--hierarchy", "hier", "--features", "feats", "--run-dir", "run",
+         "-o", "model", "--val", "bm/val.parquet", "--set", "optim.max_steps=20",
+         "--set", "run.val_every=10"],
         work,
     )  # fmt: skip
     check("GeoScore" in out, "train printed no validation line")
-    run([h, "index", "run", "-o", "model"], work)
+    check((work / "model" / "manifest.json").exists(), "train wrote no model folder")
+    run([h, "index", "run", "-o", "model-again"], work)  # the rebuild command
     photo = sorted((work / "bm" / "images" / "test").glob("*.png"))[0]
     out = run([h, "predict", "model", str(photo), "-f", "json"], work, stdout_only=True)
     rows = [a for r in json.loads(out)["results"] for a in r["answers"]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -283,12 +284,14 @@ def build_toy(root):
 
 def _train_args(root, out, sets, val: bool = True) -> list[str]:
     """``hierloc train --model geosurge`` on the toy's cells, tokens and maps (and its
-    validation split), writing ``out``, with ``--set`` for each of ``sets``."""
+    validation split), the run folder ``out`` and its model folder beside it (``out-model``),
+    with ``--set`` for each of ``sets``."""
     args = ["train", "--model", "geosurge", "--cells", str(root / "cells")]
     args += ["--features", str(root / "tok"), "--semantic", str(root / "sem")]
     if val:
         args += ["--val", str(root / "val.parquet")]
-    return [*args, "-o", str(out), *set_options(sets)]
+    model = Path(out).with_name(Path(out).name + "-model")
+    return [*args, "--run-dir", str(out), "-o", str(model), *set_options(sets)]
 
 
 def _train(root, out, steps, extra=()):
@@ -530,8 +533,10 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         str(tmp_path / "tok"),
         "--semantic",
         str(tmp_path / "sem"),
-        "-o",
+        "--run-dir",
         str(tmp_path / "run"),
+        "-o",
+        str(tmp_path / "model"),
     ]
     for s in [
         "model.rgb_dim=8",
@@ -545,8 +550,7 @@ def test_predict_from_images_equals_predict_from_stores(tmp_path):
         "optim.max_steps=3",
     ]:
         args += ["--set", s]
-    assert runner.invoke(app, args).exit_code == 0
-    res = runner.invoke(app, ["index", str(tmp_path / "run"), "-o", str(tmp_path / "model")])
+    res = runner.invoke(app, args)  # the run and its model folder
     assert res.exit_code == 0, res.output
     loc = GeoSurgeLocator.load(tmp_path / "model")
     ids = df["id"].to_numpy()

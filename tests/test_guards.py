@@ -151,20 +151,16 @@ def test_training_run_into_an_input_or_a_foreign_folder_is_refused(work):
     )
     assert snapshot(work / "h") == before
     before = snapshot(work / "model")
-    refused(
-        [
-            "train",
-            "--hierarchy",
-            str(work / "h"),
-            "--features",
-            str(work / "store"),
-            "-o",
-            str(work / "model"),
-        ],
-        "hierloc-index",
-        "run folder",
-    )
-    assert snapshot(work / "model") == before
+    base = ["train", "--hierarchy", str(work / "h"), "--features", str(work / "store")]
+    # a model folder from another run: replaced only with --overwrite
+    refused([*base, "-o", str(work / "model")], "already exists", "--overwrite")
+    assert snapshot(work / "model") == before and not (work / "model.run").exists()
+    # a model folder given as the run folder, a hierarchy as the run folder
+    refused([*base, "--run-dir", str(work / "model"), "-o", str(work / "m2")], "hierloc-index")
+    refused([*base, "--run-dir", str(work / "h"), "-o", str(work / "m2")], "the input")
+    # the run inside the model folder
+    refused([*base, "--run-dir", str(work / "m2" / "run"), "-o", str(work / "m2")], "the input")
+    assert snapshot(work / "model") == before and not (work / "m2").exists()
 
 
 def test_index_into_its_own_run_is_refused(work):

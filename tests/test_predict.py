@@ -48,14 +48,14 @@ def _train_and_index(root, extra=()):
         str(root / "h"),
         "--features",
         str(root / "store"),
-        "-o",
+        "--run-dir",
         str(root / "run"),
+        "-o",
+        str(root / "model"),
     ]
     for s in SMALL + ["optim.max_steps=6", *extra]:
         args += ["--set", s]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["index", str(root / "run"), "-o", str(root / "model")])
+    res = runner.invoke(app, args)  # the run, then its model folder
     assert res.exit_code == 0, res.output
     return root
 
@@ -227,13 +227,15 @@ def encoder_model(root, n: int, photo_seed: int, feature_seed: int, steps: int, 
         str(root / "h"),
         "--features",
         str(root / "store"),
-        "-o",
+        "--run-dir",
         str(root / "run"),
+        "-o",
+        str(root / name),
     ]
     for s in SMALL + [f"optim.max_steps={steps}"]:
         args += ["--set", s]
-    assert runner.invoke(app, args).exit_code == 0
-    assert runner.invoke(app, ["index", str(root / "run"), "-o", str(root / name)]).exit_code == 0
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
     return root / name
 
 

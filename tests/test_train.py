@@ -371,30 +371,32 @@ def test_learning_rate_schedules_follow_their_formulas(setup, schedule):
 
 
 def test_cli_train_end_to_end(setup, tmp_path):
-    args = [
-        "train",
-        "--hierarchy",
-        str(setup / "h"),
-        "--features",
-        str(setup / "store"),
-        "--val",
-        str(setup / "val.parquet"),
-        "-o",
-        str(tmp_path / "run"),
-    ]
-    for s in SMALL + ["optim.max_steps=10"]:
-        args += ["--set", s]
-    res = runner.invoke(app, args)
+    base = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store")]
+    base += ["--val", str(setup / "val.parquet"), *set_options(SMALL + ["optim.max_steps=10"])]
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "model")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["steps"] == 10 and 0 <= out["val_acc_country"] <= 1
-    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    # the model folder, and the run beside it (--run's default: the output's path + .run)
+    assert out["model"] == str(tmp_path / "model") and out["run"] == str(tmp_path / "model.run")
+    built = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    assert Path(built["checkpoint"]) == tmp_path / "model.run" / "best"
+    run = tmp_path / "model.run"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 10 and "val_acc_city" in json.loads(lines[4])
-    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
-    assert len(list((tmp_path / "run").glob("ckpt-*"))) == 2  # keep_last
-    # rerunning resumes from the last checkpoint and has nothing left to do
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0 and "resuming from" in res.stderr
+    assert (run / "best" / "model.safetensors").exists()
+    assert len(list(run.glob("ckpt-*"))) == 2  # keep_last
+    # rerunning resumes from the last checkpoint, has nothing left to do, and rebuilds its own
+    # model folder; another model folder there is refused without --overwrite
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "model")])
+    assert res.exit_code == 0 and "resuming from" in res.stderr, res.output
+    res = runner.invoke(
+        app, [*base, "--run-dir", str(tmp_path / "other"), "-o", str(tmp_path / "model")]
+    )
+    assert res.exit_code == 2 and "--overwrite" in res.output and not (tmp_path / "other").exists()
+    # a run given as the output is named as one, with the fix
+    res = runner.invoke(app, [*base, "-o", str(run)])
+    assert res.exit_code == 2 and f"--run-dir {run} -o MODEL" in res.output, res.output
 
 
 def test_without_keep_best_the_model_is_the_last_step(setup, tmp_path):
@@ -402,7 +404,7 @@ def test_without_keep_best_the_model_is_the_last_step(setup, tmp_path):
     a validation improves, and ``hierloc index`` takes the last step."""
     run = tmp_path / "run"
     args = ["train", "--hierarchy", str(setup / "h"), "--features", str(setup / "store")]
-    args += ["--val", str(setup / "val.parquet"), "-o", str(run)]
+    args += ["--val", str(setup / "val.parquet"), "--run-dir", str(run), "-o", str(tmp_path / "m0")]
     for s in SMALL + ["optim.max_steps=10", "run.keep_best=false"]:
         args += ["--set", s]
     res = runner.invoke(app, args)
@@ -446,8 +448,10 @@ def test_sigkill_and_resume_equals_straight_run(setup, tmp_path):
         str(setup / "h"),
         "--features",
         str(setup / "store"),
-        "-o",
+        "--run-dir",
         str(tmp_path / "run"),
+        "-o",
+        str(tmp_path / "model"),
         *set_options(overrides),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -493,8 +497,10 @@ def test_torchrun_two_processes_equal_one_with_the_same_global_batch(setup, tmp_
         str(setup / "store"),
         "--val",
         str(setup / "val.parquet"),
-        "-o",
+        "--run-dir",
         str(tmp_path / "ddp"),
+        "-o",
+        str(tmp_path / "ddp-model"),
         sets=overrides,
     )
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -643,8 +649,10 @@ def test_torchrun_with_validation_and_early_stopping_finishes(setup, tmp_path):
         str(setup / "store"),
         "--val",
         str(setup / "val.parquet"),
-        "-o",
+        "--run-dir",
         str(tmp_path / "ddp"),
+        "-o",
+        str(tmp_path / "ddp-model"),
         sets=overrides,
     )
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)

@@ -52,10 +52,22 @@ def train(
         typer.Option(
             "--output",
             "-o",
-            help="Run folder: checkpoints, config.yaml, metrics.jsonl.",
+            help="The model folder the training ends with (every family; hierloc predict, "
+            "evaluate and serve read it).",
             show_default=False,
         ),
     ],
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            help="HierLoc and GeoSURGE: the run folder (checkpoints, config.yaml, "
+            "metrics.jsonl), resumed from its last checkpoint when the command is run again; "
+            "default: the output's path with .run appended (model → model.run). hierloc "
+            "index RUN -o MODEL rebuilds a model folder from it.",
+            show_default=False,
+        ),
+    ] = None,
     val: Annotated[
         Path | None,
         typer.Option(
@@ -101,8 +113,8 @@ def train(
             "store as --features), or a baseline: knn (retrieval), classify (softmax over "
             "cities), regress (coordinates), zeroshot (nearest city mean "
             "embedding), prior (the training medoid for every photo: what learning nothing "
-            "scores). A baseline writes its model folder to --output; its "
-            "--set keys: epochs, lr, hidden, dropout, batch_size, seed."
+            "scores). The baselines' --set keys: epochs, lr, weight_decay, hidden, dropout, "
+            "batch_size, seed, temperature."
         ),
     ] = "hierloc",
     device: Annotated[str, typer.Option(help="cpu, cuda, …")] = "cpu",
@@ -110,15 +122,15 @@ def train(
         bool,
         typer.Option(
             "--overwrite",
-            help="Baselines: replace an existing model folder at --output (HierLoc and "
-            "GeoSURGE resume a run folder instead).",
+            help="Replace an existing model folder at --output (without it, an existing one "
+            "is refused before any work).",
         ),
     ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Train HierLoc, GeoSURGE or a baseline (--model) on precomputed features (resumes from the run folder's last checkpoint).
+    """Train HierLoc, GeoSURGE or a baseline (--model) on precomputed features into a model folder (-o); HierLoc and GeoSURGE keep their checkpoints in a run folder (--run-dir) and resume from its last one.
 
-    GeoSURGE: hierloc train --model geosurge --cells CELLS --features TOKENS --semantic MAPS [--val VAL] -o RUN. Paper defaults (768-d cell embeddings, 7 partitions, 3 fusion blocks, latent 64, τ 0.07 learned per partition, AdamW 1e-4, wd 1e-4, ×0.5 per epoch, early stopping after 4 validations without a better GeoScore); ablations: model.head=classify (Table VI), model.depth (Table VII), model.blocks (Table VIII); model.rgb_dim=N projects the tokens to N dims first (CPU-sized).
+    GeoSURGE: hierloc train --model geosurge --cells CELLS --features TOKENS --semantic MAPS [--val VAL] -o MODEL. Paper defaults (768-d cell embeddings, 7 partitions, 3 fusion blocks, latent 64, τ 0.07 learned per partition, AdamW 1e-4, wd 1e-4, ×0.5 per epoch, early stopping after 4 validations without a better GeoScore); ablations: model.head=classify (Table VI), model.depth (Table VII), model.blocks (Table VIII); model.rgb_dim=N projects the tokens to N dims first (CPU-sized).
 
     HierLoc: paper defaults (lr 2e-4, K = 0.8, τ 0.1, λ 1.0, Laplace kernel, gradient clipping) except the batch size (256 instead of 16, for speed on CPU). Every ablation is a config switch: model.manifold, model.attention, model.modalities, model.drop_image_mean_levels, model.K, loss.loss, loss.kernel, loss.lam, loss.tau_init, loss.squared_distance. Validation prints each level's accuracy with the majority-class rate in brackets. optim.sampled_entities=N (off by default) trains on N sampled entities per level per step: faster at the paper's scale, an approximation.
     """  # noqa: E501
@@ -133,6 +145,7 @@ def train(
         "--config": config is not None,
         "--device": device != "cpu",
         "--overwrite": overwrite,
+        "--run-dir": run is not None,
     }
     family = family_of(model)
     takes = family.options
@@ -150,13 +163,36 @@ def train(
         )
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
-    _train_in_run(hierarchy, features, output, val, config, set_ or [], device, model, cells,
-                  semantic)  # fmt: skip
+    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output
+
+    if output.is_dir() and any(output.glob("ckpt-*")):
+        raise InputError(
+            f"{output}: a training run (checkpoints); --output names the model folder the "
+            f"training ends with: resume this run with --run-dir {output} -o MODEL"
+        )
+    run = run if run is not None else output.with_name(output.name + ".run")
+    inputs = [hierarchy, features, val, config, cells, semantic, run]
+    overwrite = overwrite or _built_from(output, run)  # a rerun replaces its own model folder
+    check_folder_output(output, overwrite, MODEL_FOLDER_KINDS, inputs)
+    _train_in_run(hierarchy, features, run, val, config, set_ or [], device, model, cells,
+                  semantic, output, overwrite)  # fmt: skip
 
 
-def _train_in_run(hierarchy, features, output, val, config, sets, device, model, cells, semantic):
+def _built_from(model: Path, run: Path) -> bool:
+    """Whether ``model`` is a model folder built from a checkpoint of ``run``."""
+    try:
+        manifest = json.loads((model / "manifest.json").read_text())
+        return Path(manifest["checkpoint"]).resolve().parent == run.resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _train_in_run(
+    hierarchy, features, run, val, config, sets, device, model, cells, semantic, output, overwrite
+):
     """The generic loop's families: train (or resume) with a progress bar and a validation
-    line per validation step; the summary as JSON at the end."""
+    line per validation step, then the model folder from the run; the summary as JSON."""
+    from hierloc.locate import build_model_folder
     from hierloc.train.run import train_run
     from hierloc.train.runtime import leave_process_group
 
@@ -176,10 +212,11 @@ def _train_in_run(hierarchy, features, output, val, config, sets, device, model,
                 )
 
         trainer = train_run(
-            hierarchy, features, output, val, config, sets, device, on_start=start,
+            hierarchy, features, run, val, config, sets, device, on_start=start,
             on_step=step, model=model, cells=cells, semantic=semantic,
         )  # fmt: skip
     leave_process_group(trainer.rank, trainer.world)
     if trainer.rank == 0:
-        summary = {"run": str(output), "steps": trainer.step, **trainer.validate()}
-        typer.echo(json.dumps(summary, indent=2))
+        summary = {"run": str(run), "steps": trainer.step, **trainer.validate()}
+        build_model_folder(run, output, overwrite=overwrite)
+        typer.echo(json.dumps({"model": str(output), **summary}, indent=2))

@@ -1,9 +1,10 @@
 """What training needs to know of each model family, in one table: its config (class, the
 defaults laid under a file, :func:`hierloc.config.read_config`), the input folders it trains
 on (checked before any work), the ``hierloc train`` options it takes, and how it trains —
-the generic loop into a run folder (``trains="run"``; then ``hierloc index`` /
-:func:`hierloc.locate.build_model_folder` writes the model folder) or a fit straight to a
-model folder (``trains="fit"``, its ``fit``). The CLI, ``compare`` and ``ablate`` look
+the generic loop into a run folder (``trains="run"``; ``hierloc train`` then writes the
+model folder with :func:`hierloc.locate.build_model_folder`, as ``hierloc index`` does) or a
+fit straight to a model folder (``trains="fit"``, its ``fit``). Either way ``hierloc train
+-o`` is the model folder. The CLI, ``compare`` and ``ablate`` look
 families up here; :mod:`hierloc.locate` holds the other half (each family's folder spec,
 builder and loader). A new family registers one :class:`TrainingFamily` here and one
 :class:`hierloc.locate.Family` there.
@@ -86,7 +87,7 @@ register_training_family(
         "hierloc",
         TrainConfig,
         "run",
-        ("--hierarchy", "--val", "--config", "--device"),
+        ("--hierarchy", "--val", "--config", "--device", "--run-dir", "--overwrite"),
         needs_hierarchy("HierLoc"),
     )
 )
@@ -95,7 +96,7 @@ register_training_family(
         "geosurge",
         GeoSurgeTrainConfig,
         "run",
-        ("--cells", "--semantic", "--val", "--config", "--device"),
+        ("--cells", "--semantic", "--val", "--config", "--device", "--run-dir", "--overwrite"),
         _geosurge_check,
         GEOSURGE_DEFAULTS,
     )
