@@ -24,9 +24,9 @@ from hierloc.data.manifests import encoder_description, read_model_manifest
 from hierloc.data.spec import Array, Spec, Table
 from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
 from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame
-from hierloc.locate import _FAMILIES, Family, _builtin_families, load_locator
+from hierloc.locate import _FAMILIES, Family, _builtin_families, load_locator, register_family
 from hierloc.locate.base import BaseLocator, EntityNames
-from hierloc.locate.types import Prediction
+from hierloc.locate.types import Locator, Prediction
 from hierloc.train.data import load_training_data
 from hierloc.train.families import FAMILIES, TrainingFamily, needs_hierarchy
 
@@ -147,10 +147,10 @@ def centroid_family(monkeypatch):
         ),
     )
     _builtin_families()  # the built-in families first, so the example joins them
-    monkeypatch.setitem(
-        _FAMILIES, FORMAT, Family(FORMAT, 1, CentroidLocator.load, spec=centroid_spec)
-    )
+    register_family(Family(FORMAT, 1, CentroidLocator.load, spec=centroid_spec))
     yield
+    del _FAMILIES[FORMAT]
+    MODEL_FOLDER_KINDS.remove(FORMAT)
 
 
 # -- the journey through code that knows nothing of the family --------------------------------
@@ -165,6 +165,13 @@ def test_an_example_family_runs_train_predict_evaluate_compare(centroid_family, 
     assert res.exit_code == 0, res.output
     loc = load_locator(model)
     assert isinstance(loc, CentroidLocator) and loc.describe()["family"] == "centroid"
+    assert isinstance(loc, Locator)  # the whole protocol, from BaseLocator and its own methods
+    # its folder is a model folder like the others: replaced only with --overwrite
+    again = ["train", "--model", "centroid", "--hierarchy", str(h), "--features", str(store),
+             "-o", str(model)]  # fmt: skip
+    assert runner.invoke(app, again).exit_code == 2
+    res = runner.invoke(app, [*again, "--overwrite"])
+    assert res.exit_code == 0, res.output
 
     # its answers are brute force over the training images' city means
     data = load_training_data(h, store)

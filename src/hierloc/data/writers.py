@@ -117,9 +117,9 @@ class FixedRowGroupWriter:
         self._writer.close()
 
 
-# the formats of model folders (``hierloc index``, ``hierloc train --model <baseline>``): one
-# may replace another with --overwrite
-MODEL_FOLDER_KINDS = ("hierloc-index", "hierloc-geosurge", "hierloc-baseline")
+# the formats of model folders (``hierloc train``, ``hierloc index``): one may replace another
+# with --overwrite. The built-in families' here; hierloc.locate.register_family adds others.
+MODEL_FOLDER_KINDS = ["hierloc-index", "hierloc-geosurge", "hierloc-baseline"]
 
 
 def _inputs(inputs) -> list[Path]:

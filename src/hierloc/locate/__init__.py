@@ -42,7 +42,12 @@ _FAMILIES: dict[str, Family] = {}
 
 
 def register_family(family: Family) -> Family:
+    """Make a family's folders loadable (and replaceable by one another with --overwrite)."""
+    from hierloc.data.writers import MODEL_FOLDER_KINDS
+
     _FAMILIES[family.format] = family
+    if family.format not in MODEL_FOLDER_KINDS:
+        MODEL_FOLDER_KINDS.append(family.format)
     return family
 
 
