@@ -42,6 +42,7 @@ class Row:
     search: str = "beam"
     beam: int = 10
     paper_best: bool = False  # the paper's best row of its table
+    model: str = "hierloc"  # the family trained (hierloc.train.families)
 
 
 def rows() -> list[Row]:
@@ -50,7 +51,7 @@ def rows() -> list[Row]:
         v(6, "HierLoc (Euclidean)", "euclidean", ("model.manifold=euclidean",)),
         v(6, "HierLoc (Spherical)", "sphere", ("model.manifold=sphere",)),
         v(6, "HierLoc (Hyperbolic)", "base", paper_best=True),
-        v(7, "zero shot (nearest mean image embedding)", "zeroshot"),
+        v(7, "zero shot (nearest mean image embedding)", "zeroshot", model="zeroshot"),
         v(7, "HierLoc w/ InfoNCE", "infonce", ("loss.loss=infonce",)),
         v(7, "HierLoc w/o attention", "noattn", ("model.attention=false",)),
         v(7, "HierLoc w/o squared distance", "unsquared", ("loss.squared_distance=false",)),
@@ -121,8 +122,9 @@ def rows() -> list[Row]:
             "Classification head (no geographic embeddings)",
             "gs-classify",
             ("model.head=classify",),
+            model="geosurge",
         ),
-        v("VI", "GeoSURGE (learned cell embeddings)", "gs-base", paper_best=True),
+        v("VI", "GeoSURGE (learned cell embeddings)", "gs-base", paper_best=True, model="geosurge"),
         *[
             v(
                 "VII",
@@ -130,6 +132,7 @@ def rows() -> list[Row]:
                 "gs-base" if d == 7 else f"gs-depth{d}",
                 () if d == 7 else (f"model.depth={d}",),
                 paper_best=d == 7,
+                model="geosurge",
             )
             for d in (1, 3, 5, 7)
         ],
@@ -140,6 +143,7 @@ def rows() -> list[Row]:
                 "gs-base" if b == 3 else f"gs-blocks{b}",
                 () if b == 3 else (f"model.blocks={b}",),
                 paper_best=b == 3,
+                model="geosurge",
             )
             for b in (0, 1, 2, 3)
         ],
@@ -187,10 +191,12 @@ def parse_seeds(spec: str) -> list[int]:
 SEEDED = ("base", "gs-base")  # the variants trained once per seed without all_seeds
 
 
-def _runs_of(variant: str, seeds: list[int], all_seeds: bool) -> list[tuple[int, str]]:
-    """``[(seed, folder name)]`` of one variant: seed 0 keeps the plain name (so ablations
-    made before seeds existed are reused); the zero-shot baseline has no randomness."""
-    if variant == "zeroshot":
+def _runs_of(row: Row, seeds: list[int], all_seeds: bool) -> list[tuple[int, str]]:
+    """``[(seed, folder name)]`` of one row's variant: seed 0 keeps the plain name (so
+    ablations made before seeds existed are reused); a fitted family (the zero-shot baseline)
+    is fitted once."""
+    variant = row.variant
+    if family_of(row.model).trains == "fit":
         return [(seeds[0], variant)]
     chosen = seeds if all_seeds or variant in SEEDED else seeds[:1]
     return [(s, variant if s == 0 else f"{variant}-seed{s}") for s in chosen]
@@ -248,14 +254,16 @@ def ablate(
     for r in selected:
         if any(v == r.variant for v, *_ in plan):
             continue
-        for seed, run in _runs_of(r.variant, seeds, all_seeds):
+        family = family_of(r.model)
+        for seed, run in _runs_of(r, seeds, all_seeds):
             seeded = [f"run.seed={seed}"] if run != r.variant else []
-            if r.variant.startswith("gs-"):
-                name = f"geosurge-{r.variant[3:]}"
-                over = list(geosurge_base or []) + list(r.overrides) + seeded
-            else:
-                name = "zeroshot" if r.variant == "zeroshot" else f"hierloc-{r.variant}"
-                over = [] if r.variant == "zeroshot" else base + list(r.overrides) + seeded
+            if family.trains == "fit":  # a baseline row: the family itself, its defaults
+                name, over = r.model, []
+            else:  # a variant name of the family ("hierloc-noattn", "geosurge-depth3"; the
+                # GeoSURGE variants' folders carry gs- so that they never meet HierLoc's)
+                name = f"{r.model}-{r.variant.removeprefix('gs-')}"
+                start = geosurge_base if r.model == "geosurge" else base
+                over = list(start or []) + list(r.overrides) + seeded
             plan.append((r.variant, run, name, output / "runs" / run, over))
     for _, run, name, _, over in plan:
         try:
@@ -263,7 +271,6 @@ def ablate(
         except InputError as e:
             raise InputError(f"variant {run}: {e}") from None
     models: dict[str, list[tuple[str, Path]]] = {}  # variant → [(run name, model folder)]
-    names: dict[str, str] = {}  # variant → its model name
     for variant, run, name, folder, over in plan:
         say(f"variant {run}: training (or reusing)")
         family = family_of(name).name
@@ -272,12 +279,11 @@ def ablate(
         else:
             cfg = config if family == "hierloc" else None
             m = build_model(name, folder, hierarchy, features, val, cfg, over)
-        names[variant] = name
         models.setdefault(variant, []).append((run, m))
     results: dict[int, list[dict]] = {}
     for r in selected:
         say(f"table {r.table}: {r.label}")
-        feats = None if family_of(names[r.variant]).name == "geosurge" else features
+        feats = None if r.model == "geosurge" else features  # it reads its own stores
         per_seed = []
         for run, model_dir in models[r.variant]:
             tag = f"{run}-{r.search}{r.beam if r.search == 'beam' else ''}"
