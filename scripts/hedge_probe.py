@@ -1,4 +1,4 @@
-"""Probe (issue 13): answer the expected-GeoScore choice among a model's candidates instead of
+"""Probe: answer the expected-GeoScore choice among a model's candidates instead of
 its single best one, for HierLoc (the beam's final paths, weighted by ``softmax(score / T)``)
 and for retrieval (the ``k`` nearest training images, weighted by ``softmax(cosine / T)``) —
 the same decision rule for both, so the comparison stays fair. ``T`` is chosen on the

@@ -1,4 +1,4 @@
-"""Probe (issue 13): can GeoSURGE's fusion use a semantic map at all? A positive control for
+"""Probe: can GeoSURGE's fusion use a semantic map at all? A positive control for
 Table VIII. Copies a semantic store and replaces every map with one class that carries
 information the RGB patch does not: the image's 60° longitude band (six classes, the store's
 own class count), painted over the whole map. A model that fuses maps should gain on one that

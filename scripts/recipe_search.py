@@ -1,4 +1,4 @@
-"""HierLoc recipe search on the validation split (issue 13): train each variant with several
+"""HierLoc recipe search on the validation split: train each variant with several
 seeds on the demo's data and report the validation GeoScore of beam search (mean ± std), so an
 ordering counts only beyond the seed spread. The test split is never read.
 
@@ -59,7 +59,7 @@ VARIANTS: dict[str, list[str]] = {
         "model.feature_skip=true",
         "model.anchor_std=0.01",
     ],
-    # variants of the shared map's recipe (issue 13, with the map)
+    # variants of the shared map's recipe (with the shared map)
     "steps500_reg_skip_scale10": [*SKIP, "model.skip_scale=10.0"],
     "steps500_reg_skip_scale1": [*SKIP, "model.skip_scale=1.0"],
     "steps500_reg_skip_image_only": [*SKIP, "model.modalities=[image]"],

@@ -1,4 +1,4 @@
-"""Probe (issue 13): HierLoc's predicted entity, then 1-NN retrieval restricted to the training
+"""Probe: HierLoc's predicted entity, then 1-NN retrieval restricted to the training
 images of that entity (its coordinates as the answer). Scores the split against plain HierLoc
 and plain 1-NN. Reads ``hierloc evaluate``'s predictions.parquet; no training.
 

@@ -1,4 +1,4 @@
-"""Is HierLoc implemented right? A task with a known optimum (issue 13).
+"""Is HierLoc implemented right? A task with a known optimum.
 
 Image features are generated from the true location through a fixed random smooth map plus
 Gaussian noise of known size: ``f = g(xyz) + σ·ε``, ``g`` random Fourier features of the unit

@@ -157,7 +157,7 @@ def _holdout_script():
 
 
 def test_holdout_pools_hold_the_test_blocks_and_no_train_or_val_block(bm):
-    """scripts/holdout.py (issue 13's larger held-out sets) must use the benchmark's own block
+    """scripts/holdout.py (the larger held-out sets) must use the benchmark's own block
     split: every test location of a benchmark built with the same seed is in its gallery pool,
     and no train or val location's block is in either pool."""
     pools = _holdout_script().pool_locations
