@@ -134,9 +134,10 @@ def main() -> None:
         print(f"- {label}: `hierloc {shown}` → exit {res.exit_code}")
         for ln in lines:
             print(f"  `{ln.strip()}`")
-        if left is not None and left.exists():
-            print(f"  LEFT BEHIND: {left}")
-            shutil.rmtree(left)
+        for path in [] if left is None else [left, left.with_name(left.name + ".run")]:
+            if path.exists():  # the output, or a training's run folder beside it
+                print(f"  LEFT BEHIND: {path}")
+                shutil.rmtree(path)
 
 
 if __name__ == "__main__":
