@@ -378,7 +378,8 @@ def test_cli_train_end_to_end(setup, tmp_path):
     out = json.loads(res.stdout)
     assert out["steps"] == 10 and 0 <= out["val_acc_country"] <= 1
     # the model folder, and the run beside it (--run's default: the output's path + .run)
-    assert out["model"] == str(tmp_path / "model") and out["run"] == str(tmp_path / "model.run")
+    assert out["folder"] == str(tmp_path / "model") and out["run"] == str(tmp_path / "model.run")
+    assert out["model"] == "hierloc"  # the family, as a baseline's summary says it
     built = json.loads((tmp_path / "model" / "manifest.json").read_text())
     assert Path(built["checkpoint"]) == tmp_path / "model.run" / "best"
     run = tmp_path / "model.run"

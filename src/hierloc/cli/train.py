@@ -219,4 +219,4 @@ def _train_in_run(
     if trainer.rank == 0:
         summary = {"run": str(run), "steps": trainer.step, **trainer.validate()}
         build_model_folder(run, output, overwrite=overwrite)
-        typer.echo(json.dumps({"model": str(output), **summary}, indent=2))
+        typer.echo(json.dumps({"model": model, "folder": str(output), **summary}, indent=2))
