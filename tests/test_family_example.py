@@ -20,9 +20,10 @@ from typer.testing import CliRunner
 from hierloc.checks import integer
 from hierloc.cli import app
 from hierloc.data.features import FeatureStore
+from hierloc.data.formats import MODEL_FOLDER_KINDS
 from hierloc.data.manifests import encoder_description, read_model_manifest
 from hierloc.data.spec import Array, Spec, Table
-from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
+from hierloc.data.writers import check_folder_output, staged_folder
 from hierloc.hierarchy.io import ENTITY_FRAME_COLUMNS, entity_frame
 from hierloc.locate import _FAMILIES, Family, _builtin_families, load_locator, register_family
 from hierloc.locate.base import BaseLocator, EntityNames

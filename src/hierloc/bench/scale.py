@@ -32,6 +32,10 @@ import torch
 
 from hierloc.bench._measure import run_isolated
 from hierloc.bench.hierarchy import PAPER_COUNTS
+from hierloc.bench.search import _exhaustive_torch, _flat_faiss, _time, make_index
+from hierloc.eval.plots import _figure, _save
+from hierloc.locate.export import BeamGraph, write_graph
+from hierloc.search import beam_search
 
 SCALES = (0.1, 1.0, 10.0)
 IMAGES_PER_ENTITY = 20  # the paper: 4.8 M OSV5M photos for 244k entities (19.6)
@@ -74,23 +78,16 @@ def search_graph_geolocator(index, coords: np.ndarray) -> SimpleNamespace:
 
 
 def export_search_graph(index, coords: np.ndarray, path: Path, width: int = 10) -> None:
-    from hierloc.locate.export import BeamGraph, write_graph
-
     graph = BeamGraph(search_graph_geolocator(index, coords), width).eval()
     write_graph(graph, path, torch.zeros(2, index.points[0].shape[1]), "points")
 
 
 def _rate(fn, n: int, repeats: int) -> float:
-    from hierloc.bench.search import _time
-
     return n / _time(fn, repeats)
 
 
 def _python_side(counts, batch: int, onnx_path: str, repeats: int) -> dict:
     """In its own process: the index, the kernel's and flat search's rates, the ONNX export."""
-    from hierloc.bench.search import _flat_faiss, make_index
-    from hierloc.search import beam_search
-
     torch.set_num_threads(os.cpu_count() or 1)
     index, tangents = make_index(counts, 128)
     z = _queries(index, tangents, batch)
@@ -132,8 +129,6 @@ def _onnx_side(path: str, queries: np.ndarray, repeats: int) -> dict:
 
 def _exhaustive(n_images: int, batch: int) -> dict:
     """In its own process: exhaustive top-10 inner product over ``n_images`` 129-d vectors."""
-    from hierloc.bench.search import _exhaustive_torch
-
     rng = np.random.default_rng(2)
     db = torch.from_numpy(rng.standard_normal((n_images, 129), dtype=np.float32))
     q_np = rng.standard_normal((batch, 129), dtype=np.float32)
@@ -254,8 +249,6 @@ def growth_plot(report: dict, path: str | Path) -> None:
     """Two log-log panels against the world's entity count: queries/s per method (batch
     sizes in the legend; extrapolated points hollow) and memory (index, ONNX file, image
     vectors)."""
-    from hierloc.eval.plots import _figure, _save
-
     worlds = report["worlds"]
     b, ob = report["batch"], report["onnx_batch"]
     x = np.array([w["entities"] for w in worlds], dtype=float)

@@ -199,6 +199,7 @@ def predict_cmd(
     if output is not None:
         check_output_file(_rejects_path(output), reads, option="--output's rejects file")
     check_output_file(map_, [*reads, output], (".html", ".htm", ".png"), option="--map")
+    store = _is_store(inputs)
     if engine == Engine.onnx:
         if ten_crop or device != "cpu":
             raise InputError("--ten-crop and --device apply to --engine torch only")
@@ -211,7 +212,7 @@ def predict_cmd(
         from hierloc.locate import load_locator
 
         geo = load_locator(model, device=device)
-        if _is_store(inputs):
+        if store:
             if ten_crop:
                 raise InputError("--ten-crop crops photos; a feature store holds features")
             predictions = geo.predict_store(inputs[0], top_k=top_k, beam=beam)
@@ -231,7 +232,9 @@ def predict_cmd(
             f"{'' if output is None else ', and in ' + str(_rejects_path(output))})"
         )
     if fmt == PredictFormat.json:
-        text = json.dumps(_document(model, inputs, top_k, beam, predictions, rejected), indent=2)
+        text = json.dumps(
+            _document(model, inputs, store, top_k, beam, predictions, rejected), indent=2
+        )
     elif fmt == PredictFormat.csv:
         text = _csv(answer_rows(predictions))
     else:
@@ -333,7 +336,9 @@ def _is_store(inputs: list[Path]) -> bool:
     return folder_kind(inputs[0]) == FEATURES_FORMAT or (inputs[0] / "features.npy").exists()
 
 
-def _document(model: Path, inputs: list[Path], top_k: int, beam: int, predictions, rejected):
+def _document(
+    model: Path, inputs: list[Path], store: bool, top_k: int, beam: int, predictions, rejected
+):
     """The predictions document (:mod:`hierloc.locate.document`, the same as the HTTP API's):
     each input's file as given, its position and its EXIF GPS position."""
     from hierloc.data.images import Opener, collect_items
@@ -341,7 +346,7 @@ def _document(model: Path, inputs: list[Path], top_k: int, beam: int, prediction
 
     sources: dict[str, dict] = {}
     gps: dict[str, tuple[float, float] | None] = {}
-    if _is_store(inputs):  # a feature store's rows
+    if store:  # a feature store's rows
         from hierloc.data.features import FeatureStore
 
         ids = FeatureStore.open(inputs[0]).ids.to_pylist()

@@ -163,7 +163,8 @@ def train(
         )
         typer.echo(json.dumps({"model": model, "folder": str(out)}, indent=2))
         return
-    from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output
+    from hierloc.data.formats import MODEL_FOLDER_KINDS
+    from hierloc.data.writers import check_folder_output
 
     if output.is_dir() and any(output.glob("ckpt-*")):
         raise InputError(

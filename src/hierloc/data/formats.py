@@ -9,6 +9,9 @@ from pathlib import Path
 from hierloc.errors import InputError
 
 FEATURES_FORMAT = "hierloc-features"  # a feature store's manifest (hierloc.data.features)
+# the formats of model folders (``hierloc train``, ``hierloc index``): one may replace another
+# with --overwrite. The built-in families' here; hierloc.locate.register_family adds others.
+MODEL_FOLDER_KINDS = ["hierloc-index", "hierloc-geosurge", "hierloc-baseline"]
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 

@@ -117,11 +117,6 @@ class FixedRowGroupWriter:
         self._writer.close()
 
 
-# the formats of model folders (``hierloc train``, ``hierloc index``): one may replace another
-# with --overwrite. The built-in families' here; hierloc.locate.register_family adds others.
-MODEL_FOLDER_KINDS = ["hierloc-index", "hierloc-geosurge", "hierloc-baseline"]
-
-
 def _inputs(inputs) -> list[Path]:
     return [Path(p) for p in inputs if p is not None and str(p) != ""]
 

@@ -113,10 +113,11 @@ def build_hierarchy(
         rejects.close()
         hierarchy = builder.finalize(text_encoder=text_encoder)
         write_entities(hierarchy, tmp)
+        text_name = text_encoder_name if text_encoder is not None else None
         manifest = _manifest(
-            metadata, reader, hierarchy, store, features, gazetteer, geocoded, without_features
-        )
-        manifest["text_encoder"] = text_encoder_name if text_encoder is not None else None
+            metadata, reader, hierarchy, store, features, gazetteer, geocoded, without_features,
+            text_name,
+        )  # fmt: skip
         manifest["rows_rejected"] = rejects.total
         manifest["rejected_by_reason"] = dict(sorted(rejects.counts.items()))
         _write_manifest(tmp, manifest)
@@ -161,7 +162,7 @@ def _embeddings(store, index, ids) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _manifest(
-    metadata, reader, hierarchy, store, features, gazetteer, geocoded, without_features
+    metadata, reader, hierarchy, store, features, gazetteer, geocoded, without_features, text_name
 ) -> dict:
     """The hierarchy folder's manifest (inputs, options, counts; no timestamps)."""
     ent = hierarchy.entities
@@ -180,7 +181,7 @@ def _manifest(
         },
         "gazetteer": gazetteer,
         "records_geocoded": geocoded,
-        "text_encoder": None,
+        "text_encoder": text_name,
         "text_dim": None if hierarchy.text is None else int(hierarchy.text.shape[1]),
         **reader.summary(),
         "records": int(ent.loc[ent["level"] == 0, "count"].sum()),

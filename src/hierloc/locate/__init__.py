@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hierloc.data.formats import MODEL_FOLDER_KINDS
 from hierloc.errors import InputError
 from hierloc.locate.types import Answer, Locator, Place, Prediction, Rejected, answer_rows
 
@@ -43,8 +44,6 @@ _FAMILIES: dict[str, Family] = {}
 
 def register_family(family: Family) -> Family:
     """Make a family's folders loadable (and replaceable by one another with --overwrite)."""
-    from hierloc.data.writers import MODEL_FOLDER_KINDS
-
     _FAMILIES[family.format] = family
     if family.format not in MODEL_FOLDER_KINDS:
         MODEL_FOLDER_KINDS.append(family.format)

@@ -35,12 +35,13 @@ from hierloc.config import load_config, save_config
 from hierloc.data.artifacts import read_safetensors
 from hierloc.data.cells import load_cells
 from hierloc.data.features import FeatureStore
+from hierloc.data.formats import MODEL_FOLDER_KINDS
 from hierloc.data.geocode import fill_labels
 from hierloc.data.images import Item, Opener, collect_items, decode
 from hierloc.data.manifests import REBUILD, read_model_manifest, read_sources
 from hierloc.data.semantic import MapFiles, aligned_map, create_provider
 from hierloc.data.spec import Document, Spec, Table, Weights, module_shapes
-from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
+from hierloc.data.writers import check_folder_output, staged_folder
 from hierloc.encoders import create_image_encoder
 from hierloc.encoders.base import TokenOutput
 from hierloc.errors import InputError

@@ -45,6 +45,7 @@ from safetensors.torch import save_file
 from hierloc.config import load_config, save_config
 from hierloc.data.artifacts import read_npy, read_parquet, read_safetensors
 from hierloc.data.features import FeatureStore
+from hierloc.data.formats import MODEL_FOLDER_KINDS
 from hierloc.data.manifests import (
     REBUILD,
     SOURCES,
@@ -54,7 +55,6 @@ from hierloc.data.manifests import (
 )
 from hierloc.data.spec import Array, Document, Spec, Table, Weights, module_shapes
 from hierloc.data.writers import (
-    MODEL_FOLDER_KINDS,
     check_folder_output,
     staged_folder,
     write_file_atomic,

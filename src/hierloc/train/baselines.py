@@ -18,8 +18,9 @@ from safetensors.torch import save_file
 
 from hierloc.config import BASELINES, BaselineConfig
 from hierloc.data.features import FeatureStore
+from hierloc.data.formats import MODEL_FOLDER_KINDS
 from hierloc.data.manifests import encoder_description
-from hierloc.data.writers import MODEL_FOLDER_KINDS, check_folder_output, staged_folder
+from hierloc.data.writers import check_folder_output, staged_folder
 from hierloc.errors import InputError
 from hierloc.geo.haversine import km_from_chord, unit_vectors
 from hierloc.hierarchy.io import entity_frame, load_entities

@@ -27,6 +27,7 @@ from hierloc.config import (
     read_config,
 )
 from hierloc.errors import InputError
+from hierloc.train.baselines import train_baseline
 
 INPUTS = ("hierarchy", "cells", "semantic")  # the input folders a family may train on
 
@@ -64,12 +65,6 @@ def _geosurge_check(cfg, inputs: dict) -> None:
             "GeoSURGE's fusion needs semantic maps: pass --semantic (hierloc semantic), "
             "or --set model.blocks=0 to train without fusion"
         )
-
-
-def _fit_baseline(name, cfg, hierarchy, features, output, overwrite) -> Path:
-    from hierloc.train.baselines import train_baseline
-
-    return train_baseline(name, cfg, hierarchy, features, output, overwrite)
 
 
 FAMILIES: dict[str, TrainingFamily] = {}
@@ -110,7 +105,7 @@ for _name in BASELINES:
             ("--hierarchy", "--config", "--overwrite"),
             needs_hierarchy("the baselines"),
             bare="baseline",
-            fit=_fit_baseline,
+            fit=train_baseline,
         )
     )
 

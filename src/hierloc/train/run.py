@@ -40,9 +40,10 @@ def train_run(
     (``info`` has the validation metrics on validation steps).
     """
     check_run_folder(output, [hierarchy, features, val, config, cells, semantic])
-    if family_of(model).trains != "run":
+    family = family_of(model)
+    if family.trains != "run":
         raise InputError(f"{model} is fitted, not trained in a run: hierloc train --model {model}")
-    cfg = family_of(model).config(config, overrides)
+    cfg = family.config(config, overrides)
     check_inputs(model, cfg, hierarchy=hierarchy, cells=cells, semantic=semantic)
     if model == "geosurge":
         check_geosurge_stores(cfg, features, semantic)

@@ -267,7 +267,7 @@ def ablate(
             plan.append((r.variant, run, name, output / "runs" / run, over))
     for _, run, name, _, over in plan:
         try:
-            check_models([name], config, {name: over}, geosurge)
+            check_models([name], config, {name: over}, geosurge, hierarchy)
         except InputError as e:
             raise InputError(f"variant {run}: {e}") from None
     models: dict[str, list[tuple[str, Path]]] = {}  # variant → [(run name, model folder)]

@@ -67,7 +67,11 @@ def check_geosurge_inputs(geosurge: dict | None) -> None:
 
 
 def check_models(
-    models: list[str], config: Path | None, overrides: dict[str, list[str]], geosurge: dict | None
+    models: list[str],
+    config: Path | None,
+    overrides: dict[str, list[str]],
+    geosurge: dict | None,
+    hierarchy: Path | None,
 ) -> None:
     """Every model name known and every model's config valid — before anything is trained or
     written."""
@@ -79,7 +83,7 @@ def check_models(
         if family.name == "geosurge":
             check_geosurge_inputs(geosurge)
         cfg = family.config(config if family.name == "hierloc" else None, over)
-        family.check_inputs(cfg, {"hierarchy": True, **(geosurge or {})})
+        family.check_inputs(cfg, {"hierarchy": hierarchy, **(geosurge or {})})
 
 
 def build_model(
@@ -206,7 +210,7 @@ def compare(
     Returns ``{name: metrics}`` (both protocols) and writes the comparison files."""
     overrides = overrides or {}
     output = Path(output)
-    check_models(models, config, overrides, geosurge)
+    check_models(models, config, overrides, geosurge, hierarchy)
     check_not_input(output, [hierarchy, features, data, val, config, *(geosurge or {}).values()])
     results, errors = {}, {}
     say = on_event or (lambda m: None)
