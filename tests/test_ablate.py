@@ -161,3 +161,45 @@ def test_verdict_calls_an_ordering_only_beyond_the_seed_spread(rows, expected):
     from hierloc.workflows.ablate import verdict
 
     assert expected in verdict(rows)
+
+
+@pytest.mark.parametrize(
+    ("gap", "spread", "expected"),
+    [
+        (-60, 50, "-60: held"),  # the paper's best ahead by more than the spread
+        (-50, 50, "-50: unresolved"),  # exactly the spread: not beyond it
+        (40, 50, "+40: unresolved"),
+        (51, 50, "+51: not held"),
+        (-300, None, "-300 (one seed)"),  # no spread to call by
+    ],
+)
+def test_each_row_is_called_against_the_paper_best_beyond_the_seed_spread(gap, spread, expected):
+    from hierloc.workflows.ablate import call
+
+    paper = _row("P", 2000, spread, True)
+    assert call(_row("R", 2000 + gap), paper, spread) == expected
+
+
+def test_render_calls_every_row_with_the_table_spread():
+    """The spread used for every row is the table's largest standard deviation (here the
+    second row's 70, not the paper's best's 20): a row 60 behind is unresolved."""
+    from hierloc.workflows.ablate import render
+
+    def full(label, gs, std, paper, n):
+        return {
+            **_row(label, gs, std, paper),
+            "n_seeds": n,
+            "mean_km": 1.0,
+            "median_km": 1.0,
+        }
+
+    rs = [
+        full("P", 2000, 20, True, 3),
+        full("Q", 1800, 70, False, 3),
+        full("S", 1940, None, False, 1),
+    ]
+    md = render({7: rs}, [], seeds=[0, 1, 2])
+    lines = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    assert "| -200: held |" in lines["| Q"]
+    assert "| -60: unresolved |" in lines["| S"]
+    assert "| — |" in lines["| P (paper's best)"]

@@ -304,6 +304,13 @@ def ablate(
     return results
 
 
+def seed_spread(rs: list[dict]) -> float | None:
+    """A table's seed spread: the largest GeoScore standard deviation of its rows (``None``
+    when every row has one seed)."""
+    spreads = [r["geoscore_std"] for r in rs if r.get("geoscore_std") is not None]
+    return max(spreads) if spreads else None
+
+
 def verdict(rs: list[dict]) -> str:
     """Whether the paper's best row of a table is ours too, called only beyond the seed
     spread (the largest GeoScore standard deviation of the table's rows)."""
@@ -311,14 +318,13 @@ def verdict(rs: list[dict]) -> str:
     paper = next((r for r in rs if r["paper_best"]), None)
     if paper is None:
         return ""
-    spreads = [r["geoscore_std"] for r in rs if r.get("geoscore_std") is not None]
+    spread = seed_spread(rs)
     head = f"\nPaper's best: {paper['label']}; ours by GeoScore: {ours['label']}"
-    if not spreads:
+    if spread is None:
         return (
             f"{head} — one seed, so a direction, not an ordering (rerun with --seeds 0,1,2 to "
             "call it).\n"
         )
-    spread = max(spreads)
     if ours["label"] == paper["label"]:
         others = [r for r in rs if r["label"] != ours["label"]]
         if not others:
@@ -337,6 +343,21 @@ def verdict(rs: list[dict]) -> str:
         f"{head} — {gap:.0f} ahead of {ahead_of}, within the seed spread ({spread:.0f}): "
         "not called.\n"
     )
+
+
+def call(row: dict, paper: dict, spread: float | None) -> str:
+    """One row's ordering against the paper's best row of its table: ``held`` when the
+    paper's best is ahead by more than the seed spread, ``not held`` when the row is,
+    ``unresolved`` inside it, and the bare difference with one seed (no spread to call by)."""
+    gap = row["geoscore"] - paper["geoscore"]
+    text = f"{gap:+.0f}"
+    if spread is None:
+        return f"{text} (one seed)"
+    if gap < -spread:
+        return f"{text}: held"
+    if gap > spread:
+        return f"{text}: not held"
+    return f"{text}: unresolved"
 
 
 def render(
@@ -368,10 +389,12 @@ def render(
     for table, rs in results.items():
         name = f"{table} (GeoSURGE)" if str(table) in GEOSURGE_TABLES else str(table)
         out.append(
-            f"\n## Table {name}\n\n| row | GeoScore | mean km | median km | country | "
-            "region | subregion | city | 25 km | 200 km | 750 km | 2500 km |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            f"\n## Table {name}\n\n| row | GeoScore | against the paper's best | mean km | "
+            "median km | country | region | subregion | city | 25 km | 200 km | 750 km | "
+            "2500 km |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
+        paper = next((r for r in rs if r["paper_best"]), None)
+        spread = seed_spread(rs)
         for r in rs:
             accs = " | ".join(
                 "—" if r.get(f"acc_{k}") is None else f"{100 * r[f'acc_{k}']:.1f}" for k in keys
@@ -380,8 +403,9 @@ def render(
             score = f"{r['geoscore']:.0f}"
             if r.get("geoscore_std") is not None:
                 score += f" ± {r['geoscore_std']:.0f} ({r['n_seeds']} seeds)"
+            against = "—" if paper is None or r is paper else call(r, paper, spread)
             out.append(
-                f"| {r['label']}{mark} | {score} | {r['mean_km']:,.0f} | "
+                f"| {r['label']}{mark} | {score} | {against} | {r['mean_km']:,.0f} | "
                 f"{r['median_km']:,.0f} | {accs} |\n"
             )
         out.append(verdict(rs))
