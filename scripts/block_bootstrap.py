@@ -1,6 +1,6 @@
 """How far apart two models' GeoScores are on one split, beyond what the
 split's few geographic blocks can resolve. The benchmark's held-out splits are whole 4° blocks
-(the demo's test split: 1,000 images in ~70 blocks, the largest a quarter of them), so images
+(the demo's test split: 1,000 images in 99 blocks, at most 33 in one), so images
 of a block are not independent; this resamples *blocks* with replacement (paired: both models
 on the same images) and reports the 95 % interval of the mean per-image GeoScore difference,
 the same for the median km (each draw's images pooled), then the mean difference by B's

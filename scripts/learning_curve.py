@@ -1,6 +1,7 @@
 """Learning curve: HierLoc and the baselines at a larger training set than the
-demo's, on the same benchmark (same geographic blocks per split; the test images are drawn
-anew for each size), same encoder, same recipe per epoch.
+demo's, on the same benchmark (same geographic blocks per split; on the pixel-disjoint split
+the validation and test patches are the demo's at every size, since the held-out samples are
+chosen before the training sample), same encoder, same recipe per epoch.
 
     python scripts/learning_curve.py -o runs/curve --train 20000 [--models hierloc,knn,…]
                                      [--steps 1000] [--seed 1] [--set KEY=VALUE]...
@@ -8,11 +9,13 @@ anew for each size), same encoder, same recipe per epoch.
 Builds ``OUT/nTRAIN/{data,features,hierarchy}`` (each reused when complete), then runs
 ``hierloc compare`` on them and writes ``OUT/nTRAIN/compare/compare.md``. HierLoc trains the
 demo's recipe with ``--steps`` (default: the demo's 500 steps scaled by the training size, so
-the number of epochs matches the demo's). ``--seed S`` (S > 0) trains with ``run.seed=S``
-into ``OUT/nTRAIN/compare-seedS`` (run it with ``--models hierloc`` for HierLoc's seed
-spread; the data are the same). ``--set`` adds HierLoc overrides after the demo's recipe (e.g.
-``optim.sampled_entities=4096`` at the full size, where embedding every entity each step is
-most of a step's time).
+the number of epochs matches the demo's); GeoSURGE trains the demo's 6 epochs, validating once
+an epoch (the demo's ``run.val_every=39`` is its epoch), so early stopping waits 4 epochs at
+every size. ``--seed S`` (S > 0) trains HierLoc and GeoSURGE with ``run.seed=S`` into
+``OUT/nTRAIN/compare-seedS`` (run it with ``--models hierloc,geosurge`` for the learned
+models' seed spread; the data are the same, and the baselines are deterministic). ``--set``
+adds HierLoc overrides after the demo's recipe (e.g. ``optim.sampled_entities=4096`` at the
+full size, where embedding every entity each step is most of a step's time).
 """
 
 from __future__ import annotations
@@ -59,7 +62,11 @@ def main() -> None:
         gs = geosurge_inputs(out, data, counts, (CELLS_TAU_MAX, CELLS_TAU_MIN), say)
     over = {m: BASELINE_SET for m in models}
     over["hierloc"] = hset
-    over["geosurge"] = GEOSURGE_SET
+    # GeoSURGE validates once an epoch at every size (the demo's run.val_every=39 is its
+    # epoch), so its early stopping waits the paper's 4 epochs, not 4 × 39 steps
+    gset = [s for s in GEOSURGE_SET if not s.startswith("run.val_every=")]
+    gset.append("run.val_every=epoch")
+    over["geosurge"] = gset + ([f"run.seed={a.seed}"] if a.seed else [])
     results = compare(
         models,
         hier,

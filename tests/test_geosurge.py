@@ -386,6 +386,25 @@ def test_early_stopping_after_patience_validations(toy, tmp_path):
     assert len((tmp_path / "r" / "metrics.jsonl").read_text().split("\n")) == len(lines)
 
 
+def test_early_stopping_waits_four_epochs_by_default(toy, tmp_path):
+    """GeoSURGE's defaults are the paper's rule, early stopping after 4 epochs without
+    improvement: one validation per epoch (500 training rows at batch 64 are 7 steps), so with a
+    vanishing lr the run validates at 7, 14, …, sets its best at the first and stops at the
+    fifth (7 + 4 × 7 = 35), whatever the step count of an epoch."""
+    sets = [s for s in TOY if not s.startswith("run.val_every=")]
+    res = runner.invoke(
+        app, _train_args(toy, tmp_path / "r", [*sets, "optim.max_steps=60", "optim.lr=1e-12"])
+    )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    epoch = len(pd.read_parquet(toy / "train.parquet")) // 64
+    assert [r["step"] for r in rows if "val_geoscore" in r] == [epoch * k for k in range(1, 6)]
+    assert rows[-1]["step"] == 5 * epoch and rows[-1].get("early_stop")
+    res = _train(toy, tmp_path / "bad", 2, ["run.val_every=weekly"])
+    assert res.exit_code == 2 and "run.val_every" in res.output and "epoch" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_clear_errors_for_wrong_inputs(toy, tmp_path):
     res = _train(toy, tmp_path / "x", 2, ["model.depth=9"])
     assert res.exit_code != 0 and "depth" in res.output and "Traceback" not in res.output

@@ -63,7 +63,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
-    val_every: int = 100  # steps
+    val_every: int | str = 100  # steps, or "epoch": once per pass over the training set
     checkpoint_every: int = 100  # steps
     keep_last: int = 2
     log_every: int = 10
@@ -82,7 +82,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         integer("seed", self.seed, 0)
-        for key in ("val_every", "checkpoint_every", "keep_last", "log_every", "val_beam"):
+        if self.val_every != "epoch":
+            v = self.val_every
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigValueError("val_every", v, 'an integer ≥ 1 or "epoch"')
+        for key in ("checkpoint_every", "keep_last", "log_every", "val_beam"):
             integer(key, getattr(self, key), 1)
         one_of("precision", self.precision, ("auto", "fp32", "bf16"))
         integer("patience", self.patience, 0)
@@ -135,7 +139,8 @@ class BaselineTrainConfig:
 
 
 # GeoSURGE's paper defaults (§III-C) over the shared ones: AdamW lr 1e-4, wd 1e-4, ×0.5 per
-# epoch, early stopping with patience 4 (batch 1024 in the paper; 256 here for CPU memory)
+# epoch, early stopping after 4 epochs without improvement (validated once an epoch; batch 1024
+# in the paper, 256 here for CPU memory)
 GEOSURGE_DEFAULTS = {
     "optim": {
         "lr": 1e-4,
@@ -144,7 +149,7 @@ GEOSURGE_DEFAULTS = {
         "step_gamma": 0.5,
         "epochs": 10,
     },
-    "run": {"patience": 4},
+    "run": {"patience": 4, "val_every": "epoch"},
 }
 
 

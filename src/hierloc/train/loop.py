@@ -243,7 +243,8 @@ class Trainer:
             while self.step < self.total_steps:
                 info = self.train_step()
                 last = self.step == self.total_steps
-                validating = self.data.val is not None and (self.step % run.val_every == 0 or last)
+                every = self.steps_per_epoch if run.val_every == "epoch" else run.val_every
+                validating = self.data.val is not None and (self.step % every == 0 or last)
                 if self.rank != 0:
                     yield info
                     if validating and self._agree_to_stop(False):  # rank 0 decides
