@@ -160,7 +160,8 @@ def test_evaluate_and_compare_end_to_end(trained, tmp_path):
 
 def test_compare_recomputes_exactly_what_changed(trained, tmp_path):
     """A changed baseline option retrains and re-evaluates that model only; a changed data
-    split re-evaluates every model without retraining any; an unchanged rerun touches nothing."""
+    split re-evaluates every model without retraining any; changed weights under the same
+    manifest re-evaluate that model; an unchanged rerun touches nothing."""
     from hierloc.workflows.compare import compare
 
     def run(data, temperature):
@@ -194,6 +195,14 @@ def test_compare_recomputes_exactly_what_changed(trained, tmp_path):
     third = times()
     changed = {k for k in second if second[k] != third[k]}
     assert changed == {"knn/eval", "zeroshot/eval"}
+    # a model folder whose weights change under the same manifest (a model retrained in
+    # place) is evaluated again, not answered from the old model's metrics
+    gallery = tmp_path / "cmp" / "knn" / "model" / "gallery.npy"
+    np.save(gallery, np.load(gallery)[::-1].copy())
+    run(half, 0.1)
+    fourth = times()
+    changed = {k for k in third if third[k] != fourth[k]}
+    assert changed == {"knn/eval"}
 
 
 def test_prior_answers_the_training_medoid_for_every_image(trained, data, tmp_path):

@@ -10,6 +10,7 @@ folder), ``NAME/eval`` (``hierloc evaluate``'s report) per model, then ``compare
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +30,7 @@ from hierloc.eval.evaluate import (
     split_file,
 )
 from hierloc.eval.plots import error_cdf_plot
+from hierloc.hierarchy.pipeline import file_sha256
 from hierloc.locate import build_model_folder
 from hierloc.train.families import FAMILIES, family_of, fit_model
 from hierloc.train.run import train_run
@@ -48,6 +50,18 @@ def stage_done(folder: Path, key: dict) -> bool:
 def mark_stage(folder: Path, key: dict) -> None:
     """Record that ``folder`` is complete and what it was made from."""
     write_file_atomic(folder / "stage.json", json.dumps(key, indent=2, sort_keys=True) + "\n")
+
+
+def folder_digest(folder: Path) -> str:
+    """SHA-256 over the names and contents of every file under ``folder`` but its
+    ``stage.json``."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if f.name == "stage.json":
+            continue
+        h.update(str(f.relative_to(folder)).encode() + b"\0")
+        h.update(file_sha256(f).encode())
+    return h.hexdigest()
 
 
 def _model_key(name: str, args: dict) -> dict:
@@ -168,6 +182,9 @@ def evaluate_model(
     )
     key = {
         "manifest": manifest,
+        # a model retrained in place keeps its manifest (same architecture, same checkpoint
+        # path): its files' digest tells the new weights from the old
+        "files": folder_digest(model_dir),
         "data": str(Path(data).resolve()),
         "split": split,
         "features": None if features is None else str(Path(features).resolve()),
