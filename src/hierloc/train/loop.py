@@ -238,12 +238,12 @@ class Trainer:
         if run.patience and self.bad_evals >= run.patience:
             log.info("%s stopped early at step %d; nothing to resume", self.run_dir, self.step)
             return
+        every = self.steps_per_epoch if run.val_every == "epoch" else run.val_every
         log_file = open(os.devnull if self.rank else self.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
         try:
             while self.step < self.total_steps:
                 info = self.train_step()
                 last = self.step == self.total_steps
-                every = self.steps_per_epoch if run.val_every == "epoch" else run.val_every
                 validating = self.data.val is not None and (self.step % every == 0 or last)
                 if self.rank != 0:
                     yield info
