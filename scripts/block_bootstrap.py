@@ -8,8 +8,12 @@ error band.
 
     python scripts/block_bootstrap.py A/predictions.parquet B/predictions.parquet \
         [--block 4] [--draws 4000] [--seed 0]
+    python scripts/block_bootstrap.py A/predictions.parquet     # one model alone
 
-Reads ``hierloc evaluate``'s predictions.parquet of each model (same split).
+Reads ``hierloc evaluate``'s predictions.parquet of each model (same split). With one file it
+reports that model's GeoScore and country accuracy with their block-bootstrap intervals: how
+much a split of this many blocks can say about either (e.g. whether two splits' accuracies
+differ beyond it).
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from hierloc.geo.haversine import haversine_km
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("a", help="predictions.parquet of model A")
-    ap.add_argument("b", help="predictions.parquet of model B")
+    ap.add_argument("b", nargs="?", help="predictions.parquet of model B (optional)")
     ap.add_argument("--block", type=float, default=4.0, help="block size in degrees")
     ap.add_argument("--draws", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.b is None:
+        alone(pd.read_parquet(args.a), args)
+        return
     a, b = pd.read_parquet(args.a), pd.read_parquet(args.b)
     m = a.merge(b[["id", "latitude", "longitude"]], on="id", suffixes=("", "_b"))
     if len(m) != len(a) or len(m) != len(b):
@@ -76,6 +83,26 @@ def main() -> None:
                 f"  where B's error is {span} ({100 * band.mean():.0f} % of images): "
                 f"A − B {diff[band].mean():+.0f} per image"
             )
+
+
+def alone(p: pd.DataFrame, args: argparse.Namespace) -> None:
+    """One model's GeoScore and country accuracy, each with its block-bootstrap interval."""
+    km = np.asarray(
+        haversine_km(p["latitude"], p["longitude"], p["true_latitude"], p["true_longitude"])
+    )
+    blocks = block_ids(p["true_latitude"].to_numpy(), p["true_longitude"].to_numpy(), args.block)
+    uniq, inv = np.unique(blocks, return_inverse=True)
+    counts = np.bincount(inv).astype(np.float64)
+    picks = np.random.default_rng(args.seed).integers(0, len(uniq), size=(args.draws, len(uniq)))
+    right = (p["country_id"] == p["true_country_id"]).to_numpy(np.float64)
+    print(f"{len(p)} images in {len(uniq)} blocks; block bootstrap 95 %:")
+    for name, per_image, fmt in (
+        ("GeoScore", geoscore(km), "{:,.0f}"),
+        ("country %", 100 * right, "{:.1f}"),
+    ):
+        sums = np.bincount(inv, weights=per_image)
+        lo, hi = np.quantile(sums[picks].sum(1) / counts[picks].sum(1), [0.025, 0.975])
+        print(f"  {name}: {fmt.format(per_image.mean())} [{fmt.format(lo)}, {fmt.format(hi)}]")
 
 
 if __name__ == "__main__":
