@@ -28,6 +28,24 @@ from hierloc.eval.metrics import geoscore
 from hierloc.geo.haversine import haversine_km
 
 
+def block_draws(p: pd.DataFrame, args: argparse.Namespace):
+    """``(inv, counts, picks)``: each image's block, the images per block, and ``draws`` resamples
+    of the blocks with replacement."""
+    blocks = block_ids(p["true_latitude"].to_numpy(), p["true_longitude"].to_numpy(), args.block)
+    uniq, inv = np.unique(blocks, return_inverse=True)
+    counts = np.bincount(inv).astype(np.float64)
+    picks = np.random.default_rng(args.seed).integers(0, len(uniq), size=(args.draws, len(uniq)))
+    return inv, counts, picks
+
+
+def interval(per_image: np.ndarray, inv, counts, picks) -> tuple[float, float]:
+    """95 % interval of the per-image mean over the block resamples."""
+    sums = np.bincount(inv, weights=per_image)
+    boot = sums[picks].sum(1) / counts[picks].sum(1)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return lo, hi
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("a", help="predictions.parquet of model A")
@@ -47,24 +65,18 @@ def main() -> None:
     km_a = np.asarray(haversine_km(m["latitude"], m["longitude"], *truth))
     km_b = np.asarray(haversine_km(m["latitude_b"], m["longitude_b"], *truth))
     diff = geoscore(km_a) - geoscore(km_b)
-    blocks = block_ids(m["true_latitude"].to_numpy(), m["true_longitude"].to_numpy(), args.block)
-    uniq, inv = np.unique(blocks, return_inverse=True)
-    sums = np.bincount(inv, weights=diff)  # per block: summed difference and image count
-    counts = np.bincount(inv).astype(np.float64)
-    rng = np.random.default_rng(args.seed)
-    picks = rng.integers(0, len(uniq), size=(args.draws, len(uniq)))
-    boot = sums[picks].sum(1) / counts[picks].sum(1)
-    lo, hi = np.quantile(boot, [0.025, 0.975])
+    inv, counts, picks = block_draws(m, args)
+    lo, hi = interval(diff, inv, counts, picks)
     top = np.sort(counts)[::-1]
     print(
-        f"A − B: {diff.mean():+.0f} GeoScore over {len(diff)} images in {len(uniq)} blocks "
+        f"A − B: {diff.mean():+.0f} GeoScore over {len(diff)} images in {len(counts)} blocks "
         f"(largest {int(top[0])}, five largest {int(top[:5].sum())}); block bootstrap 95 % "
         f"[{lo:+.0f}, {hi:+.0f}]; an i.i.d. standard error would say ±"
         f"{1.96 * diff.std(ddof=1) / np.sqrt(len(diff)):.0f}"
     )
     # the median error is not a sum over blocks: each draw's images are pooled and their
     # medians taken (A − B; negative = A's median error is smaller)
-    members = [np.flatnonzero(inv == k) for k in range(len(uniq))]
+    members = [np.flatnonzero(inv == k) for k in range(len(counts))]
     med = np.empty(args.draws)
     for i, pick in enumerate(picks):
         rows = np.concatenate([members[k] for k in pick])
@@ -90,18 +102,14 @@ def alone(p: pd.DataFrame, args: argparse.Namespace) -> None:
     km = np.asarray(
         haversine_km(p["latitude"], p["longitude"], p["true_latitude"], p["true_longitude"])
     )
-    blocks = block_ids(p["true_latitude"].to_numpy(), p["true_longitude"].to_numpy(), args.block)
-    uniq, inv = np.unique(blocks, return_inverse=True)
-    counts = np.bincount(inv).astype(np.float64)
-    picks = np.random.default_rng(args.seed).integers(0, len(uniq), size=(args.draws, len(uniq)))
+    inv, counts, picks = block_draws(p, args)
     right = (p["country_id"] == p["true_country_id"]).to_numpy(np.float64)
-    print(f"{len(p)} images in {len(uniq)} blocks; block bootstrap 95 %:")
+    print(f"{len(p)} images in {len(counts)} blocks; block bootstrap 95 %:")
     for name, per_image, fmt in (
         ("GeoScore", geoscore(km), "{:,.0f}"),
         ("country %", 100 * right, "{:.1f}"),
     ):
-        sums = np.bincount(inv, weights=per_image)
-        lo, hi = np.quantile(sums[picks].sum(1) / counts[picks].sum(1), [0.025, 0.975])
+        lo, hi = interval(per_image, inv, counts, picks)
         print(f"  {name}: {fmt.format(per_image.mean())} [{fmt.format(lo)}, {fmt.format(hi)}]")
 
 

@@ -53,13 +53,14 @@ def mark_stage(folder: Path, key: dict) -> None:
 
 
 def folder_digest(folder: Path) -> str:
-    """SHA-256 over the names and contents of every file under ``folder`` but its
-    ``stage.json``."""
+    """SHA-256 over the names and contents of the files of a (flat) model folder but its
+    ``stage.json``; subfolders, such as the reports ``hierloc evaluate`` writes there by
+    default, are not the model."""
     h = hashlib.sha256()
-    for f in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file()):
         if f.name == "stage.json":
             continue
-        h.update(str(f.relative_to(folder)).encode() + b"\0")
+        h.update(f.name.encode() + b"\0")
         h.update(file_sha256(f).encode())
     return h.hexdigest()
 
